@@ -1,0 +1,119 @@
+"""Nox sessions for the geo-localisation monorepo.
+
+Sessions (``nox -l`` lists them):
+
+- ``tests(<package>)``: one per directory under ``packages/``; installs the package with its
+  ``[test]`` extra and the sibling packages it depends on (from their local paths, never from an
+  index) into its own environment, then runs its tests. ``nox -t tests`` runs them all.
+- ``lint``: ruff over the whole tree.
+- ``bench(<package>)``: runs the benchmark scripts in ``packages/<package>/benchmarks/``.
+
+Environment variables (hydra-style selection): ``PACKAGES=a,b`` runs only those packages,
+``SKIP_PACKAGES=a,b`` skips some. ``PYTEST_ARGS`` is appended to every pytest call (e.g.
+``PYTEST_ARGS="-m 'slow or not slow'"`` to include slow tests).
+
+torch and torchvision come from PyPI (the CUDA builds, which also run on CPU); uv's cache is
+shared between environments, so a warm run installs in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+
+ROOT = Path(__file__).parent
+PACKAGES_DIR = ROOT / "packages"
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _discover() -> dict[str, list[str]]:
+    """Map each package directory name to the names of the sibling packages it requires."""
+    found = {}
+    for pyproject in sorted(PACKAGES_DIR.glob("*/pyproject.toml")):
+        meta = tomllib.loads(pyproject.read_text())["project"]
+        found[pyproject.parent.name] = meta.get("dependencies", [])
+    siblings = {_normalise(name) for name in found}
+    direct = {}
+    for name, deps in found.items():
+        requirements = [_normalise(re.split(r"[\s<>=!~;\[(]", dep, maxsplit=1)[0]) for dep in deps]
+        direct[name] = [dep for dep in requirements if dep in siblings]
+    return direct
+
+
+def _select(all_packages: list[str]) -> list[str]:
+    wanted = [p for p in os.environ.get("PACKAGES", "").split(",") if p]
+    skipped = {p for p in os.environ.get("SKIP_PACKAGES", "").split(",") if p}
+    unknown = (set(wanted) | skipped) - set(all_packages)
+    if unknown:
+        raise SystemExit(f"unknown package(s) {sorted(unknown)}; available: {all_packages}")
+    return [p for p in (wanted or all_packages) if p not in skipped]
+
+
+DEPENDS = _discover()
+PACKAGES = _select(sorted(DEPENDS))
+
+
+def _closure(package: str) -> list[str]:
+    """The package's local siblings, transitively, dependencies first."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        for dep in DEPENDS[name]:
+            visit(dep)
+        if name not in order:
+            order.append(name)
+
+    visit(package)
+    return order[:-1]
+
+
+def _install(session: nox.Session, package: str, extra: str) -> None:
+    """Install torch from PyPI, then the package and its siblings in one resolver call."""
+    args = []
+    for sibling in _closure(package):
+        args += ["-e", f"packages/{sibling}"]
+    args += ["-e", f"packages/{package}[{extra}]"]
+    session.install(*args)
+
+
+@nox.session(tags=["tests"])
+@nox.parametrize("package", PACKAGES, ids=PACKAGES)
+def tests(session: nox.Session, package: str) -> None:
+    """Install one package (and its local siblings) and run its test suite."""
+    _install(session, package, "test")
+    extra = shlex.split(os.environ.get("PYTEST_ARGS", ""))
+    session.run(
+        "python", "-m", "pytest", f"packages/{package}/tests", *extra, *session.posargs,
+        env={"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"},
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check over all packages, the noxfile and the benchmarks."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".", *session.posargs)
+
+
+@nox.session(tags=["bench"])
+@nox.parametrize("package", PACKAGES, ids=PACKAGES)
+def bench(session: nox.Session, package: str) -> None:
+    """Run every ``packages/<package>/benchmarks/bench_*.py`` script (prints figures, not a test)."""
+    scripts = sorted((PACKAGES_DIR / package / "benchmarks").glob("bench_*.py"))
+    if not scripts:
+        session.skip(f"{package} has no benchmarks")
+    _install(session, package, "bench")
+    for script in scripts:
+        session.run("python", str(script.relative_to(ROOT)), *session.posargs)
