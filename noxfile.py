@@ -5,7 +5,7 @@ Sessions (``nox -l`` lists them):
 - ``tests(<package>)``: one per directory under ``packages/``; installs the package with its
   ``[test]`` extra and the sibling packages it depends on (from their local paths, never from an
   index) into its own environment, then runs its tests. ``nox -t tests`` runs them all.
-- ``lint``: ruff over the whole tree.
+- ``lint``: ruff over the whole tree (also tagged ``tests``, so ``nox -t tests`` lints too).
 - ``bench(<package>)``: runs the benchmark scripts in ``packages/<package>/benchmarks/``.
 
 Environment variables (hydra-style selection): ``PACKAGES=a,b`` runs only those packages,
@@ -61,6 +61,9 @@ def _select(all_packages: list[str]) -> list[str]:
     return [p for p in (wanted or all_packages) if p not in skipped]
 
 
+# Distributions a package must not pull in (checked after installing it alone with its siblings).
+MUST_NOT_INSTALL = {"geo-transforms": ("timm", "torchvision")}
+
 DEPENDS = _discover()
 PACKAGES = _select(sorted(DEPENDS))
 
@@ -93,6 +96,14 @@ def _install(session: nox.Session, package: str, extra: str) -> None:
 def tests(session: nox.Session, package: str) -> None:
     """Install one package (and its local siblings) and run its test suite."""
     _install(session, package, "test")
+    forbidden = MUST_NOT_INSTALL.get(package, ())
+    if forbidden:
+        session.run(
+            "python", "-c",
+            "import importlib.metadata as m, sys\n"
+            f"found = [n for n in {list(forbidden)!r} if any(True for _ in m.distributions(name=n))]\n"
+            f"sys.exit(f'{package} pulled in {{found}}' if found else 0)",
+        )
     extra = shlex.split(os.environ.get("PYTEST_ARGS", ""))
     session.run(
         "python", "-m", "pytest", f"packages/{package}/tests", *extra, *session.posargs,
@@ -100,7 +111,7 @@ def tests(session: nox.Session, package: str) -> None:
     )
 
 
-@nox.session
+@nox.session(tags=["tests"])
 def lint(session: nox.Session) -> None:
     """ruff check over all packages, the noxfile and the benchmarks."""
     session.install("ruff>=0.6")
