@@ -1,0 +1,50 @@
+"""Cross-view geo-localisation datasets: CVUSA, CVACT, VIGOR, and their ``prepare`` cache.
+
+All datasets share one sample contract (``ground``, ``aerial``, ``id`` plus dataset keys), one
+resampling (Pillow antialiased bilinear to uint8), an on-the-fly polar option and a
+memory-mappable cache; see :mod:`geo_bench.datasets._common` and :mod:`geo_bench.datasets.cache`.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+from ._common import (
+    INTERPOLATION,
+    POLAR_SIZES,
+    CrossViewDataset,
+    DatasetNotFoundError,
+    MissingDependencyError,
+)
+from .cache import CacheEntry, CacheError, open_cache, prepare_cache
+from .cvact import CVACT, read_act_data
+from .cvusa import CVUSA, read_cvusa_split
+from .duplicates import DuplicatePair, find_exact_duplicates, image_md5
+from .vigor import VIGOR, VIGORGallery, parse_pano_latlon, parse_tile_latlon
+
+DATASETS: dict[str, type[CrossViewDataset]] = {"cvusa": CVUSA, "cvact": CVACT, "vigor": VIGOR}
+"""Name (lower case, as on the command line) -> dataset class."""
+
+__all__ = [
+    "CVACT",
+    "CVUSA",
+    "DATASETS",
+    "INTERPOLATION",
+    "POLAR_SIZES",
+    "VIGOR",
+    "CacheEntry",
+    "CacheError",
+    "CrossViewDataset",
+    "DatasetNotFoundError",
+    "DuplicatePair",
+    "MissingDependencyError",
+    "VIGORGallery",
+    "find_exact_duplicates",
+    "image_md5",
+    "open_cache",
+    "parse_pano_latlon",
+    "parse_tile_latlon",
+    "prepare_cache",
+    "read_act_data",
+    "read_cvusa_split",
+]

@@ -1,0 +1,485 @@
+"""Shared pieces of the cross-view datasets: errors, image IO, resizing, the polar option and the
+base class.
+
+Convention (every dataset of :mod:`geo_bench.datasets`):
+
+- Images are decoded with Pillow and converted to RGB.
+- Resizing uses Pillow's ``Image.resize(..., Image.BILINEAR)``: a triangle filter whose support
+  widens with the downscale factor, i.e. *antialiased* bilinear (the same family as torch's
+  ``interpolate(mode="bilinear", antialias=True)``; values differ by rounding only). The result is
+  uint8, so samples loaded from the raw files and from a ``prepare`` cache are bit-identical.
+- Polar aerials are computed from the *full-resolution* decoded aerial with
+  :func:`geo_transforms.polar_transform` (bilinear, ``align_corners=True``, SAFA geometry:
+  row 0 = outer ring, centre column = north, clockwise sweep), then rounded to uint8 like every
+  other view, as SAFA's precomputed maps were.
+- Samples are dicts: ``"ground"`` (3, H, W) float32 in [0, 1], ``"aerial"`` (3, h, w) float32 in
+  [0, 1], ``"id"`` (str), plus what the dataset has. ``transforms`` receives the whole dict.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+__all__ = [
+    "DatasetNotFoundError",
+    "MissingDependencyError",
+    "CrossViewDataset",
+    "PolarSpec",
+    "POLAR_SIZES",
+    "INTERPOLATION",
+    "parse_polar",
+    "parse_size",
+    "read_rgb",
+    "resize_uint8",
+]
+
+log = logging.getLogger(__name__)
+
+INTERPOLATION = "pillow-bilinear-antialiased"
+"""Name of the resampling used for every resize; recorded in each dataset's ``protocol``."""
+
+#: Named polar sizes accepted by ``polar=``. The geometry is always SAFA's (see module docstring);
+#: the name only fixes the output (H, W). ``toker_cvusa_legacy`` (render 224x1232, truncate,
+#: cubic-resize) is a geo-transforms preset, not a size, and is not produced by these loaders.
+POLAR_SIZES: dict[str, tuple[int, int]] = {"safa": (112, 616), "dsm": (128, 512)}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset (or part of it) is not where it was looked for.
+
+    The message starts with ``"Dataset not found"``, names the path that was looked for and shows the
+    expected on-disk layout.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, name: str, root: Path, missing: Path | str, layout: str, hint: str = "") -> None:
+        msg = (
+            f"Dataset not found: {name} expected {str(missing)!r} under root={str(root)!r}.\n"
+            f"Expected layout:\n{layout.rstrip()}\n"
+            f"{name} is licence-gated and cannot be downloaded automatically: request it from its "
+            f"authors and point root= at the folder shown above."
+        )
+        if hint:
+            msg += "\n" + hint
+        super().__init__(msg)
+        self.name = name
+        self.root = root
+        self.missing = str(missing)
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency needed by one reader is not installed.
+
+    .. versionadded:: 0.1
+    """
+
+
+# --------------------------------------------------------------------------------------------------
+# sizes and the polar option
+
+
+def parse_size(value: Sequence[int] | int | str | None, name: str) -> tuple[int, int] | None:
+    """``(H, W)`` from a pair, an int (square), ``"HxW"`` or None (native size, no resize)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts = value.lower().split("x")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"{name} must look like 'HxW', got {value!r}")
+        value = (int(parts[0]), int(parts[1]))
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be (H, W), an int, 'HxW' or None, got {value!r}")
+    if isinstance(value, int):
+        value = (value, value)
+    try:
+        h, w = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be (H, W), an int, 'HxW' or None, got {value!r}") from None
+    if h <= 0 or w <= 0:
+        raise ValueError(f"{name} must be positive, got {(h, w)}")
+    return (h, w)
+
+
+class PolarSpec:
+    """Resolved ``polar=`` option: output size, the name recorded in results, and the centre."""
+
+    __slots__ = ("center", "name", "size")
+
+    def __init__(self, size: tuple[int, int], name: str, center: str) -> None:
+        self.size = size
+        self.name = name
+        self.center = center
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"preset": self.name, "size": list(self.size), "center": self.center}
+
+    def __repr__(self) -> str:
+        return f"PolarSpec(size={self.size}, name={self.name!r}, center={self.center!r})"
+
+
+def parse_polar(
+    polar: bool | str | Sequence[int] | None, ground_size: tuple[int, int] | None, center: str = "safa"
+) -> PolarSpec | None:
+    """Resolve ``polar=``.
+
+    Args:
+        polar: ``False``/``None`` (raw aerial), ``True`` (polar at the ground size, SAFA style),
+            a name in :data:`POLAR_SIZES` (``"safa"`` = 112x616, ``"dsm"`` = 128x512), ``"HxW"`` or
+            an ``(H, W)`` pair.
+        ground_size: the ground output size (used by ``True``).
+        center: ``"safa"`` (S/2) or ``"pixel"`` ((S-1)/2), passed to ``polar_transform``.
+    """
+    if center not in ("safa", "pixel"):
+        raise ValueError(f"polar_center must be 'safa' or 'pixel', got {center!r}")
+    if polar is None or polar is False:
+        return None
+    if polar is True:
+        if ground_size is None:
+            raise ValueError("polar=True takes the ground size, but ground_size is None; pass polar=(H, W)")
+        return PolarSpec(ground_size, f"{ground_size[0]}x{ground_size[1]}", center)
+    if isinstance(polar, str) and polar.lower() in POLAR_SIZES:
+        return PolarSpec(POLAR_SIZES[polar.lower()], polar.lower(), center)
+    if isinstance(polar, str) and "x" not in polar.lower():
+        raise ValueError(f"unknown polar preset {polar!r}; available: {sorted(POLAR_SIZES)} or 'HxW'")
+    size = parse_size(polar, "polar")
+    assert size is not None
+    return PolarSpec(size, f"{size[0]}x{size[1]}", center)
+
+
+# --------------------------------------------------------------------------------------------------
+# image IO
+
+
+def read_rgb(path: Path, *, crop_rows: tuple[float, float] | None = None):  # -> PIL.Image.Image
+    """Decode ``path`` with Pillow as RGB, optionally keeping the rows [a*H, b*H).
+
+    Raises:
+        FileNotFoundError: the file does not exist (message names it).
+        OSError: the file exists but cannot be decoded (message names it).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            rgb = img.convert("RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file not found: {str(path)!r}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise OSError(f"cannot decode image {str(path)!r}: {exc}") from exc
+    if crop_rows is not None:
+        h = rgb.height
+        top, bottom = int(crop_rows[0] * h), int(crop_rows[1] * h)  # floor
+        rgb = rgb.crop((0, top, rgb.width, bottom))
+    return rgb
+
+
+def resize_uint8(img, size: tuple[int, int] | None, *, nearest: bool = False) -> Tensor:  # img: PIL.Image
+    """Resize a PIL image to ``size`` = (H, W) and return a (C, H, W) uint8 tensor.
+
+    Bilinear (antialiased on downscale, see module docstring), or nearest for label maps.
+    """
+    from PIL import Image
+
+    if size is not None and (img.height, img.width) != tuple(size):
+        resample = Image.NEAREST if nearest else Image.BILINEAR
+        img = img.resize((size[1], size[0]), resample=resample)
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+
+def polar_uint8(img, spec: PolarSpec) -> Tensor:  # img: PIL.Image
+    """Polar-transform a full-resolution square RGB aerial; returns (3, H, W) uint8."""
+    from geo_transforms import polar_transform
+
+    if img.width != img.height:
+        raise ValueError(f"polar=: the aerial must be square, got {img.width}x{img.height} (W x H)")
+    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()).float().div_(255.0)
+    with torch.no_grad():
+        p = polar_transform(x[None], spec.size, center=spec.center)[0]
+    return p.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def to_float(x: Tensor) -> Tensor:
+    """uint8 (C, H, W) -> float32 in [0, 1]."""
+    return x.to(torch.float32).div_(255.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# base class
+
+
+class CrossViewDataset(Dataset):
+    """Base class of the cross-view datasets (see the module docstring for the conventions).
+
+    Subclasses fill ``self.ids`` and the per-sample path lists, and implement
+    :meth:`_ground_path`, :meth:`_aerial_path`, :meth:`_extra` and :meth:`_config`. A dataset is
+    made of *views* (``"ground"``, ``"aerial"``), each a list of items that the ``prepare`` cache
+    stores as one uint8 array; paired datasets (CVUSA, CVACT) have one aerial per query, VIGOR has a
+    separate gallery.
+
+    .. versionadded:: 0.1
+    """
+
+    name: ClassVar[str] = ""
+    splits: ClassVar[tuple[str, ...]] = ()
+    layout: ClassVar[str] = ""
+    default_ground_size: ClassVar[tuple[int, int] | None] = None
+    default_aerial_size: ClassVar[tuple[int, int] | None] = None
+    ground_crop: tuple[float, float] | None = None
+
+    def _init_common(
+        self,
+        root: str | os.PathLike[str],
+        split: str,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None,
+        ground_size: Sequence[int] | int | str | None,
+        aerial_size: Sequence[int] | int | str | None,
+        polar: bool | str | Sequence[int] | None,
+        polar_center: str,
+        on_missing: str,
+    ) -> None:
+        if split not in self.splits:
+            raise ValueError(f"{self.name}: unknown split {split!r}; valid splits: {list(self.splits)}")
+        if on_missing not in ("raise", "skip"):
+            raise ValueError(f"on_missing must be 'raise' or 'skip', got {on_missing!r}")
+        if transforms is not None and not callable(transforms):
+            raise TypeError(f"transforms must be callable or None, got {type(transforms).__name__}")
+        self.root = Path(root)
+        self.split = split
+        self.transforms = transforms
+        self.ground_size = parse_size(ground_size, "ground_size")
+        self.polar = parse_polar(polar, self.ground_size, polar_center)
+        self.aerial_size = self.polar.size if self.polar is not None else parse_size(aerial_size, "aerial_size")
+        self.on_missing = on_missing
+        self.missing = 0
+        self._cache = None
+        if not self.root.is_dir():
+            raise DatasetNotFoundError(self.name, self.root, self.root, self.layout)
+
+    def _require(self, path: Path, what: str = "") -> Path:
+        if not path.exists():
+            hint = f"({what})" if what else ""
+            raise DatasetNotFoundError(self.name, self.root, path, self.layout, hint)
+        return path
+
+    # -- views -------------------------------------------------------------------------------------
+    def view_ids(self) -> dict[str, list[str]]:
+        """The items of each stored view, in order (``"ground"``: queries, ``"aerial"``: aerials)."""
+        return {"ground": list(self.ids), "aerial": list(self.ids)}
+
+    def load_view(self, view: str, i: int) -> Tensor:
+        """Item ``i`` of ``view`` as (3, H, W) uint8, processed (crop, resize, polar)."""
+        if self._cache is not None:
+            return self._cache.get(view, i)
+        if view == "ground":
+            img = read_rgb(self._ground_path(i), crop_rows=self.ground_crop)
+            return resize_uint8(img, self.ground_size)
+        if view == "aerial":
+            img = read_rgb(self._aerial_path(i))
+            if self.polar is not None:
+                return polar_uint8(img, self.polar)
+            return resize_uint8(img, self.aerial_size)
+        raise ValueError(f"unknown view {view!r}; views: {sorted(self.view_ids())}")
+
+    def _ground_path(self, i: int) -> Path:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _aerial_path(self, i: int) -> Path:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _extra(self, i: int) -> dict[str, Any]:
+        return {}
+
+    def _config(self) -> dict[str, Any]:
+        """Dataset-specific settings that change what is stored (cache key)."""
+        return {}
+
+    def cache_config(self) -> dict[str, Any]:
+        """Everything that determines the cached arrays; equal configs give equal caches."""
+        return {
+            "dataset": self.name,
+            "split": self.split,
+            "ground_size": list(self.ground_size) if self.ground_size else None,
+            "aerial_size": list(self.aerial_size) if self.aerial_size else None,
+            "polar": self.polar.as_dict() if self.polar is not None else False,
+            "ground_crop": list(self.ground_crop) if self.ground_crop else None,
+            "interpolation": INTERPOLATION,
+            "on_missing": self.on_missing,
+            **self._config(),
+        }
+
+    def cache_key(self) -> str:
+        blob = json.dumps(self.cache_config(), sort_keys=True).encode()
+        return f"{self.name.lower()}-{self.split}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+    def _attach_cache(self, cache: str | os.PathLike[str] | None, verify: str) -> list[str] | None:
+        """Open the cache entry for this configuration; returns the cached query ids (or None)."""
+        if cache is None:
+            return None
+        from .cache import open_cache
+
+        self._cache = open_cache(cache, self, verify=verify)
+        return self._cache.ids("ground")
+
+    def _select(
+        self,
+        all_ids: Sequence[str],
+        paths_of: Callable[[int], Sequence[Path]],
+        cache: str | os.PathLike[str] | None,
+        verify: str,
+    ) -> list[int]:
+        """Indices into ``all_ids`` of the samples to serve.
+
+        Without a cache: the samples whose files exist (see ``on_missing``). With a cache: the ids
+        recorded in its manifest (the raw images are not needed then), which must be all of
+        ``all_ids`` (``on_missing="raise"``) or a subsequence of them (``"skip"``).
+        """
+        cached = self._attach_cache(cache, verify)
+        if cached is None:
+            return self._filter_missing(paths_of, len(all_ids))
+        from .cache import CacheError
+
+        pos = {x: k for k, x in enumerate(all_ids)}
+        unknown = [x for x in cached if x not in pos]
+        keep = [pos[x] for x in cached if x in pos]
+        if unknown or keep != sorted(keep) or (self.on_missing == "raise" and len(keep) != len(all_ids)):
+            raise CacheError(
+                f"cache {self._cache.path} lists {len(cached)} {self.name} {self.split} samples that do not "
+                f"match the split's {len(all_ids)} (unknown ids: {unknown[:3]}); re-run prepare"
+            )
+        self.missing = len(all_ids) - len(keep)
+        return keep
+
+    def _filter_missing(self, paths_of: Callable[[int], Sequence[Path]], n: int) -> list[int]:
+        """Indices whose files all exist; raises (default) or warns and counts (``on_missing="skip"``)."""
+        keep: list[int] = []
+        missing: list[Path] = []
+        for i in range(n):
+            absent = [p for p in paths_of(i) if not p.is_file()]
+            if absent:
+                missing.extend(absent)
+            else:
+                keep.append(i)
+        self.missing = n - len(keep)
+        if missing:
+            if self.on_missing == "raise":
+                shown = "\n".join(f"  {p}" for p in missing[:5])
+                more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
+                raise DatasetNotFoundError(
+                    self.name,
+                    self.root,
+                    missing[0],
+                    self.layout,
+                    f"{len(missing)} image file(s) missing for split {self.split!r}:\n{shown}{more}\n"
+                    "Pass on_missing='skip' to drop those samples (counted in .missing).",
+                )
+            warnings.warn(
+                f"{self.name} {self.split}: skipped {self.missing} of {n} samples with missing files "
+                f"(first: {missing[0]}); N = {len(keep)}",
+                stacklevel=3,
+            )
+        return keep
+
+    # -- Dataset API -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {self.name} {self.split} with {n} samples")
+        i = i % n
+        sample: dict[str, Any] = {
+            "ground": to_float(self.load_view("ground", i)),
+            "aerial": to_float(self._query_aerial(i)),
+            "id": self.ids[i],
+        }
+        sample.update(self._extra(i))
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+    def _query_aerial(self, i: int) -> Tensor:
+        return self.load_view("aerial", i)
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        """What a results record needs to know about this data (dataset, split, N, settings)."""
+        views = self.view_ids()
+        info = {
+            "dataset": self.name,
+            "split": self.split,
+            "n": len(self),
+            "n_query": len(self),
+            "n_reference": len(views["aerial"]),
+            "missing": self.missing,
+            "ground_size": list(self.ground_size) if self.ground_size else None,
+            "aerial_size": list(self.aerial_size) if self.aerial_size else None,
+            "polar": self.polar.as_dict() if self.polar is not None else False,
+            "ground_crop": list(self.ground_crop) if self.ground_crop else None,
+            "interpolation": INTERPOLATION,
+            "cache": str(self._cache.path) if self._cache is not None else None,
+        }
+        info.update(self._config())
+        return info
+
+    info = protocol
+
+    def plot(self, sample: dict[str, Any], show_titles: bool = True, suptitle: str | None = None):
+        """Plot a sample's ground and aerial views (and its annotation if present).
+
+        Returns:
+            a :class:`matplotlib.figure.Figure`.
+        """
+        import matplotlib.pyplot as plt
+
+        panels = [("ground", sample["ground"]), ("aerial (polar)" if self.polar else "aerial", sample["aerial"])]
+        for key in ("ground_seg", "ground_seg_rgb"):
+            if key in sample:
+                panels.append((key, sample[key]))
+        widths = [p[1].shape[-1] / p[1].shape[-2] for p in panels]
+        fig, axes = plt.subplots(1, len(panels), figsize=(3 * sum(widths), 3), width_ratios=widths)
+        for ax, (title, img) in zip(axes, panels):
+            img = img.detach().cpu()
+            if img.ndim == 3:
+                arr = img.permute(1, 2, 0).numpy()
+                if arr.dtype != np.uint8:
+                    arr = arr.clip(0, 1)
+                ax.imshow(arr)
+            else:
+                ax.imshow(img.numpy(), interpolation="nearest")
+            ax.axis("off")
+            if show_titles:
+                ax.set_title(f"{title} {sample.get('id', '')}".strip() if title == "ground" else title)
+        if suptitle is not None:
+            fig.suptitle(suptitle)
+        fig.tight_layout()
+        return fig
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        polar = f", polar={self.polar.name!r}" if self.polar else ""
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, N={len(self)}, "
+            f"ground_size={self.ground_size}, aerial_size={self.aerial_size}{polar})"
+        )
