@@ -327,8 +327,9 @@ class CrossViewDataset(Dataset):
         }
 
     def cache_key(self) -> str:
-        blob = json.dumps(self.cache_config(), sort_keys=True).encode()
-        return f"{self.name.lower()}-{self.split}-{hashlib.sha256(blob).hexdigest()[:12]}"
+        cfg = self.cache_config()
+        blob = json.dumps(cfg, sort_keys=True).encode()
+        return f"{self.name.lower()}-{cfg['split']}-{hashlib.sha256(blob).hexdigest()[:12]}"
 
     def _attach_cache(self, cache: str | os.PathLike[str] | None, verify: str) -> list[str] | None:
         """Open the cache entry for this configuration; returns the cached query ids (or None)."""

@@ -152,6 +152,10 @@ class CVUSA(CrossViewDataset):
     def _config(self) -> dict[str, Any]:
         return {"cvusa_split": self.cvusa_split, "split_file": self.split_file.name}
 
+    def cache_config(self) -> dict[str, Any]:
+        # "test" is an alias of "val": both read val-19zl.csv and share one cache entry
+        return {**super().cache_config(), "split": "val" if self.split == "test" else self.split}
+
     def _read_gps(self) -> np.ndarray | None:
         path = self.root / "split_locations" / "all.csv"
         if not path.is_file():
