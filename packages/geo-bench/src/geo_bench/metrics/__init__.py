@@ -1,0 +1,83 @@
+"""Retrieval metrics and evaluation protocols: exact chunked ranks, R@K / R@1%, CVACT_test protocols,
+DSM's limited-FoV / unknown-orientation protocol and VIGOR's hit rate and meter-level localisation.
+
+Everything is re-exported here in one flat namespace; see each module for its Convention block.
+"""
+
+from __future__ import annotations
+
+from geo_bench.metrics.cvact import CVACT_TEST_PROTOCOLS, cvact_test_recall, id_1to1_glob_ids
+from geo_bench.metrics.faiss_backend import MissingDependencyError, faiss_knn
+from geo_bench.metrics.geo import EARTH_RADIUS_M, geo_tolerant_recall, great_circle_distance, utm_neighbours
+from geo_bench.metrics.orientation import (
+    FovQuerySet,
+    OrientationResult,
+    apply_fov,
+    circular_error_deg,
+    make_fov_queries,
+    orientation_accuracy,
+    orientation_bins,
+)
+from geo_bench.metrics.recall import (
+    DEFAULT_MEMORY_BUDGET,
+    RecallResult,
+    Similarity,
+    bidirectional_recall,
+    chunk_size_for,
+    ranks,
+    recall_curve,
+    recall_from_ranks,
+    retrieval_recall,
+    score_blocks,
+    top1pct_k,
+)
+from geo_bench.metrics.vigor import (
+    VIGOR_METERS_PER_PIXEL,
+    MeterLevelCurve,
+    VigorResult,
+    localisation_errors,
+    meter_level_accuracy,
+    plot_meter_level_accuracy,
+    vigor_offset_to_latlon,
+    vigor_recall,
+    vigor_thresholds,
+)
+
+__all__ = [
+    "CVACT_TEST_PROTOCOLS",
+    "DEFAULT_MEMORY_BUDGET",
+    "EARTH_RADIUS_M",
+    "VIGOR_METERS_PER_PIXEL",
+    "FovQuerySet",
+    "MeterLevelCurve",
+    "MissingDependencyError",
+    "OrientationResult",
+    "RecallResult",
+    "Similarity",
+    "VigorResult",
+    "apply_fov",
+    "bidirectional_recall",
+    "chunk_size_for",
+    "circular_error_deg",
+    "cvact_test_recall",
+    "faiss_knn",
+    "geo_tolerant_recall",
+    "great_circle_distance",
+    "id_1to1_glob_ids",
+    "localisation_errors",
+    "make_fov_queries",
+    "meter_level_accuracy",
+    "orientation_accuracy",
+    "orientation_bins",
+    "plot_meter_level_accuracy",
+    "ranks",
+    "recall_curve",
+    "recall_from_ranks",
+    "retrieval_recall",
+    "score_blocks",
+    "top1pct_k",
+    "utm_neighbours",
+    "vigor_offset_to_latlon",
+    "vigor_recall",
+    "vigor_thresholds",
+]

@@ -1,0 +1,559 @@
+"""Exact retrieval ranks and recall@K, chunked over queries.
+
+Convention:
+    - Descriptors are compared by cosine similarity in float32: both sides are L2-normalised by the
+      function (``q / max(|q|, 1e-12)``), the reference without a copy when it is already float32 (its
+      inverse norms scale each block's columns instead).
+    - ``rank_i = #{r : s(q_i, r) > s(q_i, gt_i)}``: the number of references *strictly* more similar
+      than the true match (``ties="optimistic"``, what every public repository does). With
+      ``ties="pessimistic"`` a reference scoring *equal* to the match also counts against it:
+      ``rank_i = #{r != gt_i : s(q_i, r) >= s(q_i, gt_i)}`` (a diagnostic for duplicated references).
+    - ``hit@K  <=>  rank < K``; ``R@K = 100 * mean(hit@K)`` in percent. A K larger than the gallery is
+      clipped to the gallery size.
+    - Top-1%: ``K = floor(N_ref / 100)`` (``top1pct_rule="floor"``, Sample4Geo/TransGeo/SAFA's printed
+      value; at least 1) or ``K = int(0.01 * N_ref) + 1`` (``"int_plus_one"``, OriCNN, official VIGOR,
+      DSM ``cal_FOV_acc.py``). The K used is stored next to the value.
+    - Query ``i`` matches reference ``i`` unless ``gt_index`` (N_q,) says otherwise.
+    - Work is done one query block at a time on the inputs' device: a (b, N_ref) score block, never an
+      N_q x N_ref matrix. The block size comes from ``chunk_size`` or from ``memory_budget`` bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "RecallResult",
+    "Similarity",
+    "bidirectional_recall",
+    "chunk_size_for",
+    "ranks",
+    "recall_curve",
+    "recall_from_ranks",
+    "retrieval_recall",
+    "score_blocks",
+    "top1pct_k",
+]
+
+#: Score callable for custom (e.g. DSM-aligned) matching: ``(q_block (b, ...), reference (M, ...)) -> (b, M)``.
+Similarity = Callable[[Tensor, Tensor], Tensor]
+
+#: Bytes allowed for one query block's working set (scores, a same-size temporary and a bool mask).
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
+
+# Bytes of working memory per (query, reference) pair: float32 scores + one float32 temporary + bool.
+_BYTES_PER_PAIR = 9
+_TIE_RULES = ("optimistic", "pessimistic")
+_TOP1PCT_RULES = ("floor", "int_plus_one")
+_BACKENDS = ("torch", "faiss")
+_DIRECTIONS = ("g2a", "a2g")
+
+
+@dataclass(frozen=True)
+class RecallResult:
+    """Recall@K of one retrieval direction under one protocol.
+
+    Attributes:
+        recall_at: ``{K: R@K}`` in percent.
+        top1pct: R@top-x% in percent (x = ``top_percent``, 1 by default).
+        top1pct_k: the K used for ``top1pct``.
+        top1pct_rule: ``"floor"`` or ``"int_plus_one"``.
+        ties: ``"optimistic"`` (strict ``>``) or ``"pessimistic"`` (``>=``).
+        n_query: number of queries.
+        n_reference: gallery size.
+        direction: ``"g2a"`` (ground query -> aerial gallery, the headline) or ``"a2g"``.
+        protocol: ``"id"`` (explicit gt index), ``"id_1to1"``, ``"id_1to1_glob"`` or ``"utm_<r>m"``.
+        radius_m: the radius of a ``utm_*`` protocol, else ``None``.
+        top_percent: the x of R@x% (1.0 by default).
+        backend: ``"torch"`` (exact ranks) or ``"faiss"`` (top-k neighbours).
+    """
+
+    recall_at: dict[int, float]
+    top1pct: float
+    top1pct_k: int
+    top1pct_rule: str
+    ties: str
+    n_query: int
+    n_reference: int
+    direction: str = "g2a"
+    protocol: str = "id"
+    radius_m: float | None = None
+    top_percent: float = 1.0
+    backend: str = "torch"
+
+    @property
+    def top_key(self) -> str:
+        """The metric name of the top-x% recall, ``"R@1%"`` by default."""
+        return f"R@{self.top_percent:g}%"
+
+    def as_dict(self) -> dict[str, float | int]:
+        """``{"R@1": ..., "R@5": ..., "R@10": ..., "R@1%": ..., "K_1pct": ...}`` (recalls in percent)."""
+        out: dict[str, float | int] = {f"R@{k}": v for k, v in sorted(self.recall_at.items())}
+        out[self.top_key] = self.top1pct
+        out[f"K_{self.top_percent:g}pct"] = self.top1pct_k
+        return out
+
+    def protocol_dict(self) -> dict[str, Any]:
+        """The protocol flags this result depends on, for :class:`geo_bench.records.ResultRecord`."""
+        out: dict[str, Any] = {
+            "direction": self.direction,
+            "top1pct_rule": self.top1pct_rule,
+            "tie_rule": self.ties,
+            "retrieval_protocol": self.protocol,
+            "backend": self.backend,
+        }
+        if self.radius_m is not None:
+            out["radius_m"] = self.radius_m
+        return out
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Validated inputs: the reference as scored, its inverse norms, and the similarity callable."""
+
+    reference: Tensor
+    inv_norm: Tensor | None
+    similarity: Similarity | None = field(default=None)
+
+
+def top1pct_k(n_reference: int, rule: str = "floor", top_percent: float = 1.0) -> int:
+    """The K of R@x% for a gallery of ``n_reference`` items.
+
+    Convention: ``"floor"`` gives ``floor(N * x / 100)`` (at least 1); ``"int_plus_one"`` gives
+    ``int(N * 0.01 * x) + 1`` exactly as the legacy code computes it in floating point.
+
+    Args:
+        n_reference: gallery size N.
+        rule: ``"floor"`` (default) or ``"int_plus_one"``.
+        top_percent: x, 1.0 for R@1%.
+
+    Returns:
+        The K used for R@x%.
+
+    Example:
+        >>> top1pct_k(8884), top1pct_k(8884, "int_plus_one")
+        (88, 89)
+        >>> top1pct_k(10_000), top1pct_k(10_000, "int_plus_one")
+        (100, 101)
+    """
+    if isinstance(n_reference, bool) or not isinstance(n_reference, int):
+        raise TypeError(f"n_reference must be an int, got {type(n_reference).__name__}")
+    if n_reference <= 0:
+        raise ValueError(f"n_reference must be positive, got {n_reference}")
+    if not 0 < top_percent <= 100:
+        raise ValueError(f"top_percent must be in (0, 100], got {top_percent}")
+    if rule == "floor":
+        return max(1, math.floor(Fraction(n_reference) * Fraction(str(top_percent)) / 100))
+    if rule == "int_plus_one":
+        return int(n_reference * 0.01 * top_percent) + 1
+    raise ValueError(f"top1pct_rule must be one of {_TOP1PCT_RULES}, got {rule!r}")
+
+
+def chunk_size_for(n_reference: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
+    """Query rows per block so that a block's working set (about 9 bytes per pair) fits the budget."""
+    if memory_budget <= 0:
+        raise ValueError(f"memory_budget must be positive bytes, got {memory_budget}")
+    return max(1, int(memory_budget // (_BYTES_PER_PAIR * max(1, n_reference))))
+
+
+def _check_tensor(x: object, name: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    return x
+
+
+def _prepare(query: Tensor, reference: Tensor, similarity: Similarity | None) -> _Prepared:
+    _check_tensor(query, "query")
+    _check_tensor(reference, "reference")
+    if query.device != reference.device:
+        raise ValueError(f"query and reference must be on one device, got {query.device} and {reference.device}")
+    if query.shape[0] == 0 or reference.shape[0] == 0:
+        raise ValueError(
+            f"query and reference must be non-empty, got {tuple(query.shape)} and {tuple(reference.shape)}"
+        )
+    if similarity is not None:
+        if not callable(similarity):
+            raise TypeError(f"similarity must be callable, got {type(similarity).__name__}")
+        return _Prepared(reference=reference, inv_norm=None, similarity=similarity)
+    for name, x in (("query", query), ("reference", reference)):
+        if x.ndim != 2:
+            raise ValueError(f"{name} must be (N, D) descriptors, got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
+    if query.shape[1] != reference.shape[1]:
+        raise ValueError(
+            f"query (N_q, D) and reference (N_ref, D) must share D, got {tuple(query.shape)} and "
+            f"{tuple(reference.shape)}"
+        )
+    # float32 and contiguous: no copy when the caller's reference already is.
+    ref = reference.detach().to(torch.float32).contiguous()
+    norms = torch.linalg.vector_norm(ref, dim=1)
+    if not bool(torch.isfinite(norms).all()):
+        raise ValueError("reference contains NaN or infinite values")
+    inv_norm = 1.0 / norms.clamp_min(1e-12)
+    return _Prepared(reference=ref, inv_norm=inv_norm)
+
+
+def _blocks(
+    query: Tensor, prep: _Prepared, chunk_size: int | None, memory_budget: int
+) -> Iterator[tuple[int, int, Tensor]]:
+    n_q, n_ref = query.shape[0], prep.reference.shape[0]
+    if chunk_size is None:
+        chunk_size = chunk_size_for(n_ref, memory_budget)
+    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    chunk_size = min(chunk_size, n_q)
+    for start in range(0, n_q, chunk_size):
+        end = min(start + chunk_size, n_q)
+        q = query[start:end].detach()
+        if prep.similarity is not None:
+            with torch.no_grad():
+                block = prep.similarity(q, prep.reference)
+            if not isinstance(block, Tensor) or tuple(block.shape) != (end - start, n_ref):
+                got = tuple(block.shape) if isinstance(block, Tensor) else type(block).__name__
+                raise ValueError(f"similarity must return a ({end - start}, {n_ref}) tensor, got {got}")
+            block = block.to(torch.float32)
+            if not bool(torch.isfinite(block).all()):
+                raise ValueError(f"similarity returned NaN or infinite scores for queries [{start}, {end})")
+        else:
+            q = q.to(torch.float32)
+            if not bool(torch.isfinite(q).all()):
+                raise ValueError(f"query contains NaN or infinite values in rows [{start}, {end})")
+            q = F.normalize(q, dim=1, eps=1e-12)
+            assert prep.inv_norm is not None
+            with torch.no_grad():
+                block = q @ prep.reference.T
+                block.mul_(prep.inv_norm)
+        yield start, end, block
+
+
+def score_blocks(
+    query: Tensor,
+    reference: Tensor,
+    *,
+    chunk_size: int | None = None,
+    similarity: Similarity | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> Iterator[tuple[int, int, Tensor]]:
+    """Yield ``(start, end, scores)`` with the (end - start, N_ref) float32 cosine scores of a query block.
+
+    The building block of every metric here; use it for your own per-block statistics.
+
+    Args:
+        query: (N_q, D) descriptors, or anything ``similarity`` accepts.
+        reference: (N_ref, D) descriptors, or anything ``similarity`` accepts.
+        chunk_size: query rows per block; by default from ``memory_budget``.
+        similarity: optional ``(q_block, reference) -> (b, N_ref)`` score callable; the descriptors are
+            then passed through unnormalised.
+        memory_budget: bytes for one block's working set when ``chunk_size`` is None.
+
+    Returns:
+        An iterator of ``(start, end, scores)``; scores live on the inputs' device.
+    """
+    prep = _prepare(query, reference, similarity)
+    return _blocks(query, prep, chunk_size, memory_budget)
+
+
+def _check_gt(gt_index: Tensor | None, n_q: int, n_ref: int, device: torch.device) -> Tensor:
+    if gt_index is None:
+        if n_q > n_ref:
+            raise ValueError(
+                f"without gt_index query i matches reference i, so N_q ({n_q}) must be <= N_ref ({n_ref})"
+            )
+        return torch.arange(n_q, device=device)
+    gt = torch.as_tensor(gt_index)
+    if gt.dtype.is_floating_point or gt.dtype == torch.bool or gt.is_complex():
+        raise TypeError(f"gt_index must be an integer tensor, got {gt.dtype}")
+    if gt.shape != (n_q,):
+        raise ValueError(f"gt_index must be (N_q,) = ({n_q},), got {tuple(gt.shape)}")
+    gt = gt.to(device=device, dtype=torch.long)
+    if n_q and (int(gt.min()) < 0 or int(gt.max()) >= n_ref):
+        raise ValueError(f"gt_index must lie in [0, {n_ref}), got range [{int(gt.min())}, {int(gt.max())}]")
+    return gt
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in _TIE_RULES:
+        raise ValueError(f"ties must be one of {_TIE_RULES}, got {ties!r}")
+
+
+def _block_ranks(block: Tensor, gt: Tensor, ties: str) -> Tensor:
+    pos = block.gather(1, gt[:, None])
+    if ties == "optimistic":
+        return (block > pos).sum(1)
+    return (block >= pos).sum(1) - 1
+
+
+def ranks(
+    query: Tensor,
+    reference: Tensor,
+    *,
+    gt_index: Tensor | None = None,
+    ties: str = "optimistic",
+    chunk_size: int | None = None,
+    similarity: Similarity | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> Tensor:
+    """Rank of the true match of every query: the number of references scoring above it.
+
+    Convention: cosine on L2-normalised float32 descriptors (or ``similarity``'s scores);
+    ``ties="optimistic"`` counts strictly greater scores, ``"pessimistic"`` counts ``>=`` (the match
+    itself excluded). Blockwise over queries on the inputs' device; never an N_q x N_ref matrix.
+
+    Args:
+        query: (N_q, D) query descriptors (ground for g2a).
+        reference: (N_ref, D) gallery descriptors.
+        gt_index: (N_q,) index of each query's match in ``reference``; default ``arange(N_q)``.
+        ties: ``"optimistic"`` or ``"pessimistic"``.
+        chunk_size: query rows per block; default from ``memory_budget``.
+        similarity: optional ``(q_block (b, ...), reference (N_ref, ...)) -> (b, N_ref)`` scores.
+        memory_budget: bytes for one block's working set when ``chunk_size`` is None.
+
+    Returns:
+        (N_q,) int64 ranks on the inputs' device; 0 means retrieved first.
+
+    Example:
+        >>> g = torch.eye(4)
+        >>> ranks(g, g).tolist()
+        [0, 0, 0, 0]
+        >>> ranks(g, g, gt_index=torch.tensor([1, 0, 3, 2])).tolist()
+        [1, 1, 1, 1]
+    """
+    _check_ties(ties)
+    prep = _prepare(query, reference, similarity)
+    n_q, n_ref = query.shape[0], prep.reference.shape[0]
+    gt = _check_gt(gt_index, n_q, n_ref, prep.reference.device)
+    out = torch.empty(n_q, dtype=torch.long, device=prep.reference.device)
+    for start, end, block in _blocks(query, prep, chunk_size, memory_budget):
+        out[start:end] = _block_ranks(block, gt[start:end], ties)
+    return out
+
+
+def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
+    ks = tuple(ks)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k <= 0 for k in ks):
+        raise ValueError(f"ks must be a non-empty sequence of positive ints, got {ks!r}")
+    return tuple(sorted(set(ks)))
+
+
+def recall_curve(ranks: Tensor, ks: Iterable[int]) -> Tensor:
+    """R@K in percent for every K of ``ks`` from a rank tensor (hit@K iff rank < K).
+
+    Args:
+        ranks: (N,) integer ranks, as returned by :func:`ranks`.
+        ks: positive Ks, in any order (e.g. ``range(1, 101)`` for a curve).
+
+    Returns:
+        (len(ks),) float64 tensor of recalls in percent, in the order of ``ks``, on ``ranks``' device.
+
+    Example:
+        >>> recall_curve(torch.tensor([0, 0, 3, 9]), [1, 4, 10]).tolist()
+        [50.0, 75.0, 100.0]
+    """
+    r = _check_tensor(ranks, "ranks")
+    if r.ndim != 1 or r.numel() == 0 or r.dtype.is_floating_point or r.dtype == torch.bool:
+        raise ValueError(f"ranks must be a non-empty (N,) integer tensor, got {tuple(r.shape)} {r.dtype}")
+    ks_list = list(ks)
+    _check_ks(ks_list)
+    kmax = max(ks_list)
+    counts = torch.bincount(r.long().clamp(0, kmax), minlength=kmax + 1)
+    cum = counts.cumsum(0).to(torch.float64)
+    idx = torch.tensor([k - 1 for k in ks_list], device=r.device)
+    return cum[idx] * (100.0 / r.numel())
+
+
+def recall_from_ranks(
+    ranks: Tensor,
+    n_reference: int,
+    ks: Iterable[int] = (1, 5, 10),
+    top_percent: float = 1.0,
+    *,
+    top1pct_rule: str = "floor",
+    ties: str = "optimistic",
+    direction: str = "g2a",
+    protocol: str = "id",
+    radius_m: float | None = None,
+    backend: str = "torch",
+) -> RecallResult:
+    """Build a :class:`RecallResult` from per-query ranks (K larger than the gallery is clipped)."""
+    ks = _check_ks(ks)
+    _check_ties(ties)
+    if direction not in _DIRECTIONS:
+        raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
+    k_top = top1pct_k(n_reference, top1pct_rule, top_percent)
+    values = recall_curve(ranks, [min(k, n_reference) for k in (*ks, k_top)]).tolist()
+    return RecallResult(
+        recall_at=dict(zip(ks, values[:-1])),
+        top1pct=values[-1],
+        top1pct_k=k_top,
+        top1pct_rule=top1pct_rule,
+        ties=ties,
+        n_query=int(ranks.numel()),
+        n_reference=n_reference,
+        direction=direction,
+        protocol=protocol,
+        radius_m=radius_m,
+        top_percent=float(top_percent),
+        backend=backend,
+    )
+
+
+def retrieval_recall(
+    query: Tensor,
+    reference: Tensor,
+    ks: Iterable[int] = (1, 5, 10),
+    top_percent: float = 1.0,
+    *,
+    gt_index: Tensor | None = None,
+    top1pct_rule: str = "floor",
+    ties: str = "optimistic",
+    chunk_size: int | None = None,
+    similarity: Similarity | None = None,
+    backend: str = "torch",
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    direction: str = "g2a",
+    protocol: str = "id",
+) -> RecallResult:
+    """R@K and R@1% of ``query`` against ``reference``.
+
+    Convention: see the module docstring: cosine on L2-normalised float32 descriptors, strict ``>``
+    ranks (``ties="optimistic"``), hit@K iff rank < K, top-1% K from ``top1pct_rule`` and reported.
+    ``backend="faiss"`` searches the top max(K) neighbours with ``faiss.knn`` (inner product on
+    normalised float32 copies) instead of counting ranks: exact ties may resolve differently there, so
+    it only supports ``ties="optimistic"`` and no custom ``similarity``.
+
+    Args:
+        query: (N_q, D) query descriptors (ground for the headline g2a direction).
+        reference: (N_ref, D) gallery descriptors.
+        ks: the Ks of R@K.
+        top_percent: x of R@x%; 1.0 gives R@1%.
+        gt_index: (N_q,) index of each query's match in ``reference``; default ``arange(N_q)``.
+        top1pct_rule: ``"floor"`` (default, floor(N/100)) or ``"int_plus_one"`` (int(0.01 N) + 1).
+        ties: ``"optimistic"`` (strict ``>``) or ``"pessimistic"`` (``>=``).
+        chunk_size: query rows per block; default from ``memory_budget``.
+        similarity: optional ``(q_block (b, ...), reference (N_ref, ...)) -> (b, N_ref)`` scores.
+        backend: ``"torch"`` (exact, the reference) or ``"faiss"``.
+        memory_budget: bytes for one block's working set when ``chunk_size`` is None.
+        direction: label stored in the result, ``"g2a"`` or ``"a2g"``.
+        protocol: label stored in the result (``"id"``, ``"id_1to1"``, ``"id_1to1_glob"``).
+
+    Returns:
+        A :class:`RecallResult`; ``.as_dict()`` gives ``{"R@1", "R@5", "R@10", "R@1%", "K_1pct"}``.
+
+    Example:
+        >>> g = torch.eye(200)
+        >>> res = retrieval_recall(g, g)
+        >>> res.as_dict()
+        {'R@1': 100.0, 'R@5': 100.0, 'R@10': 100.0, 'R@1%': 100.0, 'K_1pct': 2}
+    """
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    ks = _check_ks(ks)
+    _check_ties(ties)
+    if backend == "faiss":
+        from geo_bench.metrics.faiss_backend import faiss_hits
+
+        if similarity is not None:
+            raise ValueError("backend='faiss' searches plain inner products; a custom similarity needs backend='torch'")
+        if ties != "optimistic":
+            raise ValueError("backend='faiss' resolves ties by its own order; use backend='torch' for ties='pessimistic'")
+        _prepare(query, reference, None)
+        n_q, n_ref = query.shape[0], reference.shape[0]
+        gt = _check_gt(gt_index, n_q, n_ref, torch.device("cpu"))
+        k_top = top1pct_k(n_ref, top1pct_rule, top_percent)
+        all_ks = [min(k, n_ref) for k in (*ks, k_top)]
+        hits = faiss_hits(query, reference, gt, all_ks, chunk_size=chunk_size, memory_budget=memory_budget)
+        values = [100.0 * float(h) / n_q for h in hits]
+        return RecallResult(
+            recall_at=dict(zip(ks, values[:-1])),
+            top1pct=values[-1],
+            top1pct_k=k_top,
+            top1pct_rule=top1pct_rule,
+            ties=ties,
+            n_query=n_q,
+            n_reference=n_ref,
+            direction=direction,
+            protocol=protocol,
+            top_percent=float(top_percent),
+            backend="faiss",
+        )
+    r = ranks(
+        query,
+        reference,
+        gt_index=gt_index,
+        ties=ties,
+        chunk_size=chunk_size,
+        similarity=similarity,
+        memory_budget=memory_budget,
+    )
+    return recall_from_ranks(
+        r,
+        reference.shape[0],
+        ks,
+        top_percent,
+        top1pct_rule=top1pct_rule,
+        ties=ties,
+        direction=direction,
+        protocol=protocol,
+        backend="torch",
+    )
+
+
+def _inverse_permutation(gt: Tensor, n_ref: int) -> Tensor:
+    if gt.numel() != n_ref or torch.unique(gt).numel() != n_ref:
+        raise ValueError(
+            "the a2g direction needs a one-to-one pairing: gt_index must be a permutation of "
+            f"range(N_aerial) with N_ground == N_aerial, got {gt.numel()} ground and {n_ref} aerial"
+        )
+    inv = torch.empty_like(gt)
+    inv[gt] = torch.arange(gt.numel(), device=gt.device)
+    return inv
+
+
+def bidirectional_recall(
+    ground: Tensor,
+    aerial: Tensor,
+    ks: Iterable[int] = (1, 5, 10),
+    top_percent: float = 1.0,
+    *,
+    gt_index: Tensor | None = None,
+    **kwargs: Any,
+) -> dict[str, RecallResult]:
+    """Recall in both directions: ``{"g2a": ground -> aerial (the headline), "a2g": aerial -> ground}``.
+
+    Args:
+        ground: (N_g, D) ground descriptors.
+        aerial: (N_a, D) aerial descriptors.
+        ks: the Ks of R@K.
+        top_percent: x of R@x%.
+        gt_index: (N_g,) aerial index of each ground query; for a2g it must be a permutation.
+        **kwargs: forwarded to :func:`retrieval_recall` (``ties``, ``top1pct_rule``, ``chunk_size``...).
+
+    Returns:
+        ``{"g2a": RecallResult, "a2g": RecallResult}``; each result's ``n_reference`` is its own gallery.
+
+    Example:
+        >>> g = torch.eye(3)
+        >>> {d: r.recall_at[1] for d, r in bidirectional_recall(g, g, ks=(1,)).items()}
+        {'g2a': 100.0, 'a2g': 100.0}
+    """
+    for key in ("direction", "similarity"):
+        if key in kwargs:
+            raise ValueError(f"bidirectional_recall sets {key!r} itself")
+    n_g, n_a = _check_tensor(ground, "ground").shape[0], _check_tensor(aerial, "aerial").shape[0]
+    gt = _check_gt(gt_index, n_g, n_a, ground.device)
+    inv = _inverse_permutation(gt, n_a)
+    return {
+        "g2a": retrieval_recall(ground, aerial, ks, top_percent, gt_index=gt, direction="g2a", **kwargs),
+        "a2g": retrieval_recall(aerial, ground, ks, top_percent, gt_index=inv, direction="a2g", **kwargs),
+    }
+
