@@ -9,9 +9,29 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .ground_plane import GroundPlaneView, ground_plane_homography, ground_plane_view
+from .mixed import (
+    MixedParams,
+    MixedPerspectivePolar,
+    mixed_perspective_polar,
+    mixed_pixel_map,
+    mixed_radius_profile,
+)
+from .perspective import PanoramaToPerspective, camera_rays, panorama_to_perspective
 from .polar import PolarTransform, polar_grid, polar_pixel_map, polar_transform
 
 __all__ = [
+    "GroundPlaneView",
+    "MixedParams",
+    "MixedPerspectivePolar",
+    "PanoramaToPerspective",
+    "camera_rays",
+    "ground_plane_homography",
+    "ground_plane_view",
+    "mixed_perspective_polar",
+    "mixed_pixel_map",
+    "mixed_radius_profile",
+    "panorama_to_perspective",
     "PolarTransform",
     "__version__",
     "polar_grid",
