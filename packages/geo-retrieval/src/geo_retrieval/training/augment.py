@@ -1,0 +1,295 @@
+"""Batch preprocessing and seeded joint augmentation for cross-view pairs.
+
+Convention:
+    batches are dicts of (B, 3, H, W) float images in [0, 1] (uint8 is divided by 255):
+    ``"ground"`` a north-centred panorama (column W/2 looks north, clockwise sweep; geo-transforms'
+    convention) and ``"aerial"`` a north-up square image, or an already polar-transformed aerial of
+    panorama shape. The pipeline, all on the batch's device:
+
+    1. joint augmentation (training only; per sample): horizontal flip of both views (p ``hflip_p``)
+       and rotation (p ``rot90_p``, k uniform in {1, 2, 3}): ``rot90(aerial, k)`` with the panorama
+       rolled by ``-k*W/4`` (for a polar aerial the same roll), geo-transforms' identity
+       ``polar(rot90(A, k)) == roll(polar(A), -k*W/4)``;
+    2. orientation noise (``pano_shift_deg``, training; orientation-unknown recipes): a random
+       circular roll of the panorama only;
+    3. field of view: resize the panorama to ``ground_size`` then keep the ``fov/360`` share of the
+       columns around the centre column;
+    4. aerial: polar transform to ``aerial_size`` (``polar=True``, square input) or resize;
+    5. per-view photometric augmentation (training): colour jitter, Gaussian blur, coarse dropout;
+    6. normalisation ``(x - mean) / std``.
+
+    Randomness comes only from the ``torch.Generator`` passed in (the trainer seeds one per step from
+    ``(seed, step)``), so a resumed run draws the same augmentations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from ..recipes import Recipe
+
+__all__ = [
+    "Augmentation",
+    "BatchTransform",
+    "Normalisation",
+    "joint_hflip",
+    "joint_rot90",
+]
+
+try:  # geo-transforms' panorama utilities (landing in parallel); same maths as the fallback below
+    from geo_transforms.panorama import joint_hflip as _gt_joint_hflip
+    from geo_transforms.panorama import joint_rotate as _gt_joint_rotate
+except ImportError:  # pragma: no cover - depends on the installed geo-transforms
+    _gt_joint_hflip = None
+    _gt_joint_rotate = None
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-channel ``(x - mean) / std`` on [0, 1] RGB images.
+
+    ``name`` records the convention: ``"imagenet"``, ``"minus_one_one"`` (mean = std = 0.5, Toker),
+    ``"caffe"`` (SAFA/DSM: mean subtraction on the 0-255 scale, no std; channel order kept RGB since
+    our backbones are not the TF VGG weights).
+    """
+
+    name: str = "imagenet"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @classmethod
+    def imagenet(cls) -> Normalisation:
+        return cls()
+
+    @classmethod
+    def minus_one_one(cls) -> Normalisation:
+        return cls("minus_one_one", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+    @classmethod
+    def caffe(cls) -> Normalisation:
+        return cls("caffe", (123.68 / 255, 116.779 / 255, 103.939 / 255), (1 / 255, 1 / 255, 1 / 255))
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training augmentation of a recipe (all probabilities per sample; 0 disables).
+
+    Attributes:
+        hflip_p: joint horizontal flip.
+        rot90_p: joint rotation by k*90 degrees (panorama roll).
+        pano_shift_deg: random panorama roll in [0, pano_shift_deg) degrees (orientation unknown).
+        color_jitter: brightness/contrast/saturation strength s (factors in [1-s, 1+s]), per view.
+        color_jitter_p: probability of the colour jitter, per view and sample.
+        blur_p: probability of a 5x5 Gaussian blur (sigma in [0.1, 1.5]), per view and sample.
+        dropout_p: probability of coarse dropout (``dropout_holes`` holes of 10-20% size).
+        dropout_holes: (min, max) number of holes.
+    """
+
+    hflip_p: float = 0.0
+    rot90_p: float = 0.0
+    pano_shift_deg: float = 0.0
+    color_jitter: float = 0.0
+    color_jitter_p: float = 0.0
+    blur_p: float = 0.0
+    dropout_p: float = 0.0
+    dropout_holes: tuple[int, int] = (10, 25)
+
+    @property
+    def enabled(self) -> bool:
+        return any(
+            p > 0
+            for p in (self.hflip_p, self.rot90_p, self.pano_shift_deg, self.color_jitter_p, self.blur_p, self.dropout_p)
+        )
+
+
+def joint_hflip(aerial: Tensor, ground: Tensor) -> tuple[Tensor, Tensor]:
+    """Mirror both views east-west: aerial left-right, north-centred panorama about its centre
+    column. (B, C, S, S), (B, C, H, W) -> same shapes."""
+    if _gt_joint_hflip is not None:
+        return _gt_joint_hflip(aerial, ground)
+    return aerial.flip(-1), ground.flip(-1)
+
+
+def joint_rot90(aerial: Tensor, ground: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Rotate the aerial by ``k`` quarter turns (``torch.rot90`` on (H, W), counter-clockwise) and
+    roll the panorama by ``-k*W/4`` so the pair stays consistent. A non-square aerial is taken to
+    be polar and is rolled like the panorama."""
+    k = int(k) % 4
+    if k == 0:
+        return aerial, ground
+    if ground.shape[-1] % 4:
+        raise ValueError(f"panorama width must be divisible by 4 for rot90, got {ground.shape[-1]}")
+    if aerial.shape[-1] != aerial.shape[-2]:
+        if aerial.shape[-1] % 4:
+            raise ValueError(f"polar aerial width must be divisible by 4, got {aerial.shape[-1]}")
+        return aerial.roll(-k * aerial.shape[-1] // 4, dims=-1), ground.roll(-k * ground.shape[-1] // 4, dims=-1)
+    if _gt_joint_rotate is not None:
+        return _gt_joint_rotate(aerial, ground, k=k)
+    return torch.rot90(aerial, k, dims=(-2, -1)), ground.roll(-k * ground.shape[-1] // 4, dims=-1)
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _rand(n: int, generator: torch.Generator | None) -> Tensor:
+    return torch.rand(n, generator=generator)
+
+
+class BatchTransform:
+    """The recipe's batch pipeline (see module docstring); ``__call__(batch, generator, train)``.
+
+    Args:
+        ground_size: panorama (H, W) before the FoV crop.
+        aerial_size: aerial (H, W) after the polar transform / resize.
+        polar: polar-transform square aerials.
+        polar_center: geo-transforms ``center`` (``"safa"`` or ``"pixel"``).
+        fov: ground field of view in degrees (360 = full panorama).
+        normalisation: the recipe's :class:`Normalisation`.
+        augmentation: the recipe's :class:`Augmentation` (used when ``train=True``).
+    """
+
+    def __init__(
+        self,
+        *,
+        ground_size: tuple[int, int],
+        aerial_size: tuple[int, int],
+        polar: bool = False,
+        polar_center: str = "safa",
+        fov: float = 360.0,
+        normalisation: Normalisation | None = None,
+        augmentation: Augmentation | None = None,
+    ) -> None:
+        if not 0 < fov <= 360:
+            raise ValueError(f"fov must lie in (0, 360], got {fov}")
+        self.ground_size = tuple(ground_size)
+        self.aerial_size = tuple(aerial_size)
+        self.polar = polar
+        self.polar_center = polar_center
+        self.fov = float(fov)
+        self.normalisation = normalisation or Normalisation()
+        self.augmentation = augmentation or Augmentation()
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe) -> BatchTransform:
+        return cls(
+            ground_size=recipe.ground_size,
+            aerial_size=recipe.aerial_size,
+            polar=recipe.polar,
+            polar_center=recipe.polar_center,
+            fov=recipe.fov,
+            normalisation=recipe.normalisation,
+            augmentation=recipe.augmentation,
+        )
+
+    @property
+    def ground_width(self) -> int:
+        """Width of the ground input after the FoV crop."""
+        return max(1, round(self.ground_size[1] * self.fov / 360.0))
+
+    def __call__(self, batch: dict, generator: torch.Generator | None = None, train: bool = False) -> dict:
+        ground, aerial = batch["ground"], batch["aerial"]
+        for name, x in (("ground", ground), ("aerial", aerial)):
+            if x.ndim != 4 or x.shape[1] != 3:
+                raise ValueError(f"batch[{name!r}] must be (B, 3, H, W), got {tuple(x.shape)}")
+        ground = ground.float() / 255 if ground.dtype == torch.uint8 else ground.float()
+        aerial = aerial.float() / 255 if aerial.dtype == torch.uint8 else aerial.float()
+        aug = self.augmentation
+        b = ground.shape[0]
+        if train and aug.enabled and generator is None:
+            raise ValueError("training augmentation needs a seeded torch.Generator")
+        if train and (aug.hflip_p > 0 or aug.rot90_p > 0):
+            aerial, ground = self._joint(aerial, ground, generator)
+        ground = _resize(ground, self.ground_size)
+        if train and aug.pano_shift_deg > 0:
+            shifts = (_rand(b, generator) * aug.pano_shift_deg / 360.0 * ground.shape[-1]).long().tolist()
+            ground = torch.stack([g.roll(-s, dims=-1) for g, s in zip(ground, shifts)])
+        if self.fov < 360:
+            w = self.ground_width
+            start = (ground.shape[-1] - w) // 2
+            ground = ground[..., start : start + w]
+        if self.polar and aerial.shape[-1] == aerial.shape[-2]:
+            from geo_transforms import polar_transform
+
+            aerial = polar_transform(aerial, self.aerial_size, center=self.polar_center)
+        else:
+            aerial = _resize(aerial, self.aerial_size)
+        if train:
+            ground = self._photometric(ground, generator)
+            aerial = self._photometric(aerial, generator)
+        mean = torch.tensor(self.normalisation.mean, device=ground.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.normalisation.std, device=ground.device).view(1, 3, 1, 1)
+        out = dict(batch)
+        out["ground"] = ((ground - mean) / std).contiguous()
+        out["aerial"] = ((aerial - mean) / std).contiguous()
+        return out
+
+    # -- augmentation pieces ------------------------------------------------------------------------
+    def _joint(self, aerial: Tensor, ground: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        aug = self.augmentation
+        b = ground.shape[0]
+        flip = _rand(b, generator) < aug.hflip_p
+        rotate = _rand(b, generator) < aug.rot90_p
+        ks = torch.randint(1, 4, (b,), generator=generator) * rotate
+        if flip.any():
+            idx = flip.nonzero().flatten().to(ground.device)
+            fa, fg = joint_hflip(aerial[idx], ground[idx])
+            aerial, ground = aerial.index_copy(0, idx, fa), ground.index_copy(0, idx, fg)
+        for k in (1, 2, 3):
+            sel = (ks == k).nonzero().flatten()
+            if len(sel):
+                idx = sel.to(ground.device)
+                ra, rg = joint_rot90(aerial[idx], ground[idx], k)
+                aerial, ground = aerial.index_copy(0, idx, ra), ground.index_copy(0, idx, rg)
+        return aerial, ground
+
+    def _photometric(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        aug = self.augmentation
+        b, dev = x.shape[0], x.device
+        if aug.color_jitter_p > 0 and aug.color_jitter > 0:
+            on = (_rand(b, generator) < aug.color_jitter_p).float()
+            s = aug.color_jitter
+            factors = [1.0 + on * (2 * _rand(b, generator) - 1) * s for _ in range(3)]
+            bright, contrast, sat = (f.to(dev).view(b, 1, 1, 1) for f in factors)
+            x = (x * bright).clamp(0, 1)
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            x = ((x - mean) * contrast + mean).clamp(0, 1)
+            gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+            x = ((x - gray) * sat + gray).clamp(0, 1)
+        if aug.blur_p > 0:
+            on = _rand(b, generator) < aug.blur_p
+            sigma = 0.1 + 1.4 * _rand(b, generator)
+            if on.any():
+                r = torch.arange(-2, 3, dtype=torch.float32)
+                blurred = []
+                for i in on.nonzero().flatten().tolist():
+                    k1 = torch.exp(-(r**2) / (2 * float(sigma[i]) ** 2))
+                    k2 = (k1[:, None] * k1[None, :] / k1.sum() ** 2).to(dev, x.dtype)
+                    w = k2.expand(3, 1, 5, 5)
+                    blurred.append(F.conv2d(F.pad(x[i : i + 1], (2, 2, 2, 2), mode="replicate"), w, groups=3))
+                idx = on.nonzero().flatten().to(dev)
+                x = x.index_copy(0, idx, torch.cat(blurred))
+        if aug.dropout_p > 0:
+            on = _rand(b, generator) < aug.dropout_p
+            h, w = x.shape[-2:]
+            lo, hi = aug.dropout_holes
+            mask = torch.ones(b, 1, h, w)
+            for i in on.nonzero().flatten().tolist():
+                n = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+                frac = 0.1 + 0.1 * torch.rand(n, 2, generator=generator)
+                pos = torch.rand(n, 2, generator=generator)
+                for (fh, fw), (ph, pw) in zip(frac.tolist(), pos.tolist()):
+                    hh, ww = max(1, math.ceil(fh * h)), max(1, math.ceil(fw * w))
+                    top, left = int(ph * (h - hh + 1)), int(pw * (w - ww + 1))
+                    mask[i, :, top : top + hh, left : left + ww] = 0
+            x = x * mask.to(dev, x.dtype)
+        return x

@@ -1,0 +1,703 @@
+"""A small, readable trainer for cross-view retrieval recipes (single process or ``torchrun`` DDP).
+
+Convention:
+    - **Data.** Datasets yield ``{"ground": (3,H,W), "aerial": (3,h,w), "id": str}`` plus optional
+      ``"utm"`` (2,) float64 / ``"latlon"`` (2,). Batches come from a *batch sampler* of global
+      unique-ID batches (:mod:`geo_retrieval.sampling`), sliced per rank under DDP. Images are
+      preprocessed and augmented on the device by :class:`~.augment.BatchTransform` with a
+      ``torch.Generator`` seeded from ``(seed, global_step)``.
+    - **Step.** Default: ``g, a = model(ground, aerial)`` under autocast; descriptors gathered across
+      ranks with gradient; ``sim = model.similarity(g, a)`` (Bg, Ba) in float32; ``loss(sim[, utm=])``;
+      backward (GradScaler for fp16); gradient clipping by norm or value; optimiser and per-step lr
+      schedule (warm-up + cosine).
+    - **Custom steps.** A model may define ``training_step(batch, trainer) -> dict`` (the returned
+      ``"loss"`` tensor is back-propagated and stepped by the trainer), or additionally
+      ``configure_optimizers(recipe) -> dict[str, Optimizer]``, in which case ``training_step`` does
+      its own backward passes and calls :meth:`Trainer.optimizer_step` per optimiser (GANs). The
+      trainer still owns schedulers (one per optimiser), AMP scaler, checkpoints and evaluation.
+    - **Validation** is a held-out slice of train (never a split named ``"test"``), evaluated on
+      rank 0 every ``eval_every`` epochs; the best ``selection_metric`` (default ``"R@1"``) is kept
+      in ``best/``; ``selection_split`` is recorded.
+    - **Checkpoints** (rank 0, atomic): ``last/model.safetensors`` (weights, ``module.`` stripped) +
+      ``last/trainer_state.pt`` (optimisers, schedulers, scaler, loss state, epoch, step, sampler
+      state, RNG states of torch/numpy/python, best metric, history; plain containers and tensors
+      only, so it loads with ``weights_only=True``). Resuming from ``last/`` continues bitwise
+      identically to an uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..checkpoint import (
+    atomic_write_bytes,
+    load_trainer_state,
+    load_weights,
+    save_trainer_state,
+    save_weights,
+)
+from ..sampling import (
+    NeighbourBatchSampler,
+    SimilarityBatchSampler,
+    UniqueIdBatchSampler,
+    geo_neighbours,
+    rank_slice,
+)
+from . import ddp
+from .augment import BatchTransform
+from .evaluate import embed_dataset, recall_at_k
+from .schedules import build_lr_scheduler
+
+__all__ = ["StopTraining", "TrainResult", "Trainer", "build_optimizer"]
+
+logger = logging.getLogger(__name__)
+
+_STATE_FORMAT = 1
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "trainer_state.pt"
+
+
+class StopTraining(Exception):
+    """Raise from a callback to stop after the current step; the trainer saves ``last/`` first."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :meth:`Trainer.fit`."""
+
+    recipe: str
+    variant: str
+    epochs_completed: int
+    global_step: int
+    finished: bool
+    best_metric: float | None
+    best_epoch: int | None
+    selection_metric: str
+    selection_split: str | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    out_dir: str = ""
+
+
+def build_optimizer(params: Sequence[nn.Parameter] | Sequence[dict], config: Any) -> torch.optim.Optimizer:
+    """Optimiser from a recipe's ``optimizer`` config (``name`` in adam / adamw / sgd)."""
+    name = config.name.lower()
+    if name in ("adam", "adamw"):
+        cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return cls(params, lr=config.lr, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.betas[0], weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimiser {config.name!r}; available: adam, adamw, sgd")
+
+
+# ------------------------------------------------------------------------------------------------
+# RNG state as plain containers (weights_only=True compatible)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()  # noqa: NPY002 - the legacy global RNG user code may draw from
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    npst = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
+    )
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+class _FixedBatches(Sampler[list[int]]):
+    def __init__(self, batches: list[list[int]]) -> None:
+        self._batches = batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+
+def _atomic_text(text: str, path: Path) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Train a cross-view model with a recipe (see module docstring).
+
+    Args:
+        model: a :class:`~geo_retrieval.model.CrossViewModel`-like module (``forward(ground, aerial)
+            -> (g, a)`` and ``similarity(g, a) -> (Bg, Ba)``), or one with its own
+            ``training_step`` / ``configure_optimizers``.
+        recipe: a :class:`~geo_retrieval.recipes.Recipe` (optimiser, schedule, epochs, batch size,
+            clipping, AMP, augmentation, normalisation, sizes, loss, sampling).
+        train_dataset: the training split (minus the held-out validation slice).
+        val_dataset: held-out validation slice for selection (its ``split`` must not be ``"test"``).
+        out_dir: checkpoint directory (created).
+        seed: seeds the model-independent randomness: sampler order, augmentation, dropout.
+        device: ``"cpu"``, ``"cuda"``...; default CUDA when available. Under ``torchrun`` each rank
+            takes ``cuda:LOCAL_RANK``.
+        loss: override the recipe's loss (callable on a (B, B) similarity matrix).
+        epochs, batch_size: override the recipe's values (batch size is the *global* batch).
+        amp: override ``recipe.amp``. CPU: bf16 autocast; CUDA: fp16 + GradScaler unless
+            ``amp_dtype=torch.bfloat16``.
+        amp_dtype: autocast dtype (default bf16 on CPU, fp16 on CUDA).
+        channels_last: put the model and the image batches in channels-last memory format.
+        sampler: ``None`` (recipe's ``sampling.kind``), ``"unique"``, ``"gps"``, ``"similarity"``, or a
+            ready batch sampler with ``set_epoch`` / ``state_dict`` / ``load_state_dict``.
+        eval_every: evaluate every this many epochs (and after the last epoch).
+        selection_metric: metric of :func:`recall_at_k` used to pick ``best/``.
+        val_split: name of the validation split (default: ``val_dataset.split`` or ``"val"``).
+        max_steps: stop after this global step (saving ``last/``), e.g. to split a run in pieces.
+        checkpoint_every: also save ``last/`` every this many steps (default: each epoch end only).
+        callbacks: ``f(trainer, logs)`` called after every step; may raise :class:`StopTraining`.
+        progress: tqdm bars; default only when stderr is a TTY.
+        num_workers: DataLoader workers.
+        resume: resume from ``out_dir/last`` (True) or from a given ``last``-style directory.
+        eval_batch_size: batch size for embedding (default ``batch_size``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        recipe: Any,
+        train_dataset: Dataset,
+        val_dataset: Dataset | None = None,
+        *,
+        out_dir: str | os.PathLike[str],
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        loss: Callable[..., Tensor] | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        amp: bool | None = None,
+        amp_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
+        sampler: str | Sampler | None = None,
+        eval_every: int = 1,
+        selection_metric: str = "R@1",
+        val_split: str | None = None,
+        max_steps: int | None = None,
+        checkpoint_every: int | None = None,
+        callbacks: Sequence[Callable[[Trainer, dict], None]] = (),
+        progress: bool | None = None,
+        num_workers: int = 0,
+        resume: bool | str | os.PathLike[str] = False,
+        eval_batch_size: int | None = None,
+    ) -> None:
+        self.recipe = recipe
+        self.val_split = val_split or getattr(val_dataset, "split", None) or ("val" if val_dataset is not None else None)
+        for name in (val_split, getattr(val_dataset, "split", None)):
+            if name is not None and str(name).strip().lower() == "test":
+                raise ValueError(
+                    "the trainer never evaluates on a 'test' split: select checkpoints on a held-out slice "
+                    "of train (geo_retrieval.training.split_holdout)"
+                )
+        if val_dataset is not None and val_dataset is train_dataset:
+            raise ValueError("val_dataset must be held out from train_dataset, got the same object")
+        self.device = ddp.init_distributed(device)
+        self.rank, self.world_size = ddp.get_rank(), ddp.get_world_size()
+        self.is_main = self.rank == 0
+        self.seed = int(seed)
+        self.train_dataset, self.val_dataset = train_dataset, val_dataset
+        self.out_dir = Path(out_dir)
+        self.epochs = int(epochs if epochs is not None else recipe.epochs)
+        self.batch_size = int(batch_size if batch_size is not None else recipe.batch_size)
+        if self.batch_size % self.world_size:
+            raise ValueError(f"global batch_size {self.batch_size} must be divisible by world size {self.world_size}")
+        self.eval_every = max(1, int(eval_every))
+        self.selection_metric = selection_metric
+        self.max_steps = max_steps
+        self.checkpoint_every = checkpoint_every
+        self.callbacks = list(callbacks)
+        self.progress = progress if progress is not None else sys.stderr.isatty()
+        self.num_workers = num_workers
+        self.eval_batch_size = eval_batch_size or self.batch_size
+        self.channels_last = channels_last
+        self.transform = BatchTransform.from_recipe(recipe)
+
+        # precision
+        use_amp = bool(recipe.amp if amp is None else amp)
+        if amp_dtype is None:
+            amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.autocast_dtype: torch.dtype | None = amp_dtype if use_amp else None
+        self.scaler: torch.amp.GradScaler | None = None
+        if use_amp and amp_dtype == torch.float16:
+            self.scaler = torch.amp.GradScaler(self.device.type, init_scale=2.0**10)
+
+        # model, loss, optimisers
+        self.raw_model = ddp.unwrap_model(model).to(self.device)
+        if channels_last:
+            self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
+        self.custom_step = callable(getattr(self.raw_model, "training_step", None))
+        self.custom_optim = callable(getattr(self.raw_model, "configure_optimizers", None))
+        self.loss_fn = loss if loss is not None else (None if self.custom_step else self._build_loss(recipe))
+        if isinstance(self.loss_fn, nn.Module):
+            self.loss_fn.to(self.device)
+        self._loss_takes_utm = self.loss_fn is not None and "utm" in inspect.signature(self.loss_fn).parameters
+        if self.custom_optim:
+            self.optimizers: dict[str, torch.optim.Optimizer] = dict(self.raw_model.configure_optimizers(recipe))
+        else:
+            params = [p for p in self.raw_model.parameters() if p.requires_grad]
+            params += self._extra_params()
+            self.optimizers = {"main": build_optimizer(params, recipe.optimizer)}
+        self.model: nn.Module = self.raw_model
+        if self.world_size > 1 and not self.custom_step:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.raw_model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+
+        # sampler and schedule
+        self.batch_sampler = self._build_sampler(sampler)
+        self.steps_per_epoch = max(1, len(self.train_dataset) // self.batch_size)
+        sched = recipe.schedule
+        total = sched.total_steps or self.epochs * self.steps_per_epoch
+        warmup = sched.warmup_steps or round(sched.warmup_epochs * self.steps_per_epoch)
+        self.schedulers = {
+            name: build_lr_scheduler(opt, warmup_steps=warmup, total_steps=max(total, 1), kind=sched.kind,
+                                     min_factor=sched.min_factor)
+            for name, opt in self.optimizers.items()
+        }
+
+        # progress state
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.global_step = 0
+        self.best_metric: float | None = None
+        self.best_epoch: int | None = None
+        self.history: list[dict[str, Any]] = []
+        self.train_seconds = 0.0
+        self._in_step = False
+        self._epoch_sums: dict[str, float] = {}
+        self._epoch_steps = 0
+        torch.manual_seed(self.seed)
+        np.random.seed(self.seed % 2**32)  # noqa: NPY002
+        random.seed(self.seed)
+        if resume:
+            self.load_checkpoint(self.out_dir / "last" if resume is True else Path(resume))
+
+    # -- construction helpers ---------------------------------------------------------------------
+    @staticmethod
+    def _build_loss(recipe: Any) -> Callable[..., Tensor]:
+        from ..losses import create_loss
+
+        return create_loss(recipe.loss, **dict(recipe.loss_kwargs))
+
+    def _extra_params(self) -> list[nn.Parameter]:
+        if not isinstance(self.loss_fn, nn.Module):
+            return []
+        own = {id(p) for p in self.raw_model.parameters()}
+        return [p for p in self.loss_fn.parameters() if p.requires_grad and id(p) not in own]
+
+    def _groups(self) -> list[str] | None:
+        for attr in ("group_ids", "ids"):
+            value = getattr(self.train_dataset, attr, None)
+            if value is not None:
+                return [str(v) for v in value]
+        return None
+
+    def _coordinates(self) -> tuple[str, Tensor] | None:
+        ds = self.train_dataset
+        for key in ("utm", "latlon"):
+            value = getattr(ds, key, None)
+            if value is not None:
+                return key, torch.as_tensor(value, dtype=torch.float64)
+        if len(ds) == 0:
+            return None
+        first = ds[0]
+        for key in ("utm", "latlon"):
+            if key in first:
+                rows = [torch.as_tensor(ds[i][key], dtype=torch.float64) for i in range(len(ds))]
+                return key, torch.stack(rows)
+        return None
+
+    def _build_sampler(self, sampler: str | Sampler | None) -> Sampler:
+        if sampler is not None and not isinstance(sampler, str):
+            return sampler
+        cfg = self.recipe.sampling
+        kind = sampler or cfg.kind
+        n, groups = len(self.train_dataset), self._groups()
+        common = {"groups": groups, "seed": self.seed}
+        if kind == "unique":
+            return UniqueIdBatchSampler(n, self.batch_size, **common)
+        if kind not in ("gps", "similarity"):
+            raise ValueError(f"unknown sampler {kind!r}; available: unique, gps, similarity")
+        coords = self._coordinates()
+        neighbours = None
+        if coords is not None:
+            key, values = coords
+            metric = "euclidean" if key == "utm" else "haversine"
+            neighbours = geo_neighbours(values, cfg.neighbour_range, metric=metric, groups=groups)
+        elif kind == "gps":
+            logger.warning("sampler 'gps' needs 'utm' or 'latlon' in the train samples; using unique-ID batches")
+        opts = {"n_near": cfg.n_near, "n_far": cfg.n_far, "neighbour_range": cfg.neighbour_range, **common}
+        if kind == "gps":
+            return NeighbourBatchSampler(n, self.batch_size, neighbours=neighbours, **opts)
+        return SimilarityBatchSampler(n, self.batch_size, neighbours=neighbours, **opts)
+
+    # -- public helpers for custom training steps -------------------------------------------------
+    def autocast(self) -> torch.autocast:
+        """The trainer's autocast context (disabled when AMP is off)."""
+        return torch.autocast(
+            self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
+        )
+
+    def backward(self, loss: Tensor) -> None:
+        """Back-propagate ``loss`` through the AMP scaler when one is active."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def optimizer_step(self, name: str = "main", params: Sequence[nn.Parameter] | None = None) -> None:
+        """Average gradients across ranks (custom steps only), unscale, clip, step and zero one optimiser."""
+        opt = self.optimizers[name]
+        if params is None:
+            params = [p for group in opt.param_groups for p in group["params"]]
+        if self.world_size > 1 and self.model is self.raw_model:
+            ddp.all_reduce_mean_([p.grad for p in params if p.grad is not None])
+        elif self.world_size > 1:
+            extra = self._extra_params()
+            ddp.all_reduce_mean_([p.grad for p in extra if p.grad is not None])
+        clip = self.recipe.grad_clip
+        if clip is not None:
+            if self.scaler is not None:
+                self.scaler.unscale_(opt)
+            if clip.kind == "norm":
+                torch.nn.utils.clip_grad_norm_(params, clip.value)
+            elif clip.kind == "value":
+                torch.nn.utils.clip_grad_value_(params, clip.value)
+            else:
+                raise ValueError(f"grad_clip.kind must be 'norm' or 'value', got {clip.kind!r}")
+        if self.scaler is not None:
+            self.scaler.step(opt)
+        else:
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    # -- the step --------------------------------------------------------------------------------
+    def _gather(self, x: Tensor) -> Tensor:
+        if self.world_size == 1:
+            return x
+        from ..distributed import all_gather_with_grad
+
+        return all_gather_with_grad(x.contiguous())
+
+    def _default_step(self, batch: dict) -> dict[str, Tensor]:
+        with self.autocast():
+            g, a = self.model(batch["ground"], batch["aerial"])
+        g, a = self._gather(g.float()), self._gather(a.float())
+        sim = self.raw_model.similarity(g, a)
+        utm = batch.get("utm")
+        if utm is not None and self._loss_takes_utm:
+            if self.world_size > 1:
+                import torch.distributed as dist
+
+                parts = [torch.empty_like(utm) for _ in range(self.world_size)]
+                dist.all_gather(parts, utm.contiguous())
+                utm = torch.cat(parts)
+            loss = self.loss_fn(sim, utm=utm)
+        else:
+            loss = self.loss_fn(sim)
+        self.backward(loss)
+        self.optimizer_step("main")
+        return {"loss": loss.detach()}
+
+    def _run_step(self, batch: dict) -> dict[str, float]:
+        batch = _to_device(batch, self.device)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
+        batch = self.transform(batch, gen, train=True)
+        if self.channels_last:
+            batch["ground"] = batch["ground"].contiguous(memory_format=torch.channels_last)
+            batch["aerial"] = batch["aerial"].contiguous(memory_format=torch.channels_last)
+        if self.custom_optim:
+            out = self.raw_model.training_step(batch, self)
+        elif self.custom_step:
+            out = self.raw_model.training_step(batch, self)
+            self.backward(out["loss"])
+            self.optimizer_step("main")
+        else:
+            out = self._default_step(batch)
+        if self.scaler is not None:
+            self.scaler.update()
+        for sched in self.schedulers.values():
+            sched.step()
+        logs = {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in out.items()}
+        if not all(math.isfinite(v) for v in logs.values()):
+            raise FloatingPointError(f"non-finite training logs at step {self.global_step}: {logs}")
+        return logs
+
+    # -- evaluation --------------------------------------------------------------------------------
+    def _embed(self, dataset: Dataset) -> tuple[Tensor, Tensor, list[str]]:
+        return embed_dataset(
+            self.raw_model,
+            dataset,
+            prepare=lambda b: self.transform(b, None, train=False),
+            batch_size=self.eval_batch_size,
+            device=self.device,
+            num_workers=self.num_workers,
+            autocast_dtype=self.autocast_dtype,
+            progress=self.progress,
+        )
+
+    def evaluate(self, dataset: Dataset | None = None) -> dict[str, Any]:
+        """Recall of ``dataset`` (default the validation slice): ground queries, aerial gallery."""
+        dataset = dataset if dataset is not None else self.val_dataset
+        if dataset is None:
+            raise ValueError("no validation dataset to evaluate")
+        if str(getattr(dataset, "split", "")).lower() == "test":
+            raise ValueError("the trainer never evaluates on a 'test' split")
+        g, a, _ = self._embed(dataset)
+        result = recall_at_k(g, a, similarity=self.raw_model.similarity)
+        return result.as_dict()
+
+    def _refresh_similarity_sampler(self) -> None:
+        sampler = self.batch_sampler
+        every = int(getattr(self.recipe.sampling, "similarity_every", 0) or 0)
+        if not isinstance(sampler, SimilarityBatchSampler) or every <= 0:
+            return
+        if self.epoch == 0 or self.epoch % every:
+            return
+        g, a, _ = self._embed(self.train_dataset)
+        sampler.update(g, a, similarity=self.raw_model.similarity)
+        logger.info("epoch %d: similarity neighbours recomputed from %d train samples", self.epoch, len(g))
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Trainer state (plain containers and tensors only)."""
+        return {
+            "format": _STATE_FORMAT,
+            "recipe": str(self.recipe.name),
+            "variant": str(self.recipe.variant),
+            "seed": self.seed,
+            "world_size": self.world_size,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "global_step": self.global_step,
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "loss": self.loss_fn.state_dict() if isinstance(self.loss_fn, nn.Module) else None,
+            "sampler": self.batch_sampler.state_dict() if hasattr(self.batch_sampler, "state_dict") else None,
+            "rng": _rng_state(),
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "selection_metric": self.selection_metric,
+            "selection_split": self.val_split,
+            "history": self.history,
+            "epoch_sums": dict(self._epoch_sums),
+            "epoch_steps": self._epoch_steps,
+            "train_seconds": self.train_seconds,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != _STATE_FORMAT:
+            raise ValueError(f"unsupported trainer state format {state.get('format')!r}")
+        if state["world_size"] != self.world_size:
+            logger.warning("resuming a %d-rank run on %d ranks", state["world_size"], self.world_size)
+        if set(state["optimizers"]) != set(self.optimizers):
+            raise ValueError(f"optimisers {sorted(state['optimizers'])} != {sorted(self.optimizers)}")
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][k])
+        for k, sched in self.schedulers.items():
+            sched.load_state_dict(state["schedulers"][k])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        if isinstance(self.loss_fn, nn.Module) and state["loss"] is not None:
+            self.loss_fn.load_state_dict(state["loss"])
+        if state["sampler"] is not None and hasattr(self.batch_sampler, "load_state_dict"):
+            self.batch_sampler.load_state_dict(state["sampler"])
+        self.seed = int(state["seed"])
+        self.epoch, self.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
+        self.global_step = int(state["global_step"])
+        self.best_metric, self.best_epoch = state["best_metric"], state["best_epoch"]
+        self.history = list(state["history"])
+        self._epoch_sums = {k: float(v) for k, v in state["epoch_sums"].items()}
+        self._epoch_steps = int(state["epoch_steps"])
+        self.train_seconds = float(state["train_seconds"])
+        _set_rng_state(state["rng"])
+
+    def _metadata(self) -> dict[str, str]:
+        from .. import __version__
+
+        return {
+            "recipe": str(self.recipe.name),
+            "variant": str(self.recipe.variant),
+            "epoch": str(self.epoch),
+            "global_step": str(self.global_step),
+            "geo_retrieval": __version__,
+            "selection_split": str(self.val_split),
+        }
+
+    def save_checkpoint(self, directory: str | os.PathLike[str] | None = None) -> Path:
+        """Write ``model.safetensors`` + ``trainer_state.pt`` atomically (rank 0; others wait)."""
+        directory = Path(directory) if directory is not None else self.out_dir / "last"
+        if self.is_main:
+            directory.mkdir(parents=True, exist_ok=True)
+            save_weights(self.raw_model, directory / WEIGHTS_FILE, self._metadata())
+            save_trainer_state(self.state_dict(), directory / STATE_FILE)
+            _atomic_text(json.dumps(self.history, indent=1) + "\n", self.out_dir / "history.json")
+        ddp.barrier()
+        return directory
+
+    def load_checkpoint(self, directory: str | os.PathLike[str]) -> None:
+        """Restore weights (strict) and trainer state from a ``last``-style directory."""
+        directory = Path(directory)
+        if not (directory / STATE_FILE).exists():
+            raise FileNotFoundError(f"no trainer checkpoint at {directory} (expected {STATE_FILE})")
+        self.raw_model.load_state_dict(load_weights(directory / WEIGHTS_FILE), strict=True)
+        state = load_trainer_state(directory / STATE_FILE)
+        self.load_state_dict(state)
+        logger.info("resumed from %s at epoch %d, step %d", directory, self.epoch, self.global_step)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def _loader(self, batches: list[list[int]]) -> DataLoader:
+        if self.world_size > 1:
+            batches = [rank_slice(b, self.rank, self.world_size) for b in batches]
+        return DataLoader(
+            self.train_dataset,
+            batch_sampler=_FixedBatches(batches),
+            num_workers=self.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def _end_epoch(self, epoch_logs: dict[str, float]) -> None:
+        record: dict[str, Any] = {"epoch": self.epoch, "step": self.global_step, **epoch_logs}
+        last = self.epoch == self.epochs - 1
+        if self.val_dataset is not None and ((self.epoch + 1) % self.eval_every == 0 or last):
+            metrics = self.evaluate() if self.is_main else None
+            metrics = ddp.broadcast_object(metrics)
+            record.update({f"val/{k}": v for k, v in metrics.items()})
+            value = float(metrics[self.selection_metric])
+            if self.best_metric is None or value > self.best_metric:
+                self.best_metric, self.best_epoch = value, self.epoch
+                if self.is_main:
+                    best = self.out_dir / "best"
+                    best.mkdir(parents=True, exist_ok=True)
+                    save_weights(self.raw_model, best / WEIGHTS_FILE, self._metadata())
+                    info = {"epoch": self.epoch, "step": self.global_step, self.selection_metric: value,
+                            "selection_split": self.val_split}
+                    _atomic_text(json.dumps(info, indent=1) + "\n", best / "info.json")
+                ddp.barrier()
+        self.history.append(record)
+        logger.info("epoch %d: %s", self.epoch, record)
+        self.epoch += 1
+        self.batch_in_epoch = 0
+
+    def fit(self) -> TrainResult:
+        """Train to ``epochs`` (or ``max_steps``), evaluating, selecting and checkpointing."""
+        from tqdm.auto import tqdm
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            recipe_json = getattr(self.recipe, "to_dict", None)
+            if recipe_json is not None:
+                _atomic_text(json.dumps(recipe_json(), indent=1, default=str) + "\n", self.out_dir / "recipe.json")
+        self.raw_model.train()
+        stopped = False
+        start_time = time.perf_counter() - self.train_seconds
+        try:
+            while self.epoch < self.epochs and not stopped:
+                if self.batch_in_epoch == 0:
+                    self._refresh_similarity_sampler()
+                if hasattr(self.batch_sampler, "set_epoch"):
+                    self.batch_sampler.set_epoch(self.epoch)
+                if hasattr(self.loss_fn, "set_epoch"):
+                    self.loss_fn.set_epoch(self.epoch)
+                batches = list(self.batch_sampler)
+                if not batches:
+                    raise ValueError(
+                        f"no full batch of {self.batch_size} fits {len(self.train_dataset)} training samples"
+                    )
+                loader = self._loader(batches[self.batch_in_epoch :])
+                bar = tqdm(
+                    loader, desc=f"epoch {self.epoch}", disable=not (self.progress and self.is_main), leave=False
+                )
+                for batch in bar:
+                    self._in_step = True
+                    logs = self._run_step(batch)
+                    self.global_step += 1
+                    self.batch_in_epoch += 1
+                    self._in_step = False
+                    for k, v in logs.items():
+                        self._epoch_sums[k] = self._epoch_sums.get(k, 0.0) + v
+                    self._epoch_steps += 1
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+                    try:
+                        for cb in self.callbacks:
+                            cb(self, {"step": self.global_step, "epoch": self.epoch, **logs})
+                    except StopTraining:
+                        stopped = True
+                    if self.max_steps is not None and self.global_step >= self.max_steps:
+                        stopped = True
+                    if self.checkpoint_every and self.global_step % self.checkpoint_every == 0:
+                        self.train_seconds = time.perf_counter() - start_time
+                        self.save_checkpoint()
+                    if stopped:
+                        break
+                bar.close()
+                if self.batch_in_epoch == len(batches):
+                    steps = max(1, self._epoch_steps)
+                    self._end_epoch({f"train/{k}": v / steps for k, v in self._epoch_sums.items()})
+                    self._epoch_sums, self._epoch_steps = {}, 0
+                self.train_seconds = time.perf_counter() - start_time
+                self.save_checkpoint()
+        except KeyboardInterrupt:
+            self.train_seconds = time.perf_counter() - start_time
+            if not self._in_step:
+                logger.warning("interrupted between steps: saving %s", self.out_dir / "last")
+                self.save_checkpoint()
+            else:
+                logger.warning("interrupted inside a step: keeping the previous checkpoint")
+            raise
+        return TrainResult(
+            recipe=str(self.recipe.name),
+            variant=str(self.recipe.variant),
+            epochs_completed=self.epoch,
+            global_step=self.global_step,
+            finished=self.epoch >= self.epochs,
+            best_metric=self.best_metric,
+            best_epoch=self.best_epoch,
+            selection_metric=self.selection_metric,
+            selection_split=self.val_split,
+            history=list(self.history),
+            train_seconds=self.train_seconds,
+            out_dir=str(self.out_dir),
+        )
