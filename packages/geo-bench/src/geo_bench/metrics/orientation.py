@@ -263,14 +263,18 @@ class OrientationResult:
     n_bins: int
     n: int
 
-    def as_dict(self) -> dict[str, float | int | str]:
-        """``{"orientation_exact", "orientation_within_2", "orientation_median_error_deg", ...}``."""
+    def as_dict(self) -> dict[str, float]:
+        """``{"orientation_exact", "orientation_within_2", "orientation_median_error_deg"}``."""
         return {
             "orientation_exact": self.exact,
             f"orientation_within_{self.tolerance_bins}": self.within,
             "orientation_median_error_deg": self.median_error_deg,
-            "orientation_rule": self.rule,
         }
+
+    def protocol_dict(self) -> dict[str, int | str]:
+        """The flags these numbers depend on: the tolerance rule, tolerance and bin count."""
+        return {"orientation_rule": self.rule, "orientation_tolerance_bins": self.tolerance_bins,
+                "orientation_bins": self.n_bins}
 
 
 def orientation_accuracy(
