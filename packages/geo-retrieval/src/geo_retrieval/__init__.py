@@ -5,4 +5,91 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# --- models, losses, search (backbones/heads/losses/distributed/model/checkpoint/search/convert)
+from .backbones import Backbone, create_backbone, list_backbones, register_backbone
+from .checkpoint import (
+    UnsafeCheckpointError,
+    atomic_save,
+    atomic_write_bytes,
+    load_trainer_state,
+    load_weights,
+    read_metadata,
+    save_trainer_state,
+    save_weights,
+    strip_prefixes,
+    unwrap_state_dict,
+)
+from .convert import bake_spectral_norm, convert_toker
+from .distributed import all_gather_with_grad, barrier, is_distributed, is_main_process, rank, world_size
+from .heads import (
+    AvgHead,
+    DSMHead,
+    DSMMatch,
+    GeMHead,
+    SAFAHead,
+    TransformerHead,
+    circular_w_padding_,
+    create_head,
+    dsm_correlation,
+    dsm_shift_to_degrees,
+    dsm_similarity,
+    list_heads,
+    register_head,
+    safa_aggregate,
+)
+from .losses import InfoNCELoss, SoftMarginTripletLoss, cosine_similarity_matrix, create_loss, list_losses
+from .model import CrossViewModel, build_model
+from .search import FaissIndex, MissingDependencyError, dsm_orientations, extract_descriptors, topk_search
+
+__all__ = [
+    "__version__",
+    # models, losses, search
+    "AvgHead",
+    "Backbone",
+    "CrossViewModel",
+    "DSMHead",
+    "DSMMatch",
+    "FaissIndex",
+    "GeMHead",
+    "InfoNCELoss",
+    "MissingDependencyError",
+    "SAFAHead",
+    "SoftMarginTripletLoss",
+    "TransformerHead",
+    "UnsafeCheckpointError",
+    "all_gather_with_grad",
+    "atomic_save",
+    "atomic_write_bytes",
+    "bake_spectral_norm",
+    "barrier",
+    "build_model",
+    "circular_w_padding_",
+    "convert_toker",
+    "cosine_similarity_matrix",
+    "create_backbone",
+    "create_head",
+    "create_loss",
+    "dsm_correlation",
+    "dsm_orientations",
+    "dsm_shift_to_degrees",
+    "dsm_similarity",
+    "extract_descriptors",
+    "is_distributed",
+    "is_main_process",
+    "list_backbones",
+    "list_heads",
+    "list_losses",
+    "load_trainer_state",
+    "load_weights",
+    "rank",
+    "read_metadata",
+    "register_backbone",
+    "register_head",
+    "safa_aggregate",
+    "save_trainer_state",
+    "save_weights",
+    "strip_prefixes",
+    "topk_search",
+    "unwrap_state_dict",
+    "world_size",
+]

@@ -1,0 +1,163 @@
+"""Converters from published checkpoints to safetensors.
+
+Toker et al., CVPR'21 ("Coming Down to Earth", ``aysim/comingdowntoearth``): a ``torch.save``'d
+dict with ``generator_model_dict``, ``discriminator_model_dict``, ``retriebal_model_dict`` (sic),
+three optimiser dicts, ``last_epoch`` and ``best_acc``; model keys likely prefixed ``module.``;
+spectral-normalised convs stored the old way (``weight_orig``, ``weight_u``, ``weight_v``).
+
+The converter loads with ``weights_only=True`` (never anything else), strips prefixes, bakes
+spectral norm (W = W_orig / sigma with sigma = u^T (W_mat v), W_mat = W_orig reshaped to
+(out, -1); the value torch's ``spectral_norm`` uses in eval mode) and writes one safetensors file
+per model component with provenance metadata. Optimiser state is not converted.
+
+CLI: ``python -m geo_retrieval.convert toker SRC OUT_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from . import __version__
+from .checkpoint import _safe_torch_load, save_weights, strip_prefixes
+
+__all__ = ["TOKER_COMPONENTS", "bake_spectral_norm", "convert_toker", "main"]
+
+TOKER_COMPONENTS: dict[str, str] = {
+    "generator_model_dict": "generator",
+    "discriminator_model_dict": "discriminator",
+    "retriebal_model_dict": "retrieval",
+}
+
+
+def bake_spectral_norm(state_dict: Mapping[str, Tensor], *, dim: int | None = None) -> dict[str, Tensor]:
+    """Replace every ``<p>.weight_orig`` / ``<p>.weight_u`` / ``<p>.weight_v`` triple by ``<p>.weight``.
+
+    ``weight = weight_orig / sigma`` with ``sigma = u . (W_mat @ v)``, ``W_mat`` the weight with
+    the normalised dimension first, flattened to 2-D. The dimension is 0 (conv, linear) unless
+    ``u`` only matches dim 1 (transposed convs) or ``dim`` says otherwise.
+
+    Raises:
+        ValueError: an incomplete triple or inconsistent shapes.
+    """
+    out: dict[str, Tensor] = {}
+    prefixes = {k[: -len(".weight_orig")] for k in state_dict if k.endswith(".weight_orig")}
+    for key, value in state_dict.items():
+        base, _, leaf = key.rpartition(".")
+        if base in prefixes and leaf in ("weight_orig", "weight_u", "weight_v"):
+            continue
+        if leaf in ("weight_u", "weight_v"):
+            raise ValueError(f"{key!r} has no matching {base}.weight_orig")
+        out[key] = value
+    for prefix in sorted(prefixes):
+        try:
+            w = state_dict[f"{prefix}.weight_orig"]
+            u = state_dict[f"{prefix}.weight_u"]
+            v = state_dict[f"{prefix}.weight_v"]
+        except KeyError as err:
+            raise ValueError(
+                f"incomplete spectral-norm triple for {prefix!r}: missing {err.args[0]!r}"
+            ) from None
+        d = dim
+        if d is None:
+            d = 0 if u.numel() == w.shape[0] else 1 if w.ndim > 1 and u.numel() == w.shape[1] else -1
+            if d < 0:
+                raise ValueError(
+                    f"{prefix}: weight_u of size {u.numel()} matches no dimension of {tuple(w.shape)}"
+                )
+        w64 = w.double()
+        w_mat = w64.movedim(d, 0).reshape(w.shape[d], -1)
+        if v.numel() != w_mat.shape[1]:
+            raise ValueError(f"{prefix}: weight_v has {v.numel()} entries, expected {w_mat.shape[1]}")
+        sigma = torch.dot(u.double().flatten(), w_mat @ v.double().flatten())
+        if f"{prefix}.weight" in out:
+            raise ValueError(f"{prefix}.weight exists beside {prefix}.weight_orig")
+        out[f"{prefix}.weight"] = (w64 / sigma).to(w.dtype)
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def convert_toker(src: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Convert a Toker et al. checkpoint into ``{generator,discriminator,retrieval}.safetensors``.
+
+    Args:
+        src: the ``.pth`` file (loaded with ``weights_only=True``).
+        out_dir: output directory (created).
+
+    Returns:
+        ``{component: path}`` for the components present.
+
+    Raises:
+        UnsafeCheckpointError: the file needs pickled globals beyond plain data.
+        ValueError: none of the three model dicts is present.
+    """
+    src = Path(src)
+    if not src.is_file():
+        raise FileNotFoundError(f"no checkpoint at {os.fspath(src)!r}")
+    ckpt = _safe_torch_load(src)
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(f"expected a dict checkpoint, got {type(ckpt).__name__}")
+    present = [k for k in TOKER_COMPONENTS if k in ckpt]
+    if not present:
+        raise ValueError(
+            f"{src.name}: none of {sorted(TOKER_COMPONENTS)} found (keys: {sorted(map(str, ckpt))[:20]}); "
+            "is this a Toker et al. checkpoint?"
+        )
+    digest = _sha256(src)
+    out_dir = Path(out_dir)
+    written: dict[str, Path] = {}
+    for key in present:
+        component = TOKER_COMPONENTS[key]
+        state = ckpt[key]
+        if not isinstance(state, Mapping):
+            raise ValueError(f"{key} must be a state dict, got {type(state).__name__}")
+        state = bake_spectral_norm(strip_prefixes(state))
+        metadata = {
+            "format": "geo-retrieval/toker21",
+            "component": component,
+            "source_file": src.name,
+            "source_sha256": digest,
+            "source_key": key,
+            "last_epoch": str(ckpt.get("last_epoch", "")),
+            "best_acc": str(ckpt.get("best_acc", "")),
+            "converter": f"geo_retrieval.convert.convert_toker {__version__}",
+            "spectral_norm": "baked (eval-mode sigma from stored u, v)",
+            "input_normalisation": "x/255, mean=std=0.5 ([-1, 1]) for every branch",
+        }
+        written[component] = save_weights(state, out_dir / f"{component}.safetensors", metadata)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m geo_retrieval.convert toker SRC OUT_DIR``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m geo_retrieval.convert",
+        description="Convert published cross-view checkpoints to safetensors (safe loading only).",
+    )
+    sub = parser.add_subparsers(dest="format", required=True)
+    toker = sub.add_parser(
+        "toker", help="Toker et al. CVPR'21 .pth -> generator/discriminator/retrieval.safetensors"
+    )
+    toker.add_argument("src", help="the .pth checkpoint")
+    toker.add_argument("out_dir", help="output directory")
+    args = parser.parse_args(argv)
+    for component, path in convert_toker(args.src, args.out_dir).items():
+        print(f"{component}: {path}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
