@@ -78,7 +78,8 @@ class MixedParams:
         camera_height: height of the virtual ground camera above the ground, metres (> 0).
         meters_per_pixel: ground resolution of the aerial image, metres per pixel (> 0). Only
             ``camera_height / meters_per_pixel`` (the height in aerial pixels) matters; the
-            defaults (2.5 m, 0.25 m/px: 10 px) are illustrative, not calibrated to a dataset.
+            defaults (2.5 m at 0.1 m/px, about a zoom-20 tile such as VIGOR's 0.114 m/px: 25 px) are
+            illustrative, not calibrated to a dataset.
         blend: fraction of the band, in [0, 1], over which polar blends smoothly into the
             ground-plane profile; 0 switches at the boundary (continuous, but with a kink).
         center: ``"safa"`` (S/2, like :func:`~geo_transforms.polar.polar_transform`'s default)
@@ -87,7 +88,7 @@ class MixedParams:
 
     near_fraction: float | Tensor = 0.4
     camera_height: float | Tensor = 2.5
-    meters_per_pixel: float | Tensor = 0.25
+    meters_per_pixel: float | Tensor = 0.1
     blend: float | Tensor = 0.25
     center: Center = "safa"
 
@@ -224,7 +225,7 @@ def mixed_perspective_polar(
     *,
     near_fraction: float | Tensor = 0.4,
     camera_height: float | Tensor = 2.5,
-    meters_per_pixel: float | Tensor = 0.25,
+    meters_per_pixel: float | Tensor = 0.1,
     blend: float | Tensor = 0.25,
     center: Center = "safa",
 ) -> Tensor:
@@ -287,7 +288,7 @@ class MixedPerspectivePolar(nn.Module):
         *,
         near_fraction: float | Tensor = 0.4,
         camera_height: float | Tensor = 2.5,
-        meters_per_pixel: float | Tensor = 0.25,
+        meters_per_pixel: float | Tensor = 0.1,
         blend: float | Tensor = 0.25,
         center: Center = "safa",
     ) -> None:

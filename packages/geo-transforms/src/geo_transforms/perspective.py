@@ -35,8 +35,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
+from kornia.geometry import create_meshgrid
 from kornia.geometry.camera import unproject_points
-from kornia.utils import create_meshgrid
 from torch import Tensor, nn
 
 from ._checks import check_image, check_size
