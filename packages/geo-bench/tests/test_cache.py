@@ -16,7 +16,9 @@ from geo_bench.datasets import CVACT, CVUSA, VIGOR, CacheError, open_cache, prep
 
 
 def _data_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"_fake_{name}", Path(__file__).parent / "data" / name / "data.py")
+    spec = importlib.util.spec_from_file_location(
+        f"_fake_{name}", Path(__file__).parent / "data" / name / "data.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -112,7 +114,12 @@ class TestCache:
         ds = CVUSA(roots["cvusa"], "val", ground_size=(4, 16), aerial_size=(8, 8))
         entry = tmp_path / ds.cache_key()
         entry.mkdir()
-        state = {"format": 1, "config": {**ds.cache_config(), "ground_size": [2, 2]}, "chunk_size": 2, "views": {}}
+        state = {
+            "format": 1,
+            "config": {**ds.cache_config(), "ground_size": [2, 2]},
+            "chunk_size": 2,
+            "views": {},
+        }
         (entry / "progress.json").write_text(json.dumps(state))
         with pytest.raises(CacheError, match="ground_size"):
             prepare_cache(ds, tmp_path, progress=False)
@@ -140,7 +147,7 @@ class TestCache:
         arr[3, 0, 0, 0] ^= 0xFF
         arr.flush()
         del arr
-        with pytest.raises(CacheError, match="checksum mismatch.*chunk 1"):
+        with pytest.raises(CacheError, match=r"checksum mismatch.*chunk 1"):
             CVUSA(roots["cvusa"], "val", cache=tmp_path, cache_verify="full", **kw)
         lazy = CVUSA(roots["cvusa"], "val", cache=tmp_path, **kw)
         lazy[0]  # chunk 0 is intact
@@ -178,8 +185,24 @@ class TestCache:
 
 class TestPrepareCLI:
     def test_prepare_then_load(self, roots, tmp_path, capsys):
-        argv = ["prepare", "cvusa", "--root", str(roots["cvusa"]), "--out", str(tmp_path), "--split", "val",
-                "--ground-size", "4", "16", "--polar", "4x16", "--no-progress", "--chunk-size", "3"]
+        argv = [
+            "prepare",
+            "cvusa",
+            "--root",
+            str(roots["cvusa"]),
+            "--out",
+            str(tmp_path),
+            "--split",
+            "val",
+            "--ground-size",
+            "4",
+            "16",
+            "--polar",
+            "4x16",
+            "--no-progress",
+            "--chunk-size",
+            "3",
+        ]
         assert main(argv) == 0
         assert "CVUSA val: N=4" in capsys.readouterr().out
         assert main(argv) == 0  # complete entry: checked, not rebuilt
@@ -188,14 +211,32 @@ class TestPrepareCLI:
         _assert_same(ds[2], direct[2])
 
     def test_prepare_vigor_cross(self, roots, tmp_path, capsys):
-        argv = ["prepare", "vigor", "--root", str(roots["vigor"]), "--out", str(tmp_path), "--area", "cross",
-                "--ground-size", "4", "8", "--aerial-size", "8", "8", "--no-progress"]
+        argv = [
+            "prepare",
+            "vigor",
+            "--root",
+            str(roots["vigor"]),
+            "--out",
+            str(tmp_path),
+            "--area",
+            "cross",
+            "--ground-size",
+            "4",
+            "8",
+            "--aerial-size",
+            "8",
+            "8",
+            "--no-progress",
+        ]
         assert main(argv) == 0
         out = capsys.readouterr().out
         assert "VIGOR train: N=6 queries, 8 aerials" in out and "VIGOR test" in out
 
     def test_prepare_errors(self, tmp_path, capsys):
-        assert main(["prepare", "cvact", "--root", str(tmp_path), "--out", str(tmp_path / "c"), "--no-progress"]) == 1
+        assert (
+            main(["prepare", "cvact", "--root", str(tmp_path), "--out", str(tmp_path / "c"), "--no-progress"])
+            == 1
+        )
         assert "Dataset not found" in capsys.readouterr().err
         with pytest.raises(SystemExit):
             main(["prepare", "kitti", "--root", "x", "--out", "y"])

@@ -14,7 +14,9 @@ from geo_bench.datasets import CVACT, DatasetNotFoundError, read_act_data
 
 
 def _data_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"_fake_{name}", Path(__file__).parent / "data" / name / "data.py")
+    spec = importlib.util.spec_from_file_location(
+        f"_fake_{name}", Path(__file__).parent / "data" / name / "data.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -13,7 +13,9 @@ from geo_bench.datasets import VIGOR, DatasetNotFoundError, parse_pano_latlon, p
 
 
 def _data_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"_fake_{name}", Path(__file__).parent / "data" / name / "data.py")
+    spec = importlib.util.spec_from_file_location(
+        f"_fake_{name}", Path(__file__).parent / "data" / name / "data.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

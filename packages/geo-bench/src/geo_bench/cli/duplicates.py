@@ -20,7 +20,9 @@ HELP = "list exact-duplicate image pairs of a CVUSA split (md5 of decoded pixels
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", choices=["cvusa"], help="dataset (only cvusa)")
     parser.add_argument("--root", required=True, help="CVUSA root")
-    parser.add_argument("--split", default="train", choices=["train", "val", "test"], help="split (default train)")
+    parser.add_argument(
+        "--split", default="train", choices=["train", "val", "test"], help="split (default train)"
+    )
     parser.add_argument("--split-file", help="check this CSV instead of the official split")
     parser.add_argument("--views", nargs="+", choices=["aerial", "ground"], default=["aerial", "ground"])
     parser.add_argument("--csv", help="also write the pairs to this CSV file")
@@ -41,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
     for p in pairs:
         print(f"{p.view}\t{p.id_a}\t{p.id_b}\t{p.md5}")
     by_view = {v: sum(p.view == v for p in pairs) for v in args.views}
-    print(f"{len(pairs)} duplicate pair(s) in CVUSA {args.split}: " + ", ".join(f"{v} {n}" for v, n in by_view.items()))
+    print(
+        f"{len(pairs)} duplicate pair(s) in CVUSA {args.split}: "
+        + ", ".join(f"{v} {n}" for v, n in by_view.items())
+    )
     if args.csv:
         with open(args.csv, "w", newline="") as fh:
             w = csv.writer(fh)

@@ -28,21 +28,33 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", choices=["cvusa", "cvact", "vigor"], help="which dataset")
     parser.add_argument("--root", required=True, help="dataset root (the official layout)")
-    parser.add_argument("--out", required=True, help="cache root; entries go to OUT/<dataset>-<split>-<hash>/")
     parser.add_argument(
-        "--split", nargs="+", default=None,
+        "--out", required=True, help="cache root; entries go to OUT/<dataset>-<split>-<hash>/"
+    )
+    parser.add_argument(
+        "--split",
+        nargs="+",
+        default=None,
         help="splits to prepare (default: cvusa train val; cvact train val test; vigor train test)",
     )
     parser.add_argument("--ground-size", nargs=2, type=int, metavar=("H", "W"), help="panorama output size")
     parser.add_argument("--aerial-size", nargs=2, type=int, metavar=("H", "W"), help="raw aerial output size")
-    parser.add_argument("--polar", metavar="PRESET|HxW", help="store polar aerials: safa (112x616), dsm (128x512) or HxW")
-    parser.add_argument("--polar-center", choices=["safa", "pixel"], default="safa", help="polar centre (default safa = S/2)")
-    parser.add_argument("--on-missing", choices=["raise", "skip"], default="raise", help="samples with missing files")
+    parser.add_argument(
+        "--polar", metavar="PRESET|HxW", help="store polar aerials: safa (112x616), dsm (128x512) or HxW"
+    )
+    parser.add_argument(
+        "--polar-center", choices=["safa", "pixel"], default="safa", help="polar centre (default safa = S/2)"
+    )
+    parser.add_argument(
+        "--on-missing", choices=["raise", "skip"], default="raise", help="samples with missing files"
+    )
     parser.add_argument("--chunk-size", type=int, default=256, help="images per written, checksummed chunk")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     g = parser.add_argument_group("CVUSA")
     g.add_argument("--split-file", help="CSV replacing the official split (e.g. GeoDTR's cleaned one)")
-    g.add_argument("--cvusa-split", choices=["orig", "geodtr_clean", "custom"], help="name recorded for --split-file")
+    g.add_argument(
+        "--cvusa-split", choices=["orig", "geodtr_clean", "custom"], help="name recorded for --split-file"
+    )
     g = parser.add_argument_group("CVACT")
     g.add_argument("--crop", choices=["middle_half", "none"], default="middle_half", help="panorama row crop")
     g = parser.add_argument_group("VIGOR")

@@ -267,7 +267,9 @@ class CrossViewDataset(Dataset):
         self.transforms = transforms
         self.ground_size = parse_size(ground_size, "ground_size")
         self.polar = parse_polar(polar, self.ground_size, polar_center)
-        self.aerial_size = self.polar.size if self.polar is not None else parse_size(aerial_size, "aerial_size")
+        self.aerial_size = (
+            self.polar.size if self.polar is not None else parse_size(aerial_size, "aerial_size")
+        )
         self.on_missing = on_missing
         self.missing = 0
         self._cache = None
@@ -452,7 +454,10 @@ class CrossViewDataset(Dataset):
         """
         import matplotlib.pyplot as plt
 
-        panels = [("ground", sample["ground"]), ("aerial (polar)" if self.polar else "aerial", sample["aerial"])]
+        panels = [
+            ("ground", sample["ground"]),
+            ("aerial (polar)" if self.polar else "aerial", sample["aerial"]),
+        ]
         for key in ("ground_seg", "ground_seg_rgb"):
             if key in sample:
                 panels.append((key, sample[key]))

@@ -216,7 +216,9 @@ def _prepare_view(
         _atomic_json(prog_path, state)
     arr = np.load(path, mmap_mode="r+")
     if list(arr.shape) != s["shape"] or arr.dtype != np.uint8:
-        raise CacheError(f"{path}: shape {arr.shape} {arr.dtype}, progress.json says {s['shape']} uint8; delete it")
+        raise CacheError(
+            f"{path}: shape {arr.shape} {arr.dtype}, progress.json says {s['shape']} uint8; delete it"
+        )
     item_shape = tuple(s["shape"][1:])
     for k in range(n_chunks):
         if str(k) in s["chunks"]:
@@ -315,9 +317,13 @@ def open_cache(
     mpath = entry / "manifest.json"
     if not mpath.is_file():
         if (entry / "progress.json").is_file():
-            raise CacheError(f"cache entry {entry} is incomplete (preparation was interrupted); rerun prepare to resume")
+            raise CacheError(
+                f"cache entry {entry} is incomplete (preparation was interrupted); rerun prepare to resume"
+            )
         root = Path(cache)
-        present = sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file()) if root.is_dir() else []
+        present = (
+            sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file()) if root.is_dir() else []
+        )
         raise FileNotFoundError(
             f"no prepared cache for this configuration: looked for {str(mpath)!r}; "
             f"{root} holds {present or 'no entries'}. Create it with `geo-bench prepare {dataset.name.lower()} "
@@ -328,7 +334,9 @@ def open_cache(
     except json.JSONDecodeError as exc:
         raise CacheError(f"unreadable cache manifest {mpath}: {exc}") from exc
     if manifest.get("format") != CACHE_FORMAT:
-        raise CacheError(f"{mpath}: cache format {manifest.get('format')!r}, this version reads {CACHE_FORMAT}")
+        raise CacheError(
+            f"{mpath}: cache format {manifest.get('format')!r}, this version reads {CACHE_FORMAT}"
+        )
     problems = _diff(manifest.get("config", {}), dataset.cache_config())
     if problems:
         raise CacheError(f"cache manifest {mpath} does not match the dataset:\n  " + "\n  ".join(problems))
@@ -349,7 +357,9 @@ def open_cache(
             raise CacheError(f"cache file missing: {f} (listed in {mpath})")
         arr = np.load(f, mmap_mode="r")
         if list(arr.shape) != meta["shape"] or arr.dtype != np.uint8 or len(meta["ids"]) != meta["count"]:
-            raise CacheError(f"{f}: array {arr.shape} {arr.dtype} does not match the manifest {meta['shape']}")
+            raise CacheError(
+                f"{f}: array {arr.shape} {arr.dtype} does not match the manifest {meta['shape']}"
+            )
         n_chunks = (meta["count"] + meta["chunk_size"] - 1) // meta["chunk_size"]
         if len(meta["chunk_sha256"]) != n_chunks or _tree_sha(meta["chunk_sha256"]) != meta["sha256"]:
             raise CacheError(f"{mpath}: the checksum list of {view} is inconsistent")

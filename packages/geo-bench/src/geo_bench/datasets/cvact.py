@@ -77,7 +77,9 @@ def read_act_data(path: str | os.PathLike[str]) -> dict[str, Any]:
     m = _loadmat(path)
     for key in ("panoIds", "utm"):
         if key not in m:
-            raise ValueError(f"{path}: no variable {key!r}; variables: {sorted(k for k in m if not k.startswith('__'))}")
+            raise ValueError(
+                f"{path}: no variable {key!r}; variables: {sorted(k for k in m if not k.startswith('__'))}"
+            )
     ids = _strings(m["panoIds"])
     utm = np.asarray(m["utm"], dtype=np.float64)
     if utm.ndim != 2 or utm.shape != (len(ids), 2):
@@ -166,7 +168,9 @@ class CVACT(CrossViewDataset):
         mat = read_act_data(self._require(self.root / "ACT_data.mat", "the metadata file"))
         ind = mat[split]
         if ind is None:
-            raise ValueError(f"{self.root / 'ACT_data.mat'}: no struct {struct!r}, needed for split {split!r}")
+            raise ValueError(
+                f"{self.root / 'ACT_data.mat'}: no struct {struct!r}, needed for split {split!r}"
+            )
         self._require(self.root / folder, f"the image folder of split {split!r}")
         all_ids = [mat["panoIds"][k] for k in ind]
 

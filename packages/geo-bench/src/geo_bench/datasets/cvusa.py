@@ -129,13 +129,17 @@ class CVUSA(CrossViewDataset):
             raise ValueError("cvusa_split='orig' reads the official CSV; drop split_file or name it 'custom'")
         self.cvusa_split = cvusa_split
         if split_file is None:
-            self.split_file = self._require(self.root / "splits" / self.split_files[split], "official split CSV")
+            self.split_file = self._require(
+                self.root / "splits" / self.split_files[split], "official split CSV"
+            )
         else:
             self.split_file = Path(split_file)
             if not self.split_file.is_file():
                 raise FileNotFoundError(f"CVUSA split_file not found: {str(self.split_file)!r}")
         self.ground_seg = bool(ground_seg)
-        self.seg_palette = None if seg_palette is None else np.asarray(seg_palette, dtype=np.int64).reshape(-1, 3)
+        self.seg_palette = (
+            None if seg_palette is None else np.asarray(seg_palette, dtype=np.int64).reshape(-1, 3)
+        )
 
         rows = read_cvusa_split(self.split_file)
         all_ids = [Path(r[0]).stem for r in rows]
@@ -168,7 +172,9 @@ class CVUSA(CrossViewDataset):
                 try:
                     rows.append([float(v) for v in rec[:4]])
                 except ValueError:
-                    raise ValueError(f"{path}:{lineno}: expected sat_lat,sat_long,ground_lat,ground_long") from None
+                    raise ValueError(
+                        f"{path}:{lineno}: expected sat_lat,sat_long,ground_lat,ground_long"
+                    ) from None
         gps = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
         for sid in self.ids:
             if not sid.isdigit() or not 1 <= int(sid) <= len(gps):
@@ -197,7 +203,11 @@ class CVUSA(CrossViewDataset):
                 out["ground_seg_rgb"] = seg
             else:
                 code = (seg[0].long() << 16) | (seg[1].long() << 8) | seg[2].long()
-                pal = torch.from_numpy((self.seg_palette[:, 0] << 16) | (self.seg_palette[:, 1] << 8) | self.seg_palette[:, 2])
+                pal = torch.from_numpy(
+                    (self.seg_palette[:, 0] << 16) | (self.seg_palette[:, 1] << 8) | self.seg_palette[:, 2]
+                )
                 match = code[..., None] == pal
-                out["ground_seg"] = torch.where(match.any(-1), match.float().argmax(-1), torch.full_like(code, -1))
+                out["ground_seg"] = torch.where(
+                    match.any(-1), match.float().argmax(-1), torch.full_like(code, -1)
+                )
         return out

@@ -163,7 +163,9 @@ class VIGOR(CrossViewDataset):
             raise ValueError(f"labels must be 'orig' or 'corrected', got {labels!r}")
         if labels == "corrected":
             if labels_dir is None:
-                raise ValueError("labels='corrected' needs labels_dir= (the directory of corrected split files)")
+                raise ValueError(
+                    "labels='corrected' needs labels_dir= (the directory of corrected split files)"
+                )
             self.labels_dir = Path(labels_dir)
             if not self.labels_dir.is_dir():
                 raise FileNotFoundError(f"VIGOR labels_dir not found: {str(self.labels_dir)!r}")
@@ -207,7 +209,9 @@ class VIGOR(CrossViewDataset):
                 if not cols:
                     continue
                 if len(cols) < 13:
-                    raise ValueError(f"{path}:{lineno}: expected 13 columns (pano, 4 x (tile, dx, dy)), got {len(cols)}")
+                    raise ValueError(
+                        f"{path}:{lineno}: expected 13 columns (pano, 4 x (tile, dx, dy)), got {len(cols)}"
+                    )
                 try:
                     tiles = [index[(city, cols[c])] for c in (1, 4, 7, 10)]
                 except KeyError as exc:
@@ -220,12 +224,17 @@ class VIGOR(CrossViewDataset):
                 offs.append([float(cols[c]) for c in (2, 3, 5, 6, 8, 9, 11, 12)])
         all_ids = [n.rsplit(".", 1)[0] for n in names]
 
-        keep = self._select(all_ids, lambda i: [self.root / cities[i] / "panorama" / names[i]], cache, cache_verify)
+        keep = self._select(
+            all_ids, lambda i: [self.root / cities[i] / "panorama" / names[i]], cache, cache_verify
+        )
         if self._cache is None:
             absent = [p for p in self._gallery_paths if not p.is_file()]
             if absent:
                 raise DatasetNotFoundError(
-                    self.name, self.root, absent[0], self.layout,
+                    self.name,
+                    self.root,
+                    absent[0],
+                    self.layout,
                     f"{len(absent)} gallery tile(s) listed in satellite_list.txt are missing",
                 )
         elif self._cache.ids("aerial") != self.gallery_ids:
@@ -237,14 +246,18 @@ class VIGOR(CrossViewDataset):
         self.city = [cities[k] for k in keep]
         self._tiles = np.asarray([pos[k] for k in keep], dtype=np.int64).reshape(-1, 4)
         self._offsets = np.asarray([offs[k] for k in keep], dtype=np.float64).reshape(-1, 4, 2)
-        self.latlon = np.asarray([parse_pano_latlon(n) for n in self.pano_names], dtype=np.float64).reshape(-1, 2)
+        self.latlon = np.asarray([parse_pano_latlon(n) for n in self.pano_names], dtype=np.float64).reshape(
+            -1, 2
+        )
         self.gallery = VIGORGallery(self)
 
     def _label_path(self, city: str) -> Path:
         if self.labels_dir is None:
             return self._require(self.root / "splits" / city / self.label_file, "label file")
-        cand = [self.labels_dir / city / self.label_file,
-                self.labels_dir / city / self.label_file.replace(".txt", "__corrected.txt")]
+        cand = [
+            self.labels_dir / city / self.label_file,
+            self.labels_dir / city / self.label_file.replace(".txt", "__corrected.txt"),
+        ]
         for c in cand:
             if c.is_file():
                 return c

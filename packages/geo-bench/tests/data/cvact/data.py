@@ -42,7 +42,7 @@ def decode_id(img: np.ndarray) -> int:
     red = float(np.asarray(img, dtype=np.float64)[0].mean())
     if red <= 1.0 + 1e-9:
         red *= 255.0
-    return int(round((red - 20) / 13))
+    return round((red - 20) / 13)
 
 
 def write(root: Path, seed: int = 0) -> dict:

@@ -37,7 +37,7 @@ def decode_id(img: np.ndarray) -> int:
     red = float(np.asarray(img, dtype=np.float64)[0].mean())
     if red <= 1.0 + 1e-9:
         red *= 255.0
-    return int(round((red - 20) / 13))
+    return round((red - 20) / 13)
 
 
 def gps(k: int) -> list[float]:
@@ -49,7 +49,7 @@ def _solid(size: tuple[int, int], rgb: tuple[int, int, int]) -> Image.Image:
 
 
 def write(root: Path, seed: int = 0) -> dict:
-    np.random.seed(seed)
+    del seed  # nothing random: colours and GPS are functions of the id
     root = Path(root)
     for sub in ("bingmap/19", "streetview/panos", "streetview/annotations", "splits", "split_locations"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -66,11 +66,20 @@ def write(root: Path, seed: int = 0) -> dict:
         for a, b in pairs:
             shutil.copyfile(root / f"{folder}/{a}.jpg", root / f"{folder}/{b}.jpg")
     for name, ids in (("train-19zl.csv", TRAIN), ("val-19zl.csv", VAL)):
-        lines = [f"bingmap/19/{k:07d}.jpg,streetview/panos/{k:07d}.jpg,streetview/annotations/{k:07d}.png" for k in ids]
+        lines = [
+            f"bingmap/19/{k:07d}.jpg,streetview/panos/{k:07d}.jpg,streetview/annotations/{k:07d}.png"
+            for k in ids
+        ]
         lines[1] = " " + lines[1].replace(",", " , ") + "  "  # stray whitespace, stripped by the reader
         (root / "splits" / name).write_text("\n".join(lines) + "\n")
-    (root / "split_locations/all.csv").write_text("".join(",".join(f"{v:.6f}" for v in gps(k)) + ",0\n" for k in IDS))
-    return {"ids": [f"{k:07d}" for k in IDS], "train": [f"{k:07d}" for k in TRAIN], "val": [f"{k:07d}" for k in VAL]}
+    (root / "split_locations/all.csv").write_text(
+        "".join(",".join(f"{v:.6f}" for v in gps(k)) + ",0\n" for k in IDS)
+    )
+    return {
+        "ids": [f"{k:07d}" for k in IDS],
+        "train": [f"{k:07d}" for k in TRAIN],
+        "val": [f"{k:07d}" for k in VAL],
+    }
 
 
 if __name__ == "__main__":

@@ -24,7 +24,12 @@ import numpy as np
 from PIL import Image
 
 CITIES = ("Chicago", "NewYork", "SanFrancisco", "Seattle")
-BASE = {"Chicago": (41.88, -87.63), "NewYork": (40.71, -74.0), "SanFrancisco": (37.77, -122.42), "Seattle": (47.61, -122.33)}
+BASE = {
+    "Chicago": (41.88, -87.63),
+    "NewYork": (40.71, -74.0),
+    "SanFrancisco": (37.77, -122.42),
+    "Seattle": (47.61, -122.33),
+}
 TILES, PANOS = 4, 3
 _ALPHABET = string.ascii_letters + string.digits + "-_"
 
@@ -37,7 +42,7 @@ def decode_id(img: np.ndarray) -> int:
     red = float(np.asarray(img, dtype=np.float64)[0].mean())
     if red <= 1.0 + 1e-9:
         red *= 255.0
-    return int(round((red - 20) / 13))
+    return round((red - 20) / 13)
 
 
 def write(root: Path, seed: int = 0) -> dict:
@@ -52,7 +57,9 @@ def write(root: Path, seed: int = 0) -> dict:
         tiles = []
         for t in range(TILES):
             name = f"satellite_{lat0 + 0.001 * t:.6f}_{lon0 - 0.001 * t:.6f}.png"
-            Image.new("RGB", (16, 16), colour(ci * TILES + t, "aerial")).save(root / city / "satellite" / name)
+            Image.new("RGB", (16, 16), colour(ci * TILES + t, "aerial")).save(
+                root / city / "satellite" / name
+            )
             tiles.append(name)
         (root / "splits" / city / "satellite_list.txt").write_text("\n".join(tiles) + "\n")
         rows = []
@@ -60,7 +67,9 @@ def write(root: Path, seed: int = 0) -> dict:
         for j in range(PANOS):
             prefix = "".join(rng.choice(list(_ALPHABET), 22))
             name = f"{prefix},{lat0 + 0.0003 + 0.001 * j:.6f},{lon0 - 0.0004 - 0.001 * j:.6f},.jpg"
-            Image.new("RGB", (16, 8), colour(ci * PANOS + j, "ground")).save(root / city / "panorama" / name, quality=95)
+            Image.new("RGB", (16, 8), colour(ci * PANOS + j, "ground")).save(
+                root / city / "panorama" / name, quality=95
+            )
             pos = (j + 1) % TILES
             order = [pos] + [t for t in range(TILES) if t != pos]
             cols = [name]
