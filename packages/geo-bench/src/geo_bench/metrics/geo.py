@@ -10,7 +10,9 @@ Convention:
     - UTM coordinates are (easting, northing) in metres and must be float64: a float32 northing near
       6.1e6 m only resolves about 0.5 m.
     - Great-circle distance: spherical law of cosines on (lat, lon) degrees, R = 6,371,004 m, the
-      cosine clipped to [-1, 1] before ``arccos`` (VIGOR ``evaluate_from_npy.py``).
+      cosine clipped to [-1, 1] before ``arccos`` (VIGOR ``evaluate_from_npy.py``). In float64 this
+      formula has a floor of about 0.1 m for coincident points (rounding of ``sin^2 + cos^2``), far
+      below VIGOR's first threshold (1.02 m); it is kept for comparability.
 """
 
 from __future__ import annotations
