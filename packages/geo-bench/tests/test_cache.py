@@ -172,6 +172,20 @@ class TestCache:
         for i in range(len(direct)):
             _assert_same(cached[i], direct[i])
 
+    def test_cache_needs_no_images(self, roots, tmp_path):
+        import shutil
+
+        kw = {"ground_size": (4, 16), "aerial_size": (8, 8)}
+        root = tmp_path / "act"
+        shutil.copytree(roots["cvact"], root)
+        direct = CVACT(root, "val", **kw)
+        prepare_cache(direct, tmp_path / "c", progress=False)
+        expected = [direct[i] for i in range(len(direct))]
+        shutil.rmtree(root / "ANU_data_small")  # only ACT_data.mat (ids, utm) is left
+        cached = CVACT(root, "val", cache=tmp_path / "c", **kw)
+        for i, s in enumerate(expected):
+            _assert_same(cached[i], s)
+
     def test_entry_pickles_for_workers(self, roots, tmp_path):
         kw = {"ground_size": (4, 16), "aerial_size": (8, 8)}
         ds = CVUSA(roots["cvusa"], "val", **kw)

@@ -171,7 +171,8 @@ class CVACT(CrossViewDataset):
             raise ValueError(
                 f"{self.root / 'ACT_data.mat'}: no struct {struct!r}, needed for split {split!r}"
             )
-        self._require(self.root / folder, f"the image folder of split {split!r}")
+        if cache is None:  # with a cache the images are not needed
+            self._require(self.root / folder, f"the image folder of split {split!r}")
         all_ids = [mat["panoIds"][k] for k in ind]
 
         def paths_of(i: int) -> list[Path]:

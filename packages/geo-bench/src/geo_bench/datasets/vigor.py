@@ -184,7 +184,8 @@ class VIGOR(CrossViewDataset):
         self._gallery_paths: list[Path] = []
         index: dict[tuple[str, str], int] = {}
         for city in self.cities:
-            self._require(self.root / city, f"city folder {city}")
+            if cache is None:  # with a cache the images are not needed
+                self._require(self.root / city, f"city folder {city}")
             lst = self._require(self.root / "splits" / city / "satellite_list.txt", "tile list")
             for name in lst.read_text().split():
                 index[(city, name)] = len(self._gallery_paths)
