@@ -17,8 +17,26 @@ from .mixed import (
     mixed_pixel_map,
     mixed_radius_profile,
 )
+from .panorama import (
+    CropFoV,
+    JointHFlip,
+    JointRotate,
+    RotatePanorama,
+    crop_fov,
+    fov_width,
+    joint_hflip,
+    joint_rotate,
+    rotate_panorama,
+)
 from .perspective import PanoramaToPerspective, camera_rays, panorama_to_perspective
-from .polar import PolarTransform, polar_grid, polar_pixel_map, polar_transform
+from .polar import (
+    InversePolarTransform,
+    PolarTransform,
+    inverse_polar_transform,
+    polar_grid,
+    polar_pixel_map,
+    polar_transform,
+)
 
 __all__ = [
     "GroundPlaneView",
@@ -37,4 +55,15 @@ __all__ = [
     "polar_grid",
     "polar_pixel_map",
     "polar_transform",
+    "CropFoV",
+    "InversePolarTransform",
+    "JointHFlip",
+    "JointRotate",
+    "RotatePanorama",
+    "crop_fov",
+    "fov_width",
+    "inverse_polar_transform",
+    "joint_hflip",
+    "joint_rotate",
+    "rotate_panorama",
 ]
