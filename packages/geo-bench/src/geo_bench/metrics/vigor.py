@@ -3,7 +3,9 @@
 Convention (``data-and-protocols.md`` §6.6, VIGOR ``evaluate_from_npy.py``, Sample4Geo):
     - R@K and R@1% count only the positive tile (``positive`` (N_q,) is the gt index).
     - Hit rate: the top-1 tile is the positive or a semi-positive, implemented as "no reference other
-      than the positive and the semi-positives scores strictly above the positive".
+      than the positive and the semi-positives scores strictly above the positive" (Sample4Geo). This
+      is stricter than "argmax is in the set" when a semi-positive is first and an unrelated tile also
+      beats the positive; the implemented rule is the one Sample4Geo uses.
     - Predicted location: centre (lat, lon) of the top-1 tile (the first maximum, as ``argmax``), plus
       the predicted offset when given. Offsets follow VIGOR's label columns: ``delta = (d0, d1)``
       pixels of a 640-pixel tile, with the panorama at image position (row, col) = (320 + d0, 320 - d1);
@@ -147,7 +149,7 @@ def vigor_recall(
         hit[start:end] = ~greater.any(1)
         top1[start:end] = block.argmax(1)
     recall = recall_from_ranks(rank, n_ref, ks, top_percent, top1pct_rule=top1pct_rule, ties=ties)
-    return VigorResult(recall=recall, hit_rate=100.0 * float(hit.float().mean()), top1_index=top1)
+    return VigorResult(recall=recall, hit_rate=100.0 * int(hit.sum()) / n_q, top1_index=top1)
 
 
 def _latlon(x: object, name: str) -> np.ndarray:
