@@ -67,7 +67,7 @@ class TestGeoTolerantRecall:
         assert pes.recall_at == {1: 50.0, 2: 75.0}
         # a tie between two *near* references does not count against the query
         ref2 = torch.cat([ref, ref[2:3]])
-        ref2_utm = np.concatenate([ref_utm, ref_utm[2:3] + [1.0, 1.0]])
+        ref2_utm = np.concatenate([ref_utm, ref_utm[2:3] + np.array([1.0, 1.0])])
         assert geo_tolerant_recall(q, ref2, q_utm, ref2_utm, ks=(1,), ties="pessimistic").recall_at[1] == 50.0
 
     def test_radius_is_a_parameter(self):
