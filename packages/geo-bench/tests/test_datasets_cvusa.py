@@ -64,8 +64,10 @@ class TestCVUSA:
                 assert fake.decode_id(s["ground"]) == k
                 assert fake.decode_id(s["aerial"]) == k
             gps = torch.tensor([round(v, 6) for v in fake.gps(k)], dtype=torch.float64)
-            torch.testing.assert_close(s["latlon"], gps[2:], rtol=0, atol=1e-12)
-            torch.testing.assert_close(s["aerial_latlon"], gps[:2], rtol=0, atol=1e-12)
+            assert s["latlon"].dtype == torch.float64 and torch.allclose(
+                s["latlon"], gps[2:], rtol=0, atol=1e-12
+            )
+            assert torch.allclose(s["aerial_latlon"], gps[:2], rtol=0, atol=1e-12)
 
     def test_whitespace_stripped(self, cvusa_root):
         assert CVUSA(cvusa_root, "train", **SIZES).ids[1] == "0000002"
