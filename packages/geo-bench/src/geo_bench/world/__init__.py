@@ -1,0 +1,37 @@
+"""The synthetic world: an offline cross-view dataset with real geometry.
+
+A procedural city (:mod:`.city`) is composed into two capture epochs (:mod:`.appearance`),
+rendered as north-up aerial tiles (:mod:`.render_aerial`) and equirectangular street-level
+panoramas (:mod:`.render_ground`), served in memory by :class:`SyntheticWorld` (:mod:`.dataset`)
+and written to disk in the real CVUSA / CVACT / VIGOR layouts (:mod:`.layouts`).
+"""
+
+from __future__ import annotations
+
+from .appearance import AppearanceConfig, Capture, Epoch, jpeg_roundtrip, photometric
+from .city import CLASSES, PALETTE, City, CityConfig, latlon_to_utm, utm_to_latlon
+from .dataset import District, RenderConfig, SyntheticWorld, polar_views
+from .render_aerial import bilinear_lookup, render_aerial
+from .render_ground import march_distances, render_panorama
+
+__all__ = [
+    "CLASSES",
+    "PALETTE",
+    "AppearanceConfig",
+    "Capture",
+    "City",
+    "CityConfig",
+    "District",
+    "Epoch",
+    "RenderConfig",
+    "SyntheticWorld",
+    "bilinear_lookup",
+    "jpeg_roundtrip",
+    "latlon_to_utm",
+    "march_distances",
+    "photometric",
+    "polar_views",
+    "render_aerial",
+    "render_panorama",
+    "utm_to_latlon",
+]
