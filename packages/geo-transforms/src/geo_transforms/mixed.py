@@ -126,7 +126,7 @@ def _number_or_tensor(value: object, name: str, low: float, high: float, *, open
             f"{name} must be a number or a tensor of shape () or (B,), got {type(value).__name__}"
         )
     ok = (low < value if open_low else low <= value) and value <= high
-    if not ok or not math.isfinite(value):
+    if not ok or not -math.inf < value < math.inf:  # (not math.isfinite: torch.compile)
         bracket = "(" if open_low else "["
         raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value}")
 
