@@ -47,7 +47,9 @@ def _yaw_tensor(yaw_deg: object, batch: int, device: torch.device, name: str = "
     """A (B,) float64 yaw tensor from a number, a 0-d tensor or a (B,) tensor."""
     if isinstance(yaw_deg, Tensor):
         if not (yaw_deg.is_floating_point() or yaw_deg.dtype in (torch.int32, torch.int64, torch.int16)):
-            raise TypeError(f"{name} must be a real number or a real tensor of shape (B,), got {yaw_deg.dtype}")
+            raise TypeError(
+                f"{name} must be a real number or a real tensor of shape (B,), got {yaw_deg.dtype}"
+            )
         if yaw_deg.ndim == 0:
             yaw = yaw_deg.reshape(1).expand(batch)
         elif yaw_deg.ndim == 1 and yaw_deg.shape[0] in (1, batch):
@@ -227,11 +229,15 @@ def joint_rotate(
         if isinstance(k, bool) or not isinstance(k, int):
             raise TypeError(f"k must be an int number of quarter turns, got {type(k).__name__}")
         if w % 4:
-            raise ValueError(f"k quarter turns need a panorama width W divisible by 4, got pano {tuple(pano.shape)}")
+            raise ValueError(
+                f"k quarter turns need a panorama width W divisible by 4, got pano {tuple(pano.shape)}"
+            )
         k = k % 4
         return torch.rot90(aerial, k, dims=(-2, -1)), torch.roll(pano, -k * (w // 4), dims=-1)
     angle = _yaw_tensor(angle_deg, aerial.shape[0], aerial.device, name="angle_deg")
-    rotated = _kornia_rotate(aerial, angle.to(aerial.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
+    rotated = _kornia_rotate(
+        aerial, angle.to(aerial.dtype), mode="bilinear", padding_mode="zeros", align_corners=True
+    )
     return rotated, rotate_panorama(pano, angle)
 
 

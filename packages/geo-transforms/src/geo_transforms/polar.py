@@ -209,7 +209,9 @@ def _build_polar_table(
 
 
 @lru_cache(maxsize=32)
-def _polar_table64(size: int, out_size: tuple[int, int], center: str, device: torch.device) -> tuple[Tensor, Tensor]:
+def _polar_table64(
+    size: int, out_size: tuple[int, int], center: str, device: torch.device
+) -> tuple[Tensor, Tensor]:
     return _build_polar_table(size, out_size, center, device)
 
 

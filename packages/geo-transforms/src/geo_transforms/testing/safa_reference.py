@@ -93,9 +93,7 @@ def sample_bilinear(signal: np.ndarray, rx: np.ndarray, ry: np.ndarray) -> np.nd
     return (iy1 - ry)[..., na] * fx1 + (ry - iy0)[..., na] * fx2
 
 
-def safa_polar(
-    aerial: np.ndarray, height: int, width: int, *, center: float | None = None
-) -> np.ndarray:
+def safa_polar(aerial: np.ndarray, height: int, width: int, *, center: float | None = None) -> np.ndarray:
     """Polar-transform one aerial image exactly as SAFA's script does.
 
     Args:
