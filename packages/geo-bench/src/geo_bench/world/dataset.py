@@ -49,6 +49,8 @@ class RenderConfig:
         camera_height: range of camera heights above the road, metres.
         steps, near, far: the panorama ray march (samples, first and last distance in metres).
         camera_spacing: spacing range of cameras along the roads, metres.
+        margin_m: extra distance cameras keep from a district's edge (the VIGOR writer needs
+            room for the tile grid around every camera).
     """
 
     ground_size: tuple[int, int] = (128, 512)
@@ -60,6 +62,7 @@ class RenderConfig:
     near: float = 0.5
     far: float = 150.0
     camera_spacing: tuple[float, float] = (10.0, 20.0)
+    margin_m: float = 0.0
 
     @property
     def gsd(self) -> float:
@@ -75,7 +78,7 @@ class District:
         self.city = City(city, seed=_mix(seed, index), offset=(index * city.size_m, 0.0))
         self._appearance = appearance
         self._epochs: tuple[Epoch, Epoch] | None = None
-        margin = render.aerial_m / 2 * math.sqrt(2) + appearance.aerial_jitter_m + 2.0
+        margin = render.aerial_m / 2 * math.sqrt(2) + appearance.aerial_jitter_m + 2.0 + render.margin_m
         cams = self.city.camera_positions(render.camera_spacing, margin=margin, seed=seed)
         size = self.city.size
         f0, f1, _ = split_fractions
@@ -166,7 +169,7 @@ class SyntheticWorld(Dataset):
         city: CityConfig | None = None,
         appearance: AppearanceConfig | None = None,
         render: RenderConfig | None = None,
-        split_fractions: tuple[float, float, float] = (0.6, 0.1, 0.3),
+        split_fractions: tuple[float, float, float] = (0.6, 0.15, 0.25),
         jpeg: bool = False,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         max_districts: int = 64,
@@ -206,6 +209,11 @@ class SyntheticWorld(Dataset):
                     "raise max_districts or CityConfig.size_m"
                 )
             d = self._district(k)
+            if len(d.cameras[split]) == 0:
+                raise ValueError(
+                    f"a {self.city_config.size_m:g} m district has no {split!r} cameras with "
+                    f"split_fractions={self.split_fractions}; use a larger CityConfig.size_m or a wider {split} fraction"
+                )
             take = d.cameras[split][: self.num - total]
             cams.append(take)
             where.append(torch.full((len(take),), k, dtype=torch.long))
