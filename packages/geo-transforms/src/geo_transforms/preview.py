@@ -141,7 +141,7 @@ def demo_aerial(size: int = 256) -> Tensor:
         half = 0.04 * s
         mask = ((xx - hx).abs() <= half) & ((yy - hy).abs() <= half)
         image[:, mask] = 0.15
-    road = 0.07 * s
+    road = 0.06 * s
     roads = ((xx - c).abs() <= road / 2) | ((yy - c).abs() <= road / 2)
     image[:, roads] = 0.5
     dash = (torch.remainder(yy, 0.08 * s) < 0.04 * s) & ((xx - c).abs() <= max(0.5, 0.004 * s))
@@ -154,9 +154,9 @@ def demo_aerial(size: int = 256) -> Tensor:
     zebra = (along >= 0.06 * s) & (along <= 0.11 * s) & (across <= road / 2 - 1)
     zebra &= torch.remainder(stripes - c + 0.5, max(2.0, 0.016 * s)) < max(1.0, 0.008 * s)
     image[:, zebra] = 0.95
-    # faint distance rings every 0.05 S off the roads: they show each mapping's radius profile
+    # faint distance rings every 0.05 S: they show each mapping's radius profile
     dist = torch.sqrt((xx - c) ** 2 + (yy - c) ** 2)
-    rings = (torch.remainder(dist, 0.05 * s) < 1.0) & ~roads
+    rings = torch.remainder(dist, 0.05 * s) < max(1.0, 0.003 * s)
     image[:, rings] *= 0.6
     letter = 0.09 * s
     margin = 0.03 * s
