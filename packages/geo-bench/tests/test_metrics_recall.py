@@ -126,6 +126,17 @@ class TestRanks:
             ranks(ground, aerial, memory_budget=9 * aerial.shape[0] * 10), ranks(ground, aerial)
         )
 
+    def test_float_and_bool_counting_paths_agree(self):
+        from geo_bench.metrics.recall import _Counter
+
+        block = torch.randint(0, 5, (37, 300)).float()
+        t = block[:, :1]
+        for strict in (True, False):
+            fast = _Counter()(block, t, strict)
+            slow = _Counter(float_limit=0)(block, t, strict)
+            torch.testing.assert_close(fast, slow)
+            torch.testing.assert_close(fast, ((block > t) if strict else (block >= t)).sum(1))
+
     def test_scale_invariance_normalises_inputs(self):
         ground, aerial, _ = _planted(seed=2, n_extra=0)  # per-row scales would perturb planted ties
         scale = torch.rand(aerial.shape[0], 1) * 10 + 0.1

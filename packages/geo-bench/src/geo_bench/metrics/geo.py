@@ -31,6 +31,7 @@ from geo_bench.metrics.recall import (
     _blocks,
     _check_ks,
     _check_ties,
+    _Counter,
     _prepare,
     recall_from_ranks,
 )
@@ -145,6 +146,7 @@ def geo_tolerant_recall(
     qi_t = torch.from_numpy(qi).to(device)
     ri_t = torch.from_numpy(ri).to(device)
     out = torch.empty(n_q, dtype=torch.long, device=device)
+    count = _Counter()
     for start, end, block in _blocks(query, prep, chunk_size, memory_budget):
         lo, hi = int(indptr[start]), int(indptr[end])
         rows = qi_t[lo:hi] - start
@@ -153,11 +155,11 @@ def geo_tolerant_recall(
         best.scatter_reduce_(0, rows, vals, reduce="amax", include_self=True)
         has_near = torch.isfinite(best)
         if ties == "optimistic":
-            r = (block > best[:, None]).sum(1)
+            r = count(block, best[:, None], strict=True)
         else:
             n_tied_near = torch.zeros(end - start, dtype=torch.long, device=device)
             n_tied_near.scatter_add_(0, rows, (vals == best[rows]).long())
-            r = (block >= best[:, None]).sum(1) - n_tied_near
+            r = count(block, best[:, None], strict=False) - n_tied_near
         out[start:end] = torch.where(has_near, r, torch.full_like(r, n_ref))
     return recall_from_ranks(
         out,

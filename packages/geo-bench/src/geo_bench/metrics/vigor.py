@@ -34,6 +34,7 @@ from geo_bench.metrics.recall import (
     _check_gt,
     _check_ks,
     _check_ties,
+    _Counter,
     _prepare,
     recall_from_ranks,
 )
@@ -138,13 +139,11 @@ def vigor_recall(
     rank = torch.empty(n_q, dtype=torch.long, device=device)
     hit = torch.empty(n_q, dtype=torch.bool, device=device)
     top1 = torch.empty(n_q, dtype=torch.long, device=device)
+    count = _Counter()
     for start, end, block in _blocks(query, prep, chunk_size, memory_budget):
         p = block.gather(1, pos[start:end, None])
+        rank[start:end] = count(block, p, strict=ties == "optimistic") - (0 if ties == "optimistic" else 1)
         greater = block > p
-        if ties == "optimistic":
-            rank[start:end] = greater.sum(1)
-        else:
-            rank[start:end] = (block >= p).sum(1) - 1
         greater.scatter_(1, semi[start:end], False)
         hit[start:end] = ~greater.any(1)
         top1[start:end] = block.argmax(1)
