@@ -53,7 +53,7 @@ class TestRotatePanorama(BaseTester):
             rotate_panorama(torch.rand(3, 4, 8), 10.0)
         with pytest.raises(TypeError, match="pano must be a floating tensor"):
             rotate_panorama(torch.zeros(2, 3, 4, 8, dtype=torch.uint8), 10.0)
-        with pytest.raises(TypeError, match="pano must be a torch.Tensor"):
+        with pytest.raises(TypeError, match=r"pano must be a torch\.Tensor"):
             rotate_panorama([[1.0]], 10.0)
         with pytest.raises(ValueError, match=r"yaw_deg must be .* shape \(B,\) = \(2,\), got shape \(3,\)"):
             rotate_panorama(pano, torch.zeros(3))

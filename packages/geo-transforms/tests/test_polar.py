@@ -75,7 +75,7 @@ class TestPolarTransform(BaseTester):
 
     def test_exception(self):
         good = torch.rand(1, 3, 8, 8)
-        with pytest.raises(TypeError, match="aerial must be a torch.Tensor"):
+        with pytest.raises(TypeError, match=r"aerial must be a torch\.Tensor"):
             polar_transform(np.zeros((1, 3, 8, 8)), (4, 8))
         with pytest.raises(TypeError, match=r"aerial must be a floating tensor.*torch.uint8"):
             polar_transform(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), (4, 8))

@@ -37,6 +37,14 @@ from .polar import (
     polar_pixel_map,
     polar_transform,
 )
+from .presets import (
+    PolarPreset,
+    PolarPresetTransform,
+    apply_polar_preset,
+    get_polar_preset,
+    list_polar_presets,
+    register_polar_preset,
+)
 
 __all__ = [
     "GroundPlaneView",
@@ -66,4 +74,10 @@ __all__ = [
     "joint_hflip",
     "joint_rotate",
     "rotate_panorama",
+    "PolarPreset",
+    "PolarPresetTransform",
+    "apply_polar_preset",
+    "get_polar_preset",
+    "list_polar_presets",
+    "register_polar_preset",
 ]
