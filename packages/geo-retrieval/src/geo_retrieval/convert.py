@@ -46,20 +46,24 @@ def bake_spectral_norm(state_dict: Mapping[str, Tensor], *, dim: int | None = No
     Raises:
         ValueError: an incomplete triple or inconsistent shapes.
     """
+
+    def join(prefix: str, leaf: str) -> str:
+        return f"{prefix}.{leaf}" if prefix else leaf
+
     out: dict[str, Tensor] = {}
-    prefixes = {k[: -len(".weight_orig")] for k in state_dict if k.endswith(".weight_orig")}
+    prefixes = {k.rpartition(".")[0] for k in state_dict if k.rpartition(".")[2] == "weight_orig"}
     for key, value in state_dict.items():
         base, _, leaf = key.rpartition(".")
         if base in prefixes and leaf in ("weight_orig", "weight_u", "weight_v"):
             continue
         if leaf in ("weight_u", "weight_v"):
-            raise ValueError(f"{key!r} has no matching {base}.weight_orig")
+            raise ValueError(f"{key!r} has no matching {join(base, 'weight_orig')!r}")
         out[key] = value
     for prefix in sorted(prefixes):
         try:
-            w = state_dict[f"{prefix}.weight_orig"]
-            u = state_dict[f"{prefix}.weight_u"]
-            v = state_dict[f"{prefix}.weight_v"]
+            w = state_dict[join(prefix, "weight_orig")]
+            u = state_dict[join(prefix, "weight_u")]
+            v = state_dict[join(prefix, "weight_v")]
         except KeyError as err:
             raise ValueError(
                 f"incomplete spectral-norm triple for {prefix!r}: missing {err.args[0]!r}"
@@ -76,9 +80,9 @@ def bake_spectral_norm(state_dict: Mapping[str, Tensor], *, dim: int | None = No
         if v.numel() != w_mat.shape[1]:
             raise ValueError(f"{prefix}: weight_v has {v.numel()} entries, expected {w_mat.shape[1]}")
         sigma = torch.dot(u.double().flatten(), w_mat @ v.double().flatten())
-        if f"{prefix}.weight" in out:
-            raise ValueError(f"{prefix}.weight exists beside {prefix}.weight_orig")
-        out[f"{prefix}.weight"] = (w64 / sigma).to(w.dtype)
+        if join(prefix, "weight") in out:
+            raise ValueError(f"{join(prefix, 'weight')!r} exists beside its weight_orig")
+        out[join(prefix, "weight")] = (w64 / sigma).to(w.dtype)
     return out
 
 
