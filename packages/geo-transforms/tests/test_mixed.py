@@ -191,3 +191,14 @@ class TestMixedPerspectivePolar(BaseTester):
             mixed_perspective_polar(aerial, (8, 32), camera_height=height),
         )
         self.assert_close(fn(aerial, (8, 32)), mixed_perspective_polar(aerial, (8, 32)))
+
+
+@pytest.mark.parametrize("low_dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_samples_at_float32_coordinates(low_dtype):
+    # half-precision grids would misplace samples by up to ~1 px on large tiles; the op samples
+    # fp16 / bf16 images at float32 coordinates, so only the value rounding remains
+    aerial = torch.rand(1, 3, 300, 300, dtype=torch.float64)
+    ref = mixed_perspective_polar(aerial, (64, 256), near_fraction=0.5)
+    low = mixed_perspective_polar(aerial.to(low_dtype), (64, 256), near_fraction=0.5)
+    tol = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[low_dtype]
+    torch.testing.assert_close(low.double(), ref, rtol=0, atol=tol)

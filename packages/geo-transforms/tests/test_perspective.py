@@ -180,3 +180,13 @@ class TestPanoramaToPerspective(BaseTester):
         self.assert_close(
             fn(pano, yaw, 0.0, 90.0, (4, 4)), panorama_to_perspective(pano, yaw, 0.0, 90.0, (4, 4))
         )
+
+
+@pytest.mark.parametrize("low_dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_samples_at_float32_coordinates(low_dtype):
+    pano = torch.rand(1, 3, 128, 512, dtype=torch.float64)
+    yaw = [12.3, 250.0]
+    ref = panorama_to_perspective(pano, yaw, -7.0, 75.0, (32, 32))
+    low = panorama_to_perspective(pano.to(low_dtype), yaw, -7.0, 75.0, (32, 32))
+    tol = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[low_dtype]
+    torch.testing.assert_close(low.double(), ref, rtol=0, atol=tol)

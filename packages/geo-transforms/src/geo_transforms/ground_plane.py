@@ -34,13 +34,15 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_image, check_size
-from ._sampling import normalise_pixel_grid, sample_grid
+from ._sampling import normalise_pixel_grid
 from .perspective import (
     Param,
     _as_param,
     _broadcast_views,
+    _grid_dtype,
     _is_multi_view,
     _is_static,
+    _sample_precise,
     _view_params,
     _view_tensor,
     camera_rays,
@@ -251,7 +253,9 @@ def ground_plane_view(
     if not isinstance(return_mask, bool):
         raise TypeError(f"return_mask must be a bool, got {type(return_mask).__name__}")
     if _is_static(*params, height, mpp):
-        grid, valid = _cached_ground_grid(size, params, height, mpp, out_size, c, aerial.device, aerial.dtype)
+        grid, valid = _cached_ground_grid(
+            size, params, height, mpp, out_size, c, aerial.device, _grid_dtype(aerial.dtype)
+        )
     else:
         names = ("yaw", "pitch", "fov", "roll")
         batch = aerial.shape[0]
@@ -259,7 +263,7 @@ def ground_plane_view(
         h = _per_image(height, aerial.device, batch)
         m = _per_image(mpp, aerial.device, batch)
         grid, valid = _ground_grid(size, views, h, m, out_size, c)
-    out = sample_grid(aerial, grid)  # (B, C, h, V*w)
+    out = _sample_precise(aerial, grid)  # (B, C, h, V*w)
     out = out * valid[:, None].to(out.dtype)
     b, ch, h_out, vw = out.shape
     w_out = out_size[1]

@@ -53,7 +53,8 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_image, check_size
-from ._sampling import normalise_pixel_grid, sample_grid
+from ._sampling import normalise_pixel_grid
+from .perspective import _grid_dtype, _sample_precise
 from .polar import polar_pixel_map, polar_transform
 
 __all__ = [
@@ -258,7 +259,7 @@ def _apply(aerial: Tensor, out_size: tuple[int, int], params: MixedParams) -> Te
     size = aerial.shape[-1]
     if params.is_static:
         params = MixedParams(*(float(v) for v in _values(params)), center=params.center)
-        grid = _cached_mixed_grid(size, out_size, params, aerial.device, aerial.dtype)
+        grid = _cached_mixed_grid(size, out_size, params, aerial.device, _grid_dtype(aerial.dtype))
     else:
         row, col = mixed_pixel_map(size, out_size, params, device=aerial.device)
         if row.shape[0] not in (1, aerial.shape[0]):
@@ -266,7 +267,7 @@ def _apply(aerial: Tensor, out_size: tuple[int, int], params: MixedParams) -> Te
                 f"parameters of shape (B,) need B = {aerial.shape[0]} (the aerial batch), got {row.shape[0]}"
             )
         grid = normalise_pixel_grid(col, row, size, size)
-    return sample_grid(aerial, grid)
+    return _sample_precise(aerial, grid)
 
 
 def _values(params: MixedParams) -> tuple[float | Tensor, ...]:

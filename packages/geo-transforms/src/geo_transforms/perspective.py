@@ -243,6 +243,25 @@ def _cached_perspective_grid(
     return _perspective_pixel_map(size, views, out_size, elevation_range).to(dtype)
 
 
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _grid_dtype(dtype: torch.dtype) -> torch.dtype:
+    """dtype of the cached sampling grid for images of ``dtype``: float32 for fp16 / bf16.
+
+    Half-precision normalised coordinates are off by up to 2**-9 (bf16) of the image size, i.e.
+    more than a pixel on a 750 px tile, so low-precision images are sampled in float32.
+    """
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
+def _sample_precise(image: Tensor, grid: Tensor) -> Tensor:
+    """:func:`sample_grid`, in float32 for fp16 / bf16 images (result cast back to their dtype)."""
+    if image.dtype in _LOW_PRECISION:
+        return sample_grid(image.float(), grid.float()).to(image.dtype)
+    return sample_grid(image, grid)
+
+
 def _pad_circular(pano: Tensor) -> Tensor:
     return torch.cat((pano, pano[..., :1]), dim=-1)
 
@@ -288,14 +307,16 @@ def panorama_to_perspective(
     params = _view_params(yaw, pitch, fov, roll)
     size = (pano.shape[-2], pano.shape[-1])
     if _is_static(*params):
-        grid = _cached_perspective_grid(size, params, out_size, elevation_range, pano.device, pano.dtype)
+        grid = _cached_perspective_grid(
+            size, params, out_size, elevation_range, pano.device, _grid_dtype(pano.dtype)
+        )
     else:
         names = ("yaw", "pitch", "fov", "roll")
         views = _broadcast_views(
             {n: _view_tensor(p, n, pano.device) for n, p in zip(names, params)}, pano.shape[0]
         )
         grid = _perspective_pixel_map(size, views, out_size, elevation_range)
-    out = sample_grid(_pad_circular(pano), grid)  # (B, C, h, V*w)
+    out = _sample_precise(_pad_circular(pano), grid)  # (B, C, h, V*w)
     if not _is_multi_view(*params):
         return out
     b, c, h, vw = out.shape
