@@ -22,7 +22,8 @@ Convention:
 
 Views broadcast like :func:`~geo_transforms.perspective.panorama_to_perspective`: scalar view
 parameters give (B, C, h, w), (V,) or (B, V) ones give (B, V, C, h, w). ``camera_height`` and
-``meters_per_pixel`` are numbers, 0-d tensors or (B,) tensors (one per aerial image).
+``meters_per_pixel`` are numbers, 0-d tensors or (B,) tensors (one per aerial image). fp16 / bf16
+images are sampled at float32 coordinates (the result is cast back).
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ Convention:
     Bilinear, align_corners=True, zeros outside the image.
 
 Parameters are numbers (the grid is cached per size/device/dtype/parameters) or tensors of
-shape () or (B,) (differentiable, e.g. to learn the camera height).
+shape () or (B,) (differentiable, e.g. to learn the camera height). fp16 / bf16 images are
+sampled at float32 coordinates (the result is cast back).
 """
 
 from __future__ import annotations

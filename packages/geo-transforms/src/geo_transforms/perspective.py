@@ -25,7 +25,9 @@ Convention:
     (B, V, C, h, w)); they broadcast against each other.
 
 Grids built from Python numbers are cached per (size, out_size, parameters, device, dtype);
-tensor parameters are differentiated through (float64 geometry, cast once to the image dtype).
+tensor parameters are differentiated through (float64 geometry, cast once to the image dtype;
+fp16 / bf16 images are sampled at float32 coordinates, since half-precision grids misplace
+samples by up to a pixel, and the result is cast back).
 """
 
 from __future__ import annotations
