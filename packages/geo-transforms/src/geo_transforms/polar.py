@@ -195,9 +195,12 @@ def _gather_bilinear(image: Tensor, index: Tensor, weight: Tensor, out_hw: tuple
     b, c = image.shape[:2]
     n = weight.shape[-1]
     values = image.reshape(b * c, -1).index_select(1, index).view(b * c, 4, n)
-    out = (values[:, 0] * weight[0] + values[:, 1] * weight[1]) + (
-        values[:, 2] * weight[2] + values[:, 3] * weight[3]
-    )
+    # In place on the fresh gather buffer (index_select's backward does not need it): one large
+    # allocation instead of eight, which is most of the cost on the CPU.
+    values.mul_(weight)
+    values[:, 0].add_(values[:, 1])  # p00 + p11
+    values[:, 2].add_(values[:, 3])  # p10 + p01
+    out = values[:, 0] + values[:, 2]
     return out.view(b, c, *out_hw)
 
 
