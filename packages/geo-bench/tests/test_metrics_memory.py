@@ -1,4 +1,4 @@
-"""Peak memory of the chunked rank code stays bounded (measured as maxrss growth in a subprocess)."""
+"""Peak memory of the chunked rank code stays bounded (peak-RSS growth, in a subprocess or in-process)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,18 @@ _SCRIPT = textwrap.dedent(
     """
     import json, resource, sys
     import torch
-    from geo_bench.metrics import retrieval_recall, geo_tolerant_recall
+    from geo_bench.metrics import retrieval_recall
+
+    def peak_mib():
+        # VmHWM of this address space; ru_maxrss of an exec'd child can start at the parent's peak
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     n, d, budget = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     torch.set_num_threads(2)
@@ -21,10 +32,10 @@ _SCRIPT = textwrap.dedent(
     ref = torch.randn(n, d, generator=g)
     qry = torch.randn(n, d, generator=g).mul_(0.5).add_(ref)
     retrieval_recall(qry[:8], ref[:64])  # warm up kernels and the allocator
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_mib()
     res = retrieval_recall(qry, ref, memory_budget=budget)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"delta_mib": (after - before) / 1024, "r1": res.recall_at[1], "k": res.top1pct_k}))
+    after = peak_mib()
+    print(json.dumps({"delta_mib": after - before, "r1": res.recall_at[1], "k": res.top1pct_k}))
     """
 )
 

@@ -161,6 +161,7 @@ def geo_tolerant_recall(
             n_tied_near.scatter_add_(0, rows, (vals == best[rows]).long())
             r = count(block, best[:, None], strict=False) - n_tied_near
         out[start:end] = torch.where(has_near, r, torch.full_like(r, n_ref))
+        del block
     return recall_from_ranks(
         out,
         n_ref,

@@ -234,6 +234,7 @@ def _blocks(
                 block = q @ prep.reference.T
                 block.mul_(prep.inv_norm)
         yield start, end, block
+        del block, q  # drop this block before the next one is computed (consumers del theirs too)
 
 
 def score_blocks(
@@ -359,6 +360,7 @@ def ranks(
     count = _Counter()
     for start, end, block in _blocks(query, prep, chunk_size, memory_budget):
         out[start:end] = _block_ranks(block, gt[start:end], ties, count)
+        del block
     return out
 
 

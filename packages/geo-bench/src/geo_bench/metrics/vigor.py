@@ -147,6 +147,7 @@ def vigor_recall(
         greater.scatter_(1, semi[start:end], False)
         hit[start:end] = ~greater.any(1)
         top1[start:end] = block.argmax(1)
+        del block, greater
     recall = recall_from_ranks(rank, n_ref, ks, top_percent, top1pct_rule=top1pct_rule, ties=ties)
     return VigorResult(recall=recall, hit_rate=100.0 * int(hit.sum()) / n_q, top1_index=top1)
 
