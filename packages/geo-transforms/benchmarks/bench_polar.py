@@ -89,10 +89,10 @@ def main() -> None:
 
     # grid_sample with the float32 normalised grid (CPU)
     grid = polar_grid(s, (h, w), dtype=torch.float32).expand(b, -1, -1, -1)
+
     def sample(a=aerial, g=grid):
-        return F.grid_sample(
-            a, g, mode="bilinear", padding_mode="zeros", align_corners=True
-        )
+        return F.grid_sample(a, g, mode="bilinear", padding_mode="zeros", align_corners=True)
+
     rows.append(("F.grid_sample, float32 grid (cpu)", _time(sample, args.repeats) / b, error(sample())))
 
     # SAFA's numpy sampler, image by image (maps built once, as in the script)
