@@ -26,6 +26,7 @@ __all__ = ["VERBS", "build_parser", "main"]
 VERBS: dict[str, str] = {
     "prepare": ".prepare",
     "duplicates": ".duplicates",
+    "synth": ".synth",
 }
 
 

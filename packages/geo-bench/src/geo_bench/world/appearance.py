@@ -256,7 +256,7 @@ class Epoch:
             return torch.zeros(n, n, dtype=torch.bool)
         reach = min(hmax / tan_el, 150.0)
         dr_unit, dc_unit = -math.cos(sun_az) / res, math.sin(sun_az) / res  # pixels per metre
-        pad = int(math.ceil(reach / res)) + 1
+        pad = math.ceil(reach / res) + 1
         padded = torch.nn.functional.pad(height[None, None], (pad, pad, pad, pad))[0, 0]
         blocker = torch.full_like(height, -1e9)
         seen: set[tuple[int, int]] = set()

@@ -204,7 +204,7 @@ class City:
         self.offset = (float(offset[0]), float(offset[1]))
         cfg = self.config
         self.res = cfg.resolution
-        self.n = int(round(cfg.size_m / cfg.resolution))
+        self.n = round(cfg.size_m / cfg.resolution)
         self.size = self.n * self.res
         gen = torch.Generator().manual_seed((0x5EED0000 + self.seed) % (1 << 62))
         n, res = self.n, self.res
@@ -393,7 +393,6 @@ class City:
         rgb[0][grass] += 0.10 * (patch[grass] - 0.5)
         rgb[1][grass] += 0.06 * (patch[grass] - 0.5)
         # markings: centre dashes on roads covered by a single road
-        direction = self.roads.direction
         d_own, t_own = self._signed_own, self._along_own
         main_own = self.roads.main[self._road_index]
         single = self._road_count == 1
@@ -528,7 +527,7 @@ class City:
         base = _uniform(gen, 1.8, 3.2, m)
         tint = torch.stack([_uniform(gen, -0.05, 0.05, m), _uniform(gen, -0.07, 0.07, m), _uniform(gen, -0.04, 0.04, m)], 1)
         # vectorised stamping: each tree writes a fixed window; winner = highest crown surface
-        k = int(math.ceil(4.2 / res)) + 1
+        k = math.ceil(4.2 / res) + 1
         off = torch.arange(-k, k + 1)
         rc = self.to_pixel(xy).round().long()
         rr = (rc[:, 0, None, None] + off[None, :, None]).expand(-1, -1, len(off))
@@ -580,7 +579,7 @@ class City:
         # presence per epoch: bit 0 = aerial capture, bit 1 = ground capture
         u = torch.rand(m, generator=gen)
         epochs = torch.where(u < 0.3, 3, torch.where(u < 0.65, 1, 2)).to(torch.uint8)
-        k = int(math.ceil(2.5 / res)) + 1
+        k = math.ceil(2.5 / res) + 1
         off = torch.arange(-k, k + 1)
         rc = self.to_pixel(xy).round().long()
         rr = (rc[:, 0, None, None] + off[None, :, None]).expand(-1, -1, len(off))

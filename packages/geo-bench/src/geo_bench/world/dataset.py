@@ -228,7 +228,10 @@ class SyntheticWorld(Dataset):
         self.ids = [f"{split}{self.seed:03d}_{i:07d}" for i in range(self.num)]
 
     def _district(self, k: int) -> District:
-        return district(self.city_config, self.appearance, self.seed, k, self.render_config, self.split_fractions)
+        # only the camera-placement fields of the render config matter to a district (cache key)
+        rc = self.render_config
+        key = RenderConfig(aerial_m=rc.aerial_m, camera_spacing=rc.camera_spacing, margin_m=rc.margin_m)
+        return district(self.city_config, self.appearance, self.seed, k, key, self.split_fractions)
 
     def __len__(self) -> int:
         return self.num

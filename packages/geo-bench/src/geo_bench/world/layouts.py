@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 
 from .appearance import AppearanceConfig, photometric
 from .city import PALETTE, CityConfig, utm_to_latlon
-from .dataset import RenderConfig, SyntheticWorld, _mix, district
+from .dataset import RenderConfig, SyntheticWorld, _mix
 from .render_aerial import render_aerial
 
 __all__ = ["LAYOUTS", "VIGOR_CITIES", "write_cvact", "write_cvusa", "write_layout", "write_vigor"]
@@ -238,7 +238,7 @@ def write_vigor(
         ds = _world("all", num, city_seed, render=render, city=city_cfg, appearance=app_nojitter)
         if ds.num_districts != 1:
             raise ValueError(f"{num} panoramas do not fit one district; lower num or raise CityConfig.size_m")
-        dist = district(ds.city_config, ds.appearance, ds.seed, 0, ds.render_config, ds.split_fractions)
+        dist = ds._district(0)
         cfg = ds.city_config
         cams = ds.cameras.double()
         # regular tile grid (centres every half tile) over the cameras' extent

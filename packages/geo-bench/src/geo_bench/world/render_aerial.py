@@ -70,9 +70,9 @@ def render_aerial(epoch: Epoch, centres: Tensor, size: int, gsd: float) -> tuple
         raise ValueError(f"centres must be (B, 2), got {tuple(centres.shape)}")
     if size < 2:
         raise ValueError(f"size must be >= 2, got {size}")
-    b, n, res = centres.shape[0], epoch.n, epoch.res
+    n, res = epoch.n, epoch.res
     # crop a window around each tile from the raster, then resample it with grid_sample
-    half_px = (size - 1) / 2 * gsd / res * math.sqrt(1.0) + 2
+    half_px = (size - 1) / 2 * gsd / res + 2
     win = 2 * math.ceil(half_px) + 2
     centre_rc = torch.stack(
         [(epoch.size - centres[:, 1].double()) / res - 0.5, centres[:, 0].double() / res - 0.5], dim=1
