@@ -16,6 +16,15 @@ from geo_retrieval.sampling import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models: OpenMP threads only add contention on a shared 2-core machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class TestHaversine:
     def test_one_degree_of_latitude(self):
         d = haversine_distance(torch.tensor([[10.0, 20.0]]), torch.tensor([[11.0, 20.0]]))

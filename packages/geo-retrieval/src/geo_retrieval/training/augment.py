@@ -12,8 +12,8 @@ Convention:
        ``polar(rot90(A, k)) == roll(polar(A), -k*W/4)``;
     2. orientation noise (``pano_shift_deg``, training; orientation-unknown recipes): a random
        circular roll of the panorama only;
-    3. field of view: resize the panorama to ``ground_size`` then keep the ``fov/360`` share of the
-       columns around the centre column;
+    3. field of view: resize the panorama to ``ground_size`` then keep ``int(fov/360 * W)`` columns
+       centred on column W/2 (geo-transforms' ``crop_fov``);
     4. aerial: polar transform to ``aerial_size`` (``polar=True``, square input) or resize;
     5. per-view photometric augmentation (training): colour jitter, Gaussian blur, coarse dropout;
     6. normalisation ``(x - mean) / std``.
@@ -32,6 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from geo_transforms.panorama import crop_fov, fov_width
+from geo_transforms.panorama import joint_hflip as _gt_joint_hflip
+from geo_transforms.panorama import joint_rotate as _gt_joint_rotate
+
 if TYPE_CHECKING:
     from ..recipes import Recipe
 
@@ -42,14 +46,6 @@ __all__ = [
     "joint_hflip",
     "joint_rot90",
 ]
-
-try:  # geo-transforms' panorama utilities (landing in parallel); same maths as the fallback below
-    from geo_transforms.panorama import joint_hflip as _gt_joint_hflip
-    from geo_transforms.panorama import joint_rotate as _gt_joint_rotate
-except ImportError:  # pragma: no cover - depends on the installed geo-transforms
-    _gt_joint_hflip = None
-    _gt_joint_rotate = None
-
 
 @dataclass(frozen=True)
 class Normalisation:
@@ -110,11 +106,12 @@ class Augmentation:
 
 
 def joint_hflip(aerial: Tensor, ground: Tensor) -> tuple[Tensor, Tensor]:
-    """Mirror both views east-west: aerial left-right, north-centred panorama about its centre
-    column. (B, C, S, S), (B, C, H, W) -> same shapes."""
-    if _gt_joint_hflip is not None:
-        return _gt_joint_hflip(aerial, ground)
-    return aerial.flip(-1), ground.flip(-1)
+    """Mirror both views east-west: aerial left-right, the north-centred panorama about columns 0
+    and W/2 (geo-transforms' :func:`~geo_transforms.panorama.joint_hflip`). A non-square (polar)
+    aerial is mirrored like the panorama. (B, C, S, S), (B, C, H, W) -> same shapes."""
+    if aerial.shape[-1] != aerial.shape[-2]:
+        return aerial.flip(-1).roll(1, dims=-1), ground.flip(-1).roll(1, dims=-1)
+    return _gt_joint_hflip(aerial, ground)
 
 
 def joint_rot90(aerial: Tensor, ground: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -130,9 +127,7 @@ def joint_rot90(aerial: Tensor, ground: Tensor, k: int) -> tuple[Tensor, Tensor]
         if aerial.shape[-1] % 4:
             raise ValueError(f"polar aerial width must be divisible by 4, got {aerial.shape[-1]}")
         return aerial.roll(-k * aerial.shape[-1] // 4, dims=-1), ground.roll(-k * ground.shape[-1] // 4, dims=-1)
-    if _gt_joint_rotate is not None:
-        return _gt_joint_rotate(aerial, ground, k=k)
-    return torch.rot90(aerial, k, dims=(-2, -1)), ground.roll(-k * ground.shape[-1] // 4, dims=-1)
+    return _gt_joint_rotate(aerial, ground, k=k)
 
 
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -193,8 +188,8 @@ class BatchTransform:
 
     @property
     def ground_width(self) -> int:
-        """Width of the ground input after the FoV crop."""
-        return max(1, round(self.ground_size[1] * self.fov / 360.0))
+        """Width of the ground input after the FoV crop (``int(fov/360 * W)``, DSM's rule)."""
+        return fov_width(self.fov, self.ground_size[1])
 
     def __call__(self, batch: dict, generator: torch.Generator | None = None, train: bool = False) -> dict:
         ground, aerial = batch["ground"], batch["aerial"]
@@ -214,9 +209,7 @@ class BatchTransform:
             shifts = (_rand(b, generator) * aug.pano_shift_deg / 360.0 * ground.shape[-1]).long().tolist()
             ground = torch.stack([g.roll(-s, dims=-1) for g, s in zip(ground, shifts)])
         if self.fov < 360:
-            w = self.ground_width
-            start = (ground.shape[-1] - w) // 2
-            ground = ground[..., start : start + w]
+            ground = crop_fov(ground, self.fov)
         if self.polar and aerial.shape[-1] == aerial.shape[-2]:
             from geo_transforms import polar_transform
 

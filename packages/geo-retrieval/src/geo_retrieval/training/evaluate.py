@@ -167,7 +167,10 @@ def embed_dataset(
     was_training = net.training
     net.eval()
     device = torch.device(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    # a private generator keeps the global RNG untouched (exact resume of training runs)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=torch.Generator()
+    )
     grounds, aerials, ids = [], [], []
     try:
         for batch in tqdm(loader, desc="embed", disable=not progress, leave=False):

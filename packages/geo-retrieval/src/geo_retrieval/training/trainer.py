@@ -514,7 +514,7 @@ class Trainer:
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "loss": self.loss_fn.state_dict() if isinstance(self.loss_fn, nn.Module) else None,
+            "loss": dict(self.loss_fn.state_dict()) if isinstance(self.loss_fn, nn.Module) else None,
             "sampler": self.batch_sampler.state_dict() if hasattr(self.batch_sampler, "state_dict") else None,
             "rng": _rng_state(),
             "best_metric": self.best_metric,
@@ -596,6 +596,8 @@ class Trainer:
             batch_sampler=_FixedBatches(batches),
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
+            # a private generator: creating the iterator must not draw from the global RNG (resume)
+            generator=torch.Generator().manual_seed(self.seed + self.epoch),
         )
 
     def _end_epoch(self, epoch_logs: dict[str, float]) -> None:

@@ -1,0 +1,473 @@
+"""Named model recipes: frozen configs (model, loss, sizes, optimiser, schedule, augmentation) plus a builder.
+
+Convention:
+    a :class:`Recipe` is looked up by ``(name, variant)``; ``variant="full"`` carries the paper's
+    values (``methods.md``; deviations are written in ``note``), ``variant="small"`` is a CPU-sized
+    variant (small images, tiny backbones, ``pretrained=False``) that trains in minutes on two
+    cores and says so in its ``note``. Sizes are (H, W). ``ground_size`` is the full panorama before
+    the FoV crop; ``aerial_size`` is the polar (H, W) when ``polar=True`` (square aerial inputs are
+    polar-transformed on the fly by the trainer, with geo-transforms' ``polar_center``), else the
+    resized aerial. Recipes are immutable; derive variants with :func:`dataclasses.replace` (or
+    :meth:`Recipe.replace`). ``get_recipe`` returns a deep copy, so the registry never changes
+    behind a caller's back.
+
+    Other packages add recipes through the entry-point group ``geo_retrieval.recipes``: each entry
+    point names a callable ``register(registry_module)`` or an iterable of :class:`Recipe`
+    (geo-synthesis adds ``toker21`` and ``smdt``). Entry points are loaded once, on the first
+    lookup.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from .training.augment import Augmentation, Normalisation
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "GradClip",
+    "OptimizerConfig",
+    "Recipe",
+    "SamplingConfig",
+    "ScheduleConfig",
+    "build",
+    "get_recipe",
+    "list_recipes",
+    "register_builder",
+    "register_recipe",
+]
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "geo_retrieval.recipes"
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Optimiser: ``name`` in adam / adamw / sgd (``betas[0]`` is SGD's momentum)."""
+
+    name: str = "adamw"
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Per-step lr schedule: linear warm-up (``warmup_steps``, or ``warmup_epochs`` x steps per
+    epoch), then ``kind`` = ``"cosine"`` (to ``min_factor`` at ``total_steps``, default the whole
+    run) or ``"constant"``."""
+
+    kind: str = "constant"
+    warmup_steps: int = 0
+    warmup_epochs: float = 0.0
+    min_factor: float = 0.0
+    total_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class GradClip:
+    """Gradient clipping: ``kind="norm"`` (global L2 norm) or ``"value"`` (element-wise)."""
+
+    kind: str = "norm"
+    value: float = 1.0
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Batch composition: ``"unique"`` (shuffled unique-ID batches), ``"gps"`` (geographic hard
+    negatives) or ``"similarity"`` (GPS first, then descriptor neighbours recomputed every
+    ``similarity_every`` epochs), Sample4Geo's ``n_near`` + ``n_far`` of ``neighbour_range``."""
+
+    kind: str = "unique"
+    n_near: int = 32
+    n_far: int = 32
+    neighbour_range: int = 128
+    similarity_every: int = 4
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named, frozen model + training configuration (see the module docstring).
+
+    Attributes:
+        name, variant: registry key; variant is ``"full"`` or ``"small"``.
+        backbone: backbone registry name for the ground view (and the aerial view when
+            ``aerial_backbone`` is None).
+        aerial_backbone: a different aerial backbone name, if any.
+        shared: one backbone + head for both views (Sample4Geo) or separate weights.
+        backbone_kwargs: :func:`~geo_retrieval.backbones.create_backbone` options (timm kwargs).
+        head, head_kwargs: :func:`~geo_retrieval.heads.create_head` name and options.
+        loss, loss_kwargs: :func:`~geo_retrieval.losses.create_loss` name and options (including
+            the hard-negative schedule as a list of ``(start_epoch, ratio)``).
+        ground_size, aerial_size: (H, W) inputs of the two encoders (see module docstring).
+        polar, polar_preset, polar_center: aerial polar transform on the fly and its geometry.
+        orientation_aware: the model estimates the panorama's azimuth (DSM).
+        fov: ground field of view in degrees.
+        optimizer, schedule, epochs, batch_size, grad_clip, amp: optimisation.
+        augmentation, normalisation, sampling: data pipeline.
+        seed: the paper's seed (None if not stated).
+        source, note: citation and deviations / CPU-sizing statement.
+    """
+
+    name: str
+    variant: str
+    backbone: str
+    head: str
+    loss: str
+    ground_size: tuple[int, int]
+    aerial_size: tuple[int, int]
+    polar: bool
+    source: str
+    aerial_backbone: str | None = None
+    shared: bool = False
+    backbone_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    head_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    loss_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    polar_preset: str | None = None
+    polar_center: str = "safa"
+    orientation_aware: bool = False
+    fov: float = 360.0
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    epochs: int = 1
+    batch_size: int = 32
+    grad_clip: GradClip | None = None
+    amp: bool = False
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    normalisation: Normalisation = field(default_factory=Normalisation)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    seed: int | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("full", "small"):
+            raise ValueError(f"variant must be 'full' or 'small', got {self.variant!r}")
+        for name in ("ground_size", "aerial_size"):
+            size = getattr(self, name)
+            if len(size) != 2 or min(size) < 1:
+                raise ValueError(f"{name} must be (H, W) of positive ints, got {size!r}")
+        if not 0 < self.fov <= 360:
+            raise ValueError(f"fov must lie in (0, 360], got {self.fov}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {self.batch_size}")
+        if self.grad_clip is not None and self.grad_clip.kind not in ("norm", "value"):
+            raise ValueError(f"grad_clip.kind must be 'norm' or 'value', got {self.grad_clip.kind!r}")
+        if self.sampling.kind not in ("unique", "gps", "similarity"):
+            raise ValueError(f"sampling.kind must be unique, gps or similarity, got {self.sampling.kind!r}")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.name, self.variant)
+
+    def replace(self, **changes: Any) -> Recipe:
+        """A copy with ``changes`` (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON-serialisable) for results records and ``recipe.json``."""
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------------------
+# registry
+
+_RECIPES: dict[tuple[str, str], Recipe] = {}
+_ENTRY_POINTS_LOADED = False
+
+
+def register_recipe(recipe: Recipe, *, overwrite: bool = False) -> Recipe:
+    """Add ``recipe`` under ``(recipe.name, recipe.variant)``; refuses duplicates unless ``overwrite``."""
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be a Recipe, got {type(recipe).__name__}")
+    if recipe.key in _RECIPES and not overwrite:
+        raise ValueError(f"recipe {recipe.name!r} ({recipe.variant}) is already registered")
+    _RECIPES[recipe.key] = recipe
+    return recipe
+
+
+def _load_entry_points() -> None:
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    import sys
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception:  # a broken plugin must not break the registry
+            logger.exception("could not load recipe entry point %r", ep.name)
+            continue
+        if callable(obj) and not isinstance(obj, Recipe):
+            obj = obj(sys.modules[__name__])
+        if isinstance(obj, Recipe):
+            obj = [obj]
+        for recipe in obj or ():
+            if recipe.key not in _RECIPES:
+                register_recipe(recipe)
+
+
+def list_recipes(variant: str | None = None) -> list[str]:
+    """Registered recipe names (sorted), optionally only those with ``variant``."""
+    _load_entry_points()
+    return sorted({n for n, v in _RECIPES if variant is None or v == variant})
+
+
+def get_recipe(name: str, variant: str = "full") -> Recipe:
+    """A deep copy of the recipe ``name`` in ``variant`` (``"full"`` or ``"small"``)."""
+    _load_entry_points()
+    if (name, variant) not in _RECIPES:
+        names = list_recipes()
+        if name in names:
+            variants = sorted(v for n, v in _RECIPES if n == name)
+            raise ValueError(f"recipe {name!r} has no variant {variant!r}; available: {variants}")
+        raise ValueError(f"unknown recipe {name!r}; available: {names}")
+    return copy.deepcopy(_RECIPES[(name, variant)])
+
+
+# ------------------------------------------------------------------------------------------------
+# builder
+
+_BUILDERS: dict[str, Callable[[Recipe], nn.Module]] = {}
+
+
+def register_builder(name: str) -> Callable[[Callable[[Recipe], nn.Module]], Callable[[Recipe], nn.Module]]:
+    """Register a custom model builder for recipes whose model is not a plain
+    :class:`~geo_retrieval.model.CrossViewModel` (e.g. geo-synthesis' GAN recipes)."""
+
+    def deco(fn: Callable[[Recipe], nn.Module]) -> Callable[[Recipe], nn.Module]:
+        _BUILDERS[name] = fn
+        return fn
+
+    return deco
+
+
+def _input_sizes(recipe: Recipe) -> tuple[tuple[int, int], tuple[int, int]]:
+    from geo_transforms.panorama import fov_width
+
+    ground_w = fov_width(recipe.fov, recipe.ground_size[1])
+    return (recipe.ground_size[0], ground_w), tuple(recipe.aerial_size)  # type: ignore[return-value]
+
+
+def build(recipe: Recipe | str, variant: str = "full") -> nn.Module:
+    """Build the (untrained, ``pretrained=False`` unless the recipe says otherwise) model of a recipe."""
+    if isinstance(recipe, str):
+        recipe = get_recipe(recipe, variant)
+    if recipe.name in _BUILDERS:
+        return _BUILDERS[recipe.name](recipe)
+    return _build_cross_view(recipe)
+
+
+def _build_cross_view(recipe: Recipe) -> nn.Module:
+    from .model import build_model
+
+    ground_size, aerial_size = _input_sizes(recipe)
+    return build_model(
+        backbone=recipe.backbone,
+        head=recipe.head,
+        shared=recipe.shared,
+        ground_size=ground_size,
+        aerial_size=aerial_size,
+        aerial_backbone=recipe.aerial_backbone,
+        backbone_kwargs=dict(recipe.backbone_kwargs),
+        **dict(recipe.head_kwargs),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# the built-in recipes (values from methods.md; every deviation is written in ``note``)
+
+_CPU_NOTE = "CPU-sized: small images, tiny randomly initialised backbone; trains in minutes on 2 cores. "
+# A narrow ResNet-10-T (channels 32-256, deep stem 16) cut at layer2 (stride 8, 64 ch, 0.08 M
+# parameters): a 32x128 input gives a 4x16 map.
+_TINY_CNN = "timm:resnet10t"
+_TINY_CNN_KW: dict[str, Any] = {"cut": "layer2", "channels": (32, 64, 128, 256), "stem_width": 16}
+_SMALL_PANO = (32, 128)
+_SMALL_OPT = OptimizerConfig("adamw", lr=1e-3, betas=(0.9, 0.999), weight_decay=1e-4)
+_SMALL_SCHED = ScheduleConfig("cosine", warmup_steps=20)
+
+_SAFA = Recipe(
+    name="safa",
+    variant="full",
+    backbone="vgg16",
+    backbone_kwargs={"ceil_mode": True},
+    head="safa",
+    head_kwargs={"num_heads": 8, "pool": "max", "flatten": "head_major"},
+    loss="soft_margin_triplet",
+    loss_kwargs={"alpha": 10.0},
+    ground_size=(112, 616),
+    aerial_size=(112, 616),
+    polar=True,
+    polar_preset="safa",
+    polar_center="safa",
+    optimizer=OptimizerConfig("adam", lr=1e-5, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8),
+    schedule=ScheduleConfig("constant"),
+    epochs=100,
+    batch_size=32,
+    grad_clip=None,
+    amp=False,
+    normalisation=Normalisation.caffe(),
+    source="Shi et al., NeurIPS 2019, 'Spatial-Aware Feature Aggregation for Cross-View Image Based "
+    "Geo-Localization' (YujiaoShi/cross_view_localization_SAFA)",
+    note="Separate VGG-16 per view, SA head K=8 (channel max pool; the 2020 code uses mean), 4096-d. "
+    "Deviations: no dropout (keep 0.8) after conv4/conv5; caffe mean subtraction in RGB order; "
+    "ImageNet init only with weights= given (pretrained=False here).",
+)
+
+_DSM = Recipe(
+    name="dsm",
+    variant="full",
+    backbone="vgg16",
+    backbone_kwargs={"out_index": 3, "frozen_stages": 3},
+    head="dsm",
+    head_kwargs={"channels": (256, 64, 16), "h_strides": (2, 2, 1)},
+    loss="soft_margin_triplet",
+    loss_kwargs={"alpha": 10.0},
+    ground_size=(128, 512),
+    aerial_size=(128, 512),
+    polar=True,
+    polar_preset="dsm",
+    polar_center="safa",
+    orientation_aware=True,
+    fov=360.0,
+    optimizer=OptimizerConfig("adam", lr=1e-5, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8),
+    schedule=ScheduleConfig("constant"),
+    epochs=100,
+    batch_size=32,
+    augmentation=Augmentation(pano_shift_deg=360.0),
+    normalisation=Normalisation.caffe(),
+    source="Shi et al., CVPR 2020, 'Where am I looking at? Joint Location and Orientation Estimation by "
+    "Cross-View Matching' (YujiaoShi/cross_view_localization_DSM)",
+    note="VGG-16 conv1-conv4_3 (conv1-3 frozen) + 3 convs to a 4x64x16 map; circular padding on the aerial "
+    "branch; aligned circular correlation over 64 shifts. One model per FoV: derive limited-FoV variants "
+    "with recipe.replace(fov=...) (the code's default is 180). Training panoramas are rolled at random "
+    "(train_grd_noise 360). Deviation: no dropout on conv4.",
+)
+
+_SAMPLE4GEO = Recipe(
+    name="sample4geo",
+    variant="full",
+    backbone="convnext_base.fb_in22k_ft_in1k_384",
+    backbone_kwargs={"pool": True},
+    shared=True,
+    head="avg",
+    head_kwargs={},
+    loss="infonce",
+    loss_kwargs={"label_smoothing": 0.1},
+    ground_size=(140, 768),
+    aerial_size=(384, 384),
+    polar=False,
+    optimizer=OptimizerConfig("adamw", lr=1e-3, betas=(0.9, 0.999), weight_decay=0.01, eps=1e-8),
+    schedule=ScheduleConfig("cosine", warmup_epochs=1.0),
+    epochs=40,
+    batch_size=128,
+    grad_clip=GradClip("value", 100.0),
+    amp=True,
+    augmentation=Augmentation(
+        hflip_p=0.5, rot90_p=0.75, color_jitter=0.15, color_jitter_p=0.5, blur_p=0.3, dropout_p=0.3,
+        dropout_holes=(10, 25),
+    ),
+    normalisation=Normalisation.imagenet(),
+    sampling=SamplingConfig("similarity", n_near=32, n_far=32, neighbour_range=128, similarity_every=4),
+    seed=42,
+    source="Deuser et al., ICCV 2023, 'Sample4Geo: Hard Negative Sampling For Cross-View Geo-Localisation' "
+    "(Skyy93/Sample4Geo)",
+    note="One weight-shared ConvNeXt-B (pooled 1024-d), symmetric InfoNCE with learnable logit scale "
+    "(init ln(1/0.07)), label smoothing 0.1; GPS batches first, similarity batches after every 4th epoch. "
+    "Deviations: no JPEG-quality augmentation; blur is Gaussian (not AdvancedBlur/Sharpen); the paper "
+    "starts from the fb_in22k_ft_in1k_384 weights (pass weights= / pretrained=True).",
+)
+
+_L2LTR = Recipe(
+    name="l2ltr",
+    variant="full",
+    backbone="timm:resnetv2_50x1_bit",
+    backbone_kwargs={"cut": "stages.2"},
+    head="transformer",
+    head_kwargs={"dim": 768, "depth": 12, "num_heads": 12, "mlp_ratio": 4.0, "dropout": 0.1, "self_cross": True},
+    loss="soft_margin_triplet",
+    loss_kwargs={"alpha": 10.0},
+    ground_size=(128, 512),
+    aerial_size=(128, 512),
+    polar=True,
+    polar_preset="safa",
+    polar_center="safa",
+    optimizer=OptimizerConfig("adamw", lr=1e-4, betas=(0.9, 0.999), weight_decay=0.03, eps=1e-6),
+    schedule=ScheduleConfig("cosine", warmup_steps=500, total_steps=222_000),
+    epochs=200,
+    batch_size=32,
+    grad_clip=GradClip("norm", 1.0),
+    amp=False,
+    normalisation=Normalisation.imagenet(),
+    source="Yang, Lu, Zhu, NeurIPS 2021, 'Cross-view Geo-localization with Layer-to-Layer Transformer' "
+    "(yanghongji2007/cross_view_localization_L2LTR)",
+    note="Two separate R50 + 12-layer self-cross transformers (768-d CLS). Deviations: the ResNetV2 trunk "
+    "is timm's resnetv2_50x1_bit cut at stage 3 (blocks 3/4/6, not the hybrid's 3/4/9); the polar map is "
+    "rendered directly at 128x512 (no second resample); optional apex AMP not used.",
+)
+
+_SMALL_COMMON: dict[str, Any] = {
+    "variant": "small",
+    "backbone": _TINY_CNN,
+    "backbone_kwargs": _TINY_CNN_KW,
+    "ground_size": _SMALL_PANO,
+    "optimizer": _SMALL_OPT,
+    "schedule": _SMALL_SCHED,
+    "epochs": 8,
+    "batch_size": 32,
+    "grad_clip": GradClip("norm", 5.0),
+    "amp": False,
+}
+
+_BUILTIN: list[Recipe] = [
+    _SAFA,
+    _SAFA.replace(
+        **_SMALL_COMMON,
+        head_kwargs={"num_heads": 4, "pool": "max", "flatten": "head_major"},
+        aerial_size=_SMALL_PANO,
+        note=_CPU_NOTE + "narrow ResNet-10-T cut at layer2 per view (4x16 map), SA head K=4; AdamW 1e-3 + cosine.",
+    ),
+    _DSM,
+    _DSM.replace(
+        **_SMALL_COMMON,
+        head_kwargs={"channels": (64, 32, 8), "h_strides": (2, 2, 1)},
+        aerial_size=_SMALL_PANO,
+        note=_CPU_NOTE + "narrow ResNet-10-T cut at layer2 per view, DSM convs to a 1x16x8 map, 16 shifts; "
+        "random panorama roll as in the paper; AdamW 1e-3 + cosine.",
+    ),
+    _SAMPLE4GEO,
+    _SAMPLE4GEO.replace(
+        **{
+            **_SMALL_COMMON,
+            "schedule": ScheduleConfig("cosine", warmup_epochs=1.0),
+            "backbone": "convnext_atto",
+            "backbone_kwargs": {"pool": True, "depths": (1, 1, 2, 1), "dims": (24, 48, 96, 192)},
+        },
+        aerial_size=(64, 64),
+        augmentation=Augmentation(hflip_p=0.5, rot90_p=0.75, color_jitter=0.15, color_jitter_p=0.5),
+        sampling=SamplingConfig("similarity", n_near=4, n_far=4, neighbour_range=16, similarity_every=2),
+        note=_CPU_NOTE + "A shrunken ConvNeXt (depths 1/1/2/1, dims 24-192), shared, raw 64x64 aerial; "
+        "colour jitter only per view; GPS then similarity batches every 2 epochs.",
+    ),
+    _L2LTR,
+    _L2LTR.replace(
+        **_SMALL_COMMON,
+        head_kwargs={"dim": 64, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0, "dropout": 0.0, "self_cross": True},
+        aerial_size=_SMALL_PANO,
+        note=_CPU_NOTE + "narrow ResNet-10-T cut at layer2 per view + a 2-layer, 64-d self-cross transformer; "
+        "AdamW 1e-3 + cosine, clip norm 5.",
+    ),
+]
+
+for _recipe in _BUILTIN:
+    register_recipe(_recipe)

@@ -1,0 +1,138 @@
+"""Exact resume: an interrupted and resumed run equals an uninterrupted one bit for bit."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geo_retrieval.recipes import GradClip, OptimizerConfig, Recipe, SamplingConfig, ScheduleConfig
+from geo_retrieval.training import Augmentation, SyntheticPairs, Trainer, split_holdout
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models: OpenMP threads only add contention on a shared 2-core machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class TinyCrossView(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+
+        def enc() -> nn.Module:
+            return nn.Sequential(
+                nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Dropout(0.2),
+                nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            )
+
+        self.g, self.a = enc(), enc()
+        self.logit_scale = nn.Parameter(torch.tensor(2.0))
+
+    def encode_ground(self, x):
+        return F.normalize(self.g(x), dim=-1)
+
+    def encode_aerial(self, x):
+        return F.normalize(self.a(x), dim=-1)
+
+    def forward(self, ground, aerial):
+        return self.encode_ground(ground), self.encode_aerial(aerial)
+
+    def similarity(self, g, a):
+        return g @ a.T
+
+
+class ScaledInfoNCE(nn.Module):
+    """Loss with its own learnable parameter, so the loss state is part of the checkpoint."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logit_scale = nn.Parameter(torch.tensor(2.3))
+
+    def forward(self, sim):
+        logits = self.logit_scale.exp() * sim
+        labels = torch.arange(sim.shape[0])
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+RECIPE = Recipe(
+    name="tiny", variant="small", backbone="-", head="-", loss="infonce",
+    ground_size=(16, 64), aerial_size=(16, 64), polar=True, polar_center="pixel",
+    source="test", note="CPU-sized test recipe",
+    optimizer=OptimizerConfig("adamw", lr=3e-3, weight_decay=0.01),
+    schedule=ScheduleConfig("cosine", warmup_steps=3), epochs=3, batch_size=8,
+    grad_clip=GradClip("norm", 1.0),
+    augmentation=Augmentation(hflip_p=0.5, rot90_p=0.5, color_jitter=0.2, color_jitter_p=0.5, dropout_p=0.3,
+                              dropout_holes=(1, 3)),
+    sampling=SamplingConfig("similarity", n_near=2, n_far=2, neighbour_range=8, similarity_every=1),
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return split_holdout(SyntheticPairs(40, aerial_size=32, ground_size=(16, 64), seed=2), fraction=0.2, seed=0)
+
+
+def make(out_dir, data, model_seed=0, **kwargs):
+    torch.manual_seed(model_seed)
+    train, val = data
+    return Trainer(TinyCrossView(), RECIPE, train, val, out_dir=out_dir, seed=7, loss=ScaledInfoNCE(), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    trainer = make(tmp_path_factory.mktemp("ref"), data)
+    result = trainer.fit()
+    return trainer, result
+
+
+def assert_same_run(resumed, result, reference):
+    ref_trainer, ref_result = reference
+    ref_state, state = ref_trainer.raw_model.state_dict(), resumed.raw_model.state_dict()
+    assert ref_state.keys() == state.keys()
+    for k in ref_state:
+        assert torch.equal(ref_state[k], state[k]), k
+    assert torch.equal(ref_trainer.loss_fn.logit_scale, resumed.loss_fn.logit_scale)
+    assert result.history == ref_result.history
+    assert (result.best_metric, result.best_epoch, result.global_step) == (
+        ref_result.best_metric, ref_result.best_epoch, ref_result.global_step)
+
+
+def test_reference_run_learns_something(reference):
+    _, result = reference
+    assert result.finished and result.global_step == 12 and len(result.history) == 3
+    assert result.history[-1]["train/loss"] < result.history[0]["train/loss"]
+
+
+def test_resume_after_max_steps_mid_epoch(data, tmp_path, reference):
+    first = make(tmp_path, data, max_steps=5).fit()
+    assert not first.finished and first.global_step == 5
+    resumed = make(tmp_path, data, model_seed=123, resume=True)
+    assert (resumed.epoch, resumed.batch_in_epoch, resumed.global_step) == (1, 1, 5)
+    assert_same_run(resumed, resumed.fit(), reference)
+
+
+def test_resume_after_keyboard_interrupt_at_epoch_end(data, tmp_path, reference):
+    def interrupt(trainer, logs):
+        if logs["step"] == 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make(tmp_path, data, callbacks=[interrupt]).fit()
+    resumed = make(tmp_path, data, model_seed=99, resume=True)
+    assert (resumed.epoch, resumed.batch_in_epoch, resumed.global_step) == (1, 4, 8)
+    assert_same_run(resumed, resumed.fit(), reference)
+
+
+def test_resume_twice_with_checkpoint_every(data, tmp_path, reference):
+    make(tmp_path, data, max_steps=3, checkpoint_every=2).fit()
+    make(tmp_path, data, resume=True, max_steps=10).fit()
+    resumed = make(tmp_path, data, resume=True)
+    assert_same_run(resumed, resumed.fit(), reference)
+
+
+def test_resume_needs_a_checkpoint(data, tmp_path):
+    with pytest.raises(FileNotFoundError, match="trainer_state"):
+        make(tmp_path, data, resume=True)

@@ -1,0 +1,292 @@
+"""Trainer pieces: schedules, recall, splits, augmentation, and the trainer on a tiny local model."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geo_retrieval.recipes import GradClip, OptimizerConfig, Recipe, SamplingConfig, ScheduleConfig
+from geo_retrieval.training import (
+    Augmentation,
+    BatchTransform,
+    StopTraining,
+    SyntheticPairs,
+    Trainer,
+    WarmupCosine,
+    compute_ranks,
+    holdout_ids,
+    joint_hflip,
+    joint_rot90,
+    piecewise_value,
+    recall_at_k,
+    split_holdout,
+)
+from geo_transforms import polar_transform
+from geo_transforms.testing import assert_close
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models: OpenMP threads only add contention on a shared 2-core machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class TinyCrossView(nn.Module):
+    """Two 2-layer conv encoders with dropout (so the RNG state matters) and cosine similarity."""
+
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__()
+
+        def enc() -> nn.Module:
+            return nn.Sequential(
+                nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Dropout(0.1),
+                nn.Conv2d(8, dim, 3, stride=2, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            )
+
+        self.g, self.a = enc(), enc()
+
+    def encode_ground(self, x):
+        return F.normalize(self.g(x), dim=-1)
+
+    def encode_aerial(self, x):
+        return F.normalize(self.a(x), dim=-1)
+
+    def forward(self, ground, aerial):
+        return self.encode_ground(ground), self.encode_aerial(aerial)
+
+    def similarity(self, g, a):
+        return g @ a.T
+
+
+def infonce(sim):
+    labels = torch.arange(sim.shape[0])
+    return 0.5 * (F.cross_entropy(10 * sim, labels) + F.cross_entropy(10 * sim.T, labels))
+
+
+def tiny_recipe(**changes) -> Recipe:
+    base = Recipe(
+        name="tiny", variant="small", backbone="-", head="-", loss="infonce",
+        ground_size=(16, 64), aerial_size=(16, 64), polar=True, polar_center="pixel",
+        source="test", note="CPU-sized test recipe",
+        optimizer=OptimizerConfig("adamw", lr=3e-3), schedule=ScheduleConfig("cosine", warmup_steps=2),
+        epochs=2, batch_size=8, grad_clip=GradClip("norm", 1.0),
+        augmentation=Augmentation(hflip_p=0.5, rot90_p=0.5, color_jitter=0.2, color_jitter_p=0.5),
+    )
+    return base.replace(**changes)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    ds = SyntheticPairs(40, aerial_size=32, ground_size=(16, 64), seed=1)
+    return split_holdout(ds, fraction=0.2, seed=0)
+
+
+class TestSchedules:
+    def test_warmup_then_cosine(self):
+        f = WarmupCosine(warmup_steps=4, total_steps=14)
+        assert f(0) == pytest.approx(0.2) and f(3) == pytest.approx(0.8) and f(4) == 1.0
+        assert f(9) == pytest.approx(0.5) and f(14) == 0.0 and f(100) == 0.0
+        assert WarmupCosine(warmup_steps=0, total_steps=10, kind="constant")(7) == 1.0
+
+    def test_piecewise(self):
+        assert piecewise_value(((0, 1.0), (3, 0.1)), 2) == 1.0
+        assert piecewise_value(((0, 1.0), (3, 0.1)), 3) == 0.1
+        with pytest.raises(ValueError, match="sorted"):
+            piecewise_value(((1, 1.0),), 0)
+
+    def test_exception(self):
+        with pytest.raises(ValueError, match="kind"):
+            WarmupCosine(warmup_steps=0, total_steps=1, kind="linear")
+
+
+class TestRecall:
+    def test_matches_bruteforce(self):
+        g = torch.Generator().manual_seed(0)
+        q, r = torch.randn(57, 6, generator=g), torch.randn(57, 6, generator=g)
+        sim = q @ r.T
+        ranks = (sim > sim.diagonal()[:, None]).sum(1)
+        assert torch.equal(compute_ranks(q, r, block=10), ranks)
+        res = recall_at_k(q, r, block=8)
+        assert res.recall["R@1"] == pytest.approx(100 * float((ranks < 1).double().mean()))
+        assert res.recall["R@5"] == pytest.approx(100 * float((ranks < 5).double().mean()))
+        assert res.top1pct_k == 1 and res.n_query == 57
+
+    def test_ties_and_gt_index(self):
+        q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        r = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])  # query 0's match (index 1) is tied with 2
+        gt = torch.tensor([1, 0])
+        assert compute_ranks(q, r, gt).tolist() == [0, 0]
+        assert compute_ranks(q, r, gt, ties="pessimistic").tolist() == [1, 0]
+
+    def test_top1pct_rules(self):
+        q = torch.randn(250, 4)
+        assert recall_at_k(q, q).top1pct_k == 2
+        assert recall_at_k(q, q, top1pct_rule="ceil").top1pct_k == 3
+
+
+class TestSplits:
+    def test_holdout_is_fixed_and_disjoint(self, pairs):
+        train, val = pairs
+        assert val.split == "train-holdout" and len(val) == 8 and len(train) == 32
+        assert not set(train.ids) & set(val.ids)
+        assert holdout_ids(train.ids + val.ids, 0.2, seed=0) == sorted(val.ids)
+
+    def test_refuses_test_split(self):
+        ds = SyntheticPairs(10, aerial_size=16, ground_size=(8, 32), split="test")
+        with pytest.raises(ValueError, match="test"):
+            split_holdout(ds)
+
+
+class TestAugment:
+    def test_rot90_roll_matches_polar(self):
+        a = torch.rand(2, 3, 32, 32)
+        pano = polar_transform(a, (16, 64), center="pixel")
+        for k in (1, 2, 3):
+            ra, rp = joint_rot90(a, pano, k)
+            assert_close(polar_transform(ra, (16, 64), center="pixel"), rp, atol=1e-5, rtol=1e-5)
+
+    def test_hflip_matches_polar(self):
+        a = torch.rand(2, 3, 32, 32)
+        pano = polar_transform(a, (16, 64), center="pixel")
+        fa, fp = joint_hflip(a, pano)
+        assert_close(polar_transform(fa, (16, 64), center="pixel"), fp, atol=1e-5, rtol=1e-5)
+
+    def test_seeded_and_eval_deterministic(self):
+        t = BatchTransform.from_recipe(tiny_recipe(fov=180.0))
+        batch = {"ground": torch.rand(4, 3, 16, 64), "aerial": torch.rand(4, 3, 32, 32)}
+        out1 = t(batch, torch.Generator().manual_seed(3), train=True)
+        out2 = t(batch, torch.Generator().manual_seed(3), train=True)
+        out3 = t(batch, torch.Generator().manual_seed(4), train=True)
+        assert torch.equal(out1["ground"], out2["ground"]) and torch.equal(out1["aerial"], out2["aerial"])
+        assert not torch.equal(out1["ground"], out3["ground"])
+        assert out1["ground"].shape == (4, 3, 16, 32) and out1["aerial"].shape == (4, 3, 16, 64)
+        e1, e2 = t(batch, None, train=False), t(batch, None, train=False)
+        assert torch.equal(e1["ground"], e2["ground"])
+        with pytest.raises(ValueError, match="Generator"):
+            t(batch, None, train=True)
+
+    def test_normalisation_applied(self):
+        t = BatchTransform(ground_size=(8, 32), aerial_size=(8, 8))
+        out = t({"ground": torch.full((1, 3, 8, 32), 0.485), "aerial": torch.zeros(1, 3, 8, 8)})
+        assert_close(out["ground"][:, 0], torch.zeros(1, 8, 32), atol=1e-6, rtol=0)
+
+
+class TestTrainer:
+    def test_refuses_test_split(self, pairs, tmp_path):
+        train, _ = pairs
+        test_like = SyntheticPairs(10, aerial_size=32, ground_size=(16, 64), split="test")
+        with pytest.raises(ValueError, match="test"):
+            Trainer(TinyCrossView(), tiny_recipe(), train, test_like, out_dir=tmp_path, loss=infonce)
+        _, val = pairs
+        with pytest.raises(ValueError, match="test"):
+            Trainer(TinyCrossView(), tiny_recipe(), train, val, out_dir=tmp_path, loss=infonce, val_split="test")
+        with pytest.raises(ValueError, match="held out"):
+            Trainer(TinyCrossView(), tiny_recipe(), train, train, out_dir=tmp_path, loss=infonce)
+
+    def test_fit_checkpoints_and_records(self, pairs, tmp_path):
+        train, val = pairs
+        torch.manual_seed(0)
+        trainer = Trainer(TinyCrossView(), tiny_recipe(), train, val, out_dir=tmp_path, seed=0, loss=infonce)
+        res = trainer.fit()
+        assert res.finished and res.global_step == 2 * (32 // 8) and res.epochs_completed == 2
+        assert res.selection_split == "train-holdout" and res.best_metric is not None
+        assert [h["epoch"] for h in res.history] == [0, 1] and all(math.isfinite(h["train/loss"]) for h in res.history)
+        for f in ("last/model.safetensors", "last/trainer_state.pt", "best/model.safetensors", "best/info.json"):
+            assert (tmp_path / f).is_file(), f
+        state = torch.load(tmp_path / "last/trainer_state.pt", map_location="cpu", weights_only=True)
+        assert state["global_step"] == 8 and state["selection_split"] == "train-holdout"
+        assert set(state["rng"]) >= {"torch", "numpy", "python"}
+        assert json.loads((tmp_path / "best/info.json").read_text())["selection_split"] == "train-holdout"
+        # the lr followed warm-up + cosine per step: after 8 of 8 steps it is at the cosine floor
+        assert trainer.optimizers["main"].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+    def test_lr_schedule_per_step(self, pairs, tmp_path):
+        train, _ = pairs
+        recipe = tiny_recipe(epochs=4, schedule=ScheduleConfig("cosine", warmup_steps=3))
+        seen = []
+        cb = lambda tr, logs: seen.append(tr.optimizers["main"].param_groups[0]["lr"])  # noqa: E731
+        Trainer(TinyCrossView(), recipe, train, out_dir=tmp_path, loss=infonce, callbacks=[cb], max_steps=6).fit()
+        f = WarmupCosine(warmup_steps=3, total_steps=16)
+        assert seen == pytest.approx([3e-3 * f(s) for s in range(1, 7)])
+
+    @pytest.mark.parametrize("kind", ["norm", "value"])
+    def test_grad_clip_bounds_the_update(self, pairs, tmp_path, kind):
+        train, _ = pairs
+        recipe = tiny_recipe(
+            optimizer=OptimizerConfig("sgd", lr=1.0, betas=(0.0, 0.0)), schedule=ScheduleConfig("constant"),
+            grad_clip=GradClip(kind, 1e-3), augmentation=Augmentation(),
+        )
+        model = TinyCrossView()
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        Trainer(model, recipe, train, out_dir=tmp_path, loss=lambda s: 1e3 * infonce(s), max_steps=1).fit()
+        delta = torch.cat([p.detach().flatten() for p in model.parameters()]) - before
+        if kind == "norm":
+            assert float(delta.norm()) <= 1e-3 * (1 + 1e-4)
+        else:
+            assert float(delta.abs().max()) <= 1e-3 * (1 + 1e-4)
+        assert float(delta.abs().max()) > 0
+
+    def test_amp_bf16_and_channels_last(self, pairs, tmp_path):
+        train, val = pairs
+        tr = Trainer(TinyCrossView(), tiny_recipe(epochs=1), train, val, out_dir=tmp_path, loss=infonce, amp=True,
+                     channels_last=True)
+        assert tr.autocast_dtype == torch.bfloat16 and tr.scaler is None
+        res = tr.fit()
+        assert math.isfinite(res.history[0]["train/loss"])
+
+    def test_stop_callback_saves_last(self, pairs, tmp_path):
+        train, _ = pairs
+
+        def stop(tr, logs):
+            if logs["step"] == 3:
+                raise StopTraining
+
+        res = Trainer(TinyCrossView(), tiny_recipe(), train, out_dir=tmp_path, loss=infonce, callbacks=[stop]).fit()
+        assert not res.finished and res.global_step == 3
+        state = torch.load(tmp_path / "last/trainer_state.pt", weights_only=True)
+        assert (state["epoch"], state["batch_in_epoch"], state["global_step"]) == (0, 3, 3)
+
+    def test_custom_optimizers_hook(self, pairs, tmp_path):
+        train, _ = pairs
+
+        class TwoOpt(TinyCrossView):
+            calls = 0
+
+            def configure_optimizers(self, recipe):
+                return {"ground": torch.optim.SGD(self.g.parameters(), lr=0.1),
+                        "aerial": torch.optim.SGD(self.a.parameters(), lr=0.1)}
+
+            def training_step(self, batch, trainer):
+                TwoOpt.calls += 1
+                g, a = self(batch["ground"], batch["aerial"])
+                loss = infonce(self.similarity(g, a))
+                trainer.backward(loss)
+                trainer.optimizer_step("ground")
+                trainer.optimizer_step("aerial")
+                return {"loss": loss, "extra": 1.0}
+
+        model = TwoOpt()
+        before = [p.detach().clone() for p in model.parameters()]
+        tr = Trainer(model, tiny_recipe(epochs=1), train, out_dir=tmp_path, max_steps=2)
+        assert set(tr.optimizers) == {"ground", "aerial"} and set(tr.schedulers) == {"ground", "aerial"}
+        res = tr.fit()
+        assert TwoOpt.calls == 2 and res.global_step == 2
+        assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()) if p.ndim > 1)
+        state = torch.load(tmp_path / "last/trainer_state.pt", weights_only=True)
+        assert set(state["optimizers"]) == {"ground", "aerial"}
+
+    def test_similarity_sampler_is_refreshed(self, pairs, tmp_path):
+        train, val = pairs
+        recipe = tiny_recipe(epochs=2, sampling=SamplingConfig("similarity", n_near=2, n_far=1,
+                                                                neighbour_range=6, similarity_every=1))
+        tr = Trainer(TinyCrossView(), recipe, train, val, out_dir=tmp_path, loss=infonce)
+        gps_table = tr.batch_sampler.neighbours.copy()  # from the samples' utm
+        tr.fit()
+        assert tr.batch_sampler.neighbours.shape == (32, 6)
+        assert not (tr.batch_sampler.neighbours == gps_table).all()
