@@ -8,6 +8,8 @@ import importlib
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torchmetrics.retrieval import RetrievalRecall
 
 from geo_bench.metrics import (
@@ -125,6 +127,36 @@ class TestRanks:
         torch.testing.assert_close(
             ranks(ground, aerial, memory_budget=9 * aerial.shape[0] * 10), ranks(ground, aerial)
         )
+
+    @settings(max_examples=25, deadline=None)
+    @given(
+        n_q=st.integers(1, 40),
+        n_extra=st.integers(0, 40),
+        d=st.integers(1, 12),
+        chunk=st.integers(1, 50),
+        seed=st.integers(0, 2**16),
+        ties=st.sampled_from(["optimistic", "pessimistic"]),
+    )
+    def test_property_matches_numpy_for_any_shape_and_chunk(self, n_q, n_extra, d, chunk, seed, ties):
+        g = torch.Generator().manual_seed(seed)
+        aerial = torch.randn(n_q + n_extra, d, generator=g)
+        aerial[n_q:] = aerial[torch.randint(0, n_q, (n_extra,), generator=g)]  # exact duplicates
+        gt = torch.randperm(n_q + n_extra, generator=g)[:n_q]
+        ground = aerial[gt] + 0.5 * torch.randn(n_q, d, generator=g)
+        expected = _numpy_ranks(ground, aerial, gt.numpy(), ties)
+        actual = ranks(ground, aerial, gt_index=gt, ties=ties, chunk_size=chunk)
+        np.testing.assert_array_equal(actual.numpy(), expected)
+
+    def test_duplicates_tie_exactly_whatever_the_kernel(self):
+        # one query row takes the gemv path, whose tails can score identical rows 1 ulp apart
+        g = torch.Generator().manual_seed(0)
+        row = torch.randn(1, 10, generator=g)
+        aerial = torch.cat([row.expand(29, 10), torch.randn(5, 10, generator=g)])
+        ground = row + 0.1 * torch.randn(1, 10, generator=g)
+        assert ranks(ground, aerial, ties="pessimistic").item() == 28
+        assert ranks(ground, aerial, gt_index=torch.tensor([17])).item() == 0
+        blocks = list(score_blocks(ground, aerial))
+        assert (blocks[0][2][0, :29] == blocks[0][2][0, 0]).all()
 
     def test_float_and_bool_counting_paths_agree(self):
         from geo_bench.metrics.recall import _Counter

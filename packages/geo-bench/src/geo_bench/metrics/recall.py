@@ -1,9 +1,12 @@
 """Exact retrieval ranks and recall@K, chunked over queries.
 
 Convention:
-    - Descriptors are compared by cosine similarity in float32: both sides are L2-normalised by the
-      function (``q / max(|q|, 1e-12)``), the reference without a copy when it is already float32 (its
-      inverse norms scale each block's columns instead).
+    - Descriptors are compared by cosine similarity in float32: queries are L2-normalised by the
+      function (``q / max(|q|, 1e-12)``); the reference is not copied when it is already float32:
+      each block's columns are divided by the reference norms instead, ``s = (q_hat . r) / |r|``,
+      which equals ``q_hat . r_hat`` up to float32 rounding. Bit-identical references are detected
+      once (integer row hashes) and always get identical scores, so duplicates tie exactly whatever
+      the BLAS kernel does.
     - ``rank_i = #{r : s(q_i, r) > s(q_i, gt_i)}``: the number of references *strictly* more similar
       than the true match (``ties="optimistic"``, what every public repository does). With
       ``ties="pessimistic"`` a reference scoring *equal* to the match also counts against it:
@@ -118,11 +121,62 @@ class RecallResult:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """Validated inputs: the reference as scored, its inverse norms, and the similarity callable."""
+    """Validated inputs: the reference as scored, its norms (clamped), and the similarity callable."""
 
     reference: Tensor
-    inv_norm: Tensor | None
+    ref_norm: Tensor | None
     similarity: Similarity | None = field(default=None)
+    # columns that are bit-identical copies of an earlier reference, and that reference's column
+    dup_members: Tensor | None = field(default=None)
+    dup_sources: Tensor | None = field(default=None)
+
+
+_INT_VIEW = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.uint8}
+
+
+def _duplicate_columns(reference: Tensor) -> tuple[Tensor, Tensor] | tuple[None, None]:
+    """Find references that are bit-identical to an earlier one.
+
+    BLAS kernels may accumulate identical rows in different orders (gemv tails, alignment peeling),
+    so exact duplicates could score 1 ulp apart; copying the first copy's score onto the others makes
+    ties exact whatever the kernel. Rows are hashed with exact integer arithmetic on their bit
+    patterns (chunked), equal hashes are confirmed with ``torch.equal``.
+    """
+    flat = reference.detach().reshape(reference.shape[0], -1)
+    if not flat.is_contiguous():
+        flat = flat.contiguous()
+    n, d = flat.shape
+    if n < 2 or d == 0:
+        return None, None
+    bits = flat.view(_INT_VIEW[flat.element_size()])
+    g = torch.Generator().manual_seed(0x9E3779B9)
+    weights = (torch.randint(1, 2**62, (d,), generator=g, dtype=torch.int64) | 1).to(flat.device)
+    h = torch.empty(n, dtype=torch.int64, device=flat.device)
+    rows = max(1, (64 * 2**20) // (8 * d))
+    for s in range(0, n, rows):
+        h[s : s + rows] = (bits[s : s + rows].to(torch.int64) * weights).sum(1)
+    _, inverse, counts = torch.unique(h, return_inverse=True, return_counts=True)
+    if int(counts.max()) == 1:
+        return None, None
+    cand = torch.nonzero(counts[inverse] > 1).flatten().tolist()
+    groups: dict[int, list[int]] = {}
+    for i in cand:
+        groups.setdefault(int(inverse[i]), []).append(i)
+    members: list[int] = []
+    sources: list[int] = []
+    for idx in groups.values():
+        firsts: list[int] = []
+        for i in sorted(idx):
+            src = next((f for f in firsts if torch.equal(bits[i], bits[f])), None)
+            if src is None:
+                firsts.append(i)
+            else:
+                members.append(i)
+                sources.append(src)
+    if not members:
+        return None, None
+    dev = flat.device
+    return torch.tensor(members, device=dev), torch.tensor(sources, device=dev)
 
 
 def top1pct_k(n_reference: int, rule: str = "floor", top_percent: float = 1.0) -> int:
@@ -183,7 +237,8 @@ def _prepare(query: Tensor, reference: Tensor, similarity: Similarity | None) ->
     if similarity is not None:
         if not callable(similarity):
             raise TypeError(f"similarity must be callable, got {type(similarity).__name__}")
-        return _Prepared(reference=reference, inv_norm=None, similarity=similarity)
+        members, sources = _duplicate_columns(reference) if reference.is_floating_point() else (None, None)
+        return _Prepared(reference, None, similarity, members, sources)
     for name, x in (("query", query), ("reference", reference)):
         if x.ndim != 2:
             raise ValueError(f"{name} must be (N, D) descriptors, got shape {tuple(x.shape)}")
@@ -199,8 +254,8 @@ def _prepare(query: Tensor, reference: Tensor, similarity: Similarity | None) ->
     norms = torch.linalg.vector_norm(ref, dim=1)
     if not bool(torch.isfinite(norms).all()):
         raise ValueError("reference contains NaN or infinite values")
-    inv_norm = 1.0 / norms.clamp_min(1e-12)
-    return _Prepared(reference=ref, inv_norm=inv_norm)
+    members, sources = _duplicate_columns(ref)
+    return _Prepared(ref, norms.clamp_min(1e-12), None, members, sources)
 
 
 def _blocks(
@@ -229,10 +284,16 @@ def _blocks(
             if not bool(torch.isfinite(q).all()):
                 raise ValueError(f"query contains NaN or infinite values in rows [{start}, {end})")
             q = F.normalize(q, dim=1, eps=1e-12)
-            assert prep.inv_norm is not None
+            assert prep.ref_norm is not None
             with torch.no_grad():
                 block = q @ prep.reference.T
-                block.mul_(prep.inv_norm)
+                block.div_(prep.ref_norm)
+        if prep.dup_members is not None:
+            dup_scores = block.index_select(1, prep.dup_sources)
+            if prep.similarity is None:
+                block.index_copy_(1, prep.dup_members, dup_scores)
+            else:  # out of place: a custom similarity may have returned a tensor it still uses
+                block = block.index_copy(1, prep.dup_members, dup_scores)
         yield start, end, block
         del block, q  # drop this block before the next one is computed (consumers del theirs too)
 
