@@ -171,6 +171,20 @@ class TestAugment:
         with pytest.raises(ValueError, match="Generator"):
             t(batch, None, train=True)
 
+    def test_rank_slices_draw_like_one_process(self):
+        aug = Augmentation(hflip_p=0.5, rot90_p=0.5, color_jitter=0.3, color_jitter_p=0.5, blur_p=0.5,
+                           dropout_p=0.5, dropout_holes=(1, 3), pano_shift_deg=90.0)
+        t = BatchTransform(ground_size=(16, 64), aerial_size=(16, 64), polar=True, augmentation=aug)
+        batch = {"ground": torch.rand(6, 3, 16, 64), "aerial": torch.rand(6, 3, 32, 32)}
+        full = t(batch, torch.Generator().manual_seed(5), train=True)
+        for rank in range(2):
+            part = {k: v[3 * rank : 3 * rank + 3] for k, v in batch.items()}
+            out = t(part, torch.Generator().manual_seed(5), train=True, offset=3 * rank, global_batch=6)
+            for key in ("ground", "aerial"):
+                assert_close(out[key], full[key][3 * rank : 3 * rank + 3], atol=1e-6, rtol=1e-6)
+        with pytest.raises(ValueError, match="global batch"):
+            t(batch, torch.Generator(), train=True, offset=2, global_batch=6)
+
     def test_normalisation_applied(self):
         t = BatchTransform(ground_size=(8, 32), aerial_size=(8, 8))
         out = t({"ground": torch.full((1, 3, 8, 32), 0.485), "aerial": torch.zeros(1, 3, 8, 8)})

@@ -39,7 +39,30 @@ from .heads import (
 )
 from .losses import InfoNCELoss, SoftMarginTripletLoss, cosine_similarity_matrix, create_loss, list_losses
 from .model import CrossViewModel, build_model
+from .recipes import Recipe, build_recipe, get_recipe, list_recipes, register_recipe
+from .sampling import (
+    GPSNeighbourBatchSampler,
+    NeighbourBatchSampler,
+    SimilarityBatchSampler,
+    UniqueIdBatchSampler,
+    geo_neighbours,
+    haversine_distance,
+    similarity_neighbours,
+)
 from .search import FaissIndex, MissingDependencyError, dsm_orientations, extract_descriptors, topk_search
+from .training import (
+    Augmentation,
+    BatchTransform,
+    Normalisation,
+    RecallResult,
+    StopTraining,
+    SyntheticPairs,
+    Trainer,
+    TrainResult,
+    holdout_ids,
+    recall_at_k,
+    split_holdout,
+)
 
 __all__ = [
     "__version__",
@@ -92,4 +115,28 @@ __all__ = [
     "topk_search",
     "unwrap_state_dict",
     "world_size",
+    # recipes, training, sampling
+    "Augmentation",
+    "BatchTransform",
+    "GPSNeighbourBatchSampler",
+    "NeighbourBatchSampler",
+    "Normalisation",
+    "RecallResult",
+    "Recipe",
+    "SimilarityBatchSampler",
+    "StopTraining",
+    "SyntheticPairs",
+    "TrainResult",
+    "Trainer",
+    "UniqueIdBatchSampler",
+    "build_recipe",
+    "geo_neighbours",
+    "get_recipe",
+    "haversine_distance",
+    "holdout_ids",
+    "list_recipes",
+    "recall_at_k",
+    "register_recipe",
+    "similarity_neighbours",
+    "split_holdout",
 ]

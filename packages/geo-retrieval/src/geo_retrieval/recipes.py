@@ -38,6 +38,7 @@ __all__ = [
     "SamplingConfig",
     "ScheduleConfig",
     "build",
+    "build_recipe",
     "get_recipe",
     "list_recipes",
     "register_builder",
@@ -268,6 +269,9 @@ def build(recipe: Recipe | str, variant: str = "full") -> nn.Module:
     return _build_cross_view(recipe)
 
 
+build_recipe = build  # the name re-exported by ``geo_retrieval`` (``build`` alone is too generic there)
+
+
 def _build_cross_view(recipe: Recipe) -> nn.Module:
     from .model import build_model
 
@@ -450,6 +454,7 @@ _BUILTIN: list[Recipe] = [
         **{
             **_SMALL_COMMON,
             "schedule": ScheduleConfig("cosine", warmup_epochs=1.0),
+            "epochs": 40,
             "backbone": "convnext_atto",
             "backbone_kwargs": {"pool": True, "depths": (1, 1, 2, 1), "dims": (24, 48, 96, 192)},
         },
@@ -461,11 +466,15 @@ _BUILTIN: list[Recipe] = [
     ),
     _L2LTR,
     _L2LTR.replace(
-        **_SMALL_COMMON,
-        head_kwargs={"dim": 64, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0, "dropout": 0.0, "self_cross": True},
+        **{
+            **_SMALL_COMMON,
+            "optimizer": OptimizerConfig("adamw", lr=1e-3, betas=(0.9, 0.999), weight_decay=0.03, eps=1e-6),
+            "epochs": 16,
+        },
+        head_kwargs={"dim": 64, "depth": 2, "num_heads": 4, "mlp_ratio": 2.0, "dropout": 0.1, "self_cross": True},
         aerial_size=_SMALL_PANO,
-        note=_CPU_NOTE + "narrow ResNet-10-T cut at layer2 per view + a 2-layer, 64-d self-cross transformer; "
-        "AdamW 1e-3 + cosine, clip norm 5.",
+        note=_CPU_NOTE + "narrow ResNet-10-T cut at layer2 per view + a 2-layer, 64-d self-cross transformer "
+        "(dropout 0.1); AdamW 1e-3 (weight decay 0.03) + cosine, clip norm 5.",
     ),
 ]
 

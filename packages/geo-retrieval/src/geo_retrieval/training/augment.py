@@ -136,8 +136,24 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
-def _rand(n: int, generator: torch.Generator | None) -> Tensor:
-    return torch.rand(n, generator=generator)
+class _Draws:
+    """Random draws for a slice of a global batch: every draw is made for all ``total`` samples of
+    the global batch, in a fixed order, and this process keeps rows ``offset .. offset + b``. So
+    the DDP ranks together draw exactly what one process draws for the whole batch."""
+
+    def __init__(self, generator: torch.Generator | None, b: int, offset: int, total: int | None) -> None:
+        total = b if total is None else int(total)
+        if offset < 0 or offset + b > total:
+            raise ValueError(f"slice [{offset}, {offset + b}) does not fit a global batch of {total}")
+        self.generator, self.b, self.offset, self.total = generator, b, offset, total
+
+    def rand(self, *shape: int) -> Tensor:
+        x = torch.rand(self.total, *shape, generator=self.generator)
+        return x[self.offset : self.offset + self.b]
+
+    def randint(self, low: int, high: int, *shape: int) -> Tensor:
+        x = torch.randint(low, high, (self.total, *shape), generator=self.generator)
+        return x[self.offset : self.offset + self.b]
 
 
 class BatchTransform:
@@ -191,7 +207,27 @@ class BatchTransform:
         """Width of the ground input after the FoV crop (``int(fov/360 * W)``, DSM's rule)."""
         return fov_width(self.fov, self.ground_size[1])
 
-    def __call__(self, batch: dict, generator: torch.Generator | None = None, train: bool = False) -> dict:
+    def __call__(
+        self,
+        batch: dict,
+        generator: torch.Generator | None = None,
+        train: bool = False,
+        *,
+        offset: int = 0,
+        global_batch: int | None = None,
+    ) -> dict:
+        """Preprocess (and with ``train=True`` augment) a batch.
+
+        Args:
+            batch: dict with ``"ground"`` (B, 3, H, W) and ``"aerial"`` (B, 3, h, w).
+            generator: seeded generator for the augmentation draws (required when training).
+            train: apply the random augmentation.
+            offset, global_batch: this batch is rows ``offset .. offset+B`` of a global batch of
+                ``global_batch`` samples (DDP); the draws then equal a single process's.
+
+        Returns:
+            A new dict with transformed ``"ground"`` and ``"aerial"`` (other keys untouched).
+        """
         ground, aerial = batch["ground"], batch["aerial"]
         for name, x in (("ground", ground), ("aerial", aerial)):
             if x.ndim != 4 or x.shape[1] != 3:
@@ -202,11 +238,12 @@ class BatchTransform:
         b = ground.shape[0]
         if train and aug.enabled and generator is None:
             raise ValueError("training augmentation needs a seeded torch.Generator")
+        draws = _Draws(generator, b, offset, global_batch)
         if train and (aug.hflip_p > 0 or aug.rot90_p > 0):
-            aerial, ground = self._joint(aerial, ground, generator)
+            aerial, ground = self._joint(aerial, ground, draws)
         ground = _resize(ground, self.ground_size)
         if train and aug.pano_shift_deg > 0:
-            shifts = (_rand(b, generator) * aug.pano_shift_deg / 360.0 * ground.shape[-1]).long().tolist()
+            shifts = (draws.rand() * aug.pano_shift_deg / 360.0 * ground.shape[-1]).long().tolist()
             ground = torch.stack([g.roll(-s, dims=-1) for g, s in zip(ground, shifts)])
         if self.fov < 360:
             ground = crop_fov(ground, self.fov)
@@ -217,8 +254,8 @@ class BatchTransform:
         else:
             aerial = _resize(aerial, self.aerial_size)
         if train:
-            ground = self._photometric(ground, generator)
-            aerial = self._photometric(aerial, generator)
+            ground = self._photometric(ground, draws)
+            aerial = self._photometric(aerial, draws)
         mean = torch.tensor(self.normalisation.mean, device=ground.device).view(1, 3, 1, 1)
         std = torch.tensor(self.normalisation.std, device=ground.device).view(1, 3, 1, 1)
         out = dict(batch)
@@ -227,12 +264,11 @@ class BatchTransform:
         return out
 
     # -- augmentation pieces ------------------------------------------------------------------------
-    def _joint(self, aerial: Tensor, ground: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    def _joint(self, aerial: Tensor, ground: Tensor, draws: _Draws) -> tuple[Tensor, Tensor]:
         aug = self.augmentation
-        b = ground.shape[0]
-        flip = _rand(b, generator) < aug.hflip_p
-        rotate = _rand(b, generator) < aug.rot90_p
-        ks = torch.randint(1, 4, (b,), generator=generator) * rotate
+        flip = draws.rand() < aug.hflip_p
+        rotate = draws.rand() < aug.rot90_p
+        ks = draws.randint(1, 4) * rotate
         if flip.any():
             idx = flip.nonzero().flatten().to(ground.device)
             fa, fg = joint_hflip(aerial[idx], ground[idx])
@@ -245,13 +281,13 @@ class BatchTransform:
                 aerial, ground = aerial.index_copy(0, idx, ra), ground.index_copy(0, idx, rg)
         return aerial, ground
 
-    def _photometric(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _photometric(self, x: Tensor, draws: _Draws) -> Tensor:
         aug = self.augmentation
         b, dev = x.shape[0], x.device
         if aug.color_jitter_p > 0 and aug.color_jitter > 0:
-            on = (_rand(b, generator) < aug.color_jitter_p).float()
+            on = (draws.rand() < aug.color_jitter_p).float()
             s = aug.color_jitter
-            factors = [1.0 + on * (2 * _rand(b, generator) - 1) * s for _ in range(3)]
+            factors = [1.0 + on * (2 * draws.rand() - 1) * s for _ in range(3)]
             bright, contrast, sat = (f.to(dev).view(b, 1, 1, 1) for f in factors)
             x = (x * bright).clamp(0, 1)
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
@@ -259,8 +295,8 @@ class BatchTransform:
             gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
             x = ((x - gray) * sat + gray).clamp(0, 1)
         if aug.blur_p > 0:
-            on = _rand(b, generator) < aug.blur_p
-            sigma = 0.1 + 1.4 * _rand(b, generator)
+            on = draws.rand() < aug.blur_p
+            sigma = 0.1 + 1.4 * draws.rand()
             if on.any():
                 r = torch.arange(-2, 3, dtype=torch.float32)
                 blurred = []
@@ -272,15 +308,16 @@ class BatchTransform:
                 idx = on.nonzero().flatten().to(dev)
                 x = x.index_copy(0, idx, torch.cat(blurred))
         if aug.dropout_p > 0:
-            on = _rand(b, generator) < aug.dropout_p
+            on = draws.rand() < aug.dropout_p
             h, w = x.shape[-2:]
             lo, hi = aug.dropout_holes
+            counts = draws.randint(lo, hi + 1)
+            fracs = 0.1 + 0.1 * draws.rand(hi, 2)
+            positions = draws.rand(hi, 2)
             mask = torch.ones(b, 1, h, w)
             for i in on.nonzero().flatten().tolist():
-                n = int(torch.randint(lo, hi + 1, (1,), generator=generator))
-                frac = 0.1 + 0.1 * torch.rand(n, 2, generator=generator)
-                pos = torch.rand(n, 2, generator=generator)
-                for (fh, fw), (ph, pw) in zip(frac.tolist(), pos.tolist()):
+                n = int(counts[i])
+                for (fh, fw), (ph, pw) in zip(fracs[i, :n].tolist(), positions[i, :n].tolist()):
                     hh, ww = max(1, math.ceil(fh * h)), max(1, math.ceil(fw * w))
                     top, left = int(ph * (h - hh + 1)), int(pw * (w - ww + 1))
                     mask[i, :, top : top + hh, left : left + ww] = 0

@@ -440,10 +440,15 @@ class Trainer:
         self.optimizer_step("main")
         return {"loss": loss.detach()}
 
-    def _run_step(self, batch: dict) -> dict[str, float]:
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """One optimisation step on a collated batch (this rank's share of a global batch): move to the
+        device, preprocess + augment (seeded by ``(seed, global_step)``), forward/backward/step, lr
+        schedule. Does not advance ``global_step`` (:meth:`fit` does); used by :meth:`fit` and the
+        throughput benchmark."""
         batch = _to_device(batch, self.device)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
-        batch = self.transform(batch, gen, train=True)
+        local = batch["ground"].shape[0]
+        batch = self.transform(batch, gen, train=True, offset=self.rank * local, global_batch=local * self.world_size)
         if self.channels_last:
             batch["ground"] = batch["ground"].contiguous(memory_format=torch.channels_last)
             batch["aerial"] = batch["aerial"].contiguous(memory_format=torch.channels_last)
@@ -654,7 +659,7 @@ class Trainer:
                 )
                 for batch in bar:
                     self._in_step = True
-                    logs = self._run_step(batch)
+                    logs = self.train_step(batch)
                     self.global_step += 1
                     self.batch_in_epoch += 1
                     self._in_step = False
