@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from geo_retrieval.recipes import build, get_recipe
-from geo_retrieval.training import SyntheticPairs, Trainer, embed_dataset, recall_at_k, split_holdout
+from geo_retrieval.training import SyntheticPairs, Trainer, split_holdout
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -24,8 +24,8 @@ def _one_thread():
 
 
 def heldout_r1(trainer, dataset) -> float:
-    g, a, _ = embed_dataset(trainer.raw_model, dataset, prepare=lambda b: trainer.transform(b, None, train=False))
-    return recall_at_k(g, a, similarity=trainer.raw_model.similarity).recall["R@1"]
+    # the trainer's own evaluation path (orientation-unknown recipes get fixed-seed panorama rolls)
+    return trainer.evaluate(dataset)["R@1"]
 
 
 def train_and_score(recipe, tmp_path, *, n_train: int, n_heldout: int, **overrides):

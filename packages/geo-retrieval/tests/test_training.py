@@ -185,6 +185,18 @@ class TestAugment:
         with pytest.raises(ValueError, match="global batch"):
             t(batch, torch.Generator(), train=True, offset=2, global_batch=6)
 
+    def test_orientation_noise_at_evaluation(self):
+        t = BatchTransform(ground_size=(8, 32), aerial_size=(8, 32), polar=True,
+                           augmentation=Augmentation(pano_shift_deg=360.0))
+        batch = {"ground": torch.rand(4, 3, 8, 32), "aerial": torch.rand(4, 3, 16, 16)}
+        known = t(batch, None, train=False)
+        a = t(batch, torch.Generator().manual_seed(1), train=False, orientation_noise=True)
+        b = t(batch, torch.Generator().manual_seed(1), train=False, orientation_noise=True)
+        assert torch.equal(a["ground"], b["ground"]) and not torch.equal(a["ground"], known["ground"])
+        assert torch.equal(a["aerial"], known["aerial"])
+        with pytest.raises(ValueError, match="Generator"):
+            t(batch, None, train=False, orientation_noise=True)
+
     def test_normalisation_applied(self):
         t = BatchTransform(ground_size=(8, 32), aerial_size=(8, 8))
         out = t({"ground": torch.full((1, 3, 8, 32), 0.485), "aerial": torch.zeros(1, 3, 8, 8)})
@@ -194,6 +206,7 @@ class TestAugment:
 class TestTrainer:
     def test_refuses_test_split(self, pairs, tmp_path):
         train, _ = pairs
+        assert train.utm.shape == (32, 2)  # IdSubset forwards the coordinate tables
         test_like = SyntheticPairs(10, aerial_size=32, ground_size=(16, 64), split="test")
         with pytest.raises(ValueError, match="test"):
             Trainer(TinyCrossView(), tiny_recipe(), train, test_like, out_dir=tmp_path, loss=infonce)

@@ -215,6 +215,7 @@ class BatchTransform:
         *,
         offset: int = 0,
         global_batch: int | None = None,
+        orientation_noise: bool = False,
     ) -> dict:
         """Preprocess (and with ``train=True`` augment) a batch.
 
@@ -224,6 +225,9 @@ class BatchTransform:
             train: apply the random augmentation.
             offset, global_batch: this batch is rows ``offset .. offset+B`` of a global batch of
                 ``global_batch`` samples (DDP); the draws then equal a single process's.
+            orientation_noise: with ``train=False``, still apply the random panorama roll
+                (``pano_shift_deg``) from ``generator``: unknown-orientation evaluation with
+                fixed-seed shifts (DSM's validation assumed known orientation).
 
         Returns:
             A new dict with transformed ``"ground"`` and ``"aerial"`` (other keys untouched).
@@ -236,13 +240,13 @@ class BatchTransform:
         aerial = aerial.float() / 255 if aerial.dtype == torch.uint8 else aerial.float()
         aug = self.augmentation
         b = ground.shape[0]
-        if train and aug.enabled and generator is None:
+        if ((train and aug.enabled) or (orientation_noise and aug.pano_shift_deg > 0)) and generator is None:
             raise ValueError("training augmentation needs a seeded torch.Generator")
         draws = _Draws(generator, b, offset, global_batch)
         if train and (aug.hflip_p > 0 or aug.rot90_p > 0):
             aerial, ground = self._joint(aerial, ground, draws)
         ground = _resize(ground, self.ground_size)
-        if train and aug.pano_shift_deg > 0:
+        if (train or orientation_noise) and aug.pano_shift_deg > 0:
             shifts = (draws.rand() * aug.pano_shift_deg / 360.0 * ground.shape[-1]).long().tolist()
             ground = torch.stack([g.roll(-s, dims=-1) for g, s in zip(ground, shifts)])
         if self.fov < 360:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset, Subset
 
 __all__ = ["IdSubset", "dataset_ids", "holdout_ids", "load_id_list", "save_id_list", "split_holdout"]
@@ -29,6 +30,11 @@ class IdSubset(Subset):
         super().__init__(dataset, list(indices))
         self.ids = [str(i) for i in ids]
         self.split = split
+        # forward per-sample coordinate tables, so GPS sampling need not read every sample
+        for key in ("utm", "latlon"):
+            table = getattr(dataset, key, None)
+            if table is not None:
+                setattr(self, key, torch.as_tensor(table)[torch.as_tensor(self.indices, dtype=torch.long)])
 
 
 def dataset_ids(dataset: Dataset) -> list[str]:

@@ -71,6 +71,7 @@ logger = logging.getLogger(__name__)
 _STATE_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
+EVAL_SHIFT_SEED = 20_200_614  # fixed query-set seed of the orientation-unknown evaluation
 
 
 class StopTraining(Exception):
@@ -470,11 +471,16 @@ class Trainer:
         return logs
 
     # -- evaluation --------------------------------------------------------------------------------
-    def _embed(self, dataset: Dataset) -> tuple[Tensor, Tensor, list[str]]:
+    def embed(self, dataset: Dataset) -> tuple[Tensor, Tensor, list[str]]:
+        """Ground and aerial descriptors of ``dataset`` (eval preprocessing, no augmentation)."""
+        # orientation-unknown recipes are evaluated with random panorama rolls from a fixed seed,
+        # identical at every evaluation (never with the known orientation)
+        noise = bool(self.recipe.orientation_aware and self.recipe.augmentation.pano_shift_deg > 0)
+        gen = torch.Generator().manual_seed(EVAL_SHIFT_SEED)
         return embed_dataset(
             self.raw_model,
             dataset,
-            prepare=lambda b: self.transform(b, None, train=False),
+            prepare=lambda b: self.transform(b, gen, train=False, orientation_noise=noise),
             batch_size=self.eval_batch_size,
             device=self.device,
             num_workers=self.num_workers,
@@ -489,9 +495,12 @@ class Trainer:
             raise ValueError("no validation dataset to evaluate")
         if str(getattr(dataset, "split", "")).lower() == "test":
             raise ValueError("the trainer never evaluates on a 'test' split")
-        g, a, _ = self._embed(dataset)
+        g, a, _ = self.embed(dataset)
         result = recall_at_k(g, a, similarity=self.raw_model.similarity)
-        return result.as_dict()
+        out: dict[str, Any] = result.as_dict()
+        if self.recipe.orientation_aware and self.recipe.augmentation.pano_shift_deg > 0:
+            out["orientation"] = f"unknown (shifts seeded {EVAL_SHIFT_SEED})"
+        return out
 
     def _refresh_similarity_sampler(self) -> None:
         sampler = self.batch_sampler
@@ -500,7 +509,7 @@ class Trainer:
             return
         if self.epoch == 0 or self.epoch % every:
             return
-        g, a, _ = self._embed(self.train_dataset)
+        g, a, _ = self.embed(self.train_dataset)
         sampler.update(g, a, similarity=self.raw_model.similarity)
         logger.info("epoch %d: similarity neighbours recomputed from %d train samples", self.epoch, len(g))
 
