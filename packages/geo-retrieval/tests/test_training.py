@@ -215,6 +215,31 @@ class TestTrainer:
             Trainer(TinyCrossView(), tiny_recipe(), train, val, out_dir=tmp_path, loss=infonce, val_split="test")
         with pytest.raises(ValueError, match="held out"):
             Trainer(TinyCrossView(), tiny_recipe(), train, train, out_dir=tmp_path, loss=infonce)
+        with pytest.raises(ValueError, match="test"):
+            Trainer(TinyCrossView(), tiny_recipe(), test_like, out_dir=tmp_path, loss=infonce)
+        trainer = Trainer(TinyCrossView(), tiny_recipe(), train, out_dir=tmp_path, loss=infonce)
+        with pytest.raises(ValueError, match="test"):
+            trainer.evaluate(test_like)
+
+    def test_loss_epoch_and_utm(self, pairs, tmp_path):
+        train, _ = pairs
+
+        class Recording(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.epochs, self.utm_shapes = [], []
+
+            def set_epoch(self, epoch):
+                self.epochs.append(epoch)
+
+            def forward(self, sim, utm=None):
+                self.utm_shapes.append(None if utm is None else tuple(utm.shape))
+                return infonce(sim)
+
+        loss = Recording()
+        Trainer(TinyCrossView(), tiny_recipe(epochs=3), train, out_dir=tmp_path, loss=loss).fit()
+        assert loss.epochs == [0, 1, 2]
+        assert loss.utm_shapes == [(8, 2)] * 12
 
     def test_fit_checkpoints_and_records(self, pairs, tmp_path):
         train, val = pairs

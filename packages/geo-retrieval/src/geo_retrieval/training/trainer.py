@@ -7,7 +7,9 @@ Convention:
       preprocessed and augmented on the device by :class:`~.augment.BatchTransform` with a
       ``torch.Generator`` seeded from ``(seed, global_step)``.
     - **Step.** Default: ``g, a = model(ground, aerial)`` under autocast; descriptors gathered across
-      ranks with gradient; ``sim = model.similarity(g, a)`` (Bg, Ba) in float32; ``loss(sim[, utm=])``;
+      ranks with gradient; ``sim = model.similarity(g, a)`` (Bg, Ba) in float32; ``loss(sim[, utm=])``
+      (``utm`` is passed when the batch has it and the loss accepts it: the CVACT 25 m geo mask;
+      ``min_distance_m=0`` in the loss kwargs disables it); ``loss.set_epoch(epoch)`` each epoch;
       backward (GradScaler for fp16); gradient clipping by norm or value; optimiser and per-step lr
       schedule (warm-up + cosine).
     - **Custom steps.** A model may define ``training_step(batch, trainer) -> dict`` (the returned
@@ -234,6 +236,8 @@ class Trainer:
                     "the trainer never evaluates on a 'test' split: select checkpoints on a held-out slice "
                     "of train (geo_retrieval.training.split_holdout)"
                 )
+        if str(getattr(train_dataset, "split", "")).strip().lower() == "test":
+            raise ValueError("refusing to train on a split named 'test'")
         if val_dataset is not None and val_dataset is train_dataset:
             raise ValueError("val_dataset must be held out from train_dataset, got the same object")
         self.device = ddp.init_distributed(device)
@@ -275,7 +279,7 @@ class Trainer:
         self.loss_fn = loss if loss is not None else (None if self.custom_step else self._build_loss(recipe))
         if isinstance(self.loss_fn, nn.Module):
             self.loss_fn.to(self.device)
-        self._loss_takes_utm = self.loss_fn is not None and "utm" in inspect.signature(self.loss_fn).parameters
+        self._loss_takes_utm = self._accepts_utm(self.loss_fn)
         if self.custom_optim:
             self.optimizers: dict[str, torch.optim.Optimizer] = dict(self.raw_model.configure_optimizers(recipe))
         else:
@@ -323,6 +327,16 @@ class Trainer:
         from ..losses import create_loss
 
         return create_loss(recipe.loss, **dict(recipe.loss_kwargs))
+
+    @staticmethod
+    def _accepts_utm(loss: Callable[..., Tensor] | None) -> bool:
+        if loss is None:
+            return False
+        fn = loss.forward if isinstance(loss, nn.Module) else loss  # a Module's __call__ is (*args, **kwargs)
+        try:
+            return "utm" in inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            return False
 
     def _extra_params(self) -> list[nn.Parameter]:
         if not isinstance(self.loss_fn, nn.Module):
