@@ -1,0 +1,189 @@
+"""Datasets for the leaderboard: the embedded synthetic world (rendered once, kept as uint8 tensors and
+cached on disk) and the real benchmarks (CVUSA, CVACT, VIGOR) behind one small interface.
+
+Convention:
+    - :class:`WorldConfig` fixes everything the synthetic data depends on; its :meth:`~WorldConfig.key`
+      (a short hash) names the on-disk cache ``<cache_dir>/world-<key>/{train,test}.npz`` (plain
+      arrays, read with ``allow_pickle=False``).
+    - :class:`TensorPairs` serves ``{"ground": (3, H, W) uint8, "aerial": (3, S, S) uint8, "id",
+      "utm"}``; the trainer's batch transform turns uint8 into floats in [0, 1] and polar-transforms
+      square aerials for polar recipes. It exposes ``ids``, ``utm`` and ``split`` (GPS sampling, the
+      held-out slice and the trainer's ``test`` guard use them).
+    - :class:`RolledGround` is a view whose panoramas are rolled right by fixed per-query shifts
+      (``geo_bench.metrics.apply_fov`` convention, 360 degrees kept): the unknown-orientation queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+__all__ = ["DATASET_NAMES", "RolledGround", "TensorPairs", "WorldConfig", "load_world", "open_real_dataset"]
+
+log = logging.getLogger(__name__)
+
+DATASET_NAMES = ("synthetic", "cvusa", "cvact", "vigor")
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """The synthetic world of a leaderboard run.
+
+    Attributes:
+        n_train: training cameras (the held-out selection slice is cut from these).
+        n_test: test cameras (a disjoint region of the same city).
+        seed: world seed.
+        ground_size: rendered panorama (H, W); recipes resize it to their own input size.
+        aerial_size: rendered aerial side S (the tile stays 64 m wide).
+        district_m: side of one city district in metres (more cameras continue in more districts).
+        holdout: fraction of train held out for model selection.
+    """
+
+    n_train: int = 1800
+    n_test: int = 500
+    seed: int = 0
+    ground_size: tuple[int, int] = (64, 256)
+    aerial_size: int = 128
+    district_m: float = 1000.0
+    holdout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.n_train < 8 or self.n_test < 2:
+            raise ValueError(f"need n_train >= 8 and n_test >= 2, got {self.n_train} and {self.n_test}")
+        if not 0 < self.holdout < 1:
+            raise ValueError(f"holdout must lie in (0, 1), got {self.holdout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ground_size"] = list(self.ground_size)
+        return d
+
+    def key(self) -> str:
+        """Short hash of the configuration (names the cache and enters run keys)."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+class TensorPairs(Dataset):
+    """In-memory uint8 cross-view pairs (see the module Convention).
+
+    Args:
+        ground: (N, 3, H, W) uint8 panoramas.
+        aerial: (N, 3, S, S) uint8 aerial tiles.
+        ids: N sample ids.
+        utm: (N, 2) float64 camera coordinates (metres), or None.
+        split: split name (``"train"``, ``"test"``...).
+    """
+
+    def __init__(self, ground: Tensor, aerial: Tensor, ids: Sequence[str], utm: Tensor | None, split: str) -> None:
+        if ground.ndim != 4 or aerial.ndim != 4 or ground.shape[0] != aerial.shape[0] or ground.shape[0] != len(ids):
+            raise ValueError(
+                f"ground (N,3,H,W), aerial (N,3,S,S) and ids must agree in N, got {tuple(ground.shape)}, "
+                f"{tuple(aerial.shape)}, {len(ids)}"
+            )
+        self.ground, self.aerial = ground, aerial
+        self.ids = [str(i) for i in ids]
+        self.utm = utm
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"ground": self.ground[i], "aerial": self.aerial[i], "id": self.ids[i]}
+        if self.utm is not None:
+            out["utm"] = self.utm[i]
+        return out
+
+
+class RolledGround(Dataset):
+    """``dataset`` with each panorama rolled right by ``shifts[i]`` columns (unknown orientation)."""
+
+    def __init__(self, dataset: Dataset, shifts: Sequence[int]) -> None:
+        if len(shifts) != len(dataset):  # type: ignore[arg-type]
+            raise ValueError(f"need one shift per sample: {len(shifts)} for {len(dataset)}")  # type: ignore[arg-type]
+        self.dataset, self.shifts = dataset, [int(s) for s in shifts]
+        self.split = getattr(dataset, "split", None)
+        self.ids = getattr(dataset, "ids", None)
+
+    def __len__(self) -> int:
+        return len(self.shifts)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample = dict(self.dataset[i])
+        sample["ground"] = torch.roll(sample["ground"], self.shifts[i], dims=-1)
+        return sample
+
+
+def _render(split: str, num: int, cfg: WorldConfig, progress: bool) -> dict[str, np.ndarray]:
+    from tqdm.auto import tqdm
+
+    from ..world import CityConfig, SyntheticWorld
+
+    world = SyntheticWorld(split, num=num, seed=cfg.seed, ground_size=tuple(cfg.ground_size),
+                           aerial_size=cfg.aerial_size, city=CityConfig(size_m=cfg.district_m))
+    h, w = cfg.ground_size
+    s = cfg.aerial_size
+    ground = np.empty((num, 3, h, w), np.uint8)
+    aerial = np.empty((num, 3, s, s), np.uint8)
+    chunk = 64
+    for start in tqdm(range(0, num, chunk), desc=f"render world {split}", disable=not progress, leave=False):
+        idx = list(range(start, min(num, start + chunk)))
+        b = world.render_batch(idx)
+        ground[idx] = (b["ground"].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        aerial[idx] = (b["aerial"].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return {"ground": ground, "aerial": aerial, "ids": np.array(world.ids), "utm": world.utm.numpy()}
+
+
+def load_world(cfg: WorldConfig, cache_dir: str | Path | None = None, *, progress: bool = False) -> tuple[TensorPairs, TensorPairs]:
+    """The (train, test) splits of the synthetic world as :class:`TensorPairs`, rendered once.
+
+    Args:
+        cfg: the world.
+        cache_dir: where ``world-<key>/{train,test}.npz`` are kept (None: render, do not cache).
+        progress: show rendering progress bars.
+    """
+    out = []
+    folder = Path(cache_dir) / f"world-{cfg.key()}" if cache_dir is not None else None
+    for split, num in (("train", cfg.n_train), ("test", cfg.n_test)):
+        path = folder / f"{split}.npz" if folder is not None else None
+        arrays = None
+        if path is not None and path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    arrays = {k: z[k] for k in ("ground", "aerial", "ids", "utm")}
+            except (OSError, ValueError, KeyError) as err:
+                log.warning("world cache %s is unreadable (%s); rendering again", path, err)
+        if arrays is None:
+            arrays = _render(split, num, cfg, progress)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(path.name + ".tmp.npz")
+                np.savez(tmp, **arrays)
+                tmp.replace(path)
+                (folder / "world.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+        out.append(
+            TensorPairs(torch.from_numpy(arrays["ground"]), torch.from_numpy(arrays["aerial"]),
+                        [str(i) for i in arrays["ids"]], torch.from_numpy(arrays["utm"]).double(), split)
+        )
+    return out[0], out[1]
+
+
+def open_real_dataset(name: str, root: str | Path, split: str, **kwargs: Any) -> Dataset:
+    """CVUSA / CVACT / VIGOR split ``split`` from ``root`` (the loaders' own errors propagate:
+    :class:`~geo_bench.datasets.DatasetNotFoundError` for missing data, ``ValueError`` for a bad split)."""
+    from ..datasets import DATASETS
+
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; available: {list(DATASET_NAMES)}")
+    return DATASETS[name](root, split, **kwargs)

@@ -1,0 +1,422 @@
+"""Train and evaluate recipes into the results store: the engine of ``geo-bench leaderboard``,
+``train`` and ``evaluate``.
+
+Convention:
+    - **Data.** ``dataset="synthetic"`` renders the embedded world (:class:`~.data.WorldConfig`)
+      once and caches it under ``<out>/cache``; CVUSA / CVACT / VIGOR are read from ``root``.
+      Training uses the train split minus a fixed, seeded held-out slice
+      (``geo_retrieval.training.split_holdout``, ``selection_split="train-holdout"``) on which the
+      trainer selects ``best/``; the test split (CVACT: ``val`` = CVACT_val by default) is only
+      ever used for the final numbers.
+    - **Runs.** Each recipe trains in ``<out>/runs/<recipe>-<variant>-<config>-s<seed>/`` where
+      ``config`` is :func:`config_hash` of the recipe, the data and the overrides. An existing
+      ``last/`` there is resumed (bitwise, by the trainer). A recipe whose records for the same
+      config, seed and git commit are already in the store is skipped.
+    - **Records.** One :class:`~geo_bench.records.ResultRecord` per evaluation protocol, with
+      ``protocol`` = the metric flags plus ``config``, ``backbone``, ``synthesis``,
+      ``orientation_aware``, ``selection_split``, ``epochs``, ``checkpoint`` (sha256 prefix of the
+      weights) and, on the synthetic world, ``world`` (its configuration); ``metrics`` also hold the
+      recall curve and throughputs (pairs/s); provenance from
+      :func:`~geo_bench.records.collect_provenance`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..records import PROTOCOL_KEYS, ResultRecord, collect_provenance, git_commit
+from ..store import ResultStore
+from .data import DATASET_NAMES, WorldConfig, load_world, open_real_dataset
+from .evaluation import EvalResult, evaluate_baseline, evaluate_model
+
+__all__ = [
+    "TINY",
+    "CheckpointMismatchError",
+    "RunConfig",
+    "config_hash",
+    "get_recipe_or_raise",
+    "load_model_weights",
+    "open_datasets",
+    "run_leaderboard",
+    "train_recipe",
+    "uses_synthesis",
+]
+
+log = logging.getLogger(__name__)
+
+#: The CI smoke-test world: a tiny district, tiny images, one epoch of a few steps per recipe.
+TINY_WORLD = WorldConfig(n_train=72, n_test=32, ground_size=(32, 128), aerial_size=64, district_m=500.0, holdout=0.12)
+
+
+class CheckpointMismatchError(ValueError):
+    """The weights of a checkpoint do not fit the recipe's model (names which keys / shapes)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What a leaderboard / train run depends on.
+
+    Attributes:
+        dataset: ``"synthetic"``, ``"cvusa"``, ``"cvact"`` or ``"vigor"``.
+        root: dataset folder (real datasets).
+        variant: recipe variant (``"small"`` on the synthetic world, ``"full"`` on real data).
+        seed: training seed.
+        epochs, batch_size, max_steps: overrides of the recipe's values (None: the recipe's).
+        world: the synthetic world.
+        holdout: held-out fraction of train for selection (real datasets; the world has its own).
+        eval_split: the split evaluated (None: ``test``, CVACT ``val``).
+        device: ``"cpu"``, ``"cuda"``... (None: CUDA when available).
+        vigor_area: ``"same"`` or ``"cross"``.
+    """
+
+    dataset: str = "synthetic"
+    root: str | None = None
+    variant: str = "small"
+    seed: int = 0
+    epochs: int | None = None
+    batch_size: int | None = None
+    max_steps: int | None = None
+    world: WorldConfig = field(default_factory=WorldConfig)
+    holdout: float = 0.02
+    eval_split: str | None = None
+    device: str | None = None
+    vigor_area: str = "same"
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASET_NAMES:
+            raise ValueError(f"unknown dataset {self.dataset!r}; available: {list(DATASET_NAMES)}")
+        if self.dataset != "synthetic" and not self.root:
+            raise ValueError(f"dataset {self.dataset!r} needs --root DIR (the folder of its official layout)")
+
+    @property
+    def test_split(self) -> str:
+        if self.eval_split:
+            return self.eval_split
+        return "val" if self.dataset == "cvact" else "test"
+
+    def data_dict(self) -> dict[str, Any]:
+        """The data part of the configuration (enters :func:`config_hash`)."""
+        if self.dataset == "synthetic":
+            return {"dataset": "synthetic", "world": self.world.to_dict()}
+        d: dict[str, Any] = {"dataset": self.dataset, "root": str(self.root), "holdout": self.holdout,
+                             "eval_split": self.test_split}
+        if self.dataset == "vigor":
+            d["area"] = self.vigor_area
+        return d
+
+
+#: the ``--tiny`` configuration (CI smoke test).
+TINY = RunConfig(world=TINY_WORLD, epochs=1, batch_size=16)
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def config_hash(recipe_dict: dict[str, Any], cfg: RunConfig) -> str:
+    """Short hash of everything a result depends on besides seed and code: the recipe (after
+    overrides), the data and the step limit."""
+    return _hash({"recipe": recipe_dict, "data": cfg.data_dict(), "max_steps": cfg.max_steps})
+
+
+def get_recipe_or_raise(name: str, variant: str, *, epochs: int | None = None, batch_size: int | None = None) -> Any:
+    """The registered recipe with overrides; unknown names raise ``ValueError`` listing the known ones."""
+    from geo_retrieval.recipes import get_recipe, list_recipes
+
+    known = list_recipes()
+    if name not in known:
+        hint = "" if any(n in ("toker21", "smdt") for n in known) else (
+            " (toker21 and smdt come with geo-synthesis: pip install 'geo-bench[synthesis]')"
+        )
+        raise ValueError(f"unknown recipe {name!r}; known recipes: {', '.join(known)}{hint}")
+    recipe = get_recipe(name, variant)
+    changes: dict[str, Any] = {}
+    if epochs is not None:
+        changes["epochs"] = int(epochs)
+    if batch_size is not None:
+        changes["batch_size"] = int(batch_size)
+    return recipe.replace(**changes) if changes else recipe
+
+
+def uses_synthesis(recipe: Any) -> bool:
+    """Whether a recipe trains with cross-view synthesis (an explicit ``synthesis`` attribute, else a
+    model builder that lives in geo-synthesis)."""
+    flag = getattr(recipe, "synthesis", None)
+    if flag is not None:
+        return bool(flag)
+    from geo_retrieval import recipes as registry
+
+    builder = getattr(registry, "_BUILDERS", {}).get(recipe.name)
+    return bool(builder is not None and getattr(builder, "__module__", "").startswith("geo_synthesis"))
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def load_model_weights(model: nn.Module, path: str | Path) -> str:
+    """Load weights into ``model`` strictly; returns the file's sha256 prefix.
+
+    Raises:
+        CheckpointMismatchError: the keys or shapes differ (lists which).
+        geo_retrieval.checkpoint.UnsafeCheckpointError: a pickle needing unsafe globals (never unpickled).
+        FileNotFoundError: no such file.
+    """
+    from geo_retrieval.checkpoint import load_weights, strip_prefixes
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    state = strip_prefixes(load_weights(path))
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+
+        def few(items: list[str]) -> str:
+            return ", ".join(items[:5]) + (f" ... ({len(items)} in all)" if len(items) > 5 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {few(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches: {few(shapes)}")
+        raise CheckpointMismatchError(
+            f"checkpoint {path} does not fit the recipe's model ({'; '.join(parts)}). "
+            "Was it trained with another recipe or variant? Pass the matching --recipe / --variant."
+        )
+    model.load_state_dict(state, strict=True)
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+
+
+def open_datasets(cfg: RunConfig, cache_dir: str | Path | None, *, progress: bool = False,
+                  need_train: bool = True) -> tuple[Any, Any]:
+    """(train, test) datasets of a run; train is None when ``need_train`` is False (real data)."""
+    if cfg.dataset == "synthetic":
+        return load_world(cfg.world, cache_dir, progress=progress)
+    kwargs: dict[str, Any] = {"area": cfg.vigor_area} if cfg.dataset == "vigor" else {}
+    train = open_real_dataset(cfg.dataset, cfg.root, "train", **kwargs) if need_train else None  # type: ignore[arg-type]
+    test = open_real_dataset(cfg.dataset, cfg.root, cfg.test_split, **kwargs)  # type: ignore[arg-type]
+    return train, test
+
+
+def _holdout(cfg: RunConfig) -> float:
+    return cfg.world.holdout if cfg.dataset == "synthetic" else cfg.holdout
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+
+
+@dataclass
+class TrainedRun:
+    """A trained (or resumed) recipe: the model with its selected weights loaded."""
+
+    recipe: Any
+    model: nn.Module
+    run_dir: Path
+    config: str
+    train_seconds: float
+    global_step: int
+    checkpoint: str
+    selection_split: str | None
+    best_metric: float | None
+
+
+def train_recipe(recipe: Any, train_full: Any, cfg: RunConfig, run_dir: str | Path, *, resume: bool = True,
+                 progress: bool = False) -> TrainedRun:
+    """Train ``recipe`` on ``train_full`` minus the held-out slice, selecting on that slice, and
+    return the model with its ``best/`` weights (``last/`` if nothing was selected)."""
+    from geo_retrieval.recipes import build
+    from geo_retrieval.training import Trainer, split_holdout
+
+    run_dir = Path(run_dir)
+    model = build(recipe)
+    train, val = split_holdout(train_full, fraction=_holdout(cfg), seed=cfg.seed)
+    has_last = (run_dir / "last" / "trainer_state.pt").exists()
+    trainer = Trainer(model, recipe, train, val, out_dir=run_dir, seed=cfg.seed, device=cfg.device,
+                      max_steps=cfg.max_steps, progress=progress, resume=bool(resume and has_last))
+    if has_last and resume:
+        log.info("%s: resuming from %s (epoch %d)", recipe.name, run_dir / "last", trainer.epoch)
+    result = trainer.fit()
+    weights = run_dir / "best" / "model.safetensors"
+    if not weights.exists():
+        weights = run_dir / "last" / "model.safetensors"
+    checkpoint = load_model_weights(trainer.raw_model, weights)
+    return TrainedRun(recipe, trainer.raw_model, run_dir, config_hash(recipe.to_dict(), cfg), result.train_seconds,
+                      result.global_step, checkpoint, result.selection_split, result.best_metric)
+
+
+# ------------------------------------------------------------------------------------------------
+# records
+
+
+def _protocol(res: EvalResult, base: dict[str, Any]) -> dict[str, Any]:
+    proto: dict[str, Any] = {k: None for k in PROTOCOL_KEYS}
+    proto.update(base)
+    proto.update(res.protocol)
+    proto.pop("backend", None)
+    return proto
+
+
+def _records(results: list[EvalResult], *, recipe: str, variant: str, dataset: str, base: dict[str, Any],
+             seed: int, train_seconds: float | None, extra_metrics: dict[str, float], source: str | None) -> list[ResultRecord]:
+    out = []
+    for res in results:
+        metrics = dict(res.metrics)
+        metrics.update(extra_metrics)
+        if res.eval_seconds > 0:
+            metrics["eval_pairs_per_s"] = (res.n_query + res.n_reference) / 2 / res.eval_seconds
+        prov = collect_provenance(seed=seed, train_seconds=train_seconds, eval_seconds=res.eval_seconds, source=source)
+        out.append(ResultRecord(recipe=recipe, variant=variant, dataset=dataset, split=res.split,
+                                protocol=_protocol(res, base), n_query=res.n_query, n_reference=res.n_reference,
+                                metrics=metrics, provenance=prov))
+    return out
+
+
+def _recipe_protocol(recipe: Any, cfg: RunConfig, config: str) -> dict[str, Any]:
+    polar: Any = False
+    if recipe.polar:
+        polar = {"preset": recipe.polar_preset, "center": recipe.polar_center, "size": list(recipe.aerial_size)}
+    base = {
+        "polar": polar,
+        "config": config,
+        "backbone": recipe.backbone if recipe.aerial_backbone is None else f"{recipe.backbone} / {recipe.aerial_backbone}",
+        "synthesis": uses_synthesis(recipe),
+        "orientation_aware": bool(recipe.orientation_aware),
+        "train_fov": float(recipe.fov),
+        "epochs": int(recipe.epochs),
+        "selection_split": "train-holdout",
+    }
+    base.update(_data_protocol(cfg))
+    return base
+
+
+def _data_protocol(cfg: RunConfig) -> dict[str, Any]:
+    if cfg.dataset == "synthetic":
+        return {"world": cfg.world.to_dict()}
+    return {k: v for k, v in cfg.data_dict().items() if k not in ("dataset", "root")}
+
+
+def evaluate_trained(run: TrainedRun, test: Any, cfg: RunConfig, *, progress: bool = False,
+                     source: str | None = None) -> list[ResultRecord]:
+    """Evaluate a trained run on the test split and build its records."""
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    results = evaluate_model(run.model, run.recipe, cfg.dataset, test, split=cfg.test_split, device=device,
+                             progress=progress)
+    base = _recipe_protocol(run.recipe, cfg, run.config) | {"checkpoint": run.checkpoint}
+    extra: dict[str, float] = {}
+    if run.train_seconds > 0 and run.global_step > 0:
+        extra["train_pairs_per_s"] = run.global_step * run.recipe.batch_size / run.train_seconds
+    if run.best_metric is not None:
+        extra["selection_R@1"] = float(run.best_metric)
+    return _records(results, recipe=run.recipe.name, variant=run.recipe.variant, dataset=cfg.dataset, base=base,
+                    seed=cfg.seed, train_seconds=run.train_seconds, extra_metrics=extra,
+                    source=source or str(run.run_dir))
+
+
+# ------------------------------------------------------------------------------------------------
+# the leaderboard
+
+
+def _done(store: ResultStore, recipe: str, variant: str, cfg: RunConfig, config: str, commit: str) -> list[ResultRecord]:
+    return [r for r in store.records(recipe=recipe, variant=variant, dataset=cfg.dataset, split=cfg.test_split)
+            if r.provenance.kind == "measured" and r.protocol.get("config") == config
+            and r.provenance.seed == cfg.seed and r.provenance.commit == commit]
+
+
+def run_leaderboard(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    *,
+    recipes: Sequence[str] | None = None,
+    baseline: bool = True,
+    store: ResultStore | None = None,
+    progress: bool = False,
+    on_event: Callable[[str], None] | None = None,
+) -> list[ResultRecord]:
+    """Train and evaluate ``recipes`` (default: every registered recipe with ``cfg.variant``) and the
+    no-learning baseline; append new records to ``store`` (default ``<out_dir>/results.jsonl``) and
+    return this configuration's records (fresh or found in the store).
+
+    Args:
+        cfg: the run configuration.
+        out_dir: folder for the world cache, the runs and (by default) the store.
+        recipes: recipe names (validated; unknown names raise ``ValueError`` listing the known ones).
+        baseline: include ``colour-profile (no learning)``.
+        store: the results store.
+        progress: progress bars.
+        on_event: called with one-line status messages (the CLI prints them).
+    """
+    from geo_retrieval.recipes import list_recipes
+
+    from ..baselines import BASELINE_NAME, ColourProfile
+
+    out_dir = Path(out_dir)
+    store = store or ResultStore(out_dir / "results.jsonl")
+    say = on_event or (lambda msg: log.info("%s", msg))
+    names = list(recipes) if recipes is not None else list_recipes(cfg.variant)
+    chosen = [get_recipe_or_raise(n, cfg.variant, epochs=cfg.epochs, batch_size=cfg.batch_size) for n in names]
+    commit = git_commit()
+    t0 = time.perf_counter()
+    train_full, test = open_datasets(cfg, out_dir / "cache", progress=progress)
+    say(f"data ready: {len(train_full)} train / {len(test)} test pairs ({time.perf_counter() - t0:.0f} s)")
+    records: list[ResultRecord] = []
+    if baseline:
+        bl = ColourProfile()
+        config = _hash({"baseline": bl.config(), "data": cfg.data_dict()})
+        found = _done(store, BASELINE_NAME, "none", cfg, config, commit)
+        if found:
+            say(f"{BASELINE_NAME}: already in the store for this config/seed/commit; skipped")
+            records += found
+        else:
+            results = evaluate_baseline(bl, cfg.dataset, test, split=cfg.test_split, progress=progress)
+            base = {"polar": {"preset": None, "center": "safa", "size": list(bl.polar_size)}, "config": config,
+                    "backbone": "none", "synthesis": False, "orientation_aware": True, "train_fov": None,
+                    "epochs": 0, "selection_split": None, "baseline": bl.config()} | _data_protocol(cfg)
+            new = _records(results, recipe=BASELINE_NAME, variant="none", dataset=cfg.dataset, base=base,
+                           seed=cfg.seed, train_seconds=0.0, extra_metrics={}, source="geo_bench.baselines.ColourProfile")
+            for r in new:
+                store.append(r)
+            records += new
+            say(f"{BASELINE_NAME}: R@1 {new[0].metrics['R@1']:.1f}")
+    for recipe in chosen:
+        config = config_hash(recipe.to_dict(), cfg)
+        found = _done(store, recipe.name, recipe.variant, cfg, config, commit)
+        if found:
+            say(f"{recipe.name} ({recipe.variant}): already in the store for this config/seed/commit; skipped")
+            records += found
+            continue
+        run_dir = out_dir / "runs" / f"{recipe.name}-{recipe.variant}-{config}-s{cfg.seed}"
+        say(f"{recipe.name} ({recipe.variant}): training in {run_dir}")
+        run = train_recipe(recipe, train_full, cfg, run_dir, resume=True, progress=progress)
+        new = evaluate_trained(run, test, cfg, progress=progress)
+        for r in new:
+            store.append(r)
+        records += new
+        say(f"{recipe.name} ({recipe.variant}): R@1 {new[0].metrics['R@1']:.1f} "
+            f"(train {run.train_seconds:.0f} s, eval {new[0].provenance.eval_seconds:.1f} s)")
+    return records
+
+
+def tiny_config(**changes: Any) -> RunConfig:
+    """:data:`TINY` with changes (e.g. ``seed``)."""
+    return replace(TINY, **changes)
