@@ -6,9 +6,11 @@ polar transform + augmentation, forward, loss, backward, clipping, optimiser, lr
 fixed in-memory batch: ``--warmup`` steps first, then ``--steps`` timed steps. Data loading is
 excluded. AMP is bf16 autocast on CPU and fp16 + GradScaler on CUDA.
 
-Peak memory: CUDA ``max_memory_allocated`` during the timed steps; on CPU the peak resident set
-size (Linux ``VmHWM``, reset through ``/proc/self/clear_refs`` before each configuration) and its
-growth over the RSS before the configuration.
+Each configuration runs in a fresh interpreter (``--no-isolate`` runs them in this one), so memory
+figures do not inherit earlier allocations. Peak memory: CUDA ``max_memory_allocated`` during the
+timed steps; on CPU the process's peak resident set size (Linux ``VmHWM``) and its growth over the
+resident set just before the model is built (the training footprint: model, optimiser state,
+activations, allocator caches).
 
 Usage::
 
@@ -23,6 +25,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,14 +47,6 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
-def _reset_cpu_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def bench_one(name: str, variant: str, *, amp: bool, channels_last: bool, device: torch.device, batch_size: int | None,
               steps: int, warmup: int) -> dict:
     recipe = get_recipe(name, variant)
@@ -58,6 +54,7 @@ def bench_one(name: str, variant: str, *, amp: bool, channels_last: bool, device
     aerial_side = max(recipe.aerial_size) if recipe.polar else recipe.aerial_size[0]
     data = SyntheticPairs(b, aerial_size=aerial_side, ground_size=recipe.ground_size, seed=0)
     batch = {"ground": data.ground, "aerial": data.aerial, "id": data.ids, "utm": data.utm}
+    rss_base = _status_kib("VmRSS")
     torch.manual_seed(0)
     model = build(recipe)
     with tempfile.TemporaryDirectory() as out:
@@ -68,8 +65,6 @@ def bench_one(name: str, variant: str, *, amp: bool, channels_last: bool, device
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
-        rss_before = _status_kib("VmRSS")
-        reset = _reset_cpu_peak()
         start = time.perf_counter()
         for _ in range(steps):
             trainer.train_step(batch)
@@ -91,9 +86,9 @@ def bench_one(name: str, variant: str, *, amp: bool, channels_last: bool, device
     if device.type == "cuda":
         row["peak_mem_MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        peak = _status_kib("VmHWM") if reset else None
+        peak = _status_kib("VmHWM")
         row["peak_rss_MiB"] = peak / 1024 if peak else float("nan")
-        row["rss_growth_MiB"] = (peak - rss_before) / 1024 if peak and rss_before else float("nan")
+        row["rss_growth_MiB"] = (peak - rss_base) / 1024 if peak and rss_base else float("nan")
     return row
 
 
@@ -107,16 +102,32 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    parser.add_argument("--no-isolate", dest="isolate", action="store_false",
+                        help="run every configuration in this process (memory figures then accumulate)")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: NAME,AMP,CL -> JSON row
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    kwargs = {"device": device, "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup}
+    if args.one:
+        name, amp, cl = args.one.split(",")
+        print(json.dumps(bench_one(name, args.variant, amp=amp == "1", channels_last=cl == "1", **kwargs)))
+        return
     rows = []
     for name in args.recipes.split(","):
         for amp in (False, True):
             for channels_last in (False, True):
-                rows.append(bench_one(name, args.variant, amp=amp, channels_last=channels_last, device=device,
-                                      batch_size=args.batch_size, steps=args.steps, warmup=args.warmup))
+                if not args.isolate:
+                    rows.append(bench_one(name, args.variant, amp=amp, channels_last=channels_last, **kwargs))
+                    continue
+                cmd = [sys.executable, __file__, "--one", f"{name},{int(amp)},{int(channels_last)}",
+                       "--variant", args.variant, "--device", args.device, "--steps", str(args.steps),
+                       "--warmup", str(args.warmup)]
+                cmd += ["--threads", str(args.threads)] if args.threads else []
+                cmd += ["--batch-size", str(args.batch_size)] if args.batch_size else []
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                rows.append(json.loads(out.strip().splitlines()[-1]))
     mem_key = "peak_mem_MiB" if device.type == "cuda" else "peak_rss_MiB"
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}"
     print(f"# train throughput: {args.variant} recipes on {device.type} ({hw}), torch {torch.__version__}, "
