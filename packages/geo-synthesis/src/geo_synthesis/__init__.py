@@ -1,11 +1,71 @@
 """geo-synthesis: satellite-to-street GAN synthesis for cross-view geo-localisation.
 
-This release contains only the package skeleton; the Toker et al. (CVPR'21) multitask model and
-the SMDT (ICME'22) dual conditional GAN land in a later release (see CHANGELOG.md).
+Shared GAN building blocks (spectral-norm convolutions, SAGAN self-attention, residual blocks),
+adversarial losses with explicit float targets, conditional patch discriminators, synthesis
+metrics (SSIM, PSNR, sharpness difference), the Toker et al. (CVPR'21) multitask model and its
+``toker21`` recipe (registered in geo-retrieval's recipe registry through the
+``geo_retrieval.recipes`` entry point), PNG grids, a training callback and the ``geo-synthesis``
+command line.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from .callbacks import SynthesisGridCallback
+from .discriminators import MultiScaleDiscriminator, PatchDiscriminator, patch_output_size
+from .gan_losses import GAN_LOSS_KINDS, GANLoss, gan_loss
+from .grids import image_grid, load_image, save_image_grid, to_uint8
+from .layers import (
+    ConvLayer,
+    ResidualBlock,
+    ResidualBlockDown,
+    ResidualBlockUp,
+    SelfAttention,
+    init_normal_,
+    remove_spectral_norm_,
+    sn_conv2d,
+)
+from .metrics import (
+    SynthesisMetricAccumulator,
+    SynthesisScores,
+    psnr,
+    sharpness_difference,
+    ssim,
+    synthesis_metrics,
+)
+from .toker import TOKER_SCHEDULE, Toker21Model, TokerDiscriminator, TokerGenerator, count_parameters
+
+__all__ = [
+    "GAN_LOSS_KINDS",
+    "TOKER_SCHEDULE",
+    "ConvLayer",
+    "GANLoss",
+    "MultiScaleDiscriminator",
+    "PatchDiscriminator",
+    "ResidualBlock",
+    "ResidualBlockDown",
+    "ResidualBlockUp",
+    "SelfAttention",
+    "SynthesisGridCallback",
+    "SynthesisMetricAccumulator",
+    "SynthesisScores",
+    "Toker21Model",
+    "TokerDiscriminator",
+    "TokerGenerator",
+    "__version__",
+    "count_parameters",
+    "gan_loss",
+    "image_grid",
+    "init_normal_",
+    "load_image",
+    "patch_output_size",
+    "psnr",
+    "remove_spectral_norm_",
+    "save_image_grid",
+    "sharpness_difference",
+    "sn_conv2d",
+    "ssim",
+    "synthesis_metrics",
+    "to_uint8",
+]
