@@ -47,8 +47,17 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
-def bench_one(name: str, variant: str, *, amp: bool, channels_last: bool, device: torch.device, batch_size: int | None,
-              steps: int, warmup: int) -> dict:
+def bench_one(
+    name: str,
+    variant: str,
+    *,
+    amp: bool,
+    channels_last: bool,
+    device: torch.device,
+    batch_size: int | None,
+    steps: int,
+    warmup: int,
+) -> dict:
     recipe = get_recipe(name, variant)
     b = batch_size or recipe.batch_size
     aerial_side = max(recipe.aerial_size) if recipe.polar else recipe.aerial_size[0]
@@ -58,8 +67,17 @@ def bench_one(name: str, variant: str, *, amp: bool, channels_last: bool, device
     torch.manual_seed(0)
     model = build(recipe)
     with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(model, recipe.replace(batch_size=b), data, out_dir=out, device=device, amp=amp,
-                          channels_last=channels_last, sampler="unique", progress=False)
+        trainer = Trainer(
+            model,
+            recipe.replace(batch_size=b),
+            data,
+            out_dir=out,
+            device=device,
+            amp=amp,
+            channels_last=channels_last,
+            sampler="unique",
+            progress=False,
+        )
         for _ in range(warmup):
             trainer.train_step(batch)
         if device.type == "cuda":
@@ -93,7 +111,9 @@ def bench_one(name: str, variant: str, *, amp: bool, channels_last: bool, device
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--recipes", default=",".join(list_recipes()), help="comma-separated recipe names")
     parser.add_argument("--variant", default="small", choices=("small", "full"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -102,8 +122,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
-    parser.add_argument("--no-isolate", dest="isolate", action="store_false",
-                        help="run every configuration in this process (memory figures then accumulate)")
+    parser.add_argument(
+        "--no-isolate",
+        dest="isolate",
+        action="store_false",
+        help="run every configuration in this process (memory figures then accumulate)",
+    )
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: NAME,AMP,CL -> JSON row
     args = parser.parse_args()
     if args.threads:
@@ -121,32 +145,51 @@ def main() -> None:
                 if not args.isolate:
                     rows.append(bench_one(name, args.variant, amp=amp, channels_last=channels_last, **kwargs))
                     continue
-                cmd = [sys.executable, __file__, "--one", f"{name},{int(amp)},{int(channels_last)}",
-                       "--variant", args.variant, "--device", args.device, "--steps", str(args.steps),
-                       "--warmup", str(args.warmup)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    f"{name},{int(amp)},{int(channels_last)}",
+                    "--variant",
+                    args.variant,
+                    "--device",
+                    args.device,
+                    "--steps",
+                    str(args.steps),
+                    "--warmup",
+                    str(args.warmup),
+                ]
                 cmd += ["--threads", str(args.threads)] if args.threads else []
                 cmd += ["--batch-size", str(args.batch_size)] if args.batch_size else []
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 rows.append(json.loads(out.strip().splitlines()[-1]))
     mem_key = "peak_mem_MiB" if device.type == "cuda" else "peak_rss_MiB"
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}"
-    print(f"# train throughput: {args.variant} recipes on {device.type} ({hw}), torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, load avg {os.getloadavg()[0]:.1f}, {args.steps} timed steps "
-          f"after {args.warmup} warm-up")
+    print(
+        f"# train throughput: {args.variant} recipes on {device.type} ({hw}), torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, load avg {os.getloadavg()[0]:.1f}, {args.steps} timed steps "
+        f"after {args.warmup} warm-up"
+    )
     print()
-    print(f"| recipe | batch | ground | aerial | params (M) | AMP | channels_last | pairs/s | ms/step | {mem_key} |"
-          + (" RSS growth (MiB) |" if device.type != "cuda" else ""))
+    print(
+        f"| recipe | batch | ground | aerial | params (M) | AMP | channels_last | pairs/s | ms/step | {mem_key} |"
+        + (" RSS growth (MiB) |" if device.type != "cuda" else "")
+    )
     print("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if device.type != "cuda" else ""))
     for r in rows:
         amp_name = ("bf16" if device.type != "cuda" else "fp16") if r["amp"] else "off"
-        line = (f"| {r['recipe']} | {r['batch']} | {r['ground'][0]}x{r['ground'][1]} | {r['aerial'][0]}x{r['aerial'][1]} "
-                f"| {r['params_M']:.2f} | {amp_name} | {'on' if r['channels_last'] else 'off'} "
-                f"| {r['pairs_per_s']:.1f} | {r['step_ms']:.0f} | {r[mem_key]:.0f} |")
+        line = (
+            f"| {r['recipe']} | {r['batch']} | {r['ground'][0]}x{r['ground'][1]} | {r['aerial'][0]}x{r['aerial'][1]} "
+            f"| {r['params_M']:.2f} | {amp_name} | {'on' if r['channels_last'] else 'off'} "
+            f"| {r['pairs_per_s']:.1f} | {r['step_ms']:.0f} | {r[mem_key]:.0f} |"
+        )
         if device.type != "cuda":
             line += f" {r['rss_growth_MiB']:.0f} |"
         print(line)
     if args.json:
-        args.json.write_text(json.dumps({"device": str(device), "hardware": hw, "rows": rows}, indent=1) + "\n")
+        args.json.write_text(
+            json.dumps({"device": str(device), "hardware": hw, "rows": rows}, indent=1) + "\n"
+        )
 
 
 if __name__ == "__main__":

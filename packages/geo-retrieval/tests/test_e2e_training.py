@@ -31,11 +31,14 @@ def heldout_r1(trainer, dataset) -> float:
 def train_and_score(recipe, tmp_path, *, n_train: int, n_heldout: int, **overrides):
     world = SyntheticPairs(n_train, aerial_size=64, ground_size=recipe.ground_size, seed=0)
     train, val = split_holdout(world, fraction=0.15, seed=0)
-    heldout = SyntheticPairs(n_heldout, aerial_size=64, ground_size=recipe.ground_size, seed=123, id_offset=50_000,
-                             split="heldout")
+    heldout = SyntheticPairs(
+        n_heldout, aerial_size=64, ground_size=recipe.ground_size, seed=123, id_offset=50_000, split="heldout"
+    )
     torch.manual_seed(0)
     model = build(recipe)
-    trainer = Trainer(model, recipe.replace(**overrides), train, val, out_dir=tmp_path, seed=0, progress=False)
+    trainer = Trainer(
+        model, recipe.replace(**overrides), train, val, out_dir=tmp_path, seed=0, progress=False
+    )
     before = heldout_r1(trainer, heldout)
     start = time.perf_counter()
     result = trainer.fit()
@@ -57,11 +60,22 @@ def test_safa_small_learns_quickly(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "epochs", "min_r1"), [("safa", 8, 60.0), ("sample4geo", 40, 60.0), ("dsm", 8, 60.0)])
-def test_small_recipe_reaches_high_recall(tmp_path, name, epochs, min_r1):
-    """A few minutes of CPU training per recipe: held-out R@1 far above chance (1%)."""
+@pytest.mark.parametrize(
+    ("name", "epochs", "min_r1", "min_gain"),
+    [
+        ("safa", 8, 60.0, 30.0),
+        ("sample4geo", 40, 60.0, 30.0),
+        ("dsm", 8, 60.0, 30.0),
+        # the from-scratch transformer overfits 425 pairs: ~10 % held-out R@1 (15-20 % on val), >> chance
+        ("l2ltr", 16, 5.0, 3.0),
+    ],
+)
+def test_small_recipe_reaches_high_recall(tmp_path, name, epochs, min_r1, min_gain):
+    """Up to a minute or two of CPU training per recipe: held-out R@1 far above chance (1%)."""
     recipe = get_recipe(name, "small")
-    before, after, result, seconds = train_and_score(recipe, tmp_path, n_train=500, n_heldout=100, epochs=epochs)
+    before, after, result, seconds = train_and_score(
+        recipe, tmp_path, n_train=500, n_heldout=100, epochs=epochs
+    )
     print(f"{name} small: held-out R@1 {before:.1f} -> {after:.1f} (chance 1.0) in {seconds:.1f} s")
-    assert after > min_r1 and after > before + 30.0
+    assert after > min_r1 and after > before + min_gain
     assert result.finished

@@ -102,7 +102,12 @@ class TestPaperValues:
         r = get_recipe("safa")
         assert (r.backbone, r.shared, r.head, r.head_kwargs["num_heads"]) == ("vgg16", False, "safa", 8)
         assert (r.optimizer.name, r.optimizer.lr, r.optimizer.betas) == ("adam", 1e-5, (0.9, 0.999))
-        assert (r.batch_size, r.epochs, r.loss, r.loss_kwargs["alpha"]) == (32, 100, "soft_margin_triplet", 10.0)
+        assert (r.batch_size, r.epochs, r.loss, r.loss_kwargs["alpha"]) == (
+            32,
+            100,
+            "soft_margin_triplet",
+            10.0,
+        )
         assert r.polar and r.polar_preset == "safa" and r.ground_size == r.aerial_size == (112, 616)
         assert not r.augmentation.enabled and r.normalisation.name == "caffe"
 

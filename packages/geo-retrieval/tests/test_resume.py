@@ -24,8 +24,12 @@ class TinyCrossView(nn.Module):
 
         def enc() -> nn.Module:
             return nn.Sequential(
-                nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Dropout(0.2),
-                nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                nn.Conv2d(3, 8, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Dropout(0.2),
+                nn.Conv2d(8, 16, 3, stride=2, padding=1),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
             )
 
         self.g, self.a = enc(), enc()
@@ -58,27 +62,42 @@ class ScaledInfoNCE(nn.Module):
 
 
 RECIPE = Recipe(
-    name="tiny", variant="small", backbone="-", head="-", loss="infonce",
-    ground_size=(16, 64), aerial_size=(16, 64), polar=True, polar_center="pixel",
-    source="test", note="CPU-sized test recipe",
+    name="tiny",
+    variant="small",
+    backbone="-",
+    head="-",
+    loss="infonce",
+    ground_size=(16, 64),
+    aerial_size=(16, 64),
+    polar=True,
+    polar_center="pixel",
+    source="test",
+    note="CPU-sized test recipe",
     optimizer=OptimizerConfig("adamw", lr=3e-3, weight_decay=0.01),
-    schedule=ScheduleConfig("cosine", warmup_steps=3), epochs=3, batch_size=8,
+    schedule=ScheduleConfig("cosine", warmup_steps=3),
+    epochs=3,
+    batch_size=8,
     grad_clip=GradClip("norm", 1.0),
-    augmentation=Augmentation(hflip_p=0.5, rot90_p=0.5, color_jitter=0.2, color_jitter_p=0.5, dropout_p=0.3,
-                              dropout_holes=(1, 3)),
+    augmentation=Augmentation(
+        hflip_p=0.5, rot90_p=0.5, color_jitter=0.2, color_jitter_p=0.5, dropout_p=0.3, dropout_holes=(1, 3)
+    ),
     sampling=SamplingConfig("similarity", n_near=2, n_far=2, neighbour_range=8, similarity_every=1),
 )
 
 
 @pytest.fixture(scope="module")
 def data():
-    return split_holdout(SyntheticPairs(40, aerial_size=32, ground_size=(16, 64), seed=2), fraction=0.2, seed=0)
+    return split_holdout(
+        SyntheticPairs(40, aerial_size=32, ground_size=(16, 64), seed=2), fraction=0.2, seed=0
+    )
 
 
 def make(out_dir, data, model_seed=0, **kwargs):
     torch.manual_seed(model_seed)
     train, val = data
-    return Trainer(TinyCrossView(), RECIPE, train, val, out_dir=out_dir, seed=7, loss=ScaledInfoNCE(), **kwargs)
+    return Trainer(
+        TinyCrossView(), RECIPE, train, val, out_dir=out_dir, seed=7, loss=ScaledInfoNCE(), **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +116,10 @@ def assert_same_run(resumed, result, reference):
     assert torch.equal(ref_trainer.loss_fn.logit_scale, resumed.loss_fn.logit_scale)
     assert result.history == ref_result.history
     assert (result.best_metric, result.best_epoch, result.global_step) == (
-        ref_result.best_metric, ref_result.best_epoch, ref_result.global_step)
+        ref_result.best_metric,
+        ref_result.best_epoch,
+        ref_result.global_step,
+    )
 
 
 def test_reference_run_learns_something(reference):

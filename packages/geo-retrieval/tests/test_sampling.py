@@ -133,7 +133,12 @@ class TestNeighbourSamplers:
         n = 200
         table = torch.stack([torch.randperm(n)[:50] for _ in range(n)])
         table = torch.where(table == torch.arange(n)[:, None], (table + 1) % n, table)
-        mk = lambda seed: NeighbourBatchSampler(n, 20, neighbours=table, n_near=4, n_far=8, neighbour_range=50, seed=seed)  # noqa: E731
+
+        def mk(seed):
+            return NeighbourBatchSampler(
+                n, 20, neighbours=table, n_near=4, n_far=8, neighbour_range=50, seed=seed
+            )
+
         assert list(mk(0)) == list(mk(0))
         assert list(mk(0)) != list(mk(1))
         _check_unique(list(mk(0)))

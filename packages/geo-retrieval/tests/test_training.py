@@ -45,8 +45,12 @@ class TinyCrossView(nn.Module):
 
         def enc() -> nn.Module:
             return nn.Sequential(
-                nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Dropout(0.1),
-                nn.Conv2d(8, dim, 3, stride=2, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                nn.Conv2d(3, 8, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Dropout(0.1),
+                nn.Conv2d(8, dim, 3, stride=2, padding=1),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
             )
 
         self.g, self.a = enc(), enc()
@@ -71,11 +75,22 @@ def infonce(sim):
 
 def tiny_recipe(**changes) -> Recipe:
     base = Recipe(
-        name="tiny", variant="small", backbone="-", head="-", loss="infonce",
-        ground_size=(16, 64), aerial_size=(16, 64), polar=True, polar_center="pixel",
-        source="test", note="CPU-sized test recipe",
-        optimizer=OptimizerConfig("adamw", lr=3e-3), schedule=ScheduleConfig("cosine", warmup_steps=2),
-        epochs=2, batch_size=8, grad_clip=GradClip("norm", 1.0),
+        name="tiny",
+        variant="small",
+        backbone="-",
+        head="-",
+        loss="infonce",
+        ground_size=(16, 64),
+        aerial_size=(16, 64),
+        polar=True,
+        polar_center="pixel",
+        source="test",
+        note="CPU-sized test recipe",
+        optimizer=OptimizerConfig("adamw", lr=3e-3),
+        schedule=ScheduleConfig("cosine", warmup_steps=2),
+        epochs=2,
+        batch_size=8,
+        grad_clip=GradClip("norm", 1.0),
         augmentation=Augmentation(hflip_p=0.5, rot90_p=0.5, color_jitter=0.2, color_jitter_p=0.5),
     )
     return base.replace(**changes)
@@ -172,8 +187,16 @@ class TestAugment:
             t(batch, None, train=True)
 
     def test_rank_slices_draw_like_one_process(self):
-        aug = Augmentation(hflip_p=0.5, rot90_p=0.5, color_jitter=0.3, color_jitter_p=0.5, blur_p=0.5,
-                           dropout_p=0.5, dropout_holes=(1, 3), pano_shift_deg=90.0)
+        aug = Augmentation(
+            hflip_p=0.5,
+            rot90_p=0.5,
+            color_jitter=0.3,
+            color_jitter_p=0.5,
+            blur_p=0.5,
+            dropout_p=0.5,
+            dropout_holes=(1, 3),
+            pano_shift_deg=90.0,
+        )
         t = BatchTransform(ground_size=(16, 64), aerial_size=(16, 64), polar=True, augmentation=aug)
         batch = {"ground": torch.rand(6, 3, 16, 64), "aerial": torch.rand(6, 3, 32, 32)}
         full = t(batch, torch.Generator().manual_seed(5), train=True)
@@ -186,8 +209,12 @@ class TestAugment:
             t(batch, torch.Generator(), train=True, offset=2, global_batch=6)
 
     def test_orientation_noise_at_evaluation(self):
-        t = BatchTransform(ground_size=(8, 32), aerial_size=(8, 32), polar=True,
-                           augmentation=Augmentation(pano_shift_deg=360.0))
+        t = BatchTransform(
+            ground_size=(8, 32),
+            aerial_size=(8, 32),
+            polar=True,
+            augmentation=Augmentation(pano_shift_deg=360.0),
+        )
         batch = {"ground": torch.rand(4, 3, 8, 32), "aerial": torch.rand(4, 3, 16, 16)}
         known = t(batch, None, train=False)
         a = t(batch, torch.Generator().manual_seed(1), train=False, orientation_noise=True)
@@ -212,7 +239,9 @@ class TestTrainer:
             Trainer(TinyCrossView(), tiny_recipe(), train, test_like, out_dir=tmp_path, loss=infonce)
         _, val = pairs
         with pytest.raises(ValueError, match="test"):
-            Trainer(TinyCrossView(), tiny_recipe(), train, val, out_dir=tmp_path, loss=infonce, val_split="test")
+            Trainer(
+                TinyCrossView(), tiny_recipe(), train, val, out_dir=tmp_path, loss=infonce, val_split="test"
+            )
         with pytest.raises(ValueError, match="held out"):
             Trainer(TinyCrossView(), tiny_recipe(), train, train, out_dir=tmp_path, loss=infonce)
         with pytest.raises(ValueError, match="test"):
@@ -248,8 +277,15 @@ class TestTrainer:
         res = trainer.fit()
         assert res.finished and res.global_step == 2 * (32 // 8) and res.epochs_completed == 2
         assert res.selection_split == "train-holdout" and res.best_metric is not None
-        assert [h["epoch"] for h in res.history] == [0, 1] and all(math.isfinite(h["train/loss"]) for h in res.history)
-        for f in ("last/model.safetensors", "last/trainer_state.pt", "best/model.safetensors", "best/info.json"):
+        assert [h["epoch"] for h in res.history] == [0, 1] and all(
+            math.isfinite(h["train/loss"]) for h in res.history
+        )
+        for f in (
+            "last/model.safetensors",
+            "last/trainer_state.pt",
+            "best/model.safetensors",
+            "best/info.json",
+        ):
             assert (tmp_path / f).is_file(), f
         state = torch.load(tmp_path / "last/trainer_state.pt", map_location="cpu", weights_only=True)
         assert state["global_step"] == 8 and state["selection_split"] == "train-holdout"
@@ -263,7 +299,9 @@ class TestTrainer:
         recipe = tiny_recipe(epochs=4, schedule=ScheduleConfig("cosine", warmup_steps=3))
         seen = []
         cb = lambda tr, logs: seen.append(tr.optimizers["main"].param_groups[0]["lr"])  # noqa: E731
-        Trainer(TinyCrossView(), recipe, train, out_dir=tmp_path, loss=infonce, callbacks=[cb], max_steps=6).fit()
+        Trainer(
+            TinyCrossView(), recipe, train, out_dir=tmp_path, loss=infonce, callbacks=[cb], max_steps=6
+        ).fit()
         f = WarmupCosine(warmup_steps=3, total_steps=16)
         assert seen == pytest.approx([3e-3 * f(s) for s in range(1, 7)])
 
@@ -271,8 +309,10 @@ class TestTrainer:
     def test_grad_clip_bounds_the_update(self, pairs, tmp_path, kind):
         train, _ = pairs
         recipe = tiny_recipe(
-            optimizer=OptimizerConfig("sgd", lr=1.0, betas=(0.0, 0.0)), schedule=ScheduleConfig("constant"),
-            grad_clip=GradClip(kind, 1e-3), augmentation=Augmentation(),
+            optimizer=OptimizerConfig("sgd", lr=1.0, betas=(0.0, 0.0)),
+            schedule=ScheduleConfig("constant"),
+            grad_clip=GradClip(kind, 1e-3),
+            augmentation=Augmentation(),
         )
         model = TinyCrossView()
         before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
@@ -286,8 +326,16 @@ class TestTrainer:
 
     def test_amp_bf16_and_channels_last(self, pairs, tmp_path):
         train, val = pairs
-        tr = Trainer(TinyCrossView(), tiny_recipe(epochs=1), train, val, out_dir=tmp_path, loss=infonce, amp=True,
-                     channels_last=True)
+        tr = Trainer(
+            TinyCrossView(),
+            tiny_recipe(epochs=1),
+            train,
+            val,
+            out_dir=tmp_path,
+            loss=infonce,
+            amp=True,
+            channels_last=True,
+        )
         assert tr.autocast_dtype == torch.bfloat16 and tr.scaler is None
         res = tr.fit()
         assert math.isfinite(res.history[0]["train/loss"])
@@ -299,7 +347,9 @@ class TestTrainer:
             if logs["step"] == 3:
                 raise StopTraining
 
-        res = Trainer(TinyCrossView(), tiny_recipe(), train, out_dir=tmp_path, loss=infonce, callbacks=[stop]).fit()
+        res = Trainer(
+            TinyCrossView(), tiny_recipe(), train, out_dir=tmp_path, loss=infonce, callbacks=[stop]
+        ).fit()
         assert not res.finished and res.global_step == 3
         state = torch.load(tmp_path / "last/trainer_state.pt", weights_only=True)
         assert (state["epoch"], state["batch_in_epoch"], state["global_step"]) == (0, 3, 3)
@@ -311,8 +361,10 @@ class TestTrainer:
             calls = 0
 
             def configure_optimizers(self, recipe):
-                return {"ground": torch.optim.SGD(self.g.parameters(), lr=0.1),
-                        "aerial": torch.optim.SGD(self.a.parameters(), lr=0.1)}
+                return {
+                    "ground": torch.optim.SGD(self.g.parameters(), lr=0.1),
+                    "aerial": torch.optim.SGD(self.a.parameters(), lr=0.1),
+                }
 
             def training_step(self, batch, trainer):
                 TwoOpt.calls += 1
@@ -335,8 +387,10 @@ class TestTrainer:
 
     def test_similarity_sampler_is_refreshed(self, pairs, tmp_path):
         train, val = pairs
-        recipe = tiny_recipe(epochs=2, sampling=SamplingConfig("similarity", n_near=2, n_far=1,
-                                                                neighbour_range=6, similarity_every=1))
+        recipe = tiny_recipe(
+            epochs=2,
+            sampling=SamplingConfig("similarity", n_near=2, n_far=1, neighbour_range=6, similarity_every=1),
+        )
         tr = Trainer(TinyCrossView(), recipe, train, val, out_dir=tmp_path, loss=infonce)
         gps_table = tr.batch_sampler.neighbours.copy()  # from the samples' utm
         tr.fit()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 SCRIPT = textwrap.dedent(
-    '''
+    """
     import os, sys
     import torch
     import torch.nn.functional as F
@@ -67,7 +67,7 @@ SCRIPT = textwrap.dedent(
     state["logit_scale"] = trainer.loss_fn.logit_scale.detach().clone()
     torch.save({"state": state, "history": result.history, "world": trainer.world_size,
                 "step": result.global_step}, os.path.join(out, f"rank{trainer.rank}.pt"))
-    '''
+    """
 )
 
 
@@ -85,8 +85,21 @@ def test_two_gloo_ranks_stay_in_sync_and_match_one_process(tmp_path):
     script.write_text(SCRIPT)
     (tmp_path / "ddp").mkdir()
     (tmp_path / "single").mkdir()
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--rdzv_backend", "c10d",
-          "--rdzv_endpoint", "localhost:0", str(script), str(tmp_path / "ddp")], tmp_path)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--rdzv_backend",
+            "c10d",
+            "--rdzv_endpoint",
+            "localhost:0",
+            str(script),
+            str(tmp_path / "ddp"),
+        ],
+        tmp_path,
+    )
     _run([sys.executable, str(script), str(tmp_path / "single")], tmp_path)
 
     r0 = torch.load(tmp_path / "ddp/rank0.pt", weights_only=True)

@@ -69,7 +69,10 @@ def haversine_distance(latlon_a: Tensor, latlon_b: Tensor, *, radius: float = EA
     b = torch.deg2rad(latlon_b.to(torch.float64))
     dlat = b[None, :, 0] - a[:, None, 0]
     dlon = b[None, :, 1] - a[:, None, 1]
-    h = torch.sin(dlat / 2) ** 2 + torch.cos(a[:, None, 0]) * torch.cos(b[None, :, 0]) * torch.sin(dlon / 2) ** 2
+    h = (
+        torch.sin(dlat / 2) ** 2
+        + torch.cos(a[:, None, 0]) * torch.cos(b[None, :, 0]) * torch.sin(dlon / 2) ** 2
+    )
     return 2.0 * radius * torch.asin(torch.sqrt(h.clamp(0.0, 1.0)))
 
 
@@ -171,7 +174,9 @@ def similarity_neighbours(
     codes = _group_codes(groups, n)
     sim = similarity or (lambda q, r: q.flatten(1).float() @ r.flatten(1).float().T)
     with torch.no_grad():
-        return _blockwise_topk(lambda sl: sim(query[sl], reference).cpu(), n, k, codes, largest=True, block=block)
+        return _blockwise_topk(
+            lambda sl: sim(query[sl], reference).cpu(), n, k, codes, largest=True, block=block
+        )
 
 
 def rank_slice(batch: Sequence[int], rank: int, world_size: int) -> list[int]:
@@ -320,9 +325,7 @@ class NeighbourBatchSampler(UniqueIdBatchSampler):
             self.neighbours = None
         else:
             if neighbours.ndim != 2 or neighbours.shape[0] != self.num_samples:
-                raise ValueError(
-                    f"neighbours must be ({self.num_samples}, R), got {tuple(neighbours.shape)}"
-                )
+                raise ValueError(f"neighbours must be ({self.num_samples}, R), got {tuple(neighbours.shape)}")
             self.neighbours = neighbours.detach().cpu().to(torch.int64).numpy().copy()
         self._cache = None
 

@@ -47,6 +47,7 @@ __all__ = [
     "joint_rot90",
 ]
 
+
 @dataclass(frozen=True)
 class Normalisation:
     """Per-channel ``(x - mean) / std`` on [0, 1] RGB images.
@@ -101,7 +102,14 @@ class Augmentation:
     def enabled(self) -> bool:
         return any(
             p > 0
-            for p in (self.hflip_p, self.rot90_p, self.pano_shift_deg, self.color_jitter_p, self.blur_p, self.dropout_p)
+            for p in (
+                self.hflip_p,
+                self.rot90_p,
+                self.pano_shift_deg,
+                self.color_jitter_p,
+                self.blur_p,
+                self.dropout_p,
+            )
         )
 
 
@@ -126,7 +134,9 @@ def joint_rot90(aerial: Tensor, ground: Tensor, k: int) -> tuple[Tensor, Tensor]
     if aerial.shape[-1] != aerial.shape[-2]:
         if aerial.shape[-1] % 4:
             raise ValueError(f"polar aerial width must be divisible by 4, got {aerial.shape[-1]}")
-        return aerial.roll(-k * aerial.shape[-1] // 4, dims=-1), ground.roll(-k * ground.shape[-1] // 4, dims=-1)
+        return aerial.roll(-k * aerial.shape[-1] // 4, dims=-1), ground.roll(
+            -k * ground.shape[-1] // 4, dims=-1
+        )
     return _gt_joint_rotate(aerial, ground, k=k)
 
 
@@ -296,7 +306,7 @@ class BatchTransform:
             x = (x * bright).clamp(0, 1)
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             x = ((x - mean) * contrast + mean).clamp(0, 1)
-            gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+            gray = 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
             x = ((x - gray) * sat + gray).clamp(0, 1)
         if aug.blur_p > 0:
             on = draws.rand() < aug.blur_p

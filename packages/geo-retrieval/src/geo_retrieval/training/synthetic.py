@@ -65,8 +65,12 @@ class SyntheticPairs(Dataset):
         self.split = split
         gen = torch.Generator().manual_seed(seed)
         s = int(aerial_size)
-        coarse = F.interpolate(torch.rand(n, 3, 4, 4, generator=gen), size=(s, s), mode="bicubic", align_corners=False)
-        fine = F.interpolate(torch.rand(n, 3, 12, 12, generator=gen), size=(s, s), mode="bicubic", align_corners=False)
+        coarse = F.interpolate(
+            torch.rand(n, 3, 4, 4, generator=gen), size=(s, s), mode="bicubic", align_corners=False
+        )
+        fine = F.interpolate(
+            torch.rand(n, 3, 12, 12, generator=gen), size=(s, s), mode="bicubic", align_corners=False
+        )
         aerial = (0.6 * coarse + 0.4 * fine).clamp(0, 1)
         h, w = ground_size
         ground = polar_transform(aerial, (h, w), center="pixel")
@@ -83,7 +87,9 @@ class SyntheticPairs(Dataset):
         self.ground = ground.contiguous()
         self.ids = [f"loc{id_offset + i:05d}" for i in range(n)]
         side = math.ceil(math.sqrt(n))
-        grid = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).reshape(-1, 2)[:n]
+        grid = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).reshape(
+            -1, 2
+        )[:n]
         jitter = torch.rand(n, 2, generator=gen, dtype=torch.float64) - 0.5
         metres = (grid.to(torch.float64) + 0.5 * jitter) * 50.0 + id_offset * 1.0e4  # 50 m grid
         self.utm = torch.stack([500_000.0 + metres[:, 1], 4_000_000.0 + metres[:, 0]], -1)

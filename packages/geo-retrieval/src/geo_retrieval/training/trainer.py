@@ -17,6 +17,9 @@ Convention:
       ``configure_optimizers(recipe) -> dict[str, Optimizer]``, in which case ``training_step`` does
       its own backward passes and calls :meth:`Trainer.optimizer_step` per optimiser (GANs). The
       trainer still owns schedulers (one per optimiser), AMP scaler, checkpoints and evaluation.
+    - **Similarity sampling** re-embeds the train set (eval preprocessing) at the start of every
+      ``sampling.similarity_every``-th epoch; under DDP every rank embeds it (identical weights give
+      identical neighbour tables, no broadcast needed).
     - **Validation** is a held-out slice of train (never a split named ``"test"``), evaluated on
       rank 0 every ``eval_every`` epochs; the best ``selection_metric`` (default ``"R@1"``) is kept
       in ``best/``; ``selection_split`` is recorded.
@@ -103,9 +106,13 @@ def build_optimizer(params: Sequence[nn.Parameter] | Sequence[dict], config: Any
     name = config.name.lower()
     if name in ("adam", "adamw"):
         cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        return cls(params, lr=config.lr, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay)
+        return cls(
+            params, lr=config.lr, betas=tuple(config.betas), eps=config.eps, weight_decay=config.weight_decay
+        )
     if name == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.betas[0], weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.betas[0], weight_decay=config.weight_decay
+        )
     raise ValueError(f"unknown optimiser {config.name!r}; available: adam, adamw, sgd")
 
 
@@ -135,7 +142,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     npst = state["numpy"]
     np.random.set_state(  # noqa: NPY002
-        (npst["name"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["cached_gaussian"])
+        (
+            npst["name"],
+            npst["keys"].numpy().astype(np.uint32),
+            npst["pos"],
+            npst["has_gauss"],
+            npst["cached_gaussian"],
+        )
     )
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
@@ -229,7 +242,9 @@ class Trainer:
         eval_batch_size: int | None = None,
     ) -> None:
         self.recipe = recipe
-        self.val_split = val_split or getattr(val_dataset, "split", None) or ("val" if val_dataset is not None else None)
+        self.val_split = (
+            val_split or getattr(val_dataset, "split", None) or ("val" if val_dataset is not None else None)
+        )
         for name in (val_split, getattr(val_dataset, "split", None)):
             if name is not None and str(name).strip().lower() == "test":
                 raise ValueError(
@@ -249,7 +264,9 @@ class Trainer:
         self.epochs = int(epochs if epochs is not None else recipe.epochs)
         self.batch_size = int(batch_size if batch_size is not None else recipe.batch_size)
         if self.batch_size % self.world_size:
-            raise ValueError(f"global batch_size {self.batch_size} must be divisible by world size {self.world_size}")
+            raise ValueError(
+                f"global batch_size {self.batch_size} must be divisible by world size {self.world_size}"
+            )
         self.eval_every = max(1, int(eval_every))
         self.selection_metric = selection_metric
         self.max_steps = max_steps
@@ -281,7 +298,9 @@ class Trainer:
             self.loss_fn.to(self.device)
         self._loss_takes_utm = self._accepts_utm(self.loss_fn)
         if self.custom_optim:
-            self.optimizers: dict[str, torch.optim.Optimizer] = dict(self.raw_model.configure_optimizers(recipe))
+            self.optimizers: dict[str, torch.optim.Optimizer] = dict(
+                self.raw_model.configure_optimizers(recipe)
+            )
         else:
             params = [p for p in self.raw_model.parameters() if p.requires_grad]
             params += self._extra_params()
@@ -299,8 +318,13 @@ class Trainer:
         total = sched.total_steps or self.epochs * self.steps_per_epoch
         warmup = sched.warmup_steps or round(sched.warmup_epochs * self.steps_per_epoch)
         self.schedulers = {
-            name: build_lr_scheduler(opt, warmup_steps=warmup, total_steps=max(total, 1), kind=sched.kind,
-                                     min_factor=sched.min_factor)
+            name: build_lr_scheduler(
+                opt,
+                warmup_steps=warmup,
+                total_steps=max(total, 1),
+                kind=sched.kind,
+                min_factor=sched.min_factor,
+            )
             for name, opt in self.optimizers.items()
         }
 
@@ -384,7 +408,9 @@ class Trainer:
             metric = "euclidean" if key == "utm" else "haversine"
             neighbours = geo_neighbours(values, cfg.neighbour_range, metric=metric, groups=groups)
         elif kind == "gps":
-            logger.warning("sampler 'gps' needs 'utm' or 'latlon' in the train samples; using unique-ID batches")
+            logger.warning(
+                "sampler 'gps' needs 'utm' or 'latlon' in the train samples; using unique-ID batches"
+            )
         opts = {"n_near": cfg.n_near, "n_far": cfg.n_far, "neighbour_range": cfg.neighbour_range, **common}
         if kind == "gps":
             return NeighbourBatchSampler(n, self.batch_size, neighbours=neighbours, **opts)
@@ -394,7 +420,9 @@ class Trainer:
     def autocast(self) -> torch.autocast:
         """The trainer's autocast context (disabled when AMP is off)."""
         return torch.autocast(
-            self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
+            self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
         )
 
     def backward(self, loss: Tensor) -> None:
@@ -463,7 +491,9 @@ class Trainer:
         batch = _to_device(batch, self.device)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
         local = batch["ground"].shape[0]
-        batch = self.transform(batch, gen, train=True, offset=self.rank * local, global_batch=local * self.world_size)
+        batch = self.transform(
+            batch, gen, train=True, offset=self.rank * local, global_batch=local * self.world_size
+        )
         if self.channels_last:
             batch["ground"] = batch["ground"].contiguous(memory_format=torch.channels_last)
             batch["aerial"] = batch["aerial"].contiguous(memory_format=torch.channels_last)
@@ -642,8 +672,12 @@ class Trainer:
                     best = self.out_dir / "best"
                     best.mkdir(parents=True, exist_ok=True)
                     save_weights(self.raw_model, best / WEIGHTS_FILE, self._metadata())
-                    info = {"epoch": self.epoch, "step": self.global_step, self.selection_metric: value,
-                            "selection_split": self.val_split}
+                    info = {
+                        "epoch": self.epoch,
+                        "step": self.global_step,
+                        self.selection_metric: value,
+                        "selection_split": self.val_split,
+                    }
                     _atomic_text(json.dumps(info, indent=1) + "\n", best / "info.json")
                 ddp.barrier()
         self.history.append(record)
@@ -659,7 +693,9 @@ class Trainer:
         if self.is_main:
             recipe_json = getattr(self.recipe, "to_dict", None)
             if recipe_json is not None:
-                _atomic_text(json.dumps(recipe_json(), indent=1, default=str) + "\n", self.out_dir / "recipe.json")
+                _atomic_text(
+                    json.dumps(recipe_json(), indent=1, default=str) + "\n", self.out_dir / "recipe.json"
+                )
         self.raw_model.train()
         stopped = False
         start_time = time.perf_counter() - self.train_seconds
@@ -678,7 +714,10 @@ class Trainer:
                     )
                 loader = self._loader(batches[self.batch_in_epoch :])
                 bar = tqdm(
-                    loader, desc=f"epoch {self.epoch}", disable=not (self.progress and self.is_main), leave=False
+                    loader,
+                    desc=f"epoch {self.epoch}",
+                    disable=not (self.progress and self.is_main),
+                    leave=False,
                 )
                 for batch in bar:
                     self._in_step = True
