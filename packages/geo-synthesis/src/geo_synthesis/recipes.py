@@ -176,4 +176,7 @@ def register_all(registry: object = None) -> list[Recipe]:
     """
     recipes: list[Recipe] = list(toker21_recipes())
     # SMDT (geo_synthesis.smdt.recipes) adds its recipes on the next line.
+    from .smdt.recipes import smdt_recipes  # importing it registers the smdt builder
+
+    recipes += smdt_recipes()
     return recipes

@@ -105,8 +105,8 @@ def smdt_recipes() -> list[SMDTRecipe]:
         cascade=CascadeConfig(
             num_classes=6, gan_size=(32, 128),
             mixed=MixedParams(meters_per_pixel=0.4),  # the full geometry scaled to a 64 px aerial
-            architecture="cascade", ngf=16, num_downs=3, n_blocks=2, max_channels=128,
-            ndf=16, d_layers=2, d_scales=2,
+            architecture="cascade", ngf=8, num_downs=3, n_blocks=1, max_channels=64,
+            ndf=8, d_layers=2, d_scales=2,
         ),
         retrieval_ground_size=(32, 128),
         retrieval_aerial_size=(32, 128),
