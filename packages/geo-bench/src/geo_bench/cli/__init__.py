@@ -27,6 +27,10 @@ VERBS: dict[str, str] = {
     "prepare": ".prepare",
     "duplicates": ".duplicates",
     "synth": ".synth",
+    "train": ".train",
+    "evaluate": ".evaluate",
+    "leaderboard": ".leaderboard",
+    "reported": ".reported",
 }
 
 

@@ -145,17 +145,20 @@ def _render(split: str, num: int, cfg: WorldConfig, progress: bool) -> dict[str,
     return {"ground": ground, "aerial": aerial, "ids": np.array(world.ids), "utm": world.utm.numpy()}
 
 
-def load_world(cfg: WorldConfig, cache_dir: str | Path | None = None, *, progress: bool = False) -> tuple[TensorPairs, TensorPairs]:
+def load_world(cfg: WorldConfig, cache_dir: str | Path | None = None, *, progress: bool = False,
+               train: bool = True) -> tuple[TensorPairs | None, TensorPairs]:
     """The (train, test) splits of the synthetic world as :class:`TensorPairs`, rendered once.
 
     Args:
         cfg: the world.
         cache_dir: where ``world-<key>/{train,test}.npz`` are kept (None: render, do not cache).
         progress: show rendering progress bars.
+        train: also load the train split (else it is returned as None).
     """
-    out = []
+    out: list[TensorPairs | None] = [] if train else [None]
     folder = Path(cache_dir) / f"world-{cfg.key()}" if cache_dir is not None else None
-    for split, num in (("train", cfg.n_train), ("test", cfg.n_test)):
+    splits = (("train", cfg.n_train), ("test", cfg.n_test)) if train else (("test", cfg.n_test),)
+    for split, num in splits:
         path = folder / f"{split}.npz" if folder is not None else None
         arrays = None
         if path is not None and path.exists():

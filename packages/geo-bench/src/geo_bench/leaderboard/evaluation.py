@@ -103,7 +103,7 @@ def _recall(g: Tensor, a: Tensor, similarity: Callable | None, **kw: Any) -> tup
     from ..metrics import retrieval_recall
 
     res = retrieval_recall(g, a, similarity=similarity, **kw)
-    metrics = {k: float(v) for k, v in res.as_dict().items()}
+    metrics = {k: (int(v) if k.startswith("K_") else float(v)) for k, v in res.as_dict().items()}
     r = compute_ranks(g, a, similarity=similarity, gt_index=kw.get("gt_index"))
     return metrics, res.protocol_dict(), r
 
@@ -195,7 +195,7 @@ def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | Non
         positives = test.positives  # type: ignore[attr-defined]
         semi = torch.as_tensor(test._tiles[:, 1:])  # type: ignore[attr-defined]
         res = vigor_recall(g, a, positives, semi, similarity=similarity)
-        metrics = {k: float(v) for k, v in res.as_dict().items()}
+        metrics = {k: (int(v) if k.startswith("K_") else float(v)) for k, v in res.as_dict().items()}
         tile_ll = torch.stack([torch.as_tensor(gallery[j]["latlon"]) for j in range(len(gallery))])
         errors = localisation_errors(res.top1_index, tile_ll, torch.as_tensor(test.latlon))  # type: ignore[attr-defined]
         curve = meter_level_accuracy(errors)
@@ -215,7 +215,7 @@ def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | Non
 
         utm = torch.stack([torch.as_tensor(test[i]["utm"]) for i in range(n)]) if not hasattr(test, "utm") else test.utm  # type: ignore[attr-defined]
         res = cvact_test_recall(g, a, "utm_5m", query_utm=utm, reference_utm=utm, radius_m=5.0, similarity=similarity)
-        metrics = {k: float(v) for k, v in res.as_dict().items()}
+        metrics = {k: (int(v) if k.startswith("K_") else float(v)) for k, v in res.as_dict().items()}
         proto = {"orientation_known": True, "fov": 360.0, "cvact_test": "utm_5m", "radius_m": 5.0}
         results.append(EvalResult(split, proto, n, a.shape[0], metrics, time.perf_counter() - t0))
         return results

@@ -55,7 +55,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The CI smoke-test world: a tiny district, tiny images, one epoch of a few steps per recipe.
-TINY_WORLD = WorldConfig(n_train=72, n_test=32, ground_size=(32, 128), aerial_size=64, district_m=500.0, holdout=0.12)
+TINY_WORLD = WorldConfig(n_train=72, n_test=20, ground_size=(32, 128), aerial_size=64, district_m=500.0, holdout=0.12)
 
 
 class CheckpointMismatchError(ValueError):
@@ -211,7 +211,7 @@ def open_datasets(cfg: RunConfig, cache_dir: str | Path | None, *, progress: boo
                   need_train: bool = True) -> tuple[Any, Any]:
     """(train, test) datasets of a run; train is None when ``need_train`` is False (real data)."""
     if cfg.dataset == "synthetic":
-        return load_world(cfg.world, cache_dir, progress=progress)
+        return load_world(cfg.world, cache_dir, progress=progress, train=need_train)
     kwargs: dict[str, Any] = {"area": cfg.vigor_area} if cfg.dataset == "vigor" else {}
     train = open_real_dataset(cfg.dataset, cfg.root, "train", **kwargs) if need_train else None  # type: ignore[arg-type]
     test = open_real_dataset(cfg.dataset, cfg.root, cfg.test_split, **kwargs)  # type: ignore[arg-type]

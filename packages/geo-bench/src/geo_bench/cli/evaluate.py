@@ -1,0 +1,124 @@
+"""Evaluate a trained checkpoint on a test split under every protocol the dataset supports and
+append the results to the results store.
+
+--checkpoint is a run folder written by `geo-bench train` (its best/ weights are used, else last/),
+a best/ or last/ folder, or a .safetensors file. The recipe is read from the run (recipe.json or
+the weights' metadata) unless --recipe / --variant are given. Weights are loaded strictly: a
+checkpoint of another recipe or variant is refused with the keys / shapes that differ; pickle
+files (.pt, .pth) are only read with torch's weights_only loader, and one that needs other globals
+is refused, never unpickled.
+
+Protocols: synthetic world: orientation known and unknown (seeded rolls; orientation accuracy for
+orientation-aware recipes); CVUSA, CVACT_val: R@1/5/10/1%; CVACT_test (--split test): utm_5m;
+VIGOR: R@K, hit rate and localisation error of the retrieved tile.
+
+  geo-bench evaluate --checkpoint runs/safa-small-s0
+  geo-bench evaluate --checkpoint runs/s4g/best --dataset cvusa --root data/CVUSA --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from ._common import add_data_arguments, add_runtime_arguments, apply_threads, guarded, progress_enabled, world_config
+
+HELP = "evaluate a checkpoint on a test split (all protocols) into the results store"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="run folder, best/ or last/ folder, or weights file")
+    parser.add_argument("--recipe", help="recipe name (default: from the checkpoint)")
+    parser.add_argument("--variant", choices=["small", "full"], help="recipe variant (default: from the checkpoint)")
+    parser.add_argument("--split", help="split to evaluate (default test; CVACT: val = CVACT_val)")
+    parser.add_argument("--seed", type=int, help="training seed to record (default: from the trainer state, else 0)")
+    parser.add_argument("--store", default="results.jsonl", help="results store to append to (default results.jsonl)")
+    parser.add_argument("--cache", help="synthetic world cache folder (default: render without caching)")
+    add_data_arguments(parser)
+    add_runtime_arguments(parser)
+
+
+def _locate(path: str):
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_file():
+        return p, p.parent
+    if not p.exists():
+        raise FileNotFoundError(f"--checkpoint {p} does not exist")
+    for sub in ("best", "last", "."):
+        for name in ("model.safetensors", "model.pt", "model.pth"):
+            f = p / sub / name
+            if f.is_file():
+                run_dir = p if sub != "." else (p.parent if p.name in ("best", "last") else p)
+                return f, run_dir
+    raise FileNotFoundError(f"no weights in {p} (looked for best/, last/ or model.safetensors)")
+
+
+def _recipe_name(weights, run_dir, args: argparse.Namespace) -> tuple[str, str]:
+    name, variant = args.recipe, args.variant
+    if name and variant:
+        return name, variant
+    meta: dict = {}
+    rj = run_dir / "recipe.json"
+    if rj.is_file():
+        d = json.loads(rj.read_text())
+        meta = {"recipe": d.get("name"), "variant": d.get("variant")}
+    elif weights.suffix == ".safetensors":
+        from geo_retrieval.checkpoint import read_metadata
+
+        meta = read_metadata(weights)
+    name = name or meta.get("recipe")
+    variant = variant or meta.get("variant")
+    if not name or not variant:
+        raise ValueError(f"cannot tell the recipe of {weights}; pass --recipe NAME --variant small|full")
+    return name, variant
+
+
+def _seed(run_dir, args: argparse.Namespace) -> int:
+    if args.seed is not None:
+        return int(args.seed)
+    state = run_dir / "last" / "trainer_state.pt"
+    if state.is_file():
+        from geo_retrieval.checkpoint import load_trainer_state
+
+        return int(load_trainer_state(state).get("seed", 0))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return guarded(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from geo_retrieval.recipes import build
+    from ..leaderboard.runner import RunConfig, TrainedRun, config_hash, evaluate_trained, get_recipe_or_raise, load_model_weights, open_datasets
+    from ..leaderboard.table import render_rich
+    from ..store import ResultStore
+
+    apply_threads(args)
+    weights, run_dir = _locate(args.checkpoint)
+    name, variant = _recipe_name(weights, run_dir, args)
+    recipe = get_recipe_or_raise(name, variant)
+    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    model = build(recipe)
+    digest = load_model_weights(model, weights)
+    cfg = replace(RunConfig(dataset=args.dataset, root=args.root, variant=variant, seed=_seed(run_dir, args),
+                            eval_split=args.split, device=args.device, vigor_area=args.vigor_area),
+                  world=world_config(args))
+    _, test = open_datasets(cfg, args.cache, progress=progress_enabled(args), need_train=False)
+    train_seconds = float(info.get("train_seconds", 0.0)) or 0.0
+    run_ = TrainedRun(recipe, model, run_dir, info.get("config") or config_hash(recipe.to_dict(), cfg), train_seconds,
+                      int(info.get("global_step", 0)), digest, info.get("selection_split"), info.get("best_R@1"))
+    records = evaluate_trained(run_, test, cfg, progress=progress_enabled(args), source=str(weights))
+    store = ResultStore(args.store)
+    for r in records:
+        store.append(r)
+    render_rich(records, console=None, title=f"{name} ({variant}) on {args.dataset} {cfg.test_split}")
+    print(f"{len(records)} record(s) appended to {store.path}")
+    return 0

@@ -1,0 +1,132 @@
+"""Leaderboard figures (matplotlib, Agg backend, PNG).
+
+Convention:
+    - :func:`plot_recall_curves`: R@K against K (log x axis) per method, one panel per orientation
+      protocol, read from the ``R@K`` metrics of measured records (the evaluation stores a curve).
+    - :func:`plot_bars`: grouped bars of R@1 and R@5 per method, one group per method, hatched bars
+      for the orientation-unknown protocol, a dashed line at chance (1 / gallery size).
+    Both return the written path; figures are closed after saving.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..records import ResultRecord
+
+__all__ = ["plot_bars", "plot_recall_curves", "write_plots"]
+
+
+def _label(r: ResultRecord) -> str:
+    return r.recipe if r.variant in ("none", "reported") else f"{r.recipe} ({r.variant})"
+
+
+def _curve(r: ResultRecord) -> tuple[list[int], list[float]]:
+    pts = []
+    for k, v in r.metrics.items():
+        m = re.fullmatch(r"R@(\d+)", k)
+        if m and isinstance(v, (int, float)):
+            pts.append((int(m.group(1)), float(v)))
+    pts.sort()
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_recall_curves(records: Sequence[ResultRecord], path: str | Path, *, title: str = "Recall@K") -> Path:
+    """Recall@K curves per method (see the module Convention)."""
+    plt = _pyplot()
+    measured = [r for r in records if r.provenance.kind == "measured"]
+    groups: dict[str, list[ResultRecord]] = {}
+    for r in measured:
+        ok = r.protocol.get("orientation_known")
+        key = "orientation known" if ok is not False else "orientation unknown"
+        groups.setdefault(key, []).append(r)
+    keys = sorted(groups) or ["orientation known"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 3.8), squeeze=False, sharey=True)
+    for ax, key in zip(axes[0], keys):
+        for r in sorted(groups.get(key, []), key=lambda r: -(r.metrics.get("R@1") or 0)):
+            ks, vs = _curve(r)
+            if ks:
+                ax.plot(ks, vs, marker=".", markersize=3, linewidth=1.4, label=_label(r))
+        n_ref = max((r.n_reference or 0) for r in groups.get(key, [])) if groups.get(key) else 0
+        if n_ref:
+            ks = [k for k in range(1, min(100, n_ref) + 1)]
+            ax.plot(ks, [100.0 * k / n_ref for k in ks], "k:", linewidth=1, label="chance")
+        ax.set_xscale("log")
+        ax.set_xlabel("K")
+        ax.set_title(key)
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(0, 100)
+    axes[0][0].set_ylabel("R@K (%)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_bars(records: Sequence[ResultRecord], path: str | Path, *, title: str = "R@1 / R@5 on the test split") -> Path:
+    """Grouped R@1 / R@5 bars per method and orientation protocol (see the module Convention)."""
+    plt = _pyplot()
+    measured = [r for r in records if r.provenance.kind == "measured"]
+    methods: list[str] = []
+    for r in sorted(measured, key=lambda r: -(r.metrics.get("R@1") or 0) if r.protocol.get("orientation_known") is not False else 0):
+        if _label(r) not in methods:
+            methods.append(_label(r))
+    protocols = [True, False] if any(r.protocol.get("orientation_known") is False for r in measured) else [True]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.25 * len(methods) + 2), 4.0))
+    width = 0.8 / (2 * len(protocols))
+    colours = {"R@1": "tab:blue", "R@5": "tab:orange"}
+    for pi, known in enumerate(protocols):
+        for mi, metric in enumerate(("R@1", "R@5")):
+            xs, ys = [], []
+            for i, name in enumerate(methods):
+                rec = next((r for r in measured if _label(r) == name
+                            and (r.protocol.get("orientation_known") is not False) == known), None)
+                if rec is not None and rec.metrics.get(metric) is not None:
+                    xs.append(i - 0.4 + width * (pi * 2 + mi + 0.5))
+                    ys.append(rec.metrics[metric])
+            label = f"{metric}, orientation {'known' if known else 'unknown'}"
+            bars = ax.bar(xs, ys, width, color=colours[metric], alpha=1.0 if known else 0.55,
+                          hatch=None if known else "//", edgecolor="white" if known else "black", linewidth=0.4,
+                          label=label)
+            for b, y in zip(bars, ys):
+                ax.annotate(f"{y:.0f}", (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom", fontsize=6)
+    n_ref = max((r.n_reference or 0) for r in measured) if measured else 0
+    if n_ref:
+        ax.axhline(100.0 / n_ref, color="k", linestyle=":", linewidth=1, label=f"chance R@1 ({100.0 / n_ref:.2f}%)")
+    ax.set_xticks(range(len(methods)))
+    ax.set_xticklabels(methods, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("recall (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_plots(records: Sequence[ResultRecord], out_dir: str | Path, stem: str = "leaderboard") -> dict[str, Path]:
+    """``<stem>_recall.png`` and ``<stem>_bar.png`` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    return {
+        "recall_curves": plot_recall_curves(records, out_dir / f"{stem}_recall.png"),
+        "bar_chart": plot_bars(records, out_dir / f"{stem}_bar.png"),
+    }

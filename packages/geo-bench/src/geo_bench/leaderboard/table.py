@@ -1,0 +1,320 @@
+"""Leaderboard tables: measured rows and published (reported) rows, kept in separate sections.
+
+Convention:
+    - :func:`measured_rows` turns measured :class:`~geo_bench.records.ResultRecord` s into flat rows:
+      method, variant, backbone, polar, synthesis, protocol (orientation known / unknown, FoV,
+      CVACT_test rule...), R@1 / R@5 / R@10 / R@1% (with K), dataset-specific metrics (orientation
+      accuracy, hit rate, localisation), train / eval seconds, throughput, and the provenance every
+      measured number needs: data, seed, commit, hardware. Rows are grouped by protocol (orientation
+      known first) and sorted by R@1, best first.
+    - :func:`reported_rows` does the same for published numbers: method, dataset / split, polar,
+      synthesis, protocol, recalls, **source** (as in ``results.md``) and whether it is unverified.
+    - Renderers: :func:`render_rich` (terminal, two tables), :func:`to_markdown` (two sections
+      "Measured here" / "Reported by papers"), :func:`to_csv` (one file, a ``section`` column) and
+      :func:`to_json` (rows + the full records); :func:`write_outputs` writes the files.
+    - Numbers are recalls in percent with one decimal in the text outputs; CSV / JSON keep full precision.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..records import ResultRecord
+
+__all__ = [
+    "MEASURED_COLUMNS",
+    "REPORTED_COLUMNS",
+    "measured_rows",
+    "render_rich",
+    "reported_rows",
+    "to_csv",
+    "to_json",
+    "to_markdown",
+    "write_outputs",
+]
+
+MEASURED_COLUMNS = (
+    "method", "variant", "backbone", "polar", "synthesis", "protocol", "R@1", "R@5", "R@10", "R@1%",
+    "other", "train_s", "eval_s", "train_pairs_per_s", "eval_pairs_per_s", "data", "seed", "commit", "hardware",
+)
+REPORTED_COLUMNS = ("method", "dataset", "split", "polar", "synthesis", "protocol", "R@1", "R@5", "R@10", "R@1%",
+                    "source", "unverified")
+_EXTRA_METRICS = (
+    ("orientation_within_2", "orient ±2 bins {:.1f}%"),
+    ("orientation_median_error_deg", "orient median err {:.1f}°"),
+    ("hit_rate", "hit rate {:.1f}%"),
+    ("median_error_m", "median err {:.1f} m"),
+    ("acc@10m", "≤10 m {:.1f}%"),
+)
+
+
+def _polar(value: Any) -> str:
+    if value is None:
+        return "?"
+    if value is False:
+        return "no"
+    if value is True:
+        return "yes"
+    if isinstance(value, dict):
+        size = value.get("size")
+        return "yes" + (f" {size[0]}x{size[1]}" if isinstance(size, list) and len(size) == 2 else "")
+    return str(value)
+
+
+def _protocol_text(p: dict[str, Any]) -> str:
+    parts = []
+    ok = p.get("orientation_known")
+    if ok is not None:
+        parts.append("orientation known" if ok else "orientation unknown")
+    fov = p.get("fov")
+    if fov is not None and float(fov) != 360.0:
+        parts.append(f"FoV {float(fov):g}°")
+    if p.get("cvact_test"):
+        parts.append(f"CVACT_test {p['cvact_test']}")
+    elif p.get("cvact_test_note"):
+        parts.append(f"CVACT_test {p['cvact_test_note']}")
+    if p.get("area"):
+        parts.append(f"{p['area']}-area")
+    if p.get("trained_on"):
+        parts.append(f"trained on {p['trained_on']}")
+    if p.get("conflict"):
+        parts.append(f"conflicting source: {p['conflict']}")
+    if p.get("top1pct_rule") == "int_plus_one":
+        parts.append("top-1% int+1")
+    return ", ".join(parts) or "-"
+
+
+def _hardware(hw: Any) -> str:
+    if isinstance(hw, dict):
+        cuda = hw.get("cuda")
+        if cuda:
+            return ", ".join(cuda) if isinstance(cuda, list) else str(cuda)
+        cpu = str(hw.get("cpu", "cpu"))
+        cores = hw.get("cores")
+        threads = hw.get("torch_threads")
+        text = cpu + (f" ({cores} cores" if cores else "")
+        if cores:
+            text += f", {threads} torch threads)" if threads else ")"
+        return text
+    return str(hw) if hw else "-"
+
+
+def _data(r: ResultRecord) -> str:
+    world = r.protocol.get("world")
+    if isinstance(world, dict):
+        n_train = world.get("n_train")
+        holdout = world.get("holdout", 0)
+        n_val = round(n_train * holdout) if n_train else None
+        return (f"synthetic world seed {world.get('seed')}: {n_train - (n_val or 0)} train / {n_val} held-out / "
+                f"{r.n_query} test" if n_train else "synthetic world")
+    return f"{r.dataset} {r.split} ({r.n_query} queries / {r.n_reference} references)"
+
+
+def _commit(c: str | None) -> str:
+    if not c:
+        return "-"
+    dirty = c.endswith("+dirty")
+    return c[:10] + ("+dirty" if dirty else "")
+
+
+def measured_rows(records: Sequence[ResultRecord]) -> list[dict[str, Any]]:
+    """Flat rows of measured records (see the module Convention)."""
+    rows = []
+    for r in records:
+        if r.provenance.kind != "measured":
+            continue
+        m, p = r.metrics, r.protocol
+        other = [fmt.format(m[k]) for k, fmt in _EXTRA_METRICS if isinstance(m.get(k), (int, float))]
+        rows.append({
+            "method": r.recipe,
+            "variant": r.variant,
+            "backbone": p.get("backbone", "-"),
+            "polar": _polar(p.get("polar")),
+            "synthesis": "yes" if p.get("synthesis") else "no",
+            "protocol": _protocol_text(p),
+            "orientation_known": p.get("orientation_known"),
+            "R@1": m.get("R@1"),
+            "R@5": m.get("R@5"),
+            "R@10": m.get("R@10"),
+            "R@1%": m.get("R@1%"),
+            "K_1pct": m.get("K_1pct"),
+            "other": "; ".join(other),
+            "train_s": r.provenance.train_seconds,
+            "eval_s": r.provenance.eval_seconds,
+            "train_pairs_per_s": m.get("train_pairs_per_s"),
+            "eval_pairs_per_s": m.get("eval_pairs_per_s"),
+            "dataset": r.dataset,
+            "split": r.split,
+            "data": _data(r),
+            "seed": r.provenance.seed,
+            "commit": r.provenance.commit,
+            "hardware": _hardware(r.provenance.hardware),
+        })
+    rows.sort(key=lambda row: (row["orientation_known"] is False, row["protocol"], -(row["R@1"] or 0.0)))
+    return rows
+
+
+def reported_rows(records: Sequence[ResultRecord]) -> list[dict[str, Any]]:
+    """Flat rows of reported records, in file order."""
+    rows = []
+    for r in records:
+        if r.provenance.kind != "reported":
+            continue
+        p = r.protocol
+        rows.append({
+            "method": r.recipe,
+            "dataset": r.dataset,
+            "split": r.split,
+            "polar": _polar(p.get("polar")) + (f" ({p['polar_note']})" if p.get("polar_note") else ""),
+            "synthesis": "yes" if p.get("synthesis") else "no",
+            "protocol": _protocol_text(p),
+            "R@1": r.metrics.get("R@1"),
+            "R@5": r.metrics.get("R@5"),
+            "R@10": r.metrics.get("R@10"),
+            "R@1%": r.metrics.get("R@1%"),
+            "source": r.provenance.source,
+            "unverified": bool(p.get("unverified")),
+        })
+    return rows
+
+
+def _num(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _cell(row: dict[str, Any], col: str) -> str:
+    v = row.get(col)
+    if col == "R@1%" and row.get("K_1pct") is not None and v is not None:
+        return f"{v:.1f} (K={int(row['K_1pct'])})"
+    if col in ("train_s", "eval_s"):
+        return _num(v, 0 if col == "train_s" else 1)
+    if col in ("train_pairs_per_s", "eval_pairs_per_s"):
+        return _num(v, 0)
+    if col == "commit":
+        return _commit(v)
+    if col == "unverified":
+        return "unverified" if v else ""
+    return _num(v)
+
+
+_MD_MEASURED = (
+    ("method", "method"), ("variant", "variant"), ("backbone", "backbone"), ("polar", "polar"),
+    ("synthesis", "synthesis"), ("protocol", "protocol"), ("R@1", "R@1"), ("R@5", "R@5"), ("R@10", "R@10"),
+    ("R@1%", "R@1%"), ("other", "other"), ("train_s", "train s"), ("eval_s", "eval s"),
+    ("train_pairs_per_s", "train pairs/s"), ("eval_pairs_per_s", "eval pairs/s"),
+)
+_MD_REPORTED = (
+    ("method", "method"), ("dataset", "dataset"), ("split", "split"), ("polar", "polar"),
+    ("synthesis", "synthesis"), ("protocol", "protocol"), ("R@1", "R@1"), ("R@5", "R@5"), ("R@10", "R@10"),
+    ("R@1%", "R@1%"), ("source", "source"), ("unverified", ""),
+)
+
+
+def _md_table(rows: list[dict[str, Any]], cols: Sequence[tuple[str, str]]) -> str:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        lines.append("| " + " | ".join(esc(_cell(row, c)) for c, _ in cols) + " |")
+    return "\n".join(lines)
+
+
+def _provenance_lines(rows: list[dict[str, Any]]) -> list[str]:
+    keys = sorted({(r["data"], r["seed"], _commit(r["commit"]), r["hardware"]) for r in rows}, key=str)
+    return [f"- data: {d}; seed {s}; commit `{c}`; hardware: {h}" for d, s, c, h in keys]
+
+
+def to_markdown(measured: Sequence[ResultRecord], reported: Sequence[ResultRecord] = (), *,
+                title: str | None = "Leaderboard") -> str:
+    """Markdown with a "Measured here" section (rows + their data / seed / commit / hardware) and,
+    when ``reported`` is given, a separate "Reported by papers" section with sources."""
+    m_rows, r_rows = measured_rows(measured), reported_rows(reported)
+    out = []
+    if title:
+        out += [f"## {title}", ""]
+    out += ["### Measured here", ""]
+    if m_rows:
+        out += [_md_table(m_rows, _MD_MEASURED), ""]
+        out += _provenance_lines(m_rows) + [""]
+    else:
+        out += ["(no measured results)", ""]
+    if r_rows:
+        out += ["### Reported by papers (not measured here; source tags as in results.md)", ""]
+        out += [_md_table(r_rows, _MD_REPORTED), ""]
+    return "\n".join(out)
+
+
+def to_csv(measured: Sequence[ResultRecord], reported: Sequence[ResultRecord] = ()) -> str:
+    """One CSV with a ``section`` column (``measured`` / ``reported``); full precision."""
+    cols = ["section", *dict.fromkeys([*MEASURED_COLUMNS, "K_1pct", "dataset", "split", *REPORTED_COLUMNS])]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in measured_rows(measured):
+        writer.writerow({"section": "measured", **row})
+    for row in reported_rows(reported):
+        writer.writerow({"section": "reported", **row})
+    return buf.getvalue()
+
+
+def to_json(measured: Sequence[ResultRecord], reported: Sequence[ResultRecord] = ()) -> str:
+    """``{"measured": {"rows", "records"}, "reported": {"rows", "records"}}`` as JSON text."""
+    data = {
+        "measured": {"rows": measured_rows(measured), "records": [r.to_dict() for r in measured]},
+        "reported": {"rows": reported_rows(reported), "records": [r.to_dict() for r in reported]},
+    }
+    return json.dumps(data, indent=1, allow_nan=False) + "\n"
+
+
+def render_rich(measured: Sequence[ResultRecord], reported: Sequence[ResultRecord] = (), *, console: Any = None,
+                title: str = "Leaderboard") -> None:
+    """Print the measured table and (separately) the reported table with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        import sys
+
+        console = Console() if sys.stdout.isatty() else Console(width=200)
+    m_rows = measured_rows(measured)
+    if m_rows:
+        table = Table(title=f"{title}: measured here", show_lines=False)
+        cols = [c for c in _MD_MEASURED if c[0] != "eval_pairs_per_s"]
+        for key, head in cols:
+            table.add_column(head, justify="right" if key.startswith("R@") or key.endswith("_s") else "left",
+                             overflow="fold")
+        for row in m_rows:
+            table.add_row(*(_cell(row, c) for c, _ in cols))
+        console.print(table)
+        for line in _provenance_lines(m_rows):
+            console.print(line, markup=False)
+    r_rows = reported_rows(reported)
+    if r_rows:
+        table = Table(title="Reported by papers (not measured here)", show_lines=False)
+        for key, head in _MD_REPORTED:
+            table.add_column(head or "flag", justify="right" if key.startswith("R@") else "left", overflow="fold")
+        for row in r_rows:
+            table.add_row(*(_cell(row, c) for c, _ in _MD_REPORTED))
+        console.print(table)
+
+
+def write_outputs(measured: Sequence[ResultRecord], reported: Sequence[ResultRecord], out_dir: str | Path,
+                  stem: str = "leaderboard") -> dict[str, Path]:
+    """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.json`` into ``out_dir``; returns the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv", "json": out_dir / f"{stem}.json"}
+    paths["markdown"].write_text(to_markdown(measured, reported), encoding="utf-8")
+    paths["csv"].write_text(to_csv(measured, reported), encoding="utf-8")
+    paths["json"].write_text(to_json(measured, reported), encoding="utf-8")
+    return paths
