@@ -91,6 +91,12 @@ class TestRegistry:
         with pytest.raises(ValueError, match="grad_clip"):
             r.replace(grad_clip=GradClip("max", 1.0))
 
+    def test_fingerprint_and_hash(self):
+        a, b = get_recipe("safa"), get_recipe("safa")
+        assert a == b and hash(a) == hash(b) and a.fingerprint() == b.fingerprint()
+        assert a.replace(epochs=1).fingerprint() != a.fingerprint()
+        assert len({a, b, get_recipe("dsm")}) == 2
+
     def test_to_dict_is_json(self):
         for name in BUILTIN:
             d = get_recipe(name).to_dict()

@@ -291,6 +291,12 @@ class TestTrainer:
         assert state["global_step"] == 8 and state["selection_split"] == "train-holdout"
         assert set(state["rng"]) >= {"torch", "numpy", "python"}
         assert json.loads((tmp_path / "best/info.json").read_text())["selection_split"] == "train-holdout"
+        from geo_retrieval.checkpoint import read_metadata
+
+        meta = read_metadata(tmp_path / "best/model.safetensors")
+        assert (
+            meta["recipe_hash"] == tiny_recipe().fingerprint() and meta["selection_split"] == "train-holdout"
+        )
         # the lr followed warm-up + cosine per step: after 8 of 8 steps it is at the cosine floor
         assert trainer.optimizers["main"].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -176,6 +178,14 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON-serialisable) for results records and ``recipe.json``."""
         return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Short SHA-256 of the canonical JSON of :meth:`to_dict` (provenance / config hash)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def __hash__(self) -> int:  # the mapping fields are not hashable; hash the canonical form
+        return hash(self.fingerprint())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -618,6 +618,11 @@ class Trainer:
         return {
             "recipe": str(self.recipe.name),
             "variant": str(self.recipe.variant),
+            "recipe_hash": str(self.recipe.fingerprint()) if hasattr(self.recipe, "fingerprint") else "",
+            "backbone": str(getattr(self.recipe, "backbone", "")),
+            "polar": str(getattr(self.recipe, "polar", "")),
+            "polar_preset": str(getattr(self.recipe, "polar_preset", "")),
+            "seed": str(self.seed),
             "epoch": str(self.epoch),
             "global_step": str(self.global_step),
             "geo_retrieval": __version__,
