@@ -18,10 +18,13 @@ Convention:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -82,13 +85,47 @@ def _weights_file(checkpoint: Path) -> Path:
     return checkpoint
 
 
+def _like(template: Any, value: Any) -> Any:
+    """``value`` (from JSON) converted to the type of ``template`` (dataclasses, tuples)."""
+    if dataclasses.is_dataclass(template) and isinstance(value, dict):
+        kw = {
+            f.name: _like(getattr(template, f.name), value[f.name])
+            for f in dataclasses.fields(template)
+            if f.name in value
+        }
+        return dataclasses.replace(template, **kw)
+    if isinstance(template, tuple) and isinstance(value, list):
+        return tuple(_like(template[0] if template else None, v) for v in value)
+    if isinstance(template, dict) and isinstance(value, dict):
+        return {
+            k: (tuple(v) if isinstance(v, list) and k in ("channels", "layers") else v)
+            for k, v in value.items()
+        }
+    return value
+
+
+def _run_recipe(weights: Path, name: str, variant: str) -> Any:
+    """The registered recipe, updated with the run's ``recipe.json`` (written by the Trainer next to
+    ``last/``) when it exists and names the same recipe."""
+    from geo_retrieval.recipes import get_recipe
+
+    rec = get_recipe(name, variant)
+    path = weights.parent.parent / "recipe.json"
+    if path.is_file():
+        data = json.loads(path.read_text())
+        if data.get("name") == name and data.get("variant") == variant:
+            rec = _like(rec, {k: v for k, v in data.items() if k not in ("grad_clip",)})
+    return rec
+
+
 def load_model(checkpoint: str | Path, recipe: str | None = None, variant: str | None = None):
     """``(model, recipe)`` from a trainer checkpoint (``last/``, ``best/`` or the weights file).
 
-    The recipe defaults to the one recorded in the weights' metadata. Loading is strict.
+    The recipe defaults to the one recorded in the weights' metadata, with the sizes and options of
+    the run's ``recipe.json`` when present (runs with a modified recipe). Loading is strict.
     """
     from geo_retrieval.checkpoint import load_weights, read_metadata
-    from geo_retrieval.recipes import build, get_recipe
+    from geo_retrieval.recipes import build
 
     path = _weights_file(Path(checkpoint))
     meta = read_metadata(path)
@@ -96,7 +133,7 @@ def load_model(checkpoint: str | Path, recipe: str | None = None, variant: str |
     var = variant or meta.get("variant") or "full"
     if not name:
         raise ValueError(f"{path} records no recipe; pass --recipe")
-    rec = get_recipe(name, var)
+    rec = _run_recipe(path, name, var)
     model = build(rec)
     model.load_state_dict(load_weights(path), strict=True)
     model.eval()
