@@ -346,6 +346,24 @@ class TestTrainer:
         res = tr.fit()
         assert math.isfinite(res.history[0]["train/loss"])
 
+    def test_fp16_grad_scaler_path(self, pairs, tmp_path):
+        # the CUDA default (fp16 autocast + GradScaler, unscale before clipping), exercised on the CPU
+        train, _ = pairs
+        tr = Trainer(
+            TinyCrossView(),
+            tiny_recipe(epochs=1),
+            train,
+            out_dir=tmp_path,
+            loss=infonce,
+            amp=True,
+            amp_dtype=torch.float16,
+        )
+        assert tr.scaler is not None and tr.autocast_dtype == torch.float16
+        res = tr.fit()
+        assert math.isfinite(res.history[0]["train/loss"])
+        state = torch.load(tmp_path / "last/trainer_state.pt", weights_only=True)
+        assert state["scaler"]["scale"] > 0
+
     def test_stop_callback_saves_last(self, pairs, tmp_path):
         train, _ = pairs
 
