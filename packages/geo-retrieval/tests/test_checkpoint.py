@@ -111,6 +111,11 @@ class TestTrainerState(BaseTester):
         opt2.load_state_dict(loaded["optimizer"])
         self.assert_close(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
 
+    def test_accepts_module_state_dict(self, tmp_path):
+        module = torch.nn.Linear(3, 2)  # state_dict() is an OrderedDict, which weights_only loads
+        path = save_trainer_state({"ema": module.state_dict()}, tmp_path / "ema.pt")
+        self.assert_close(load_trainer_state(path)["ema"]["weight"], module.weight.detach())
+
     def test_refuses_objects_before_writing(self, tmp_path):
         with pytest.raises(TypeError, match="may hold only"):
             save_trainer_state({"model": torch.nn.Linear(2, 2)}, tmp_path / "s.pt")

@@ -14,6 +14,8 @@ Convention:
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import os
 import pickle
 import re
@@ -303,7 +305,7 @@ def _check_plain(obj: Any, where: str = "state") -> None:
         return
     if isinstance(obj, (torch.dtype, torch.device, torch.Size)):
         return
-    if type(obj) in (dict,):
+    if type(obj) in (dict, OrderedDict):  # Module/optimizer state_dict() returns OrderedDict
         for k, v in obj.items():
             if not isinstance(k, (str, int)):
                 raise TypeError(f"{where}: keys must be str or int, got {type(k).__name__}")
