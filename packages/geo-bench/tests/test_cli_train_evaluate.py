@@ -40,8 +40,10 @@ class TestTrain:
 
     def test_refuses_to_overwrite_without_resume(self, trained, caplog):
         run, args = trained
+        step = _state(run)["global_step"]
         assert main(args) == 2
         assert "--resume" in _errors(caplog)
+        assert _state(run)["global_step"] == step  # untouched
 
     def test_resume_continues(self, trained):
         run, args = trained

@@ -22,7 +22,14 @@ import argparse
 import json
 import logging
 
-from ._common import add_data_arguments, add_runtime_arguments, apply_threads, guarded, progress_enabled, world_config
+from ._common import (
+    add_data_arguments,
+    add_runtime_arguments,
+    apply_threads,
+    guarded,
+    progress_enabled,
+    world_config,
+)
 
 HELP = "evaluate a checkpoint on a test split (all protocols) into the results store"
 
@@ -97,7 +104,16 @@ def _run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from geo_retrieval.recipes import build
-    from ..leaderboard.runner import RunConfig, TrainedRun, config_hash, evaluate_trained, get_recipe_or_raise, load_model_weights, open_datasets
+
+    from ..leaderboard.runner import (
+        RunConfig,
+        TrainedRun,
+        config_hash,
+        evaluate_trained,
+        get_recipe_or_raise,
+        load_model_weights,
+        open_datasets,
+    )
     from ..leaderboard.table import render_rich
     from ..store import ResultStore
 

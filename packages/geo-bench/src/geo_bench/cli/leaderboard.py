@@ -26,7 +26,14 @@ import argparse
 import logging
 import time
 
-from ._common import add_data_arguments, add_runtime_arguments, apply_threads, guarded, progress_enabled, world_config
+from ._common import (
+    add_data_arguments,
+    add_runtime_arguments,
+    apply_threads,
+    guarded,
+    progress_enabled,
+    world_config,
+)
 
 HELP = "train + evaluate every recipe (synthetic world by default) and print the leaderboard"
 

@@ -6,7 +6,8 @@ Convention:
       (a short hash) names the on-disk cache ``<cache_dir>/world-<key>/{train,test}.npz`` (plain
       arrays, read with ``allow_pickle=False``).
     - :class:`TensorPairs` serves ``{"ground": (3, H, W) uint8, "aerial": (3, S, S) uint8, "id",
-      "utm"}``; the trainer's batch transform turns uint8 into floats in [0, 1] and polar-transforms
+      "utm"[, "ground_seg": (H, W) int64]}`` (the panorama's labels: SMDT trains its label-conditioned
+      generator on them); the trainer's batch transform turns uint8 into floats in [0, 1] and polar-transforms
       square aerials for polar recipes. It exposes ``ids``, ``utm`` and ``split`` (GPS sampling, the
       held-out slice and the trainer's ``test`` guard use them).
     - :class:`RolledGround` is a view whose panoramas are rolled right by fixed per-query shifts
@@ -33,6 +34,8 @@ __all__ = ["DATASET_NAMES", "RolledGround", "TensorPairs", "WorldConfig", "load_
 log = logging.getLogger(__name__)
 
 DATASET_NAMES = ("synthetic", "cvusa", "cvact", "vigor")
+_CACHE_FORMAT = 2  # bump when the cached arrays change (2: + ground_seg)
+_ARRAYS = ("ground", "aerial", "ids", "utm", "ground_seg")
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class WorldConfig:
         holdout: fraction of train held out for model selection.
     """
 
-    n_train: int = 1800
+    n_train: int = 1200
     n_test: int = 500
     seed: int = 0
     ground_size: tuple[int, int] = (64, 256)
@@ -70,7 +73,7 @@ class WorldConfig:
 
     def key(self) -> str:
         """Short hash of the configuration (names the cache and enters run keys)."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        text = json.dumps({**self.to_dict(), "cache_format": _CACHE_FORMAT}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -83,9 +86,11 @@ class TensorPairs(Dataset):
         ids: N sample ids.
         utm: (N, 2) float64 camera coordinates (metres), or None.
         split: split name (``"train"``, ``"test"``...).
+        ground_seg: (N, H, W) uint8 panorama labels, or None.
     """
 
-    def __init__(self, ground: Tensor, aerial: Tensor, ids: Sequence[str], utm: Tensor | None, split: str) -> None:
+    def __init__(self, ground: Tensor, aerial: Tensor, ids: Sequence[str], utm: Tensor | None, split: str,
+                 ground_seg: Tensor | None = None) -> None:
         if ground.ndim != 4 or aerial.ndim != 4 or ground.shape[0] != aerial.shape[0] or ground.shape[0] != len(ids):
             raise ValueError(
                 f"ground (N,3,H,W), aerial (N,3,S,S) and ids must agree in N, got {tuple(ground.shape)}, "
@@ -95,6 +100,7 @@ class TensorPairs(Dataset):
         self.ids = [str(i) for i in ids]
         self.utm = utm
         self.split = split
+        self.ground_seg = ground_seg
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -103,6 +109,8 @@ class TensorPairs(Dataset):
         out: dict[str, Any] = {"ground": self.ground[i], "aerial": self.aerial[i], "id": self.ids[i]}
         if self.utm is not None:
             out["utm"] = self.utm[i]
+        if self.ground_seg is not None:
+            out["ground_seg"] = self.ground_seg[i].long()
         return out
 
 
@@ -136,13 +144,15 @@ def _render(split: str, num: int, cfg: WorldConfig, progress: bool) -> dict[str,
     s = cfg.aerial_size
     ground = np.empty((num, 3, h, w), np.uint8)
     aerial = np.empty((num, 3, s, s), np.uint8)
+    seg = np.empty((num, h, w), np.uint8)
     chunk = 64
     for start in tqdm(range(0, num, chunk), desc=f"render world {split}", disable=not progress, leave=False):
         idx = list(range(start, min(num, start + chunk)))
         b = world.render_batch(idx)
         ground[idx] = (b["ground"].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         aerial[idx] = (b["aerial"].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    return {"ground": ground, "aerial": aerial, "ids": np.array(world.ids), "utm": world.utm.numpy()}
+        seg[idx] = b["ground_seg"].to(torch.uint8).numpy()
+    return {"ground": ground, "aerial": aerial, "ids": np.array(world.ids), "utm": world.utm.numpy(), "ground_seg": seg}
 
 
 def load_world(cfg: WorldConfig, cache_dir: str | Path | None = None, *, progress: bool = False,
@@ -164,7 +174,7 @@ def load_world(cfg: WorldConfig, cache_dir: str | Path | None = None, *, progres
         if path is not None and path.exists():
             try:
                 with np.load(path, allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in ("ground", "aerial", "ids", "utm")}
+                    arrays = {k: z[k] for k in _ARRAYS}
             except (OSError, ValueError, KeyError) as err:
                 log.warning("world cache %s is unreadable (%s); rendering again", path, err)
         if arrays is None:
@@ -177,7 +187,8 @@ def load_world(cfg: WorldConfig, cache_dir: str | Path | None = None, *, progres
                 (folder / "world.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
         out.append(
             TensorPairs(torch.from_numpy(arrays["ground"]), torch.from_numpy(arrays["aerial"]),
-                        [str(i) for i in arrays["ids"]], torch.from_numpy(arrays["utm"]).double(), split)
+                        [str(i) for i in arrays["ids"]], torch.from_numpy(arrays["utm"]).double(), split,
+                        torch.from_numpy(arrays["ground_seg"]))
         )
     return out[0], out[1]
 

@@ -245,7 +245,7 @@ def to_markdown(measured: Sequence[ResultRecord], reported: Sequence[ResultRecor
     out += ["### Measured here", ""]
     if m_rows:
         out += [_md_table(m_rows, _MD_MEASURED), ""]
-        out += _provenance_lines(m_rows) + [""]
+        out += [*_provenance_lines(m_rows), ""]
     else:
         out += ["(no measured results)", ""]
     if r_rows:

@@ -1,0 +1,97 @@
+"""Leaderboard tables and plots from hand-made records: provenance columns, the separate reported
+section, the file formats."""
+
+import csv
+import io
+import json
+
+import pytest
+
+from geo_bench.leaderboard.plots import plot_bars, plot_recall_curves
+from geo_bench.leaderboard.reported import reported_records
+from geo_bench.leaderboard.table import (
+    measured_rows,
+    reported_rows,
+    to_csv,
+    to_json,
+    to_markdown,
+    write_outputs,
+)
+from geo_bench.records import PROTOCOL_KEYS, Provenance, ResultRecord
+
+
+def _measured(recipe: str, r1: float, known: bool = True) -> ResultRecord:
+    proto = {k: None for k in PROTOCOL_KEYS} | {
+        "polar": {"preset": "safa", "center": "safa", "size": [32, 128]}, "fov": 360.0, "orientation_known": known,
+        "top1pct_rule": "floor", "tie_rule": "optimistic", "backbone": "timm:resnet10t", "synthesis": False,
+        "world": {"n_train": 100, "n_test": 50, "seed": 3, "holdout": 0.1},
+    }
+    metrics = {f"R@{k}": min(100.0, r1 + 3 * k) for k in range(1, 21)} | {"R@1%": r1, "K_1pct": 1,
+                                                                         "train_pairs_per_s": 55.0}
+    prov = Provenance("measured", seed=7, commit="0123456789abcdef+dirty", hardware={"cpu": "TestCPU", "cores": 2},
+                      train_seconds=12.5, eval_seconds=0.5)
+    return ResultRecord(recipe, "small", "synthetic", "test", proto, 50, 50, metrics, prov)
+
+
+@pytest.fixture
+def measured():
+    return [_measured("safa", 40.0), _measured("dsm", 60.0), _measured("dsm", 50.0, known=False)]
+
+
+class TestRows:
+    def test_measured_rows_carry_provenance(self, measured):
+        rows = measured_rows(measured)
+        assert [(r["method"], r["orientation_known"]) for r in rows] == [("dsm", True), ("safa", True), ("dsm", False)]
+        for r in rows:
+            assert r["seed"] == 7 and r["commit"].startswith("0123456789") and r["hardware"].startswith("TestCPU")
+            assert r["data"] == "synthetic world seed 3: 90 train / 10 held-out / 50 test"
+            assert r["polar"] == "yes 32x128" and r["backbone"] == "timm:resnet10t" and r["train_s"] == 12.5
+
+    def test_reported_rows_carry_source(self):
+        rows = reported_rows(reported_records("cvusa"))
+        assert rows and all(r["source"] for r in rows)
+        assert measured_rows(reported_records("cvusa")) == []  # never mixed
+
+    def test_measured_are_not_reported(self, measured):
+        assert reported_rows(measured) == []
+
+
+class TestRender:
+    def test_markdown_sections(self, measured):
+        md = to_markdown(measured, reported_records("cvusa"))
+        head, sep, tail = md.partition("### Reported by papers")
+        assert sep and "### Measured here" in head
+        assert "| safa |" in head and "| safa |" not in tail and "| SAFA |" in tail and "| SAFA |" not in head
+        assert "commit `0123456789+dirty`" in head and "seed 7" in head and "TestCPU" in head
+        assert "[R] = [L]" in tail and "unverified" in tail
+        assert "40.0 (K=1)" in head
+
+    def test_csv_and_json(self, measured, tmp_path):
+        reported = reported_records("vigor")
+        rows = list(csv.DictReader(io.StringIO(to_csv(measured, reported))))
+        assert [r["section"] for r in rows] == ["measured"] * 3 + ["reported"] * len(reported)
+        assert rows[0]["commit"] and rows[-1]["source"]
+        data = json.loads(to_json(measured, reported))
+        assert len(data["measured"]["records"]) == 3 and data["reported"]["records"][0]["provenance"]["kind"] == "reported"
+        paths = write_outputs(measured, reported, tmp_path)
+        assert sorted(p.name for p in paths.values()) == ["leaderboard.csv", "leaderboard.json", "leaderboard.md"]
+        assert all(p.stat().st_size > 100 for p in paths.values())
+
+    def test_rich_prints_both_tables(self, measured):
+        from rich.console import Console
+
+        from geo_bench.leaderboard.table import render_rich
+
+        console = Console(record=True, width=250)
+        render_rich(measured, reported_records("cvact", "test"), console=console)
+        text = console.export_text()
+        assert "measured here" in text and "Reported by papers" in text
+        assert text.index("measured here") < text.index("Reported by papers")
+
+
+class TestPlots:
+    def test_pngs(self, measured, tmp_path):
+        for fn, name in ((plot_recall_curves, "curves.png"), (plot_bars, "bars.png")):
+            path = fn(measured, tmp_path / name)
+            blob = path.read_bytes()
+            assert blob[:8] == b"\x89PNG\r\n\x1a\n" and len(blob) > 5000
