@@ -7,6 +7,8 @@ Sessions (``nox -l`` lists them):
   index) into its own environment, then runs its tests. ``nox -t tests`` runs them all.
 - ``lint``: ruff over the whole tree (also tagged ``tests``, so ``nox -t tests`` lints too).
 - ``bench(<package>)``: runs the benchmark scripts in ``packages/<package>/benchmarks/``.
+- ``leaderboard``: installs every package (geo-bench with ``[synthesis]``) and runs
+  ``geo-bench leaderboard`` (posargs are passed through, e.g. ``nox -s leaderboard -- --tiny``).
 
 Environment variables (hydra-style selection): ``PACKAGES=a,b`` runs only those packages,
 ``SKIP_PACKAGES=a,b`` skips some. ``PYTEST_ARGS`` is appended to every pytest call (e.g.
@@ -128,3 +130,15 @@ def bench(session: nox.Session, package: str) -> None:
     _install(session, package, "bench")
     for script in scripts:
         session.run("python", str(script.relative_to(ROOT)), *session.posargs)
+
+
+@nox.session(tags=["leaderboard"])
+def leaderboard(session: nox.Session) -> None:
+    """Train and evaluate every recipe on the embedded synthetic world (~15 min on 2 CPU cores) and
+    print the leaderboard: ``nox -s leaderboard -- [geo-bench leaderboard options]``, e.g.
+    ``nox -s leaderboard -- --tiny`` or ``-- --dataset cvusa --root data/CVUSA --device cuda``."""
+    session.install(
+        "-e", "packages/geo-transforms", "-e", "packages/geo-retrieval", "-e", "packages/geo-synthesis",
+        "-e", "packages/geo-bench[synthesis]",
+    )
+    session.run("geo-bench", "leaderboard", *session.posargs, env={"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"})
