@@ -7,6 +7,7 @@ import torch
 
 from geo_retrieval.recipes import ScheduleConfig, build, get_recipe
 from geo_retrieval.training import Trainer
+from geo_synthesis.callbacks import SynthesisGridCallback
 from geo_synthesis.metrics import ssim
 from geo_synthesis.smdt import CascadeConfig, SMDTConfig
 from geo_synthesis.smdt.toy import SMDTToyPairs
@@ -40,7 +41,7 @@ def synthesis_scores(model, data):
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        out = model.synthesise(aerial)
+        out = model.cascade.synthesise(aerial)
     model.train(was_training)
     fake = (out.image + 1) / 2
     return {
@@ -75,6 +76,9 @@ def test_short_training_improves_synthesis_and_retrieval_runs(tmp_path):
     assert after["l1"] < 0.7 * before["l1"], (before, after)
     assert after["ssim"] > before["ssim"] + 0.15, (before, after)
     assert after["seg_acc"] > before["seg_acc"] + 0.15, (before, after)
+    # SynthesisGridCallback draws SMDT's synthesised panoramas
+    grid = SynthesisGridCallback(1, tmp_path / "grids", val, num_samples=2).write(trainer, result.global_step)
+    assert grid.exists() and grid.stat().st_size > 0
     # retrieval ran every step and was evaluated through encode_ground / encode_aerial
     last = result.history[-1]
     assert math.isfinite(last["train/loss_retrieval"]) and "val/R@1" in last

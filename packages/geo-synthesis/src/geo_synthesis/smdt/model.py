@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .augment import SemanticAugment, semantic_augment
-from .cascade import CascadeConfig, SMDTCascade, SynthesisOutput
+from .cascade import CascadeConfig, SMDTCascade
 from .segmentation import ClassGrouping, SegmentationUNet, prepare_labels, world_grouping
 
 __all__ = ["SMDTConfig", "SMDTModel", "scale_gradient"]
@@ -188,9 +188,11 @@ class SMDTModel(nn.Module):
         return prepare_labels(self.segmenter.predict(batch["ground"]), size)
 
     # -- retrieval interface ---------------------------------------------------------------------
-    def synthesise(self, aerial: Tensor) -> SynthesisOutput:
-        """(B, 3, S, S) aerial in [-1, 1] -> the cascade's outputs (see :class:`SynthesisOutput`)."""
-        return self.cascade.synthesise(aerial)
+    def synthesise(self, aerial: Tensor) -> Tensor:
+        """(B, 3, S, S) aerial in [-1, 1] -> I_g' (B, 3, H, W) in [-1, 1] (what
+        :class:`~geo_synthesis.callbacks.SynthesisGridCallback` draws); ``self.cascade.synthesise``
+        returns all outputs (:class:`~geo_synthesis.smdt.cascade.SynthesisOutput`)."""
+        return self.cascade(aerial)
 
     def encode_ground(self, ground: Tensor) -> Tensor:
         """(B, 3, H, W) ground panoramas -> (B, D) unit descriptors."""
