@@ -5,7 +5,9 @@ adversarial losses with explicit float targets, conditional patch discriminators
 metrics (SSIM, PSNR, sharpness difference), the Toker et al. (CVPR'21) multitask model and its
 ``toker21`` recipe (registered in geo-retrieval's recipe registry through the
 ``geo_retrieval.recipes`` entry point), PNG grids, a training callback and the ``geo-synthesis``
-command line.
+command line; and SMDT (Tian et al., ICME'22) as the paper describes it (our design of the
+never-released segmentation, mixed mapping and G1 -> G2 cascade, :mod:`geo_synthesis.smdt`,
+``smdt`` recipe).
 """
 
 from __future__ import annotations
@@ -34,9 +36,47 @@ from .metrics import (
     ssim,
     synthesis_metrics,
 )
+from .smdt import (
+    SMDT_GROUPS,
+    CascadeConfig,
+    ClassGrouping,
+    SegmentationUNet,
+    SemanticAugment,
+    SMDTCascade,
+    SMDTConfig,
+    SMDTModel,
+    SMDTRecipe,
+    SMDTSingleGenerator,
+    UNetGenerator,
+    build_smdt,
+    colour_to_labels,
+    keep_classes,
+    remove_classes,
+    semantic_augment,
+    smdt_recipes,
+    world_grouping,
+)
 from .toker import TOKER_SCHEDULE, Toker21Model, TokerDiscriminator, TokerGenerator, count_parameters
 
 __all__ = [
+    "SMDT_GROUPS",
+    "CascadeConfig",
+    "ClassGrouping",
+    "SMDTCascade",
+    "SMDTConfig",
+    "SMDTModel",
+    "SMDTRecipe",
+    "SMDTSingleGenerator",
+    "SegmentationUNet",
+    "SemanticAugment",
+    "UNetGenerator",
+    "build_smdt",
+    "colour_to_labels",
+    "keep_classes",
+    "remove_classes",
+    "semantic_augment",
+    "smdt_recipes",
+    "world_grouping",
     "GAN_LOSS_KINDS",
     "TOKER_SCHEDULE",
     "ConvLayer",
