@@ -20,9 +20,9 @@ Convention:
     shipped default of 1 is the B = 1 NaN defect, ``methods.md`` §5.3); 200 epochs.
     Keep / remove augmentation probabilities (0.1 each) are our guess.
 
-    ``small``: CPU-sized (32x128 GAN and transformer inputs, 64x64 aerial, ngf 16, 3 levels,
-    2 residual blocks, 2-scale Ds with 2 stride-2 layers, the l2ltr small transformer), stated as
-    such in its note.
+    ``small``: CPU-sized (seconds per step on 2 cores): 32x128 GAN and transformer inputs, 64x64
+    aerial, ngf 8, 3 levels, 1 residual block, 2-scale Ds (ndf 8) with 2 stride-2 layers, the l2ltr
+    small transformer, batch 16; stated as such in its note.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def smdt_recipes() -> list[SMDTRecipe]:
             "CPU-sized: 32x128 GAN and transformer inputs, 64x64 aerial, U-Nets ngf 16 / 3 levels / 2 "
             "residual blocks, 2-scale patch Ds (ndf 16, 2 stride-2 layers), the l2ltr small transformer "
             "(ResNet-10-T cut at layer2 + 2-layer 64-d self-cross); Adam 2e-4 for the GANs, AdamW 1e-3 for "
-            "retrieval (cosine). Trains in minutes on 2 cores. Same design caveats as 'full'."
+            "retrieval (cosine). About 1-8 s per batch-16 step on 2 shared CPU cores. Same design caveats as 'full'."
         ),
     )
     return [full, small]
