@@ -278,7 +278,8 @@ def _protocol(res: EvalResult, base: dict[str, Any]) -> dict[str, Any]:
 
 
 def _records(results: list[EvalResult], *, recipe: str, variant: str, dataset: str, base: dict[str, Any],
-             seed: int, train_seconds: float | None, extra_metrics: dict[str, float], source: str | None) -> list[ResultRecord]:
+             seed: int, train_seconds: float | None, extra_metrics: dict[str, float], source: str | None,
+             commit: str | None = None) -> list[ResultRecord]:
     out = []
     for res in results:
         metrics = dict(res.metrics)
@@ -286,6 +287,8 @@ def _records(results: list[EvalResult], *, recipe: str, variant: str, dataset: s
         if res.eval_seconds > 0:
             metrics["eval_pairs_per_s"] = (res.n_query + res.n_reference) / 2 / res.eval_seconds
         prov = collect_provenance(seed=seed, train_seconds=train_seconds, eval_seconds=res.eval_seconds, source=source)
+        if commit is not None:  # the code a long run imported at its start, not the checkout at its end
+            prov = replace(prov, commit=commit)
         out.append(ResultRecord(recipe=recipe, variant=variant, dataset=dataset, split=res.split,
                                 protocol=_protocol(res, base), n_query=res.n_query, n_reference=res.n_reference,
                                 metrics=metrics, provenance=prov))
@@ -317,7 +320,7 @@ def _data_protocol(cfg: RunConfig) -> dict[str, Any]:
 
 
 def evaluate_trained(run: TrainedRun, test: Any, cfg: RunConfig, *, progress: bool = False,
-                     source: str | None = None) -> list[ResultRecord]:
+                     source: str | None = None, commit: str | None = None) -> list[ResultRecord]:
     """Evaluate a trained run on the test split and build its records."""
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = evaluate_model(run.model, run.recipe, cfg.dataset, test, split=cfg.test_split, device=device,
@@ -330,7 +333,7 @@ def evaluate_trained(run: TrainedRun, test: Any, cfg: RunConfig, *, progress: bo
         extra["selection_R@1"] = float(run.best_metric)
     return _records(results, recipe=run.recipe.name, variant=run.recipe.variant, dataset=cfg.dataset, base=base,
                     seed=cfg.seed, train_seconds=run.train_seconds, extra_metrics=extra,
-                    source=source or str(run.run_dir))
+                    source=source or str(run.run_dir), commit=commit)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -352,6 +355,8 @@ def run_leaderboard(
     store: ResultStore | None = None,
     progress: bool = False,
     on_event: Callable[[str], None] | None = None,
+    failures: list[tuple[str, str]] | None = None,
+    jobs: int = 1,
 ) -> list[ResultRecord]:
     """Train and evaluate ``recipes`` (default: every registered recipe with ``cfg.variant``) and the
     no-learning baseline; append new records to ``store`` (default ``<out_dir>/results.jsonl``) and
@@ -365,6 +370,10 @@ def run_leaderboard(
         store: the results store.
         progress: progress bars.
         on_event: called with one-line status messages (the CLI prints them).
+        failures: if given, a recipe that raises while training or evaluating is recorded here as
+            ``(name, error)`` and the others still run; else the error propagates.
+        jobs: recipes trained at once, each in its own process (spawned, with this process's torch
+            thread count) that appends to the same store; the most expensive recipes start first.
     """
     from geo_retrieval.recipes import list_recipes
 
@@ -393,27 +402,99 @@ def run_leaderboard(
                     "backbone": "none", "synthesis": False, "orientation_aware": True, "train_fov": None,
                     "epochs": 0, "selection_split": None, "baseline": bl.config()} | _data_protocol(cfg)
             new = _records(results, recipe=BASELINE_NAME, variant="none", dataset=cfg.dataset, base=base,
-                           seed=cfg.seed, train_seconds=0.0, extra_metrics={}, source="geo_bench.baselines.ColourProfile")
+                           seed=cfg.seed, train_seconds=0.0, extra_metrics={}, source="geo_bench.baselines.ColourProfile", commit=commit)
             for r in new:
                 store.append(r)
             records += new
             say(f"{BASELINE_NAME}: R@1 {new[0].metrics['R@1']:.1f}")
+    pending = []
     for recipe in chosen:
         config = config_hash(recipe.to_dict(), cfg)
         found = _done(store, recipe.name, recipe.variant, cfg, config, commit)
         if found:
             say(f"{recipe.name} ({recipe.variant}): already in the store for this config/seed/commit; skipped")
             records += found
-            continue
-        run_dir = out_dir / "runs" / f"{recipe.name}-{recipe.variant}-{config}-s{cfg.seed}"
+        else:
+            pending.append((recipe, out_dir / "runs" / f"{recipe.name}-{recipe.variant}-{config}-s{cfg.seed}"))
+    if jobs > 1 and len(pending) > 1:
+        records += _run_parallel(pending, cfg, out_dir, store, commit, progress, say, failures, jobs,
+                                 n_train=len(train_full))
+        return records
+    for recipe, run_dir in pending:
         say(f"{recipe.name} ({recipe.variant}): training in {run_dir}")
-        run = train_recipe(recipe, train_full, cfg, run_dir, resume=True, progress=progress)
-        new = evaluate_trained(run, test, cfg, progress=progress)
+        try:
+            run = train_recipe(recipe, train_full, cfg, run_dir, resume=True, progress=progress)
+            new = evaluate_trained(run, test, cfg, progress=progress, commit=commit)
+        except Exception as exc:
+            if failures is None:
+                raise
+            log.exception("%s failed", recipe.name)
+            failures.append((recipe.name, f"{type(exc).__name__}: {exc}"))
+            say(f"{recipe.name} ({recipe.variant}): FAILED ({type(exc).__name__}: {exc}); continuing")
+            continue
         for r in new:
             store.append(r)
         records += new
-        say(f"{recipe.name} ({recipe.variant}): R@1 {new[0].metrics['R@1']:.1f} "
-            f"(train {run.train_seconds:.0f} s, eval {new[0].provenance.eval_seconds:.1f} s)")
+        say(_done_message(recipe, run.train_seconds, new))
+    return records
+
+
+def _done_message(recipe: Any, train_seconds: float, new: list[ResultRecord]) -> str:
+    return (f"{recipe.name} ({recipe.variant}): R@1 {new[0].metrics['R@1']:.1f} "
+            f"(train {train_seconds:.0f} s, eval {new[0].provenance.eval_seconds:.1f} s)")
+
+
+def _cost(recipe: Any, n_train: int) -> float:
+    """Rough relative training cost, to start the longest runs first: optimiser steps, times 3 for
+    models with their own multi-network update (GANs)."""
+    from geo_retrieval import recipes as registry
+
+    steps = recipe.epochs * max(1, n_train // max(1, recipe.batch_size))
+    custom = recipe.name in getattr(registry, "_BUILDERS", {})
+    return steps * (3.0 if custom else 1.0)
+
+
+def _worker(recipe: Any, cfg: RunConfig, out_dir: str, run_dir: str, store_path: str, commit: str,
+            threads: int) -> tuple[list[dict[str, Any]], float]:
+    """One recipe in a spawned process: train (resuming), evaluate, append to the store."""
+    torch.set_num_threads(threads)
+    train_full, test = open_datasets(cfg, Path(out_dir) / "cache")
+    run = train_recipe(recipe, train_full, cfg, run_dir, resume=True)
+    new = evaluate_trained(run, test, cfg, commit=commit)
+    store = ResultStore(store_path)
+    for r in new:
+        store.append(r)
+    return [r.to_dict() for r in new], run.train_seconds
+
+
+def _run_parallel(pending: list[tuple[Any, Path]], cfg: RunConfig, out_dir: Path, store: ResultStore, commit: str,
+                  progress: bool, say: Callable[[str], None], failures: list[tuple[str, str]] | None, jobs: int,
+                  *, n_train: int) -> list[ResultRecord]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    pending = sorted(pending, key=lambda p: -_cost(p[0], n_train))
+    records: list[ResultRecord] = []
+    threads = torch.get_num_threads()
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {}
+        for recipe, run_dir in pending:
+            futures[pool.submit(_worker, recipe, cfg, str(out_dir), str(run_dir), str(store.path), commit,
+                                threads)] = recipe
+        say(f"training {', '.join(r.name for r, _ in pending)} in {jobs} processes ({threads} torch thread(s) each)")
+        for fut in as_completed(futures):
+            recipe = futures[fut]
+            try:
+                dicts, train_seconds = fut.result()
+            except Exception as exc:
+                if failures is None:
+                    raise
+                failures.append((recipe.name, f"{type(exc).__name__}: {exc}"))
+                say(f"{recipe.name} ({recipe.variant}): FAILED ({type(exc).__name__}: {exc}); continuing")
+                continue
+            new = [ResultRecord.from_dict(d) for d in dicts]
+            records += new
+            say(_done_message(recipe, train_seconds, new))
     return records
 
 
