@@ -52,12 +52,20 @@ def plot_recall_curves(records: Sequence[ResultRecord], path: str | Path, *, tit
         key = "orientation known" if ok is not False else "orientation unknown"
         groups.setdefault(key, []).append(r)
     keys = sorted(groups) or ["orientation known"]
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 3.8), squeeze=False, sharey=True)
-    for ax, key in zip(axes[0], keys):
+    # one colour per method in every panel, methods ordered by R@1 in the first panel
+    order: list[str] = []
+    for key in keys:
         for r in sorted(groups.get(key, []), key=lambda r: -(r.metrics.get("R@1") or 0)):
+            if _label(r) not in order:
+                order.append(_label(r))
+    cmap = plt.get_cmap("tab10")
+    colour = {name: cmap(i % 10) for i, name in enumerate(order)}
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys) + 2.2, 3.8), squeeze=False, sharey=True)
+    for ax, key in zip(axes[0], keys):
+        for r in sorted(groups.get(key, []), key=lambda r: order.index(_label(r))):
             ks, vs = _curve(r)
             if ks:
-                ax.plot(ks, vs, marker=".", markersize=3, linewidth=1.4, label=_label(r))
+                ax.plot(ks, vs, marker=".", markersize=3, linewidth=1.4, label=_label(r), color=colour[_label(r)])
         n_ref = max((r.n_reference or 0) for r in groups.get(key, [])) if groups.get(key) else 0
         if n_ref:
             ks = [k for k in range(1, min(100, n_ref) + 1)]
@@ -68,9 +76,10 @@ def plot_recall_curves(records: Sequence[ResultRecord], path: str | Path, *, tit
         ax.grid(True, alpha=0.3)
         ax.set_ylim(0, 100)
     axes[0][0].set_ylabel("R@K (%)")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1 - 2.0 / (5.2 * len(keys) + 2.2), 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -249,7 +249,9 @@ def train_recipe(recipe: Any, train_full: Any, cfg: RunConfig, run_dir: str | Pa
     from geo_retrieval.training import Trainer, split_holdout
 
     run_dir = Path(run_dir)
-    model = build(recipe)
+    with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only, not on what ran before
+        torch.manual_seed(cfg.seed)
+        model = build(recipe)
     train, val = split_holdout(train_full, fraction=_holdout(cfg), seed=cfg.seed)
     has_last = (run_dir / "last" / "trainer_state.pt").exists()
     trainer = Trainer(model, recipe, train, val, out_dir=run_dir, seed=cfg.seed, device=cfg.device,
