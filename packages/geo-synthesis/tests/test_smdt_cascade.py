@@ -215,3 +215,31 @@ class TestCascadeLosses:
             tiny_config(seg_loss="dice")
         with pytest.raises(TypeError):
             tiny_config(mixed=MixedParams(near_fraction=torch.tensor(0.3)))
+
+
+class TestStraightThroughD1:
+    def test_d1_sees_one_hot_fakes_and_g1_still_gets_gradient(self):
+        c = SMDTCascade(tiny_config(d1_fake_input="straight_through", lambda_image=0.0, lambda_seg=0.0))
+        aerial, ground, labels = batch()
+        mapped = c.map_aerial(aerial)
+        out = c.generate(mapped)
+        seen = []
+        c.d1.register_forward_hook(lambda m, inp, o: seen.append(inp[1]))
+        c.discriminator_loss(mapped, out, labels, ground)
+        fake = seen[1]
+        assert torch.equal(fake, one_hot_labels(out.seg_prob.argmax(1), K))
+        c.set_discriminators_trainable(False)
+        loss, _ = c.generator_loss(mapped, out, labels, ground)
+        torch.testing.assert_close(seen[2], fake)  # one-hot in the forward pass of the G step too
+        loss.backward()
+        assert grad_norm(c.g1.parameters()) > 0  # through the adversarial terms only (lambdas 0)
+
+    def test_default_feeds_probabilities(self):
+        c = SMDTCascade(tiny_config())
+        aerial, ground, labels = batch()
+        mapped = c.map_aerial(aerial)
+        out = c.generate(mapped)
+        pairs = c.discriminator_inputs(mapped, out, labels, ground)
+        torch.testing.assert_close(pairs["d1_fake"][1], out.seg_prob.detach())
+        with pytest.raises(ValueError):
+            tiny_config(d1_fake_input="gumbel")

@@ -7,7 +7,8 @@ Convention:
 
     - **G1**: I_a -> S_g' = K segmentation logits (B, K, H, W); ``softmax`` gives probabilities P';
     - **G2**: P' -> I_g' (B, 3, H, W), tanh, a ground-style image in [-1, 1];
-    - **D1** judges ``(I_a, P')`` against ``(I_a, onehot(S_g))``;
+    - **D1** judges ``(I_a, P')`` against ``(I_a, onehot(S_g))`` (``d1_fake_input="straight_through"``:
+      the one-hot argmax of P' with P''s gradient, so D1 cannot win on sharpness alone);
     - **D2** judges ``(P', I_g')`` against ``(P', I_g)`` (the condition is G1's output, detached:
       D2 learns whether the image fits the segmentation, and G1 gets no gradient through D2's
       condition).
@@ -67,6 +68,9 @@ class CascadeConfig:
         lambda_image, lambda_seg: weights of the image L1 and of the segmentation loss.
         seg_loss: ``"l1"`` (probabilities vs one-hot) or ``"ce"`` (cross-entropy of logits).
         g2_grad_to_g1: let the G2 losses reach G1 through P' (cascade only).
+        d1_fake_input: what D1 sees of the fake segmentation: ``"prob"`` (P', default) or
+            ``"straight_through"`` (the one-hot argmax of P' in the forward pass, P''s gradient in the
+            backward pass), so D1 cannot tell real from fake by sharpness alone.
         padding_mode: generator conv padding.
     """
 
@@ -89,11 +93,14 @@ class CascadeConfig:
     lambda_seg: float = 100.0
     seg_loss: Literal["l1", "ce"] = "l1"
     g2_grad_to_g1: bool = True
+    d1_fake_input: Literal["prob", "straight_through"] = "prob"
     padding_mode: str = "zeros"
 
     def __post_init__(self) -> None:
         if self.architecture not in ("cascade", "single"):
             raise ValueError(f"architecture must be 'cascade' or 'single', got {self.architecture!r}")
+        if self.d1_fake_input not in ("prob", "straight_through"):
+            raise ValueError(f"d1_fake_input must be 'prob' or 'straight_through', got {self.d1_fake_input!r}")
         if self.seg_loss not in ("l1", "ce"):
             raise ValueError(f"seg_loss must be 'l1' or 'ce', got {self.seg_loss!r}")
         if self.num_classes < 2:
@@ -219,6 +226,14 @@ class SMDTCascade(nn.Module):
         return self.synthesise(aerial).image
 
     # -- losses --------------------------------------------------------------------------------
+    def _d1_fake(self, prob: Tensor) -> Tensor:
+        if self.config.d1_fake_input == "prob":
+            return prob
+        hard = F.one_hot(prob.argmax(dim=1), prob.shape[1]).permute(0, 3, 1, 2).to(prob.dtype)
+        if not prob.requires_grad:
+            return hard
+        return hard + prob - prob.detach()  # one-hot forward, the probabilities' gradient backward
+
     def _d2_condition(self, mapped: Tensor, out: SynthesisOutput) -> Tensor:
         return out.seg_prob.detach() if self.generator is None else mapped
 
@@ -232,7 +247,7 @@ class SMDTCascade(nn.Module):
         cond2 = self._d2_condition(mapped, out)
         return {
             "d1_real": (mapped, real_seg),
-            "d1_fake": (mapped, fake.seg_prob),
+            "d1_fake": (mapped, self._d1_fake(fake.seg_prob)),
             "d2_real": (cond2, ground.to(fake.image.dtype)),
             "d2_fake": (cond2, fake.image),
         }
@@ -265,7 +280,7 @@ class SMDTCascade(nn.Module):
         """
         cfg = self.config
         self._check_targets(labels, ground)
-        adv1 = self.gan_loss.generator_loss(self.d1(mapped, out.seg_prob))
+        adv1 = self.gan_loss.generator_loss(self.d1(mapped, self._d1_fake(out.seg_prob)))
         adv2 = self.gan_loss.generator_loss(self.d2(self._d2_condition(mapped, out), out.image))
         l1_image = (out.image.float() - ground.float()).abs().mean()
         valid = labels != IGNORE_INDEX
