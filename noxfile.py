@@ -41,11 +41,14 @@ def _normalise(name: str) -> str:
 
 
 def _discover() -> dict[str, list[str]]:
-    """Map each package directory name to the names of the sibling packages it requires."""
+    """Map each package directory name to the sibling packages it (or its test extra) requires."""
     found = {}
     for pyproject in sorted(PACKAGES_DIR.glob("*/pyproject.toml")):
         meta = tomllib.loads(pyproject.read_text())["project"]
-        found[pyproject.parent.name] = meta.get("dependencies", [])
+        # siblings named by the [test] extra (e.g. geo-bench's tests use geo-synthesis recipes) are
+        # installed from their local paths too, never resolved from an index
+        test_extra = meta.get("optional-dependencies", {}).get("test", [])
+        found[pyproject.parent.name] = [*meta.get("dependencies", []), *test_extra]
     siblings = {_normalise(name) for name in found}
     direct = {}
     for name, deps in found.items():

@@ -14,12 +14,11 @@ Convention:
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import os
 import pickle
 import re
 import tempfile
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
