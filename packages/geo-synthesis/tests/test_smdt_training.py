@@ -13,6 +13,16 @@ from geo_synthesis.smdt import CascadeConfig, SMDTConfig
 from geo_synthesis.smdt.toy import SMDTToyPairs
 from geo_transforms import MixedParams
 
+
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread():
+    # on shared CPUs two spinning OpenMP threads ran these small ops 50-250x slower than one thread
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 SIZE = (16, 64)
 MIXED = MixedParams(meters_per_pixel=0.8)  # the full geometry scaled to a 32 px aerial
 
