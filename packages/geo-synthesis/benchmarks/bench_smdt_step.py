@@ -1,7 +1,8 @@
 """SMDT step timings: D step, G step and the full training step (D + G + retrieval) per size.
 
 Usage: ``python packages/geo-synthesis/benchmarks/bench_smdt_step.py [--device cpu|cuda]
-[--sizes full,small] [--what d,g,step] [--batch-full 1] [--batch-small 16] [--repeats 3]``.
+[--sizes full,small] [--what d,g,step] [--batch-full 1] [--batch-small 16] [--repeats 3]
+[--threads N]``.
 
 - ``full``: the ``smdt`` full recipe's cascade (GAN 256x1024 from a 256x256 aerial, two U-Nets
   ngf 64 / 4 levels / 9 residual blocks / 512 ch, two 3-scale patch Ds ndf 64) and, for ``step``,
@@ -135,9 +136,12 @@ def main() -> None:
     parser.add_argument("--batch-full", type=int, default=None, help="default: 1 on CPU (2 for 'step'), 4 on CUDA")
     parser.add_argument("--batch-small", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # "size:what:batch" in a child
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.one:
         size, what, batch = args.one.split(":")
         print(json.dumps(run_one(size, what, device, int(batch), args.repeats)))
@@ -152,12 +156,14 @@ def main() -> None:
                 batch = 4 if device.type == "cuda" else (2 if what == "step" else 1)
             cmd = [sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats),
                    "--one", f"{size}:{what}:{batch}"]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode:
                 print(f"{size}/{what}: failed\n{res.stderr[-2000:]}", file=sys.stderr)
                 continue
             r = json.loads(res.stdout.strip().splitlines()[-1])
-            print(f"{r['size']:>5} {r['what']:>4}  batch {r['batch']:>2}  {r['device']}  "
+            print(f"{r['size']:>5} {r['what']:>4}  batch {r['batch']:>2}  {r['device']} x{r['threads']}  "
                   f"median {r['median_s']:.3f} s  (min {r['min_s']:.3f})  peak +{r['peak_growth_mb']:.0f} MB "
                   f"(total {r['peak_total_mb']:.0f} MB)  params M {r['params_m']}", flush=True)
 

@@ -130,7 +130,7 @@ def smdt_recipes() -> list[SMDTRecipe]:
             "CPU-sized: 32x128 GAN and transformer inputs, 64x64 aerial, U-Nets ngf 16 / 3 levels / 2 "
             "residual blocks, 2-scale patch Ds (ndf 16, 2 stride-2 layers), the l2ltr small transformer "
             "(ResNet-10-T cut at layer2 + 2-layer 64-d self-cross); Adam 2e-4 for the GANs, AdamW 1e-3 for "
-            "retrieval (cosine). 0.2-8 s per batch-16 step on 2 shared CPU cores (load-dependent). Same design caveats as 'full'."
+            "retrieval (cosine). About 0.3 s per batch-16 step on one CPU thread. Same design caveats as 'full'."
         ),
     )
     return [full, small]
