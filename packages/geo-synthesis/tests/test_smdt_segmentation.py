@@ -36,10 +36,6 @@ class TestClassGrouping:
         grouped = g(labels)[0, 0].tolist()
         assert {c: SMDT_GROUPS[k] for c, k in zip(WORLD_CLASSES, grouped)} == expected
 
-    def test_world_classes_match_geo_bench(self):
-        city = pytest.importorskip("geo_bench.world.city")
-        assert tuple(city.CLASSES) == WORLD_CLASSES
-
     def test_ignore_index_passes_through(self):
         g = world_grouping()
         out = g(torch.tensor([[IGNORE_INDEX, 8, 4]]))
