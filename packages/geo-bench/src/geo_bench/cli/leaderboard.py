@@ -4,8 +4,9 @@ With no arguments: each installed recipe (safa, dsm, sample4geo, l2ltr, and toke
 geo-synthesis is installed) in its SMALL variant is trained on the embedded synthetic world (rendered
 once, cached in OUT/cache), its checkpoint is selected on a held-out slice of the training region,
 and it is evaluated on the world's TEST region (a disjoint part of the city) with the orientation
-known and unknown (panoramas rolled by fixed, seeded shifts). About 15 minutes on a 2-core CPU
-(two recipes train at once, one process and one torch thread each; --jobs 1 runs them in turn).
+known and unknown (panoramas rolled by fixed, seeded shifts). 17.5 minutes measured on a shared
+2-core CPU (two recipes train at once, one process and one torch thread each; --jobs 1 runs them
+in turn; toker21's training alone takes most of it).
 
   geo-bench leaderboard                                   # synthetic world, small variants
   geo-bench leaderboard --recipes safa,dsm --epochs 4     # a subset, shorter

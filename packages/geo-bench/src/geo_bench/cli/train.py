@@ -21,7 +21,14 @@ import argparse
 import json
 import logging
 
-from ._common import add_data_arguments, add_runtime_arguments, apply_threads, guarded, progress_enabled, world_config
+from ._common import (
+    add_data_arguments,
+    add_runtime_arguments,
+    apply_threads,
+    guarded,
+    progress_enabled,
+    world_config,
+)
 
 HELP = "train one recipe (checkpoints in OUT/last and OUT/best; resumable)"
 
