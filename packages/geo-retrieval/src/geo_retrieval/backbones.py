@@ -299,6 +299,11 @@ def _cnn(
     **kwargs: Any,
 ) -> Backbone:
     model = _timm_model(timm_name, pretrained=pretrained, weights=weights, strict=strict, **kwargs)
+    return _feature_level(model, name, out_index, cut, frozen_stages)
+
+
+def _feature_level(model: nn.Module, name: str, out_index: int, cut: str | None, frozen_stages: int) -> Backbone:
+    """Keep a timm features model up to one level (pruning the rest), freeze its first stages, wrap it."""
     index = _resolve_index(model, out_index, cut)
     model.prune_intermediate_layers([index], prune_head=True)
     _freeze(model, index, frozen_stages)
@@ -349,15 +354,12 @@ def _resnet34_layer3(
     if out_index != -1 or cut not in (None, "layer3"):
         raise ValueError("resnet34_layer3 is fixed at layer3; use 'timm:resnet34' for other cuts")
     model = _timm_model("resnet34", pretrained=pretrained, weights=weights, **kwargs)
-    index = _resolve_index(model, -1, "layer3")
-    model.prune_intermediate_layers([index], prune_head=True)
     # Toker et al. drop the stem max-pool: every level after it has half the stride.
     model.maxpool = nn.Identity()
     for i, info in enumerate(model.feature_info):
         if i >= 1:  # level 0 is act1, before the pool
             info["reduction"] = info["reduction"] // 2
-    _freeze(model, index, frozen_stages)
-    return Backbone(model, index, "features", name)
+    return _feature_level(model, name, -1, "layer3", frozen_stages)
 
 
 @register_backbone("convnext_*")
