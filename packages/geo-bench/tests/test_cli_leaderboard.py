@@ -4,6 +4,12 @@ on a tiny synthetic world, plus the no-learning baseline), its outputs, and resu
 import csv
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +86,63 @@ class TestTinyLeaderboard:
         assert main(["leaderboard", "--dataset", "cvusa", "--root", str(tmp_path / "CVUSA"), "--out", str(tmp_path)]) == 2
         msg = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
         assert msg.startswith("Dataset not found")
+
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state, ppid, ...), None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def _workers(pid: int) -> list[int]:
+    """Live multiprocessing-spawned children of ``pid`` (Linux /proc)."""
+    out = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        stat = _proc_stat(int(entry.name))
+        if stat is None or stat[0] == "Z" or int(stat[1]) != pid:
+            continue
+        try:
+            if b"spawn_main" in (entry / "cmdline").read_bytes():
+                out.append(int(entry.name))
+        except OSError:
+            continue
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killing_the_leaderboard_stops_the_training_processes(tmp_path, sig):
+    """`kill` (SIGTERM: the handler stops them; SIGKILL: they notice their parent is gone) of a
+    parallel leaderboard run must not leave its training processes behind."""
+    cmd = [sys.executable, "-m", "geo_bench", "leaderboard", "--tiny", "--out", str(tmp_path), "--jobs", "2",
+           "--recipes", "safa,dsm", "--epochs", "500", "--no-baseline", "--no-progress", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and len(workers) < 2:
+            time.sleep(0.5)
+            workers = _workers(proc.pid)
+        assert len(workers) == 2, f"the two training processes never started (exit {proc.poll()})"
+        time.sleep(3)  # let them get into training
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) != 0
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.5)
+        alive = [p for p in workers if _alive(p)]
+        assert not alive, f"training processes {alive} outlived the killed leaderboard"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in workers:
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)

@@ -25,6 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -456,9 +459,33 @@ def _cost(recipe: Any, n_train: int) -> float:
     return steps * (3.0 if custom else 1.0)
 
 
+def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """In a worker: a daemon thread that ends this process once ``parent_pid`` is gone (the parent
+    was killed, even with SIGKILL, and can no longer collect the result). Training resumes from
+    ``last/`` on the next run, so nothing is lost."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _terminate_workers(pool: Any) -> None:
+    """Stop a process pool's workers now (``shutdown`` alone waits for running tasks)."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        if proc.is_alive():
+            proc.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _worker(recipe: Any, cfg: RunConfig, out_dir: str, run_dir: str, store_path: str, commit: str,
-            threads: int) -> tuple[list[dict[str, Any]], float]:
+            threads: int, parent_pid: int | None = None) -> tuple[list[dict[str, Any]], float]:
     """One recipe in a spawned process: train (resuming), evaluate, append to the store."""
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     torch.set_num_threads(threads)
     train_full, test = open_datasets(cfg, Path(out_dir) / "cache")
     run = train_recipe(recipe, train_full, cfg, run_dir, resume=True)
@@ -478,11 +505,19 @@ def _run_parallel(pending: list[tuple[Any, Path]], cfg: RunConfig, out_dir: Path
     pending = sorted(pending, key=lambda p: -_cost(p[0], n_train))
     records: list[ResultRecord] = []
     threads = torch.get_num_threads()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # SIGTERM (a scheduler or `kill`) must stop the workers too, like Ctrl-C; only the main thread
+    # may install handlers.
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    try:
         futures = {}
         for recipe, run_dir in pending:
             futures[pool.submit(_worker, recipe, cfg, str(out_dir), str(run_dir), str(store.path), commit,
-                                threads)] = recipe
+                                threads, os.getpid())] = recipe
         say(f"training {', '.join(r.name for r, _ in pending)} in {jobs} processes ({threads} torch thread(s) each)")
         for fut in as_completed(futures):
             recipe = futures[fut]
@@ -497,6 +532,14 @@ def _run_parallel(pending: list[tuple[Any, Path]], cfg: RunConfig, out_dir: Path
             new = [ResultRecord.from_dict(d) for d in dicts]
             records += new
             say(_done_message(recipe, train_seconds, new))
+    except BaseException:
+        say("stopping the training processes (a rerun resumes them from their last checkpoints)")
+        _terminate_workers(pool)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    pool.shutdown(wait=True)
     return records
 
 
