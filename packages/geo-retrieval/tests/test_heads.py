@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,7 @@ from geo_retrieval.heads import (
     dsm_similarity,
     list_heads,
 )
+from geo_retrieval.heads.transformer import sincos_pos_embed_2d
 from geo_transforms.testing import BaseTester
 
 
@@ -164,6 +166,44 @@ class TestTransformerHead(BaseTester):
         assert not torch.allclose(head(x, cls=torch.rand(2, 4)), head(x))
         with pytest.raises(ValueError, match="cls"):
             head(x, cls=torch.rand(2, 3))
+
+    def test_sincos_matches_mae(self):
+        """Oracle: a numpy port of MAE's get_2d_sincos_pos_embed (models_mae / util/pos_embed.py)."""
+
+        def mae_1d(d, pos):
+            omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+            out = np.einsum("m,d->md", pos.reshape(-1), omega)
+            return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+        def mae_2d(d, h, w):
+            grid = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))  # (w, h) order
+            return np.concatenate([mae_1d(d // 2, grid[0]), mae_1d(d // 2, grid[1])], axis=1)
+
+        for d, (h, w) in [(8, (2, 3)), (128, (4, 16)), (16, (1, 5))]:
+            ours = sincos_pos_embed_2d(d, (h, w))
+            self.assert_close(ours, torch.from_numpy(mae_2d(d, h, w)).float(), atol=1e-6, rtol=0)
+        with pytest.raises(ValueError, match="divisible by 4"):
+            sincos_pos_embed_2d(6, (2, 2))
+
+    def test_pos_init_and_pool_options(self):
+        torch.manual_seed(0)
+        head = TransformerHead(in_channels=4, feature_size=(2, 4), dim=8, depth=1, num_heads=2, pos_init="sincos")
+        self.assert_close(head.pos_embed[0, 1:].detach(), sincos_pos_embed_2d(8, (2, 4)))
+        assert torch.all(head.pos_embed[0, 0] == 0)
+        assert head.pos_embed.requires_grad  # an initialisation, still learned
+        avg = TransformerHead(in_channels=4, feature_size=(2, 4), dim=8, depth=1, num_heads=2, pool="avg").eval()
+        x = torch.rand(3, 4, 2, 4)
+        tokens = []
+        avg.norm.register_forward_pre_hook(lambda m, a: tokens.append(a[0]))
+        blocks_out = []
+        avg.blocks[-1].register_forward_hook(lambda m, a, out: blocks_out.append(out))
+        out = avg(x)
+        self.assert_close(tokens[0], blocks_out[0][:, 1:].mean(dim=1))  # the patch tokens, not CLS
+        self.assert_close(out, F.normalize(avg.norm(blocks_out[0][:, 1:].mean(dim=1)), dim=1))
+        with pytest.raises(ValueError, match="pool"):
+            TransformerHead(in_channels=4, feature_size=(1, 2), pool="max")
+        with pytest.raises(ValueError, match="pos_init"):
+            TransformerHead(in_channels=4, feature_size=(1, 2), pos_init="learned")
 
     def test_gradcheck(self):
         head = TransformerHead(in_channels=2, feature_size=(1, 2), depth=2, num_heads=1).double()

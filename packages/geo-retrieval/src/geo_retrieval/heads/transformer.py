@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ._registry import check_feature_map, register_head
 
-__all__ = ["SelfCrossBlock", "TransformerHead"]
+__all__ = ["SelfCrossBlock", "TransformerHead", "sincos_pos_embed_2d"]
 
 
 class SelfCrossBlock(nn.Module):
@@ -64,13 +64,35 @@ class SelfCrossBlock(nn.Module):
         return x + self.dropout(self.mlp(self.norm2(x)))
 
 
+def sincos_pos_embed_2d(dim: int, size: tuple[int, int], temperature: float = 10000.0) -> Tensor:
+    """Fixed 2-D sine-cosine position embedding in MAE's layout (``get_2d_sincos_pos_embed``).
+
+    Token ``(i, j)`` of an ``h x w`` grid (row-major, row i, column j) gets
+    ``[sin(j w_k), cos(j w_k), sin(i w_k), cos(i w_k)]`` with ``w_k = temperature ** (-k / (dim/4))``,
+    ``k = 0 .. dim/4 - 1``: the column (azimuth, on panoramas and polar aerials) comes first.
+
+    Shapes: -> (h*w, dim), float32. ``dim`` must be divisible by 4.
+    """
+    h, w = size
+    if dim % 4:
+        raise ValueError(f"dim must be divisible by 4 for a 2-D sin-cos embedding, got {dim}")
+    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                                indexing="ij")
+    omega = temperature ** (-torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    j = cols.reshape(-1, 1) * omega
+    i = rows.reshape(-1, 1) * omega
+    return torch.cat([j.sin(), j.cos(), i.sin(), i.cos()], dim=1).float()
+
+
 class TransformerHead(nn.Module):
     """Transformer encoder over the (h*w) feature tokens with a CLS output.
 
     Convention: tokens are the map's positions in row-major order, projected C -> ``dim`` (identity
     when equal), prepended with a learnable CLS token (or the ``cls`` passed to ``forward``), plus a
-    learnable 1-D position embedding of length 1 + h*w. Blocks are pre-LN; the output is
-    LayerNorm(CLS), L2-normalised.
+    learnable 1-D position embedding of length 1 + h*w (initialised ViT-style, N(0, 0.02), or with
+    :func:`sincos_pos_embed_2d` for the patch tokens and zero for CLS). Blocks are pre-LN; the
+    output is LayerNorm(CLS) (``pool="token"``) or LayerNorm(mean of the patch tokens)
+    (``pool="avg"``), L2-normalised.
 
     Self-cross attention (L2LTR, ``self_cross=True``): with x_0 the embedded tokens and x_l the
     output of layer l, layer l takes queries and values from x_{l-1} and keys from x_{l-2}
@@ -86,6 +108,10 @@ class TransformerHead(nn.Module):
         mlp_ratio, dropout: block options.
         self_cross: L2LTR attention.
         out_dim: optional linear projection of the normalised CLS.
+        pool: ``"token"`` (CLS output, L2LTR) or ``"avg"`` (mean of the patch tokens).
+        pos_init: ``"normal"`` (trunc. N(0, 0.02), what ViT checkpoints are trained from) or
+            ``"sincos"`` (2-D sin-cos; a randomly initialised small model trained on little data
+            learns the layout from a near-zero start too slowly to use it).
 
     Shapes: (B, C, h, w) [, cls (B, C)] -> (B, out_dim or dim), L2-normalised.
 
@@ -106,16 +132,23 @@ class TransformerHead(nn.Module):
         dropout: float = 0.0,
         self_cross: bool = True,
         out_dim: int | None = None,
+        pool: str = "token",
+        pos_init: str = "normal",
     ) -> None:
         super().__init__()
         if feature_size is None or len(feature_size) != 2:
             raise ValueError(f"feature_size must be (h, w), got {feature_size!r}")
+        if pos_init not in ("normal", "sincos"):
+            raise ValueError(f"pos_init must be 'normal' or 'sincos', got {pos_init!r}")
+        if pool not in ("token", "avg"):
+            raise ValueError(f"pool must be 'token' (the CLS output) or 'avg' (mean of the patch tokens), got {pool!r}")
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.in_channels = int(in_channels)
         self.feature_size = (int(feature_size[0]), int(feature_size[1]))
         self.dim = int(dim or in_channels)
         self.self_cross = self_cross
+        self.pool = pool
         n = self.feature_size[0] * self.feature_size[1]
         self.embed = nn.Linear(self.in_channels, self.dim) if self.dim != self.in_channels else nn.Identity()
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.dim))
@@ -128,7 +161,11 @@ class TransformerHead(nn.Module):
         self.norm = nn.LayerNorm(self.dim, eps=1e-6)
         self.proj = nn.Linear(self.dim, out_dim) if out_dim is not None else None
         self.out_dim = int(out_dim) if out_dim is not None else self.dim
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if pos_init == "sincos":
+            with torch.no_grad():
+                self.pos_embed[0, 1:] = sincos_pos_embed_2d(self.dim, self.feature_size)
+        else:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward(self, x: Tensor, cls: Tensor | None = None) -> Tensor:
@@ -148,7 +185,7 @@ class TransformerHead(nn.Module):
                 h, prev = block(h, prev), h
             else:
                 h = block(h)
-        z = self.norm(h[:, 0])
+        z = self.norm(h[:, 0] if self.pool == "token" else h[:, 1:].mean(dim=1))
         if self.proj is not None:
             z = self.proj(z)
         return F.normalize(z, dim=1)
