@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from geo_retrieval.recipes import GradClip, OptimizerConfig, Recipe, SamplingConfig, ScheduleConfig
+from geo_retrieval.recipes import OptimizerConfig, SamplingConfig, ScheduleConfig
+from geo_retrieval.testing import ScaledInfoNCE, TinyCrossView, tiny_recipe
 from geo_retrieval.training import Augmentation, SyntheticPairs, Trainer, split_holdout
 
 
@@ -18,66 +17,10 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-class TinyCrossView(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-
-        def enc() -> nn.Module:
-            return nn.Sequential(
-                nn.Conv2d(3, 8, 3, stride=2, padding=1),
-                nn.ReLU(),
-                nn.Dropout(0.2),
-                nn.Conv2d(8, 16, 3, stride=2, padding=1),
-                nn.AdaptiveAvgPool2d(1),
-                nn.Flatten(),
-            )
-
-        self.g, self.a = enc(), enc()
-        self.logit_scale = nn.Parameter(torch.tensor(2.0))
-
-    def encode_ground(self, x):
-        return F.normalize(self.g(x), dim=-1)
-
-    def encode_aerial(self, x):
-        return F.normalize(self.a(x), dim=-1)
-
-    def forward(self, ground, aerial):
-        return self.encode_ground(ground), self.encode_aerial(aerial)
-
-    def similarity(self, g, a):
-        return g @ a.T
-
-
-class ScaledInfoNCE(nn.Module):
-    """Loss with its own learnable parameter, so the loss state is part of the checkpoint."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.logit_scale = nn.Parameter(torch.tensor(2.3))
-
-    def forward(self, sim):
-        logits = self.logit_scale.exp() * sim
-        labels = torch.arange(sim.shape[0])
-        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
-
-
-RECIPE = Recipe(
-    name="tiny",
-    variant="small",
-    backbone="-",
-    head="-",
-    loss="infonce",
-    ground_size=(16, 64),
-    aerial_size=(16, 64),
-    polar=True,
-    polar_center="pixel",
-    source="test",
-    note="CPU-sized test recipe",
+RECIPE = tiny_recipe(
     optimizer=OptimizerConfig("adamw", lr=3e-3, weight_decay=0.01),
     schedule=ScheduleConfig("cosine", warmup_steps=3),
     epochs=3,
-    batch_size=8,
-    grad_clip=GradClip("norm", 1.0),
     augmentation=Augmentation(
         hflip_p=0.5, rot90_p=0.5, color_jitter=0.2, color_jitter_p=0.5, dropout_p=0.3, dropout_holes=(1, 3)
     ),
@@ -96,7 +39,7 @@ def make(out_dir, data, model_seed=0, **kwargs):
     torch.manual_seed(model_seed)
     train, val = data
     return Trainer(
-        TinyCrossView(), RECIPE, train, val, out_dir=out_dir, seed=7, loss=ScaledInfoNCE(), **kwargs
+        TinyCrossView(dropout=0.2), RECIPE, train, val, out_dir=out_dir, seed=7, loss=ScaledInfoNCE(), **kwargs
     )
 
 

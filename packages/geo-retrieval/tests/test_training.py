@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geo_retrieval.recipes import GradClip, OptimizerConfig, Recipe, SamplingConfig, ScheduleConfig
+from geo_retrieval.recipes import GradClip, OptimizerConfig, SamplingConfig, ScheduleConfig
+from geo_retrieval.testing import TinyCrossView, tiny_recipe
 from geo_retrieval.training import (
     Augmentation,
     BatchTransform,
@@ -37,63 +38,9 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-class TinyCrossView(nn.Module):
-    """Two 2-layer conv encoders with dropout (so the RNG state matters) and cosine similarity."""
-
-    def __init__(self, dim: int = 16) -> None:
-        super().__init__()
-
-        def enc() -> nn.Module:
-            return nn.Sequential(
-                nn.Conv2d(3, 8, 3, stride=2, padding=1),
-                nn.ReLU(),
-                nn.Dropout(0.1),
-                nn.Conv2d(8, dim, 3, stride=2, padding=1),
-                nn.AdaptiveAvgPool2d(1),
-                nn.Flatten(),
-            )
-
-        self.g, self.a = enc(), enc()
-
-    def encode_ground(self, x):
-        return F.normalize(self.g(x), dim=-1)
-
-    def encode_aerial(self, x):
-        return F.normalize(self.a(x), dim=-1)
-
-    def forward(self, ground, aerial):
-        return self.encode_ground(ground), self.encode_aerial(aerial)
-
-    def similarity(self, g, a):
-        return g @ a.T
-
-
 def infonce(sim):
     labels = torch.arange(sim.shape[0])
     return 0.5 * (F.cross_entropy(10 * sim, labels) + F.cross_entropy(10 * sim.T, labels))
-
-
-def tiny_recipe(**changes) -> Recipe:
-    base = Recipe(
-        name="tiny",
-        variant="small",
-        backbone="-",
-        head="-",
-        loss="infonce",
-        ground_size=(16, 64),
-        aerial_size=(16, 64),
-        polar=True,
-        polar_center="pixel",
-        source="test",
-        note="CPU-sized test recipe",
-        optimizer=OptimizerConfig("adamw", lr=3e-3),
-        schedule=ScheduleConfig("cosine", warmup_steps=2),
-        epochs=2,
-        batch_size=8,
-        grad_clip=GradClip("norm", 1.0),
-        augmentation=Augmentation(hflip_p=0.5, rot90_p=0.5, color_jitter=0.2, color_jitter_p=0.5),
-    )
-    return base.replace(**changes)
 
 
 @pytest.fixture(scope="module")

@@ -12,56 +12,18 @@ SCRIPT = textwrap.dedent(
     """
     import os, sys
     import torch
-    import torch.nn.functional as F
-    from torch import nn
 
     torch.set_num_threads(1)
-    from geo_retrieval.recipes import GradClip, OptimizerConfig, Recipe, ScheduleConfig
-    from geo_retrieval.training import Augmentation, SyntheticPairs, Trainer, split_holdout
+    from geo_retrieval.recipes import ScheduleConfig
+    from geo_retrieval.testing import ScaledInfoNCE, TinyCrossView, tiny_recipe
+    from geo_retrieval.training import SyntheticPairs, Trainer, split_holdout
 
-
-    class Tiny(nn.Module):  # no dropout / batch norm: per-rank randomness would break the comparison
-        def __init__(self):
-            super().__init__()
-            enc = lambda: nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
-                                        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.AdaptiveAvgPool2d(1),
-                                        nn.Flatten())
-            self.g, self.a = enc(), enc()
-
-        def encode_ground(self, x):
-            return F.normalize(self.g(x), dim=-1)
-
-        def encode_aerial(self, x):
-            return F.normalize(self.a(x), dim=-1)
-
-        def forward(self, g, a):
-            return self.encode_ground(g), self.encode_aerial(a)
-
-        def similarity(self, g, a):
-            return g @ a.T
-
-
-    class Loss(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.logit_scale = nn.Parameter(torch.tensor(2.3))
-
-        def forward(self, sim):
-            logits, labels = self.logit_scale.exp() * sim, torch.arange(sim.shape[0])
-            return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
-
-
-    recipe = Recipe(
-        name="tiny", variant="small", backbone="-", head="-", loss="infonce", ground_size=(16, 64),
-        aerial_size=(16, 64), polar=True, polar_center="pixel", source="test", note="CPU-sized",
-        optimizer=OptimizerConfig("adamw", lr=3e-3), schedule=ScheduleConfig("cosine", warmup_steps=1),
-        epochs=2, batch_size=8, grad_clip=GradClip("norm", 1.0),
-        augmentation=Augmentation(hflip_p=0.5, rot90_p=0.5, color_jitter=0.2, color_jitter_p=0.5),
-    )
+    recipe = tiny_recipe(schedule=ScheduleConfig("cosine", warmup_steps=1))
     out = sys.argv[1]
     train, val = split_holdout(SyntheticPairs(40, aerial_size=32, ground_size=(16, 64), seed=3), fraction=0.2)
     torch.manual_seed(0)
-    trainer = Trainer(Tiny(), recipe, train, val, out_dir=out, seed=1, loss=Loss(), device="cpu", max_steps=5)
+    trainer = Trainer(TinyCrossView(dropout=0.0), recipe, train, val, out_dir=out, seed=1, loss=ScaledInfoNCE(),
+                      device="cpu", max_steps=5)  # no dropout: per-rank randomness would break the comparison
     result = trainer.fit()
     state = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
     state["logit_scale"] = trainer.loss_fn.logit_scale.detach().clone()
