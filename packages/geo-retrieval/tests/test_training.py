@@ -356,6 +356,35 @@ class TestTrainer:
         state = torch.load(tmp_path / "last/trainer_state.pt", weights_only=True)
         assert set(state["optimizers"]) == {"ground", "aerial"}
 
+    def test_staged_optimiser_keeps_its_schedule_without_warnings(self, pairs, tmp_path):
+        """A custom step that skips an optimiser early on (staged training): every schedule still
+        follows global_step, and torch's scheduler-order warning is not shown to the user."""
+        import warnings
+
+        train, _ = pairs
+
+        class Staged(TinyCrossView):
+            def configure_optimizers(self, recipe):
+                return {"ground": torch.optim.SGD(self.g.parameters(), lr=0.1),
+                        "aerial": torch.optim.SGD(self.a.parameters(), lr=0.1)}
+
+            def training_step(self, batch, trainer):
+                g, a = self(batch["ground"], batch["aerial"])
+                loss = infonce(self.similarity(g, a))
+                trainer.backward(loss)
+                trainer.optimizer_step("ground")
+                if trainer.global_step >= 2:
+                    trainer.optimizer_step("aerial")
+                return {"loss": loss}
+
+        tr = Trainer(Staged(), tiny_recipe(epochs=1), train, out_dir=tmp_path, max_steps=4)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tr.fit()
+        assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+        lrs = {k: opt.param_groups[0]["lr"] for k, opt in tr.optimizers.items()}
+        assert lrs["ground"] == lrs["aerial"]
+
     def test_similarity_sampler_is_refreshed(self, pairs, tmp_path):
         train, val = pairs
         recipe = tiny_recipe(

@@ -40,6 +40,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -507,8 +508,13 @@ class Trainer:
             out = self._default_step(batch)
         if self.scaler is not None:
             self.scaler.update()
-        for sched in self.schedulers.values():
-            sched.step()
+        # Every schedule follows global_step, also for an optimiser that a custom training_step did
+        # not step this time (staged training, e.g. SMDT's retrieval_start_epoch): torch's warning
+        # about that order is expected here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            for sched in self.schedulers.values():
+                sched.step()
         logs = {k: float(v.detach()) if isinstance(v, Tensor) else float(v) for k, v in out.items()}
         if not all(math.isfinite(v) for v in logs.values()):
             raise FloatingPointError(f"non-finite training logs at step {self.global_step}: {logs}")
