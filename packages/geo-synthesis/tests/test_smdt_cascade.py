@@ -91,6 +91,23 @@ class TestCascadeWiring:
         torch.testing.assert_close(out.seg_prob, out.seg_logits.softmax(1))
         assert out.seg_prob.shape == (2, K, *SIZE) and out.image.shape == (2, 3, *SIZE)
 
+    def test_g2_seg_plus_aerial_sees_probabilities_and_the_mapped_aerial(self):
+        c = SMDTCascade(tiny_config(g2_input="seg+aerial"))
+        seen = {}
+        c.g2.register_forward_hook(lambda m, inp, out: seen.update(x=inp[0]))
+        mapped = c.map_aerial(batch()[0])
+        out = c.generate(mapped)
+        assert seen["x"].shape == (2, K + 3, *SIZE)
+        torch.testing.assert_close(seen["x"][:, :K], out.seg_prob)
+        torch.testing.assert_close(seen["x"][:, K:], mapped)
+        # the synthesised image depends on the aerial beyond the segmentation: same P', other I_a
+        with torch.no_grad():
+            other = c.g2(torch.cat([out.seg_prob, mapped.flip(0)], dim=1))
+        assert not torch.allclose(other, out.image)
+        assert c.d2.in_channels == K + 3  # D2 still judges (P', image): conditioned on the segmentation
+        with pytest.raises(ValueError, match="g2_input"):
+            tiny_config(g2_input="aerial")
+
     @pytest.mark.parametrize("flow", [True, False])
     def test_image_loss_reaches_g1_only_when_enabled(self, flow):
         c = SMDTCascade(tiny_config(g2_grad_to_g1=flow))

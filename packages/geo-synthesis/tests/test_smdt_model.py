@@ -82,11 +82,11 @@ def _grad_sum(grads):
 
 class TestSMDTModel:
     def test_encoders_and_similarity(self):
-        model, _ = make_model()
+        model, recipe = make_model()
         model.eval()
         b = make_batch()
         g, a = model(b["ground"], b["aerial"])
-        assert g.shape == a.shape == (4, 64)
+        assert g.shape == a.shape == (4, recipe.head_kwargs["dim"])
         torch.testing.assert_close(g.norm(dim=1), torch.ones(4))
         assert model.similarity(g, a).shape == (4, 4)
         with torch.no_grad():

@@ -57,7 +57,7 @@ def test_build_small():
     model.eval()
     with torch.no_grad():
         g, a = model(torch.rand(2, 3, 32, 128) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1)
-    assert g.shape == a.shape == (2, 64)
+    assert g.shape == a.shape == (2, get_recipe("l2ltr", "small").head_kwargs["dim"])
 
 
 @pytest.mark.parametrize(

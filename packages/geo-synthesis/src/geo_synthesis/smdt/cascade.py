@@ -6,7 +6,10 @@ Convention:
     parameters are recorded in :attr:`SMDTCascade.mixed_params`) ->
 
     - **G1**: I_a -> S_g' = K segmentation logits (B, K, H, W); ``softmax`` gives probabilities P';
-    - **G2**: P' -> I_g' (B, 3, H, W), tanh, a ground-style image in [-1, 1];
+    - **G2**: P' -> I_g' (B, 3, H, W), tanh, a ground-style image in [-1, 1]; with
+      ``g2_input="seg+aerial"`` G2 sees ``concat(P', I_a)`` (B, K + 3, H, W), a two-stage
+      semantic-guided design (SelectionGAN's second stage also sees the input image) that keeps the
+      aerial's appearance, which the segmentation alone cannot carry;
     - **D1** judges ``(I_a, P')`` against ``(I_a, onehot(S_g))`` (``d1_fake_input="straight_through"``:
       the one-hot argmax of P' with P''s gradient, so D1 cannot win on sharpness alone);
     - **D2** judges ``(P', I_g')`` against ``(P', I_g)`` (the condition is G1's output, detached:
@@ -68,6 +71,8 @@ class CascadeConfig:
         lambda_image, lambda_seg: weights of the image L1 and of the segmentation loss.
         seg_loss: ``"l1"`` (probabilities vs one-hot) or ``"ce"`` (cross-entropy of logits).
         g2_grad_to_g1: let the G2 losses reach G1 through P' (cascade only).
+        g2_input: what G2 sees: ``"seg"`` (P' only, the figure's reading) or ``"seg+aerial"``
+            (P' and I_a concatenated; cascade only).
         d1_fake_input: what D1 sees of the fake segmentation: ``"prob"`` (P', default) or
             ``"straight_through"`` (the one-hot argmax of P' in the forward pass, P''s gradient in the
             backward pass), so D1 cannot tell real from fake by sharpness alone.
@@ -93,6 +98,7 @@ class CascadeConfig:
     lambda_seg: float = 100.0
     seg_loss: Literal["l1", "ce"] = "l1"
     g2_grad_to_g1: bool = True
+    g2_input: Literal["seg", "seg+aerial"] = "seg"
     d1_fake_input: Literal["prob", "straight_through"] = "prob"
     padding_mode: str = "zeros"
 
@@ -101,6 +107,8 @@ class CascadeConfig:
             raise ValueError(f"architecture must be 'cascade' or 'single', got {self.architecture!r}")
         if self.d1_fake_input not in ("prob", "straight_through"):
             raise ValueError(f"d1_fake_input must be 'prob' or 'straight_through', got {self.d1_fake_input!r}")
+        if self.g2_input not in ("seg", "seg+aerial"):
+            raise ValueError(f"g2_input must be 'seg' or 'seg+aerial', got {self.g2_input!r}")
         if self.seg_loss not in ("l1", "ce"):
             raise ValueError(f"seg_loss must be 'l1' or 'ce', got {self.seg_loss!r}")
         if self.num_classes < 2:
@@ -167,7 +175,8 @@ class SMDTCascade(nn.Module):
                 "max_channels": cfg.max_channels, "padding_mode": cfg.padding_mode}
         if cfg.architecture == "cascade":
             self.g1: nn.Module | None = UNetGenerator(3, k, out_activation="none", **unet)
-            self.g2: nn.Module | None = UNetGenerator(k, 3, out_activation="tanh", **unet)
+            g2_in = k + 3 if cfg.g2_input == "seg+aerial" else k
+            self.g2: nn.Module | None = UNetGenerator(g2_in, 3, out_activation="tanh", **unet)
             self.generator: nn.Module | None = None
             d2_channels = k + 3
         else:
@@ -214,7 +223,10 @@ class SMDTCascade(nn.Module):
             return SynthesisOutput(logits, logits.float().softmax(dim=1).to(logits.dtype), image)
         logits = self.g1(mapped)  # type: ignore[misc]
         prob = logits.float().softmax(dim=1).to(logits.dtype)
-        image = self.g2(prob if self.config.g2_grad_to_g1 else prob.detach())  # type: ignore[misc]
+        g2_in = prob if self.config.g2_grad_to_g1 else prob.detach()
+        if self.config.g2_input == "seg+aerial":
+            g2_in = torch.cat([g2_in, mapped.to(g2_in.dtype)], dim=1)
+        image = self.g2(g2_in)  # type: ignore[misc]
         return SynthesisOutput(logits, prob, image)
 
     def synthesise(self, aerial: Tensor) -> SynthesisOutput:
