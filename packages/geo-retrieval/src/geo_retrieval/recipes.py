@@ -458,11 +458,12 @@ _SMALL_COMMON: dict[str, Any] = {
 _BUILTIN: list[Recipe] = [
     _SAFA,
     _SAFA.replace(
-        **_SMALL_COMMON,
+        **{**_SMALL_COMMON, "epochs": 16},
         head_kwargs={"num_heads": 4, "pool": "max", "flatten": "head_major"},
         aerial_size=_SMALL_PANO,
         note=_CPU_NOTE
-        + "narrow ResNet-10-T cut at layer2 per view (4x16 map), SA head K=4; AdamW 1e-3 + cosine.",
+        + "narrow ResNet-10-T cut at layer2 per view (4x16 map), SA head K=4; AdamW 1e-3 + cosine, "
+        "16 epochs (8 left seed 1 at 5.6 % test R@1 on the synthetic world).",
     ),
     _DSM,
     _DSM.replace(
