@@ -146,3 +146,51 @@ def test_killing_the_leaderboard_stops_the_training_processes(tmp_path, sig):
         for p in workers:
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def _record(recipe, seed, r1, known=True):
+    from geo_bench.records import PROTOCOL_KEYS, ResultRecord, collect_provenance
+
+    proto = {k: None for k in PROTOCOL_KEYS} | {"orientation_known": known, "polar": False, "backbone": "b", "synthesis": False,
+             "world": {"seed": 0, "n_train": 10, "n_test": 5, "holdout": 0.2}}
+    metrics = {"R@1": r1, "R@5": r1 + 10.0, "R@10": r1 + 20.0}
+    return ResultRecord(recipe, "small", "synthetic", "test", proto, 5, 5, metrics,
+                        collect_provenance(seed=seed, train_seconds=1.0, eval_seconds=1.0))
+
+
+def test_seed_summary_mean_and_sample_std():
+    from geo_bench.leaderboard.seeds import mean_std_text, seed_summary, seeds_markdown
+
+    recs = [_record("a", 1, 12.0), _record("a", 0, 21.6), _record("b", 0, 30.0), _record("a", 0, 2.0, known=False)]
+    rows = seed_summary(recs)
+    assert [(r["method"], r["orientation_known"]) for r in rows] == [("b", True), ("a", True), ("a", False)]
+    a = rows[1]
+    assert a["seeds"] == [0, 1] and a["R@1_values"] == [21.6, 12.0] and a["n_seeds"] == 2
+    assert a["R@1_mean"] == pytest.approx(16.8) and a["R@1_std"] == pytest.approx(6.788225, rel=1e-6)  # ddof=1
+    assert a["R@5_mean"] == pytest.approx(26.8)
+    assert rows[0]["R@1_std"] is None and mean_std_text(rows[0], "R@1") == "30.0"
+    assert mean_std_text(a, "R@1") == "16.8 ± 6.8"
+    md = seeds_markdown(rows)
+    assert "| a | small | orientation known | 0, 1 | 16.8 ± 6.8 | 26.8 ± 6.8 | 36.8 ± 6.8 | 21.6, 12.0 |" in md
+    with pytest.raises(ValueError, match="more than one record for a seed"):
+        seed_summary([_record("a", 0, 1.0), _record("a", 0, 2.0)])
+
+
+def test_leaderboard_seeds_writes_the_summary(tmp_path):
+    rc = main(["leaderboard", "--tiny", "--recipes", "safa", "--no-baseline", "--seeds", "0,1", "--out", str(tmp_path),
+               "--no-progress", "--no-plots", "--threads", "1", "--jobs", "1"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "leaderboard_seeds.json").read_text())
+    assert {(r["method"], tuple(r["seeds"])) for r in summary} == {("safa", (0, 1))}
+    assert len(summary) == 2  # orientation known and unknown
+    stored = ResultStore(tmp_path / "results.jsonl").records()
+    for row in summary:
+        vals = sorted(r.metrics["R@1"] for r in stored if r.protocol["orientation_known"] == row["orientation_known"])
+        assert sorted(row["R@1_values"]) == vals
+    assert "safa" in (tmp_path / "leaderboard_seeds.md").read_text()
+
+
+def test_leaderboard_seeds_bad_value(tmp_path, caplog):
+    with caplog.at_level(logging.ERROR):
+        assert main(["leaderboard", "--tiny", "--seeds", "0,x", "--out", str(tmp_path)]) == 2
+    assert "--seeds" in caplog.text

@@ -4,13 +4,14 @@ With no arguments: each installed recipe (safa, dsm, sample4geo, l2ltr, and toke
 geo-synthesis is installed) in its SMALL variant is trained on the embedded synthetic world (rendered
 once, cached in OUT/cache), its checkpoint is selected on a held-out slice of the training region,
 and it is evaluated on the world's TEST region (a disjoint part of the city) with the orientation
-known and unknown (panoramas rolled by fixed, seeded shifts). 17.5 minutes measured on a shared
-2-core CPU (two recipes train at once, one process and one torch thread each; --jobs 1 runs them
-in turn; toker21's training alone takes most of it).
+known and unknown (panoramas rolled by fixed, seeded shifts). 10.5 minutes measured on an idle
+2-core CPU, 17.5 under load (two recipes train at once, one process and one torch thread each;
+--jobs 1 runs them in turn; toker21's training alone takes most of it).
 
   geo-bench leaderboard                                   # synthetic world, small variants
   geo-bench leaderboard --recipes safa,dsm --epochs 4     # a subset, shorter
   geo-bench leaderboard --tiny                            # smoke test (~1 min): tiny world, 1 epoch
+  geo-bench leaderboard --seeds 0,1,2                     # three seeds + mean ± std per method
   geo-bench leaderboard --dataset cvusa --root data/CVUSA --device cuda   # full variants, real data
 
 Outputs in --out (default leaderboard_run): results.jsonl (the results store: one record per
@@ -49,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", choices=["small", "full"],
                         help="recipe variant (default small on the synthetic world, full on real data)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: run the leaderboard once per seed "
+                        "and also write OUT/leaderboard_seeds.{md,json} (mean ± std over seeds per method)")
     parser.add_argument("--epochs", type=int, help="override every recipe's epochs")
     parser.add_argument("--batch-size", type=int, help="override every recipe's batch size")
     parser.add_argument("--split", help="evaluation split (default test; CVACT: val = CVACT_val)")
@@ -115,15 +118,27 @@ def _run(args: argparse.Namespace) -> int:
 
         on_cpu = not (args.device or "").startswith("cuda") and not (args.device is None and torch.cuda.is_available())
         jobs = 2 if on_cpu and (os.cpu_count() or 1) >= 2 else 1
-    records = run_leaderboard(cfg, out, recipes=recipes, baseline=not args.no_baseline, store=store,
-                              progress=progress_enabled(args), on_event=say, failures=failures, jobs=max(1, jobs))
+    seeds = _parse_seeds(args.seeds) if args.seeds else [cfg.seed]
+    records = []
+    for seed in seeds:
+        if len(seeds) > 1:
+            say(f"seed {seed}")
+        records += run_leaderboard(replace(cfg, seed=seed), out, recipes=recipes, baseline=not args.no_baseline,
+                                   store=store, progress=progress_enabled(args), on_event=say, failures=failures,
+                                   jobs=max(1, jobs))
     reported = []
     if not synthetic:
         split = cfg.test_split if args.dataset != "vigor" else f"{cfg.vigor_area}_area"
         reported = [r for r in reported_records(args.dataset) if r.split == split]
-    title = f"Leaderboard: {args.dataset} {cfg.test_split}, {variant} variants, seed {cfg.seed}"
+    seed_text = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]}"
+    title = f"Leaderboard: {args.dataset} {cfg.test_split}, {variant} variants, {seed_text}"
     render_rich(records, reported, console=console, title=title)
     paths = write_outputs(records, reported, out)
+    if len(seeds) > 1:
+        from ..leaderboard.seeds import seed_summary, write_seed_summary
+
+        paths.update(write_seed_summary(records, out))
+        _print_seed_summary(seed_summary(records), console)
     if not args.no_plots:
         paths.update(write_plots(records, out))
     say("written: " + ", ".join(str(p) for p in paths.values()) + f"; store {store.path}")
@@ -132,3 +147,28 @@ def _run(args: argparse.Namespace) -> int:
     for name, error in failures:
         log.error("recipe %s failed and is missing from the table: %s", name, error)
     return 1 if failures else 0
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers such as 0,1,2, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds needs distinct integers such as 0,1,2, got {text!r}")
+    return seeds
+
+
+def _print_seed_summary(summary: list[dict], console: object) -> None:
+    from rich.table import Table
+
+    from ..leaderboard.seeds import SEED_METRICS, mean_std_text
+
+    table = Table(title="Across seeds: mean ± sample std")
+    for head in ("method", "variant", "protocol", "seeds", *SEED_METRICS, "R@1 per seed"):
+        table.add_column(head, justify="right" if head.startswith("R@") else "left", overflow="fold")
+    for e in summary:
+        cells = [mean_std_text(e, m) for m in SEED_METRICS]
+        table.add_row(e["method"], e["variant"], e["protocol"], ", ".join(map(str, e["seeds"])), *cells,
+                      ", ".join(f"{v:.1f}" for v in e["R@1_values"]))
+    console.print(table)  # type: ignore[attr-defined]
