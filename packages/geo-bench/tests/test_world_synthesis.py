@@ -20,12 +20,7 @@ from geo_synthesis.recipes import Toker21Config
 SIZE = (32, 128)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is several times faster on 2 shared cores
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.one_thread
 
 
 def test_toker21_synthesis_improves_on_held_out_world_pairs(tmp_path):

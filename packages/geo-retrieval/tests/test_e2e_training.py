@@ -14,13 +14,7 @@ import torch
 from geo_retrieval.recipes import build, get_recipe
 from geo_retrieval.training import SyntheticPairs, Trainer, split_holdout
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.one_thread
 
 
 def heldout_r1(trainer, dataset) -> float:

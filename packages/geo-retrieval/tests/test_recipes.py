@@ -11,12 +11,7 @@ from geo_retrieval.recipes import GradClip, build, get_recipe, list_recipes, reg
 BUILTIN = ("safa", "dsm", "sample4geo", "l2ltr")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.one_thread
 
 
 class TestRegistry:

@@ -7,14 +7,8 @@ from geo_retrieval.recipes import OptimizerConfig, SamplingConfig, ScheduleConfi
 from geo_retrieval.testing import ScaledInfoNCE, TinyCrossView, tiny_recipe
 from geo_retrieval.training import Augmentation, SyntheticPairs, Trainer, split_holdout
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: OpenMP threads only add contention on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models: OpenMP threads only add contention on a shared 2-core machine
+pytestmark = pytest.mark.one_thread
 
 
 RECIPE = tiny_recipe(

@@ -15,14 +15,8 @@ from geo_retrieval.sampling import (
     similarity_neighbours,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: OpenMP threads only add contention on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models: OpenMP threads only add contention on a shared 2-core machine
+pytestmark = pytest.mark.one_thread
 
 
 class TestHaversine:

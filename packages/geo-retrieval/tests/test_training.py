@@ -28,14 +28,8 @@ from geo_retrieval.training import (
 from geo_transforms import polar_transform
 from geo_transforms.testing import assert_close
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: OpenMP threads only add contention on a shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models: OpenMP threads only add contention on a shared 2-core machine
+pytestmark = pytest.mark.one_thread
 
 
 def infonce(sim):

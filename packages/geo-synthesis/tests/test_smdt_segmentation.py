@@ -14,14 +14,8 @@ from geo_synthesis.smdt import (
     world_grouping,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_intra_op_thread():
-    # on shared CPUs two spinning OpenMP threads ran these small ops 50-250x slower than one thread
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# on shared CPUs two spinning OpenMP threads ran these small ops 50-250x slower than one thread
+pytestmark = pytest.mark.one_thread
 
 
 class TestClassGrouping:

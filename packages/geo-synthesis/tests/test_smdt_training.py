@@ -13,14 +13,8 @@ from geo_synthesis.smdt import CascadeConfig, SMDTConfig
 from geo_synthesis.smdt.toy import SMDTToyPairs
 from geo_transforms import MixedParams
 
-
-@pytest.fixture(autouse=True)
-def _one_intra_op_thread():
-    # on shared CPUs two spinning OpenMP threads ran these small ops 50-250x slower than one thread
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# on shared CPUs two spinning OpenMP threads ran these small ops 50-250x slower than one thread
+pytestmark = pytest.mark.one_thread
 
 
 SIZE = (16, 64)

@@ -5,6 +5,9 @@
   (float16, bfloat16, float32, float64).
 - ``device`` and ``dtype`` fixtures parametrised from those options.
 - the ``slow`` marker (deselected by each package's ``addopts``; run with ``-m slow``).
+- the ``one_thread`` marker: a module with ``pytestmark = pytest.mark.one_thread`` runs with one
+  torch intra-op thread (restored afterwards), set before the module's other fixtures. Tiny
+  models on a shared CPU run several times faster that way.
 - an autouse guard that refuses network connections to anything but loopback, and sets
   ``HF_HUB_OFFLINE=1`` so nothing tries to fetch weights.
 """
@@ -30,6 +33,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long-running test; run with -m slow")
     config.addinivalue_line("markers", "cuda: needs a CUDA device")
+    config.addinivalue_line("markers", "one_thread: (module-level) run the module with one torch intra-op thread")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -68,6 +72,21 @@ def device(request: pytest.FixtureRequest) -> torch.device:
 def dtype(request: pytest.FixtureRequest) -> torch.dtype:
     """The floating dtype under test (from ``--dtype``)."""
     return getattr(torch, request.param)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread(request: pytest.FixtureRequest):
+    """One torch intra-op thread for modules marked ``one_thread`` (module-scoped and autouse, so it
+    is in place before the module's own module-scoped fixtures train anything)."""
+    if request.node.get_closest_marker("one_thread") is None:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _is_loopback(address: object) -> bool:
