@@ -10,38 +10,11 @@ measurement). Paper size: 112x616, G base 32, D base 64, ResNet-34 street branch
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
 
 import torch
-
-
-def _vmhwm_mb() -> float:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-class _Trainer:
-    def __init__(self, model, recipe, device):
-        self.optimizers = model.configure_optimizers(recipe)
-        self.epoch, self.device = 0, device
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def backward(self, loss):
-        loss.backward()
-
-    def optimizer_step(self, name):
-        self.optimizers[name].step()
-        self.optimizers[name].zero_grad(set_to_none=True)
+from _bench_utils import StepTrainer, peak_rss_mb
 
 
 def _time(fn, device, repeats):
@@ -49,7 +22,7 @@ def _time(fn, device, repeats):
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    base_rss = _vmhwm_mb()
+    base_rss = peak_rss_mb()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -57,7 +30,7 @@ def _time(fn, device, repeats):
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    mem = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _vmhwm_mb() - base_rss
+    mem = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb() - base_rss
     return statistics.median(times), mem
 
 
@@ -71,7 +44,7 @@ def bench(size_name: str, device: torch.device, batch: int, repeats: int) -> lis
     x = torch.rand(batch, 3, h, w, device=device) * 2 - 1
     y = torch.rand(batch, 3, h, w, device=device) * 2 - 1
     g, d = model.generator, model.discriminator
-    trainer = _Trainer(model, recipe, device)
+    trainer = StepTrainer(model.configure_optimizers(recipe))
     rows = []
     for name, fn in (
         ("G fwd+bwd", lambda: g(x)[0].mean().backward()),

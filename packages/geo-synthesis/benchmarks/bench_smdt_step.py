@@ -20,7 +20,6 @@ measurement (model and data are allocated first). Reports the median seconds per
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import subprocess
@@ -28,35 +27,7 @@ import sys
 import time
 
 import torch
-
-
-def _vmhwm_mb() -> float:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-class _Trainer:
-    """What SMDTModel.training_step needs from geo-retrieval's Trainer (no clipping, no AMP)."""
-
-    def __init__(self, optimizers):
-        self.optimizers = optimizers
-        self.epoch, self.seed, self.global_step = 0, 0, 0
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def backward(self, loss):
-        loss.backward()
-
-    def optimizer_step(self, name):
-        self.optimizers[name].step()
-        self.optimizers[name].zero_grad(set_to_none=True)
+from _bench_utils import StepTrainer, peak_rss_mb
 
 
 def _sync(device: torch.device) -> None:
@@ -78,7 +49,7 @@ def run_one(size: str, what: str, device: torch.device, batch: int, repeats: int
     ground = torch.rand(batch, 3, h, w, device=device) * 2 - 1
     labels = torch.randint(0, recipe.smdt.cascade.num_classes, (batch, h, w), device=device)
     opts = model.configure_optimizers(recipe)
-    trainer = _Trainer(opts)
+    trainer = StepTrainer(opts)
     mapped = cascade.map_aerial(aerial)
 
     def d_step():
@@ -106,7 +77,7 @@ def run_one(size: str, what: str, device: torch.device, batch: int, repeats: int
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     else:
-        base = _vmhwm_mb()
+        base = peak_rss_mb()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -117,7 +88,7 @@ def run_one(size: str, what: str, device: torch.device, batch: int, repeats: int
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
         total = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        peak, total = _vmhwm_mb() - base, _vmhwm_mb()
+        peak, total = peak_rss_mb() - base, peak_rss_mb()
     return {
         "size": size, "what": what, "batch": batch, "device": str(device), "threads": torch.get_num_threads(),
         "median_s": statistics.median(times), "min_s": min(times), "peak_growth_mb": round(peak, 1),
