@@ -246,11 +246,12 @@ class TestPrepareCLI:
         out = capsys.readouterr().out
         assert "VIGOR train: N=6 queries, 8 aerials" in out and "VIGOR test" in out
 
-    def test_prepare_errors(self, tmp_path, capsys):
+    def test_prepare_errors(self, tmp_path, caplog):
+        # a user error: one logged message and exit status 2, like every other verb
         assert (
             main(["prepare", "cvact", "--root", str(tmp_path), "--out", str(tmp_path / "c"), "--no-progress"])
-            == 1
+            == 2
         )
-        assert "Dataset not found" in capsys.readouterr().err
+        assert "Dataset not found" in caplog.text
         with pytest.raises(SystemExit):
             main(["prepare", "kitti", "--root", "x", "--out", "y"])

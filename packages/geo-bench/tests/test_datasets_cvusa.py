@@ -181,6 +181,6 @@ class TestDuplicates:
         assert "2 duplicate pair(s)" in out
         assert len((tmp_path / "d.csv").read_text().splitlines()) == 3
 
-    def test_cli_missing_root(self, tmp_path, capsys):
-        assert main(["duplicates", "cvusa", "--root", str(tmp_path), "--no-progress"]) == 1
-        assert "Dataset not found" in capsys.readouterr().err
+    def test_cli_missing_root(self, tmp_path, caplog):
+        assert main(["duplicates", "cvusa", "--root", str(tmp_path), "--no-progress"]) == 2
+        assert "Dataset not found" in caplog.text

@@ -10,7 +10,9 @@ spectral norm (W = W_orig / sigma with sigma = u^T (W_mat v), W_mat = W_orig res
 (out, -1); the value torch's ``spectral_norm`` uses in eval mode) and writes one safetensors file
 per model component with provenance metadata. Optimiser state is not converted.
 
-CLI: ``python -m geo_retrieval.convert toker SRC OUT_DIR``.
+CLI: ``python -m geo_retrieval.convert toker SRC OUT_DIR``. A fault the user can fix (a missing,
+unsafe, truncated or foreign file; an unwritable OUT_DIR) prints one ``error:`` line naming the file
+and exits with status 2; Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import pickle
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -27,7 +31,12 @@ from torch import Tensor
 from . import __version__
 from .checkpoint import _safe_torch_load, save_weights, strip_prefixes
 
-__all__ = ["TOKER_COMPONENTS", "bake_spectral_norm", "convert_toker", "main"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_USER_ERROR", "TOKER_COMPONENTS", "bake_spectral_norm", "convert_toker", "main"]
+
+#: Exit status for a fault the user can fix (missing, unsafe, damaged or foreign file), as argparse's.
+EXIT_USER_ERROR = 2
+#: Exit status after Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 TOKER_COMPONENTS: dict[str, str] = {
     "generator_model_dict": "generator",
@@ -158,7 +167,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     toker.add_argument("src", help="the .pth checkpoint")
     toker.add_argument("out_dir", help="output directory")
     args = parser.parse_args(argv)
-    for component, path in convert_toker(args.src, args.out_dir).items():
+    try:
+        written = convert_toker(args.src, args.out_dir)
+    except KeyboardInterrupt:
+        print("interrupted: finished components are complete files; run the same command again", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, TypeError, OSError, pickle.UnpicklingError) as exc:
+        # a file the user gave is missing, unsafe, damaged or of another kind: one line, exit status 2
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
+            message = f"{exc.filename}: {message}"
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    for component, path in written.items():
         print(f"{component}: {path}")
     return 0
 

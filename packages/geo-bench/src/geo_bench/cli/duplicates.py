@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
+
+from ._common import guarded
 
 HELP = "list exact-duplicate image pairs of a CVUSA split (md5 of decoded pixels)"
 
@@ -30,15 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    return guarded(lambda: _run(args), interrupted="nothing was written; run the same command again")
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..datasets import find_exact_duplicates
 
-    try:
-        pairs = find_exact_duplicates(
-            args.root, args.split, views=tuple(args.views), split_file=args.split_file, progress=args.progress
-        )
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    pairs = find_exact_duplicates(
+        args.root, args.split, views=tuple(args.views), split_file=args.split_file, progress=args.progress
+    )
     print("view\tid_a\tid_b\tmd5")
     for p in pairs:
         print(f"{p.view}\t{p.id_a}\t{p.id_b}\t{p.md5}")

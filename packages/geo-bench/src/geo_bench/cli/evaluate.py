@@ -25,7 +25,7 @@ import logging
 from ._common import (
     add_data_arguments,
     add_runtime_arguments,
-    apply_threads,
+    apply_runtime,
     guarded,
     progress_enabled,
     world_config,
@@ -43,7 +43,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="split to evaluate (default test; CVACT: val = CVACT_val)")
     parser.add_argument("--seed", type=int, help="training seed to record (default: from the trainer state, else 0)")
     parser.add_argument("--store", default="results.jsonl", help="results store to append to (default results.jsonl)")
-    parser.add_argument("--cache", help="synthetic world cache folder (default: render without caching)")
     add_data_arguments(parser)
     add_runtime_arguments(parser)
 
@@ -72,7 +71,7 @@ def _recipe_name(weights, run_dir, args: argparse.Namespace) -> tuple[str, str]:
     meta: dict = {}
     rj = run_dir / "recipe.json"
     if rj.is_file():
-        d = json.loads(rj.read_text())
+        d = _read_json(rj)
         meta = {"recipe": d.get("name"), "variant": d.get("variant")}
     elif weights.suffix == ".safetensors":
         from geo_retrieval.checkpoint import read_metadata
@@ -83,6 +82,18 @@ def _recipe_name(weights, run_dir, args: argparse.Namespace) -> tuple[str, str]:
     if not name or not variant:
         raise ValueError(f"cannot tell the recipe of {weights}; pass --recipe NAME --variant small|full")
     return name, variant
+
+
+def _read_json(path) -> dict:
+    """A JSON object file of a run folder; a corrupt one is named with what was expected."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); it was written by `geo-bench train`: restore it, "
+                         "or pass --recipe NAME --variant small|full and --seed N instead") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _seed(run_dir, args: argparse.Namespace) -> int:
@@ -97,7 +108,7 @@ def _seed(run_dir, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return guarded(lambda: _run(args))
+    return guarded(lambda: _run(args), interrupted="nothing was added to the store; run the same command again")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -117,17 +128,18 @@ def _run(args: argparse.Namespace) -> int:
     from ..leaderboard.table import render_rich
     from ..store import ResultStore
 
-    apply_threads(args)
+    apply_runtime(args)
     weights, run_dir = _locate(args.checkpoint)
     name, variant = _recipe_name(weights, run_dir, args)
     recipe = get_recipe_or_raise(name, variant)
-    info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    info = _read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    cfg = replace(RunConfig(dataset=args.dataset, root=args.root, variant=variant, seed=_seed(run_dir, args),
+                            eval_split=args.split, device=args.device, vigor_area=args.vigor_area,
+                            cache=args.cache),
+                  world=world_config(args))
     model = build(recipe)
     digest = load_model_weights(model, weights)
-    cfg = replace(RunConfig(dataset=args.dataset, root=args.root, variant=variant, seed=_seed(run_dir, args),
-                            eval_split=args.split, device=args.device, vigor_area=args.vigor_area),
-                  world=world_config(args))
-    _, test = open_datasets(cfg, args.cache, progress=progress_enabled(args), need_train=False)
+    _, test = open_datasets(cfg, None, progress=progress_enabled(args), need_train=False)
     train_seconds = float(info.get("train_seconds", 0.0)) or 0.0
     run_ = TrainedRun(recipe, model, run_dir, info.get("config") or config_hash(recipe.to_dict(), cfg), train_seconds,
                       int(info.get("global_step", 0)), digest, info.get("selection_split"), info.get("best_R@1"))

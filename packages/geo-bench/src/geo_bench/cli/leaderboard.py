@@ -33,7 +33,7 @@ import time
 from ._common import (
     add_data_arguments,
     add_runtime_arguments,
-    apply_threads,
+    apply_runtime,
     guarded,
     progress_enabled,
     world_config,
@@ -66,7 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return guarded(lambda: _run(args))
+    return guarded(lambda: _run(args), interrupted=(
+        "finished recipes are in the store; run the same command again to resume (finished recipes are "
+        "skipped, interrupted trainings continue from their last checkpoint)"))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -81,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..leaderboard.table import render_rich, write_outputs
     from ..store import ResultStore
 
-    apply_threads(args)
+    apply_runtime(args)
     import sys
 
     console = Console() if sys.stdout.isatty() else Console(width=200)
@@ -100,6 +102,7 @@ def _run(args: argparse.Namespace) -> int:
         eval_split=args.split,
         device=args.device,
         vigor_area=args.vigor_area,
+        cache=args.cache,
     )
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
     out = Path(args.out)

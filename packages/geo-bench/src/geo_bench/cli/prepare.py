@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import Any
+
+from ._common import guarded
 
 HELP = "decode and resize a dataset once into a memory-mappable, resumable uint8 cache"
 
@@ -90,24 +91,22 @@ _DEFAULT_SPLITS = {"cvusa": ("train", "val"), "cvact": ("train", "val", "test"),
 
 
 def run(args: argparse.Namespace) -> int:
+    return guarded(lambda: _run(args),
+                   interrupted="finished chunks are kept; run the same command again to resume")
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..datasets import DATASETS, prepare_cache
 
     cls = DATASETS[args.dataset]
     splits = args.split or _DEFAULT_SPLITS[args.dataset]
-    try:
-        kw = dataset_kwargs(args)
-        for split in splits:
-            ds = cls(args.root, split, **kw)
-            entry = prepare_cache(ds, args.out, chunk_size=args.chunk_size, progress=args.progress)
-            views = ds.view_ids()
-            print(
-                f"{cls.name} {split}: N={len(ds)} queries, {len(views['aerial'])} aerials"
-                f"{f', {ds.missing} missing' if ds.missing else ''} -> {entry}"
-            )
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
-        return 130
-    except (FileNotFoundError, ValueError, OSError, ImportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    kw = dataset_kwargs(args)
+    for split in splits:
+        ds = cls(args.root, split, **kw)
+        entry = prepare_cache(ds, args.out, chunk_size=args.chunk_size, progress=args.progress)
+        views = ds.view_ids()
+        print(
+            f"{cls.name} {split}: N={len(ds)} queries, {len(views['aerial'])} aerials"
+            f"{f', {ds.missing} missing' if ds.missing else ''} -> {entry}"
+        )
     return 0

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._common import guarded
+
 HELP = "print the published results (with source tags) kept with geo-bench"
 
 
@@ -30,19 +32,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    return guarded(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..leaderboard.reported import reported_records
     from ..leaderboard.table import render_rich, to_csv, to_json, to_markdown
 
-    try:
-        records = reported_records(args.dataset, args.split)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    records = reported_records(args.dataset, args.split)
     if args.verified_only:
         records = [r for r in records if not r.protocol.get("unverified")]
     if not records:
-        print(f"error: no reported numbers for dataset={args.dataset} split={args.split}", file=sys.stderr)
-        return 2
+        raise ValueError(f"no reported numbers for --dataset {args.dataset} --split {args.split}")
     if args.format == "markdown":
         sys.stdout.write(to_markdown((), records, title=None))
     elif args.format == "csv":

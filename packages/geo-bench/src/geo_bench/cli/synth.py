@@ -22,6 +22,8 @@ import argparse
 import logging
 from dataclasses import replace
 
+from ._common import guarded
+
 HELP = "generate the synthetic world in the CVUSA / CVACT / VIGOR layout, or a preview figure"
 
 log = logging.getLogger(__name__)
@@ -46,35 +48,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    return guarded(lambda: _run(args), interrupted=(
+        "finished chunks are kept; run the same command again (the same seed writes the same files)"))
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..world import AppearanceConfig, CityConfig, RenderConfig, SyntheticWorld
     from ..world.layouts import write_layout
     from ..world.preview import write_preview
 
     if args.layout is None and args.preview is None:
-        log.error("nothing to do: give --layout and --out, and/or --preview PNG")
-        return 2
+        raise ValueError("nothing to do: give --layout and --out, and/or --preview PNG")
     if args.layout is not None and not args.out:
-        log.error("--layout needs --out DIR")
-        return 2
-    try:
-        city = CityConfig(size_m=args.district_m)
-        appearance = AppearanceConfig(gap=args.gap, jpeg_quality=args.jpeg_quality)
-        full_sphere = args.layout in ("cvact", "vigor")
-        render = RenderConfig(aerial_size=args.aerial_size, aerial_m=args.aerial_m)
-        if full_sphere:
-            render = replace(render, ground_size=(256, 512), elevation=(-90.0, 90.0))
-        if args.ground_size:
-            render = replace(render, ground_size=tuple(args.ground_size))
-        if args.preview:
-            world = SyntheticWorld("train", max(1, args.preview_rows), args.seed, city=city, appearance=appearance,
-                                   render=replace(render, ground_size=(128, 512), elevation=(-45.0, 45.0)))
-            path = write_preview(args.preview, world, rows=args.preview_rows)
-            print(f"preview written to {path}")
-        if args.layout:
-            counts = write_layout(args.layout, args.out, args.num, args.seed, render=render, city=city,
-                                  appearance=appearance, chunk=args.chunk, progress=not args.no_progress)
-            print(f"{args.layout} layout written to {args.out}: {counts}")
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 2
+        raise ValueError("--layout needs --out DIR")
+    city = CityConfig(size_m=args.district_m)
+    appearance = AppearanceConfig(gap=args.gap, jpeg_quality=args.jpeg_quality)
+    full_sphere = args.layout in ("cvact", "vigor")
+    render = RenderConfig(aerial_size=args.aerial_size, aerial_m=args.aerial_m)
+    if full_sphere:
+        render = replace(render, ground_size=(256, 512), elevation=(-90.0, 90.0))
+    if args.ground_size:
+        render = replace(render, ground_size=tuple(args.ground_size))
+    if args.preview:
+        world = SyntheticWorld("train", max(1, args.preview_rows), args.seed, city=city, appearance=appearance,
+                               render=replace(render, ground_size=(128, 512), elevation=(-45.0, 45.0)))
+        path = write_preview(args.preview, world, rows=args.preview_rows)
+        print(f"preview written to {path}")
+    if args.layout:
+        counts = write_layout(args.layout, args.out, args.num, args.seed, render=render, city=city,
+                              appearance=appearance, chunk=args.chunk, progress=not args.no_progress)
+        print(f"{args.layout} layout written to {args.out}: {counts}")
     return 0

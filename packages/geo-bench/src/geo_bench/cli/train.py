@@ -24,7 +24,7 @@ import logging
 from ._common import (
     add_data_arguments,
     add_runtime_arguments,
-    apply_threads,
+    apply_runtime,
     guarded,
     progress_enabled,
     world_config,
@@ -59,11 +59,12 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..leaderboard.runner import RunConfig, get_recipe_or_raise, open_datasets, train_recipe
 
-    apply_threads(args)
+    apply_runtime(args)
     variant = args.variant or ("small" if args.dataset == "synthetic" else "full")
     recipe = get_recipe_or_raise(args.recipe, variant, epochs=args.epochs, batch_size=args.batch_size)
     cfg = replace(RunConfig(dataset=args.dataset, root=args.root, variant=variant, seed=args.seed,
-                            max_steps=args.max_steps, device=args.device, vigor_area=args.vigor_area),
+                            max_steps=args.max_steps, device=args.device, vigor_area=args.vigor_area,
+                            cache=args.cache),
                   world=world_config(args))
     out = Path(args.out or f"runs/{recipe.name}-{variant}-s{args.seed}")
     last = out / "last" / "trainer_state.pt"

@@ -44,6 +44,7 @@ from .evaluation import EvalResult, evaluate_baseline, evaluate_model
 
 __all__ = [
     "TINY",
+    "EVAL_SPLITS",
     "CheckpointMismatchError",
     "RunConfig",
     "config_hash",
@@ -53,12 +54,24 @@ __all__ = [
     "run_leaderboard",
     "train_recipe",
     "uses_synthesis",
+    "weights_digest",
 ]
 
 log = logging.getLogger(__name__)
 
 #: The CI smoke-test world: a tiny district, tiny images, one epoch of a few steps per recipe.
 TINY_WORLD = WorldConfig(n_train=72, n_test=20, ground_size=(32, 128), aerial_size=64, district_m=500.0, holdout=0.12)
+
+
+#: The splits a run may be evaluated on, per dataset (the first is the default). The synthetic
+#: world renders one test region; CVUSA's test split is its val-19zl list ("val" is an alias);
+#: CVACT_val (default) or CVACT_test; VIGOR's test split (same- or cross-area by ``vigor_area``).
+EVAL_SPLITS: dict[str, tuple[str, ...]] = {
+    "synthetic": ("test",),
+    "cvusa": ("test", "val"),
+    "cvact": ("val", "test"),
+    "vigor": ("test",),
+}
 
 
 class CheckpointMismatchError(ValueError):
@@ -80,6 +93,10 @@ class RunConfig:
         eval_split: the split evaluated (None: ``test``, CVACT ``val``).
         device: ``"cpu"``, ``"cuda"``... (None: CUDA when available).
         vigor_area: ``"same"`` or ``"cross"``.
+        cache: real datasets: a ``geo-bench prepare`` cache root, read instead of the images
+            (prepared with the loaders' default sizes); synthetic world: where the rendered world
+            is cached (default: the caller's, e.g. ``<out>/cache``). Not part of
+            :meth:`data_dict`: it changes where pixels come from, not what they are.
     """
 
     dataset: str = "synthetic"
@@ -94,18 +111,25 @@ class RunConfig:
     eval_split: str | None = None
     device: str | None = None
     vigor_area: str = "same"
+    cache: str | None = None
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_NAMES:
             raise ValueError(f"unknown dataset {self.dataset!r}; available: {list(DATASET_NAMES)}")
         if self.dataset != "synthetic" and not self.root:
             raise ValueError(f"dataset {self.dataset!r} needs --root DIR (the folder of its official layout)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"--max-steps must be a positive integer, got {self.max_steps}")
+        splits = EVAL_SPLITS[self.dataset]
+        if self.eval_split is not None and self.eval_split not in splits:
+            raise ValueError(f"--split {self.eval_split!r}: {self.dataset} is evaluated on "
+                             f"{' or '.join(map(repr, splits))}")
 
     @property
     def test_split(self) -> str:
         if self.eval_split:
             return self.eval_split
-        return "val" if self.dataset == "cvact" else "test"
+        return EVAL_SPLITS[self.dataset][0]
 
     def data_dict(self) -> dict[str, Any]:
         """The data part of the configuration (enters :func:`config_hash`)."""
@@ -142,6 +166,9 @@ def get_recipe_or_raise(name: str, variant: str, *, epochs: int | None = None, b
             " (toker21 and smdt come with geo-synthesis: pip install 'geo-bench[synthesis]')"
         )
         raise ValueError(f"unknown recipe {name!r}; known recipes: {', '.join(known)}{hint}")
+    for option, value in (("--epochs", epochs), ("--batch-size", batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be a positive integer, got {value}")
     recipe = get_recipe(name, variant)
     changes: dict[str, Any] = {}
     if epochs is not None:
@@ -202,8 +229,26 @@ def load_model_weights(model: nn.Module, path: str | Path) -> str:
             f"checkpoint {path} does not fit the recipe's model ({'; '.join(parts)}). "
             "Was it trained with another recipe or variant? Pass the matching --recipe / --variant."
         )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} holds NaN or infinite values in {len(bad)} tensor(s) (first: {bad[0]}): the "
+            "training diverged or the file is damaged; evaluate an earlier checkpoint (best/ or last/)"
+        )
     model.load_state_dict(state, strict=True)
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return weights_digest(state)
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """A 16-hex-digit sha256 of a state dict's contents: names, dtypes, shapes and values in key
+    order. Unlike a hash of the file, it does not depend on metadata (step, time, key order in the
+    header), so identical weights always give the same ``protocol.checkpoint``."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -212,10 +257,13 @@ def load_model_weights(model: nn.Module, path: str | Path) -> str:
 
 def open_datasets(cfg: RunConfig, cache_dir: str | Path | None, *, progress: bool = False,
                   need_train: bool = True) -> tuple[Any, Any]:
-    """(train, test) datasets of a run; train is None when ``need_train`` is False (real data)."""
+    """(train, test) datasets of a run; train is None when ``need_train`` is False (real data).
+    ``cache_dir`` is the synthetic world's cache when ``cfg.cache`` does not name one."""
     if cfg.dataset == "synthetic":
-        return load_world(cfg.world, cache_dir, progress=progress, train=need_train)
+        return load_world(cfg.world, cfg.cache or cache_dir, progress=progress, train=need_train)
     kwargs: dict[str, Any] = {"area": cfg.vigor_area} if cfg.dataset == "vigor" else {}
+    if cfg.cache is not None:
+        kwargs["cache"] = cfg.cache
     train = open_real_dataset(cfg.dataset, cfg.root, "train", **kwargs) if need_train else None  # type: ignore[arg-type]
     test = open_real_dataset(cfg.dataset, cfg.root, cfg.test_split, **kwargs)  # type: ignore[arg-type]
     return train, test
