@@ -143,3 +143,53 @@ class TestConvertToker(BaseTester):
         with pytest.raises(UnsafeCheckpointError):
             convert_toker(tmp_path / "evil.pth", tmp_path / "out")
         assert not marker.exists()
+
+
+class TestConvertCliFaults:
+    """Every fault of ``python -m geo_retrieval.convert`` a user can fix: one ``error:`` line that
+    names the file, exit status 2, no traceback."""
+
+    def _run(self, argv, capsys):
+        rc = main(argv)
+        err = capsys.readouterr().err
+        return rc, err
+
+    def test_missing_file(self, tmp_path, capsys):
+        rc, err = self._run(["toker", str(tmp_path / "none.pth"), str(tmp_path / "out")], capsys)
+        assert rc == 2 and err.count("\n") == 1 and "none.pth" in err and err.startswith("error: ")
+
+    @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+    def test_damaged_file(self, damage, tmp_path, capsys):
+        _fake_toker(tmp_path / "toker.pth")
+        data = (tmp_path / "toker.pth").read_bytes()
+        bad = tmp_path / "bad.pth"
+        bad.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"this is no checkpoint" * 9,
+                         "empty": b""}[damage])
+        rc, err = self._run(["toker", str(bad), str(tmp_path / "out")], capsys)
+        assert rc == 2 and err.count("\n") == 1 and str(bad) in err
+        assert "unsafe" not in err  # damaged is not the same fault as dangerous
+        assert "Traceback" not in err
+
+    def test_unsafe_pickle(self, tmp_path, capsys):
+        marker = tmp_path / "pwned"
+
+        class Evil:
+            def __reduce__(self):
+                return (open, (str(marker), "w"))
+
+        torch.save({"generator_model_dict": {}, "extra": Evil()}, tmp_path / "evil.pth")
+        rc, err = self._run(["toker", str(tmp_path / "evil.pth"), str(tmp_path / "out")], capsys)
+        assert rc == 2 and "evil.pth" in err and "weights_only" in err and err.count("\n") == 1
+        assert not marker.exists()
+
+    def test_another_kind_of_checkpoint(self, tmp_path, capsys):
+        torch.save({"state_dict": {"w": torch.ones(2)}}, tmp_path / "other.pth")
+        rc, err = self._run(["toker", str(tmp_path / "other.pth"), str(tmp_path / "out")], capsys)
+        assert rc == 2 and "other.pth" in err and "Toker" in err
+
+    def test_out_dir_is_a_file(self, tmp_path, capsys):
+        _fake_toker(tmp_path / "toker.pth")
+        (tmp_path / "taken").write_text("x")
+        rc, err = self._run(["toker", str(tmp_path / "toker.pth"), str(tmp_path / "taken")], capsys)
+        assert rc == 2 and "taken" in err and err.count("\n") == 1
+

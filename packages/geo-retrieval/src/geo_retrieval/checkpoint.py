@@ -9,14 +9,28 @@ Convention:
   there is no unsafe fallback, ever;
 - every write goes to a temporary file in the target directory, is fsync'ed and then
   ``os.replace``'d over the target, so a crash or an exception leaves either the old file or
-  none, never a partial one.
+  none, never a partial one;
+- files that belong together (a trainer's weights + state, ``best/`` weights + ``info.json``) are
+  committed as one folder by :func:`commit_directory`: written into a sibling ``NAME.tmp-XXXXXXXX``,
+  fsync'ed, then switched in by two renames (``NAME`` -> ``NAME.old-XXXXXXXX``, tmp -> ``NAME``).
+  A crash leaves either the old folder or the new one under ``NAME``; only a crash between the two
+  renames leaves no ``NAME``, and :func:`recover_directory` puts back the newest complete sibling;
+- a trainer checkpoint pair carries a shared random ``checkpoint_id`` and the ``global_step`` in
+  both files (safetensors metadata / trainer-state keys) plus, in the state, the ``weights_sha256``
+  of the weights file it was written with; :func:`verify_checkpoint_pair` refuses a pair that was
+  not written together (:class:`InconsistentCheckpointError`). Files written before these keys
+  existed are compared by step only.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import pickle
 import re
+import secrets
+import shutil
 import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -27,17 +41,25 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "CorruptCheckpointError",
+    "InconsistentCheckpointError",
     "UnsafeCheckpointError",
     "atomic_save",
     "atomic_write_bytes",
+    "commit_directory",
+    "file_sha256",
     "load_trainer_state",
     "load_weights",
     "read_metadata",
+    "recover_directory",
     "save_trainer_state",
     "save_weights",
     "strip_prefixes",
     "unwrap_state_dict",
+    "verify_checkpoint_pair",
 ]
+
+logger = logging.getLogger(__name__)
 
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 _PREFIXES = ("module.", "_orig_mod.")
@@ -64,6 +86,52 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
         if detail:
             msg += f"\ntorch said: {detail.splitlines()[0] if detail else ''}"
         super().__init__(msg)
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file cannot be read: truncated, empty, or not a file of its format at all.
+
+    Attributes:
+        path: the file.
+        format: ``"safetensors"`` or ``"torch.save"``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], format: str, reason: str) -> None:
+        self.path = os.fspath(path)
+        self.format = format
+        reason = " ".join(str(reason).split())[:200]
+        super().__init__(
+            f"cannot read {self.path}: not a complete {format} file ({reason}); it is truncated or damaged: "
+            "copy or download it again, or use another checkpoint"
+        )
+
+
+class InconsistentCheckpointError(ValueError):
+    """The weights and the trainer state of a checkpoint folder were not written together.
+
+    Typically a run killed between the two writes of a trainer that saved them one after the
+    other, or a file copied in from another run. Resuming would silently mix two states.
+
+    Attributes:
+        weights_path, state_path: the two files.
+        weights_step, state_step: the global step each was written at (None: not recorded).
+    """
+
+    def __init__(
+        self,
+        weights_path: str | os.PathLike[str],
+        state_path: str | os.PathLike[str],
+        weights_step: int | None,
+        state_step: int | None,
+        reason: str,
+    ) -> None:
+        self.weights_path, self.state_path = os.fspath(weights_path), os.fspath(state_path)
+        self.weights_step, self.state_step = weights_step, state_step
+        folder = os.path.dirname(self.weights_path) or "."
+        super().__init__(
+            f"{reason}; resuming would mix two states. Put back a consistent copy of {folder} if you kept "
+            f"one, or start the run again in a new folder"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,6 +189,114 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     return atomic_save(path, lambda fh: fh.write(data))
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes (read in ``chunk``-byte pieces)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _siblings(directory: Path, kind: str) -> list[Path]:
+    """``NAME.tmp-*`` or ``NAME.old-*`` folders beside ``directory``, newest first."""
+    if not directory.parent.is_dir():
+        return []
+    found = [p for p in directory.parent.glob(f"{directory.name}.{kind}-*") if p.is_dir()]
+    return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
+
+def _new_sibling(directory: Path, kind: str) -> Path:
+    while True:
+        path = directory.parent / f"{directory.name}.{kind}-{secrets.token_hex(4)}"
+        if not path.exists():
+            return path
+
+
+def commit_directory(directory: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
+    """Replace the folder ``directory`` as a whole by one that ``write(tmp)`` fills.
+
+    ``write`` fills a fresh sibling ``NAME.tmp-XXXXXXXX``; its files are fsync'ed, then the old
+    folder is renamed to ``NAME.old-XXXXXXXX``, the new one to ``NAME``, and the old one (and any
+    leftover ``NAME.tmp-*`` / ``NAME.old-*`` of an earlier crash, now superseded) is removed. If
+    ``write`` raises, the temporary folder is removed and ``directory`` is untouched. A crash
+    leaves the old folder or the new one complete under ``NAME``, except between the two renames,
+    where :func:`recover_directory` restores it. Files that others put in ``directory`` are dropped
+    with the old folder.
+
+    Args:
+        directory: the folder to replace (created if missing, with its parents).
+        write: called with the temporary folder's path; writes every file of the new folder.
+
+    Returns:
+        ``Path(directory)``.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"{os.fspath(directory)!r} exists and is not a folder")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _new_sibling(directory, "tmp")
+    tmp.mkdir()
+    try:
+        write(tmp)
+        for path in tmp.rglob("*"):
+            if path.is_file():
+                _fsync_file(path)
+        _fsync_dir(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if directory.exists():
+        old = _new_sibling(directory, "old")
+        os.rename(directory, old)
+    os.rename(tmp, directory)
+    _fsync_dir(directory.parent)
+    for stale in [*_siblings(directory, "old"), *_siblings(directory, "tmp")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return directory
+
+
+def recover_directory(directory: str | os.PathLike[str], is_complete: Callable[[Path], bool]) -> Path | None:
+    """Put back a folder that a crash inside :func:`commit_directory` left missing.
+
+    When ``directory`` does not exist, its siblings ``NAME.tmp-*`` (newest first: written but not
+    switched in) and then ``NAME.old-*`` (the previous folder) are tried; the first one for which
+    ``is_complete(path)`` is true is renamed to ``NAME`` and a warning is logged.
+
+    Returns:
+        ``Path(directory)`` when a folder was recovered, else None (nothing to do or nothing usable).
+    """
+    directory = Path(directory)
+    if directory.exists():
+        return None
+    for candidate in [*_siblings(directory, "tmp"), *_siblings(directory, "old")]:
+        try:
+            complete = bool(is_complete(candidate))
+        except Exception:  # a damaged candidate is simply not complete
+            complete = False
+        if complete:
+            os.rename(candidate, directory)
+            _fsync_dir(directory.parent)
+            logger.warning(
+                "%s was missing (a crash while it was being replaced): recovered it from %s",
+                os.fspath(directory),
+                candidate.name,
+            )
+            return directory
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,10 +414,13 @@ def save_weights(
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The ``dict[str, str]`` metadata of a ``.safetensors`` file (without reading tensors)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(os.fspath(path), framework="pt") as fh:
-        return dict(fh.metadata() or {})
+    try:
+        with safe_open(os.fspath(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except SafetensorError as err:
+        raise CorruptCheckpointError(Path(path), "safetensors", str(err)) from None
 
 
 def _blocked_globals(path: str, message: str) -> list[str]:
@@ -258,12 +437,20 @@ def _blocked_globals(path: str, message: str) -> list[str]:
 
 
 def _safe_torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``; a pickle that needs unsafe globals raises
+    :class:`UnsafeCheckpointError`, a truncated, empty or garbage file :class:`CorruptCheckpointError`."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(
-            os.fspath(path), _blocked_globals(os.fspath(path), str(err)), str(err)
-        ) from None
+        blocked = _blocked_globals(os.fspath(path), str(err))
+        if blocked or "Unsupported global" in str(err):
+            raise UnsafeCheckpointError(os.fspath(path), blocked, str(err)) from None
+        raise CorruptCheckpointError(path, "torch.save", str(err)) from None
+    except Exception as err:
+        # weights_only runs no code from the file, so any other failure means the bytes are not a
+        # whole torch.save file: the zip reader raises RuntimeError / OSError on a truncated archive,
+        # the legacy reader EOFError / KeyError / IndexError on garbage or an empty file
+        raise CorruptCheckpointError(path, "torch.save", f"{type(err).__name__}: {err}") from None
 
 
 def load_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
@@ -276,6 +463,7 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     Raises:
         FileNotFoundError: no such file.
         UnsafeCheckpointError: the pickle needs globals outside torch's allow-list.
+        CorruptCheckpointError: a truncated, empty or garbage file (names it).
         ValueError: unknown extension, or no state dict inside.
     """
     path = Path(path)
@@ -283,9 +471,13 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         raise FileNotFoundError(f"no weights file at {os.fspath(path)!r}")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(os.fspath(path), device="cpu")
+        try:
+            return load_file(os.fspath(path), device="cpu")
+        except SafetensorError as err:
+            raise CorruptCheckpointError(path, "safetensors", str(err)) from None
     if suffix in _PICKLE_SUFFIXES:
         return unwrap_state_dict(_safe_torch_load(path))
     raise ValueError(
@@ -344,3 +536,70 @@ def load_trainer_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ValueError(f"trainer state must be a dict, got {type(obj).__name__}")
     return obj
+
+
+# ----------------------------------------------------------------------------------------------
+# weights + trainer state written together
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def verify_checkpoint_pair(
+    weights_path: str | os.PathLike[str],
+    state_path: str | os.PathLike[str],
+    state: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Check that a weights file and a trainer-state file were written together (module convention).
+
+    Compared, as far as both files record them: the ``global_step``, the ``checkpoint_id`` and the
+    SHA-256 of the weights file (``weights_sha256`` in the state). Files from before the id existed
+    are compared by step only.
+
+    Args:
+        weights_path: the ``.safetensors`` file.
+        state_path: the trainer-state file.
+        state: the already loaded trainer state (loaded from ``state_path`` when None).
+
+    Returns:
+        The trainer state.
+
+    Raises:
+        InconsistentCheckpointError: the pair was not written together (one line naming both files
+            and both steps).
+        FileNotFoundError: a file is missing.
+    """
+    weights_path, state_path = Path(weights_path), Path(state_path)
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"no weights file at {os.fspath(weights_path)!r}")
+    state = dict(state) if state is not None else load_trainer_state(state_path)
+    meta = read_metadata(weights_path)
+    w_step, s_step = _int_or_none(meta.get("global_step")), _int_or_none(state.get("global_step"))
+    w_id, s_id = meta.get("checkpoint_id"), state.get("checkpoint_id")
+    w_name = f"{weights_path.parent.name}/{weights_path.name}"
+    s_name = f"{state_path.parent.name}/{state_path.name}"
+
+    def fail(reason: str) -> InconsistentCheckpointError:
+        return InconsistentCheckpointError(weights_path, state_path, w_step, s_step, reason)
+
+    if w_step is not None and s_step is not None and w_step != s_step:
+        raise fail(
+            f"{w_name} is from step {w_step} but {s_name} from step {s_step}: the two were not written "
+            f"together (the run was killed between the two writes, or a file was replaced)"
+        )
+    if w_id and s_id and w_id != s_id:
+        raise fail(
+            f"{w_name} (step {w_step}, checkpoint {w_id}) and {s_name} (step {s_step}, checkpoint {s_id}) "
+            f"were not written together (a file was copied in from another save)"
+        )
+    expected = state.get("weights_sha256")
+    if expected and file_sha256(weights_path) != expected:
+        raise fail(
+            f"{w_name} (step {w_step}) is not the file {s_name} (step {s_step}) was saved with: its sha256 "
+            f"differs (the weights were changed or replaced after the save)"
+        )
+    return state

@@ -8,11 +8,16 @@ a CPU; the full variant is the paper's configuration for CVUSA / CVACT / VIGOR o
   geo-bench train dsm --epochs 4 --out runs/dsm-small --seed 1
   geo-bench train safa --out runs/dsm-small --resume           # continue an interrupted run
   geo-bench train sample4geo --variant full --dataset cvusa --root data/CVUSA --device cuda
+  geo-bench train --list                                       # the registered recipes and variants
 
-OUT (default runs/RECIPE-VARIANT-sSEED) receives last/ (weights + full trainer state, rewritten
-atomically every epoch), best/ (the weights with the best held-out R@1), history.json and
-recipe.json. Resuming with --resume continues bit for bit; without it an existing last/ is refused
-so a run is never overwritten by accident. Evaluate with: geo-bench evaluate --checkpoint OUT.
+OUT (default runs/RECIPE-VARIANT-sSEED) receives run_args.json (the arguments the run was started
+with), last/ (weights + full trainer state, committed together every epoch), best/ (the weights
+with the best held-out R@1), history.json and recipe.json. Resuming with --resume continues bit
+for bit; it must repeat the run's arguments (recipe, variant, seed, epochs, batch size, dataset,
+root, world, VIGOR area; --max-steps, --device and --threads may change) and refuses any
+difference, listing them: a new configuration needs another --out. Without --resume an existing
+last/ is refused so a run is never overwritten by accident. Evaluate with: geo-bench evaluate
+--checkpoint OUT.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
+from typing import Any
 
 from ._common import (
     add_data_arguments,
@@ -31,12 +38,15 @@ from ._common import (
 )
 
 HELP = "train one recipe (checkpoints in OUT/last and OUT/best; resumable)"
+RUN_ARGS = "run_args.json"
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", metavar="RECIPE", help="recipe name (geo-bench train --list shows them)")
+    parser.add_argument("recipe", metavar="RECIPE", nargs="?",
+                        help="recipe name (geo-bench train --list shows them)")
+    parser.add_argument("--list", action="store_true", help="list the registered recipes and their variants, then exit")
     parser.add_argument("--variant", choices=["small", "full"],
                         help="small (CPU-sized) or full (the paper's); default small on synthetic, full otherwise")
     parser.add_argument("--out", help="run folder (default runs/RECIPE-VARIANT-sSEED)")
@@ -50,15 +60,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return guarded(lambda: _run(args))
+    return guarded(lambda: _run(args), interrupted=(
+        "the last completed checkpoint is kept in OUT/last; run the same command with --resume to continue"))
 
 
 def _run(args: argparse.Namespace) -> int:
     from dataclasses import replace
-    from pathlib import Path
+
+    from geo_retrieval.training.trainer import recover_checkpoint
 
     from ..leaderboard.runner import RunConfig, get_recipe_or_raise, open_datasets, train_recipe
 
+    if args.list:
+        _print_recipes()
+        return 0
+    if not args.recipe:
+        raise ValueError("RECIPE is missing: name the recipe to train (geo-bench train --list shows them)")
+    _check_numbers(args)
     apply_runtime(args)
     variant = args.variant or ("small" if args.dataset == "synthetic" else "full")
     recipe = get_recipe_or_raise(args.recipe, variant, epochs=args.epochs, batch_size=args.batch_size)
@@ -67,13 +85,19 @@ def _run(args: argparse.Namespace) -> int:
                             cache=args.cache),
                   world=world_config(args))
     out = Path(args.out or f"runs/{recipe.name}-{variant}-s{args.seed}")
+    recover_checkpoint(out / "last")  # a crash while last/ was being replaced may have left none
+    recover_checkpoint(out / "best")
     last = out / "last" / "trainer_state.pt"
     if last.exists() and not args.resume:
         raise FileExistsError(f"{out} already holds a training run ({last}); pass --resume to continue it "
                               "or choose another --out")
     if args.resume and not last.exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {out / 'last'}; start without --resume")
+    run_args = _run_args(args, recipe, variant, cfg)
+    recorded = args.resume and _check_run_args(out, run_args)  # before the data is read
     train_full, _ = open_datasets(cfg, out / "cache", progress=progress_enabled(args))
+    if not recorded:  # the start of the run (or the first resume of a run from before the record)
+        _write_run_args(out, run_args, resume=args.resume)
     run_ = train_recipe(recipe, train_full, cfg, out, resume=args.resume, progress=progress_enabled(args))
     info = {"recipe": recipe.name, "variant": variant, "seed": cfg.seed, "data": cfg.data_dict(),
             "config": run_.config, "global_step": run_.global_step, "train_seconds": round(run_.train_seconds, 2),
@@ -85,3 +109,85 @@ def _run(args: argparse.Namespace) -> int:
     print(f"evaluate: geo-bench evaluate --checkpoint {out} --dataset {args.dataset}"
           + (f" --root {args.root}" if args.root else ""))
     return 0
+
+
+def _print_recipes() -> None:
+    """One line per registered recipe: its name and the variants ``--variant`` accepts."""
+    from geo_retrieval.recipes import list_recipes
+
+    by_variant = {variant: set(list_recipes(variant)) for variant in ("small", "full")}
+    names = list_recipes()
+    width = max((len(name) for name in names), default=0)
+    for name in names:
+        variants = [variant for variant, known in by_variant.items() if name in known]
+        print(f"{name:<{width}}  variants: {', '.join(variants) if variants else 'none for geo-bench train'}")
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Refuse impossible counts before any work (one line naming the option)."""
+    for option, value in (("--epochs", args.epochs), ("--max-steps", args.max_steps)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be a positive integer, got {value}")
+    if args.batch_size is not None and args.batch_size < 2:
+        raise ValueError(f"--batch-size must be at least 2 (the other pairs of a batch are its negatives), "
+                         f"got {args.batch_size}")
+
+
+def _run_args(args: argparse.Namespace, recipe: Any, variant: str, cfg: Any) -> dict[str, Any]:
+    """What a run depends on besides the code: training arguments (effective values) and data
+    arguments (only those the dataset uses; the root as an absolute path)."""
+    record: dict[str, Any] = {"recipe": recipe.name, "variant": variant, "seed": args.seed,
+                              "epochs": int(recipe.epochs), "batch_size": int(recipe.batch_size),
+                              "dataset": args.dataset}
+    if args.dataset == "synthetic":
+        record["tiny"] = bool(args.tiny)
+        record["world"] = cfg.world.to_dict()
+    else:
+        record["root"] = str(Path(args.root).resolve()) if args.root else None
+        if args.dataset == "vigor":
+            record["vigor_area"] = args.vigor_area
+    return record
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _check_run_args(out: Path, record: dict[str, Any]) -> bool:
+    """Compare a resume's arguments with ``OUT/run_args.json``.
+
+    Returns:
+        Whether the run has a record (False for a run from before it existed).
+
+    Raises:
+        ResumeMismatchError: any difference, all listed as "name: run has X, now Y".
+    """
+    from geo_retrieval.training.trainer import ResumeMismatchError
+
+    path = out / RUN_ARGS
+    if not path.exists():
+        return False
+    saved = _flatten(json.loads(path.read_text()))
+    now = json.loads(json.dumps(_flatten(record)))  # compare as stored (tuples become lists)
+    keys = [*now, *(key for key in saved if key not in now)]
+    differences = [(key, saved.get(key), now.get(key)) for key in keys if saved.get(key) != now.get(key)]
+    if differences:
+        raise ResumeMismatchError(out, differences, hint="choose another --out for a new run")
+    return True
+
+
+def _write_run_args(out: Path, record: dict[str, Any], *, resume: bool) -> None:
+    """Write ``OUT/run_args.json`` atomically once the data is open, before training starts; a run
+    from before the record gets it on its first resume, with a warning."""
+    from geo_retrieval.checkpoint import atomic_write_bytes
+
+    if resume:
+        log.warning("%s has no %s (started by an older geo-bench): its arguments cannot be checked; recording "
+                    "this resume's", out, RUN_ARGS)
+    atomic_write_bytes(out / RUN_ARGS, (json.dumps(record, indent=1) + "\n").encode())

@@ -8,7 +8,14 @@ from .evaluate import RecallResult, compute_ranks, embed_dataset, recall_at_k
 from .schedules import WarmupCosine, build_lr_scheduler, piecewise_value
 from .splits import IdSubset, dataset_ids, holdout_ids, load_id_list, save_id_list, split_holdout
 from .synthetic import SyntheticPairs
-from .trainer import StopTraining, Trainer, TrainResult, build_optimizer
+from .trainer import (
+    ResumeMismatchError,
+    StopTraining,
+    Trainer,
+    TrainResult,
+    build_optimizer,
+    recover_checkpoint,
+)
 
 __all__ = [
     "Augmentation",
@@ -16,6 +23,7 @@ __all__ = [
     "IdSubset",
     "Normalisation",
     "RecallResult",
+    "ResumeMismatchError",
     "StopTraining",
     "SyntheticPairs",
     "TrainResult",
@@ -36,6 +44,7 @@ __all__ = [
     "load_id_list",
     "piecewise_value",
     "recall_at_k",
+    "recover_checkpoint",
     "save_id_list",
     "split_holdout",
     "unwrap_model",

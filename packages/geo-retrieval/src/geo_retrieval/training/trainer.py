@@ -22,22 +22,36 @@ Convention:
       identical neighbour tables, no broadcast needed).
     - **Validation** is a held-out slice of train (never a split named ``"test"``), evaluated on
       rank 0 every ``eval_every`` epochs; the best ``selection_metric`` (default ``"R@1"``) is kept
-      in ``best/``; ``selection_split`` is recorded.
-    - **Checkpoints** (rank 0, atomic): ``last/model.safetensors`` (weights, ``module.`` stripped) +
+      in ``best/``; ``selection_split`` is recorded. Recall for selection counts ties *against*
+      the query (``ties="pessimistic"``, recorded as ``val/ties``), so a collapsed model (all
+      descriptors equal) scores 0, not 100. Non-finite weights or validation descriptors raise
+      :class:`FloatingPointError` before anything is evaluated or saved.
+    - **Checkpoints** (rank 0): ``last/model.safetensors`` (weights, ``module.`` stripped) +
       ``last/trainer_state.pt`` (optimisers, schedulers, scaler, loss state, epoch, step, sampler
-      state, RNG states of torch/numpy/python, best metric, history; plain containers and tensors
-      only, so it loads with ``weights_only=True``). Resuming from ``last/`` continues bitwise
+      state, RNG states of torch/numpy/python, best metric, history, the run's settings; plain
+      containers and tensors only, so it loads with ``weights_only=True``). Both are committed
+      together as one folder (:func:`~geo_retrieval.checkpoint.commit_directory`), share a random
+      ``checkpoint_id`` and the ``global_step``, and the state holds the weights' SHA-256; resume
+      checks the pair (:class:`~geo_retrieval.checkpoint.InconsistentCheckpointError`) and puts back
+      a folder a crash left missing (:func:`recover_checkpoint`). ``best/`` (weights + ``info.json``
+      with the same step and id) is committed the same way. Resuming from ``last/`` continues bitwise
       identically to an uninterrupted run with the same seed.
+    - **Resume** must use the settings the run was started with: seed, global batch size, epochs,
+      recipe name and variant, and the recipe's other settings (a fingerprint); any difference
+      raises :class:`ResumeMismatchError` listing them all. ``max_steps`` may differ (splitting a
+      run in pieces is its purpose), as may the device and the number of ranks (a warning).
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
 import math
 import os
 import random
+import secrets
 import sys
 import time
 import warnings
@@ -53,10 +67,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..checkpoint import (
     atomic_write_bytes,
-    load_trainer_state,
+    commit_directory,
+    file_sha256,
     load_weights,
+    read_metadata,
+    recover_directory,
     save_trainer_state,
     save_weights,
+    verify_checkpoint_pair,
 )
 from ..sampling import (
     NeighbourBatchSampler,
@@ -70,18 +88,102 @@ from .augment import BatchTransform
 from .evaluate import embed_dataset, recall_at_k
 from .schedules import build_lr_scheduler
 
-__all__ = ["StopTraining", "TrainResult", "Trainer", "build_optimizer"]
+__all__ = [
+    "ResumeMismatchError",
+    "StopTraining",
+    "TrainResult",
+    "Trainer",
+    "build_optimizer",
+    "recover_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
 _STATE_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
+INFO_FILE = "info.json"
 EVAL_SHIFT_SEED = 20_200_614  # fixed query-set seed of the orientation-unknown evaluation
 
 
 class StopTraining(Exception):
     """Raise from a callback to stop after the current step; the trainer saves ``last/`` first."""
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+class ResumeMismatchError(ValueError):
+    """A run is resumed with settings other than those it was started with.
+
+    Attributes:
+        source: the checkpoint or run folder.
+        differences: ``(name, value the run was started with, value now)`` for every difference.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str],
+        differences: Sequence[tuple[str, Any, Any]],
+        hint: str = "start a new run in another folder",
+    ) -> None:
+        self.source = os.fspath(source)
+        self.differences = list(differences)
+        listed = "; ".join(
+            f"{name}: run has {_show(old)}, now {_show(new)}" for name, old, new in self.differences
+        )
+        super().__init__(
+            f"cannot resume {self.source}: it was started with other settings ({listed}); resume with the "
+            f"settings it was started with, or {hint} (a run never mixes two configurations)"
+        )
+
+
+def _recipe_settings(recipe: Any) -> str:
+    """Fingerprint of a recipe without ``name``, ``variant``, ``epochs`` and ``batch_size`` (the run
+    records and compares those on their own, as the trainer's effective values)."""
+    to_dict = getattr(recipe, "to_dict", None)
+    if to_dict is None:
+        return str(recipe.fingerprint()) if hasattr(recipe, "fingerprint") else ""
+    settings = {k: v for k, v in to_dict().items() if k not in ("name", "variant", "epochs", "batch_size")}
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _is_complete_checkpoint(directory: Path) -> bool:
+    """Whether ``directory`` holds a complete checkpoint folder: a consistent weights + trainer-state
+    pair (``last/``), or weights + ``info.json`` of the same step (``best/``)."""
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        return False
+    if (directory / STATE_FILE).is_file():
+        verify_checkpoint_pair(weights, directory / STATE_FILE)
+        return True
+    if (directory / INFO_FILE).is_file():
+        info = json.loads((directory / INFO_FILE).read_text())
+        meta = read_metadata(weights)
+        return str(info.get("step")) == meta.get("global_step") and info.get("checkpoint_id") == meta.get(
+            "checkpoint_id"
+        )
+    return False
+
+
+def recover_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
+    """Put back a ``last/``- or ``best/``-style folder that a crash during its replacement left
+    missing, from its newest complete sibling (see :func:`~geo_retrieval.checkpoint.recover_directory`).
+    Call it before testing whether a run has a checkpoint; :class:`Trainer` calls it when resuming.
+
+    Returns:
+        The recovered folder, or None when nothing was missing or nothing complete was found.
+    """
+    return recover_directory(directory, _is_complete_checkpoint)
+
+
+def _check_finite(tensors: dict[str, Tensor], what: str) -> None:
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise FloatingPointError(f"non-finite values in {what}: {shown}")
 
 
 @dataclass(frozen=True)
@@ -539,14 +641,23 @@ class Trainer:
         )
 
     def evaluate(self, dataset: Dataset | None = None) -> dict[str, Any]:
-        """Recall of ``dataset`` (default the validation slice): ground queries, aerial gallery."""
+        """Recall of ``dataset`` (default the validation slice): ground queries, aerial gallery, ties
+        counted against the query (``"ties": "pessimistic"`` in the result).
+
+        Raises:
+            FloatingPointError: non-finite descriptors (they would rank the true match first).
+        """
         dataset = dataset if dataset is not None else self.val_dataset
         if dataset is None:
             raise ValueError("no validation dataset to evaluate")
         if str(getattr(dataset, "split", "")).lower() == "test":
             raise ValueError("the trainer never evaluates on a 'test' split")
         g, a, _ = self.embed(dataset)
-        result = recall_at_k(g, a, similarity=self.raw_model.similarity)
+        _check_finite(
+            {"ground": g, "aerial": a}, f"the descriptors of {getattr(dataset, 'split', 'the dataset')!r}"
+        )
+        # ties count against the query: a collapsed model (all descriptors equal) must not score 100
+        result = recall_at_k(g, a, similarity=self.raw_model.similarity, ties="pessimistic")
         out: dict[str, Any] = result.as_dict()
         if self.recipe.orientation_aware and self.recipe.augmentation.pano_shift_deg > 0:
             out["orientation"] = f"unknown (shifts seeded {EVAL_SHIFT_SEED})"
@@ -589,11 +700,40 @@ class Trainer:
             "epoch_sums": dict(self._epoch_sums),
             "epoch_steps": self._epoch_steps,
             "train_seconds": self.train_seconds,
+            "run": self._run_settings(),
         }
 
+    def _run_settings(self) -> dict[str, Any]:
+        """What the run was started with and a resume must not change (module convention)."""
+        return {
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "recipe": str(self.recipe.name),
+            "variant": str(self.recipe.variant),
+            "recipe settings": _recipe_settings(self.recipe),
+        }
+
+    def _check_resume(self, state: dict[str, Any], source: str | os.PathLike[str]) -> None:
+        """Raise :class:`ResumeMismatchError` listing every setting that differs from the run's.
+        A state written before ``run`` was recorded is compared on seed, recipe and variant."""
+        saved = state.get("run")
+        if not isinstance(saved, dict):
+            saved = {k: state[k] for k in ("seed", "recipe", "variant") if k in state}
+        now = self._run_settings()
+        differences = [(k, saved[k], now[k]) for k in now if k in saved and saved[k] != now[k]]
+        if differences:
+            raise ResumeMismatchError(source, differences)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the trainer state (not the weights).
+
+        Raises:
+            ResumeMismatchError: the state is of a run started with other settings (module convention).
+        """
         if state.get("format") != _STATE_FORMAT:
             raise ValueError(f"unsupported trainer state format {state.get('format')!r}")
+        self._check_resume(state, "the trainer state")
         if state["world_size"] != self.world_size:
             logger.warning("resuming a %d-rank run on %d ranks", state["world_size"], self.world_size)
         if set(state["optimizers"]) != set(self.optimizers):
@@ -636,23 +776,69 @@ class Trainer:
         }
 
     def save_checkpoint(self, directory: str | os.PathLike[str] | None = None) -> Path:
-        """Write ``model.safetensors`` + ``trainer_state.pt`` atomically (rank 0; others wait)."""
+        """Commit ``model.safetensors`` + ``trainer_state.pt`` together as one folder (rank 0; others
+        wait): a crash leaves the previous pair or the new one, never a mix (module convention).
+
+        ``directory`` (default ``out_dir/last``) is replaced as a whole, so it may hold only these
+        two files.
+
+        Raises:
+            FloatingPointError: non-finite weights (the previous checkpoint is kept).
+            ValueError: ``directory`` holds other files.
+        """
         directory = Path(directory) if directory is not None else self.out_dir / "last"
         if self.is_main:
-            directory.mkdir(parents=True, exist_ok=True)
-            save_weights(self.raw_model, directory / WEIGHTS_FILE, self._metadata())
-            save_trainer_state(self.state_dict(), directory / STATE_FILE)
+            present = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+            # leftovers of an interrupted atomic file write (".NAME.XXXX.tmp") go with the old folder
+            other = [
+                name
+                for name in present
+                if name not in (WEIGHTS_FILE, STATE_FILE)
+                and not (name.startswith(".") and name.endswith(".tmp"))
+            ]
+            if other:
+                raise ValueError(
+                    f"save_checkpoint replaces {directory} as a whole, but it holds other files "
+                    f"({', '.join(other[:5])}); choose a folder for the checkpoint alone"
+                )
+            weights = self.raw_model.state_dict()
+            _check_finite(dict(weights), f"the weights at step {self.global_step}; not saving {directory}")
+            checkpoint_id = secrets.token_hex(8)
+
+            def write(tmp: Path) -> None:
+                path = save_weights(
+                    weights, tmp / WEIGHTS_FILE, {**self._metadata(), "checkpoint_id": checkpoint_id}
+                )
+                state = self.state_dict()
+                state.update(checkpoint_id=checkpoint_id, weights_sha256=file_sha256(path))
+                save_trainer_state(state, tmp / STATE_FILE)
+
+            commit_directory(directory, write)
             _atomic_text(json.dumps(self.history, indent=1) + "\n", self.out_dir / "history.json")
         ddp.barrier()
         return directory
 
     def load_checkpoint(self, directory: str | os.PathLike[str]) -> None:
-        """Restore weights (strict) and trainer state from a ``last``-style directory."""
+        """Restore weights (strict) and trainer state from a ``last``-style directory.
+
+        A directory that a crash left missing is first recovered (:func:`recover_checkpoint`, rank 0).
+
+        Raises:
+            FileNotFoundError: no checkpoint there.
+            InconsistentCheckpointError: the weights and the state were not written together.
+            ResumeMismatchError: the checkpoint is of a run started with other settings.
+        """
         directory = Path(directory)
+        if self.is_main:
+            recover_checkpoint(directory)
+            if directory.parent.resolve() == self.out_dir.resolve():
+                recover_checkpoint(self.out_dir / "best")
+        ddp.barrier()
         if not (directory / STATE_FILE).exists():
             raise FileNotFoundError(f"no trainer checkpoint at {directory} (expected {STATE_FILE})")
+        state = verify_checkpoint_pair(directory / WEIGHTS_FILE, directory / STATE_FILE)
+        self._check_resume(state, directory)
         self.raw_model.load_state_dict(load_weights(directory / WEIGHTS_FILE), strict=True)
-        state = load_trainer_state(directory / STATE_FILE)
         self.load_state_dict(state)
         logger.info("resumed from %s at epoch %d, step %d", directory, self.epoch, self.global_step)
 
@@ -672,6 +858,7 @@ class Trainer:
     def _end_epoch(self, epoch_logs: dict[str, float]) -> None:
         record: dict[str, Any] = {"epoch": self.epoch, "step": self.global_step, **epoch_logs}
         last = self.epoch == self.epochs - 1
+        _check_finite(dict(self.raw_model.state_dict()), f"the weights at the end of epoch {self.epoch}")
         if self.val_dataset is not None and ((self.epoch + 1) % self.eval_every == 0 or last):
             metrics = self.evaluate() if self.is_main else None
             metrics = ddp.broadcast_object(metrics)
@@ -680,21 +867,32 @@ class Trainer:
             if self.best_metric is None or value > self.best_metric:
                 self.best_metric, self.best_epoch = value, self.epoch
                 if self.is_main:
-                    best = self.out_dir / "best"
-                    best.mkdir(parents=True, exist_ok=True)
-                    save_weights(self.raw_model, best / WEIGHTS_FILE, self._metadata())
-                    info = {
-                        "epoch": self.epoch,
-                        "step": self.global_step,
-                        self.selection_metric: value,
-                        "selection_split": self.val_split,
-                    }
-                    _atomic_text(json.dumps(info, indent=1) + "\n", best / "info.json")
+                    self._save_best(value)
                 ddp.barrier()
         self.history.append(record)
         logger.info("epoch %d: %s", self.epoch, record)
         self.epoch += 1
         self.batch_in_epoch = 0
+
+    def _save_best(self, value: float) -> None:
+        """Commit ``best/``: the weights and ``info.json`` (same step and checkpoint id) as one folder."""
+        checkpoint_id = secrets.token_hex(8)
+        info = {
+            "epoch": self.epoch,
+            "step": self.global_step,
+            self.selection_metric: value,
+            "ties": "pessimistic",
+            "selection_split": self.val_split,
+            "checkpoint_id": checkpoint_id,
+        }
+
+        def write(tmp: Path) -> None:
+            save_weights(
+                self.raw_model, tmp / WEIGHTS_FILE, {**self._metadata(), "checkpoint_id": checkpoint_id}
+            )
+            _atomic_text(json.dumps(info, indent=1) + "\n", tmp / INFO_FILE)
+
+        commit_directory(self.out_dir / "best", write)
 
     def fit(self) -> TrainResult:
         """Train to ``epochs`` (or ``max_steps``), evaluating, selecting and checkpointing."""
