@@ -1,8 +1,10 @@
 """geo-transforms: differentiable, batched, device-agnostic polar, panorama and perspective
 mappings for cross-view geo-localisation, built on kornia.
 
-Every public op takes (B, C, H, W) floating tensors on any device, caches its sampling grid per
-size/device/dtype and has a thin ``nn.Module`` wrapper.
+Every public op takes (B, C, H, W) floating tensors on any device (any B, 0 included), caches its
+sampling grid per size/device/dtype and has a thin ``nn.Module`` wrapper. Output sizes are positive
+ints of at most 2**26 pixels per image (8192 x 8192); larger ones raise a ``ValueError`` naming the
+argument and the limit before anything is allocated.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""Input validation shared by the mappings: clear ``TypeError``/``ValueError`` naming the argument."""
+"""Input validation shared by the mappings: clear ``TypeError``/``ValueError`` naming the argument.
+
+Convention: an output size is a pair of positive ints ``(H, W)`` (a side ``S`` for square outputs)
+of at most :data:`MAX_OUTPUT_PIXELS` = 2**26 pixels per image (8192 x 8192), so a mistyped size
+fails at once with a ``ValueError`` naming the argument and the limit instead of trying to
+allocate tens of gigabytes. Input images may have any batch size, including 0.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["check_image", "check_size"]
+__all__ = ["MAX_OUTPUT_PIXELS", "check_image", "check_pixels", "check_size"]
+
+MAX_OUTPUT_PIXELS = 2**26
+"""Largest output of a mapping, in pixels per image (8192 x 8192; a 112 x 616 polar map is 69,000)."""
 
 
 def check_image(image: object, name: str, *, square: bool = False) -> Tensor:
@@ -29,8 +38,18 @@ def check_image(image: object, name: str, *, square: bool = False) -> Tensor:
     return image
 
 
+def check_pixels(size: object, pixels: int, name: str) -> None:
+    """Refuse an output ``size`` (as given, for the message) of ``pixels`` > :data:`MAX_OUTPUT_PIXELS`."""
+    if pixels > MAX_OUTPUT_PIXELS:
+        raise ValueError(
+            f"{name} {size} asks for {pixels:,} pixels per image, above the limit of {MAX_OUTPUT_PIXELS:,} "
+            "(2**26, e.g. 8192 x 8192)"
+        )
+
+
 def check_size(size: object, name: str) -> tuple[int, int]:
-    """Require ``(H, W)`` with two positive ints; return it as a tuple."""
+    """Require ``(H, W)`` with two positive ints of at most :data:`MAX_OUTPUT_PIXELS` pixels in all;
+    return it as a tuple."""
     if isinstance(size, torch.Size):
         size = tuple(size)
     if (
@@ -41,4 +60,5 @@ def check_size(size: object, name: str) -> tuple[int, int]:
         raise TypeError(f"{name} must be a pair of ints (H, W), got {size!r}")
     if size[0] <= 0 or size[1] <= 0:
         raise ValueError(f"{name} must be positive (H, W), got {tuple(size)}")
+    check_pixels(tuple(size), size[0] * size[1], name)
     return int(size[0]), int(size[1])

@@ -134,7 +134,7 @@ def camera_rays(
     Returns:
         (B', V, h, w, 3) float64 rays (east, north, up), not normalised.
     """
-    height, width = out_size
+    height, width = check_size(out_size, "out_size")
     device = yaw.device
     half = torch.deg2rad(fov) / 2.0
     focal = (width / 2.0) / torch.tan(half)  # (B', V)

@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_image, check_size
+from ._checks import check_image, check_pixels, check_size
 from ._sampling import normalise_pixel_grid
 
 __all__ = [
@@ -66,11 +66,14 @@ def _center(size: int, center: str) -> float:
     raise ValueError(f"center must be 'safa' (S/2) or 'pixel' ((S-1)/2), got {center!r}")
 
 
-def _check_side(size: object, name: str = "size") -> int:
+def _check_side(size: object, name: str = "size", *, output: bool = False) -> int:
+    """Require an int aerial side S >= 2; an ``output`` side also at most MAX_OUTPUT_PIXELS in all."""
     if not isinstance(size, int) or isinstance(size, bool):
         raise TypeError(f"{name} must be an int (the aerial side S), got {type(size).__name__}")
     if size < 2:
         raise ValueError(f"{name} must be >= 2 (the aerial side S), got {size}")
+    if output:
+        check_pixels(size, size * size, name)
     return size
 
 
@@ -192,9 +195,9 @@ def _gather_bilinear(image: Tensor, index: Tensor, weight: Tensor, out_hw: tuple
     The four products are summed as two diagonal pairs, ``(p00 + p11) + (p10 + p01)``, which is
     invariant (bit for bit) under the symmetries of the square.
     """
-    b, c = image.shape[:2]
+    b, c, h, w = image.shape
     n = weight.shape[-1]
-    values = image.reshape(b * c, -1).index_select(1, index).view(b * c, 4, n)
+    values = image.reshape(b * c, h * w).index_select(1, index).view(b * c, 4, n)  # (explicit: B may be 0)
     # In place on the fresh gather buffer (index_select's backward does not need it): one large
     # allocation instead of eight, which is most of the cost on the CPU.
     values.mul_(weight)
@@ -296,12 +299,14 @@ def polar_transform(aerial: Tensor, out_size: tuple[int, int], *, center: Center
 
     Args:
         aerial: (B, C, S, S) floating tensor (float16, bfloat16, float32 or float64), north up.
-        out_size: polar ``(H, W)``, e.g. (112, 616) for SAFA or (128, 512) for DSM.
+        out_size: polar ``(H, W)``, e.g. (112, 616) for SAFA or (128, 512) for DSM; at most 2**26
+            pixels (``ValueError`` above).
         center: ``"safa"`` (S/2, reproduces SAFA's maps) or ``"pixel"`` ((S-1)/2, exact
             rotation/flip equivariance).
 
     Returns:
-        (B, C, H, W) tensor of the input's dtype and device; differentiable w.r.t. ``aerial``.
+        (B, C, H, W) tensor of the input's dtype and device (B = 0 gives an empty one);
+        differentiable w.r.t. ``aerial``.
 
     Example:
         >>> aerial = torch.rand(2, 3, 750, 750)
@@ -360,7 +365,7 @@ def inverse_polar_transform(polar: Tensor, size: int, *, center: Center = "safa"
 
     Args:
         polar: (B, C, H, W) floating tensor laid out as :func:`polar_transform` writes it.
-        size: aerial side S of the output.
+        size: aerial side S of the output; S * S at most 2**26 (``ValueError`` above).
         center: ``"safa"`` (S/2) or ``"pixel"`` ((S-1)/2); use the forward transform's choice.
 
     Returns:
@@ -372,7 +377,7 @@ def inverse_polar_transform(polar: Tensor, size: int, *, center: Center = "safa"
         torch.Size([1, 3, 256, 256])
     """
     check_image(polar, "polar")
-    _check_side(size)
+    _check_side(size, output=True)
     _center(size, center)
     height, width = polar.shape[-2:]
     index, weight = _inverse_table(size, (height, width), center, polar.device, polar.dtype)
@@ -410,7 +415,7 @@ class InversePolarTransform(nn.Module):
 
     def __init__(self, size: int, *, center: Center = "safa") -> None:
         super().__init__()
-        self.size = _check_side(size)
+        self.size = _check_side(size, output=True)
         _center(2, center)
         self.center = center
 

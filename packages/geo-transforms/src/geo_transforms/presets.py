@@ -99,7 +99,7 @@ def _polar_safa_exact(aerial: Tensor, render_size: tuple[int, int]) -> Tensor:
     b, c, size, _ = aerial.shape
     index, mask, w = _safa_exact_table(size, render_size, aerial.device)
     n = w.shape[-1]
-    v = aerial.reshape(b * c, -1).index_select(1, index).view(b * c, 4, n) * mask
+    v = aerial.reshape(b * c, size * size).index_select(1, index).view(b * c, 4, n) * mask  # B may be 0
     fx1 = w[0] * v[:, 0] + w[1] * v[:, 1]
     fx2 = w[0] * v[:, 2] + w[1] * v[:, 3]
     return (w[2] * fx1 + w[3] * fx2).view(b, c, *render_size)

@@ -9,17 +9,12 @@ memory-mappable cache; see :mod:`geo_bench.datasets._common` and :mod:`geo_bench
 
 from __future__ import annotations
 
-from ._common import (
-    INTERPOLATION,
-    POLAR_SIZES,
-    CrossViewDataset,
-    DatasetNotFoundError,
-    MissingDependencyError,
-)
+from ._common import INTERPOLATION, POLAR_SIZES, CrossViewDataset
 from .cache import CacheEntry, CacheError, open_cache, prepare_cache
 from .cvact import CVACT, read_act_data
 from .cvusa import CVUSA, read_cvusa_split
 from .duplicates import DuplicatePair, find_exact_duplicates, image_md5
+from .errors import DatasetFormatError, DatasetNotFoundError, ImageDecodeError, MissingDependencyError
 from .vigor import VIGOR, VIGORGallery, parse_pano_latlon, parse_tile_latlon
 
 DATASETS: dict[str, type[CrossViewDataset]] = {"cvusa": CVUSA, "cvact": CVACT, "vigor": VIGOR}
@@ -35,8 +30,10 @@ __all__ = [
     "CacheEntry",
     "CacheError",
     "CrossViewDataset",
+    "DatasetFormatError",
     "DatasetNotFoundError",
     "DuplicatePair",
+    "ImageDecodeError",
     "MissingDependencyError",
     "VIGORGallery",
     "find_exact_duplicates",

@@ -14,6 +14,19 @@ Convention (every dataset of :mod:`geo_bench.datasets`):
   other view, as SAFA's precomputed maps were.
 - Samples are dicts: ``"ground"`` (3, H, W) float32 in [0, 1], ``"aerial"`` (3, h, w) float32 in
   [0, 1], ``"id"`` (str), plus what the dataset has. ``transforms`` receives the whole dict.
+- Damaged files (see :mod:`geo_bench.datasets.errors`): an image that cannot be decoded raises
+  :class:`~geo_bench.datasets.errors.ImageDecodeError` naming the file and the sample; a non-square
+  aerial under ``polar=`` raises :class:`~geo_bench.datasets.errors.DatasetFormatError` naming the
+  file and the sizes. An image whose aspect ratio (W / H) differs by more than
+  :data:`ASPECT_TOLERANCE` from the released files' (``native_ground`` / ``native_aerial``, e.g.
+  CVUSA's 1232x224 panoramas) is still resized (so stretched) to the requested size, with one
+  ``UserWarning`` per dataset and view naming the first such file; ``.aspect_mismatches`` counts
+  them as they are read and ``prepare`` reports the total. (A DataLoader worker holds its own copy
+  of the dataset, so each worker may warn once.)
+- Exact repeats in a split file are dropped with one ``UserWarning`` per file (naming it, the count
+  and the first repeat), so every sample and gallery item appears once: a repeated pair would add a
+  copy of its reference to the gallery (a tie with the true match) and break the cache's id list.
+  Two *different* rows for one sample id are refused (:class:`DatasetFormatError`).
 
 .. versionadded:: 0.1
 """
@@ -24,7 +37,9 @@ import hashlib
 import json
 import logging
 import os
+import struct
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,8 +49,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .errors import DatasetFormatError, DatasetNotFoundError, ImageDecodeError, MissingDependencyError
+
 __all__ = [
+    "DatasetFormatError",
     "DatasetNotFoundError",
+    "ImageDecodeError",
     "MissingDependencyError",
     "CrossViewDataset",
     "PolarSpec",
@@ -52,41 +71,15 @@ log = logging.getLogger(__name__)
 INTERPOLATION = "pillow-bilinear-antialiased"
 """Name of the resampling used for every resize; recorded in each dataset's ``protocol``."""
 
+ASPECT_TOLERANCE = 0.01
+"""Relative tolerance on an image's aspect ratio against the dataset's native one (rounding of
+pre-resized copies, e.g. 1231x224 for 1232x224); beyond it the loaders warn (see the module
+docstring)."""
+
 #: Named polar sizes accepted by ``polar=``. The geometry is always SAFA's (see module docstring);
 #: the name only fixes the output (H, W). ``toker_cvusa_legacy`` (render 224x1232, truncate,
 #: cubic-resize) is a geo-transforms preset, not a size, and is not produced by these loaders.
 POLAR_SIZES: dict[str, tuple[int, int]] = {"safa": (112, 616), "dsm": (128, 512)}
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset (or part of it) is not where it was looked for.
-
-    The message starts with ``"Dataset not found"``, names the path that was looked for and shows the
-    expected on-disk layout.
-
-    .. versionadded:: 0.1
-    """
-
-    def __init__(self, name: str, root: Path, missing: Path | str, layout: str, hint: str = "") -> None:
-        msg = (
-            f"Dataset not found: {name} expected {str(missing)!r} under root={str(root)!r}.\n"
-            f"Expected layout:\n{layout.rstrip()}\n"
-            f"{name} is licence-gated and cannot be downloaded automatically: request it from its "
-            f"authors and point root= at the folder shown above."
-        )
-        if hint:
-            msg += "\n" + hint
-        super().__init__(msg)
-        self.name = name
-        self.root = root
-        self.missing = str(missing)
-
-
-class MissingDependencyError(ImportError):
-    """An optional dependency needed by one reader is not installed.
-
-    .. versionadded:: 0.1
-    """
 
 
 # --------------------------------------------------------------------------------------------------
@@ -165,14 +158,35 @@ def parse_polar(
 # image IO
 
 
-def read_rgb(path: Path, *, crop_rows: tuple[float, float] | None = None):  # -> PIL.Image.Image
+#: What Pillow raises for a file it cannot decode (garbage, truncated, corrupt chunks).
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    zlib.error,
+)
+
+
+def read_rgb(
+    path: Path, *, crop_rows: tuple[float, float] | None = None, sample: str | None = None
+):  # -> PIL.Image.Image
     """Decode ``path`` with Pillow as RGB, optionally keeping the rows [a*H, b*H).
+
+    Args:
+        path: the image file.
+        crop_rows: (a, b) row fractions to keep, or None.
+        sample: the sample id, named in the error message.
 
     Raises:
         FileNotFoundError: the file does not exist (message names it).
-        OSError: the file exists but cannot be decoded (message names it).
+        ImageDecodeError: the file exists but cannot be decoded (garbage, truncated): one line
+            ``"cannot decode image FILE (sample ID): REASON; re-download or remove it"``. It is a
+            ``ValueError`` and an ``OSError``. Errors of the file system itself (permissions, I/O)
+            propagate as the ``OSError`` they are.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as img:
@@ -180,13 +194,23 @@ def read_rgb(path: Path, *, crop_rows: tuple[float, float] | None = None):  # ->
             rgb = img.convert("RGB")
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {str(path)!r}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise OSError(f"cannot decode image {str(path)!r}: {exc}") from exc
-    if crop_rows is not None:
-        h = rgb.height
-        top, bottom = int(crop_rows[0] * h), int(crop_rows[1] * h)  # floor
-        rgb = rgb.crop((0, top, rgb.width, bottom))
-    return rgb
+    except (*_DECODE_ERRORS, Image.DecompressionBombError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # the file system's error (permission denied, I/O error), not the image's
+        reason = " ".join(str(exc).replace(f" {str(path)!r}", "").split()) or type(exc).__name__
+        where = f" (sample {sample})" if sample is not None else ""
+        # from None: the message says it all, and a DataLoader worker would copy PIL's traceback into it
+        raise ImageDecodeError(
+            f"cannot decode image {path}{where}: {reason}; re-download or remove it", path=path
+        ) from None
+    return rgb if crop_rows is None else _crop(rgb, crop_rows)
+
+
+def _crop(img, rows: tuple[float, float]):  # img: PIL.Image -> PIL.Image
+    """Keep the rows [floor(a*H), floor(b*H)) of ``img``."""
+    h = img.height
+    top, bottom = int(rows[0] * h), int(rows[1] * h)  # floor
+    return img.crop((0, top, img.width, bottom))
 
 
 def resize_uint8(img, size: tuple[int, int] | None, *, nearest: bool = False) -> Tensor:  # img: PIL.Image
@@ -222,6 +246,26 @@ def to_float(x: Tensor) -> Tensor:
     return x.to(torch.float32).div_(255.0)
 
 
+def warn_repeats(path: Path, repeats: Sequence[tuple[int, int, str]], what: str = "row") -> None:
+    """One ``UserWarning`` for the exact repeats dropped from the split file ``path``.
+
+    Args:
+        path: the split file.
+        repeats: ``(line, first_line, text)`` of every dropped repeat, in file order (1-based lines).
+        what: what a line holds (``"row"``, ``"tile name"``).
+    """
+    if not repeats:
+        return
+    line, first, text = repeats[0]
+    n = len(repeats)
+    warnings.warn(
+        f"{path}: {n} duplicate {what}{'' if n == 1 else 's'} dropped, each kept once (first: line {line} "
+        f"repeats line {first}: {text.strip()!r})",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 # --------------------------------------------------------------------------------------------------
 # base class
 
@@ -241,6 +285,9 @@ class CrossViewDataset(Dataset):
     name: ClassVar[str] = ""
     splits: ClassVar[tuple[str, ...]] = ()
     layout: ClassVar[str] = ""
+    #: (H, W) of the released panoramas / aerials: their aspect ratio is what the loader expects
+    native_ground: ClassVar[tuple[int, int] | None] = None
+    native_aerial: ClassVar[tuple[int, int] | None] = None
     default_ground_size: ClassVar[tuple[int, int] | None] = None
     default_aerial_size: ClassVar[tuple[int, int] | None] = None
     ground_crop: tuple[float, float] | None = None
@@ -273,6 +320,7 @@ class CrossViewDataset(Dataset):
         self.on_missing = on_missing
         self.missing = 0
         self._cache = None
+        self._aspect_seen: dict[str, set[int]] = {}
         if not self.root.is_dir():
             raise DatasetNotFoundError(self.name, self.root, self.root, self.layout)
 
@@ -288,18 +336,74 @@ class CrossViewDataset(Dataset):
         return {"ground": list(self.ids), "aerial": list(self.ids)}
 
     def load_view(self, view: str, i: int) -> Tensor:
-        """Item ``i`` of ``view`` as (3, H, W) uint8, processed (crop, resize, polar)."""
+        """Item ``i`` of ``view`` as (3, H, W) uint8, processed (crop, resize, polar).
+
+        Raises:
+            ImageDecodeError: the image cannot be decoded (names the file and the sample).
+            DatasetFormatError: a non-square aerial under ``polar=`` (names the file and sizes).
+        """
         if self._cache is not None:
             return self._cache.get(view, i)
         if view == "ground":
-            img = read_rgb(self._ground_path(i), crop_rows=self.ground_crop)
+            path = self._ground_path(i)
+            img = read_rgb(path, sample=self._item_id(view, i))
+            self._check_aspect(view, i, path, img)
+            if self.ground_crop is not None:
+                img = _crop(img, self.ground_crop)
             return resize_uint8(img, self.ground_size)
         if view == "aerial":
-            img = read_rgb(self._aerial_path(i))
+            path = self._aerial_path(i)
+            img = read_rgb(path, sample=self._item_id(view, i))
             if self.polar is not None:
+                if img.width != img.height:
+                    native = self.native_aerial
+                    expected = f" ({native[1]}x{native[0]} for {self.name})" if native else ""
+                    raise DatasetFormatError(
+                        f"aerial image {path} (sample {self._item_id(view, i)}) is {img.width}x{img.height} "
+                        f"(W x H); polar= needs a square aerial{expected}",
+                        path=path,
+                    )
                 return polar_uint8(img, self.polar)
+            self._check_aspect(view, i, path, img)
             return resize_uint8(img, self.aerial_size)
         raise ValueError(f"unknown view {view!r}; views: {sorted(self.view_ids())}")
+
+    def _item_id(self, view: str, i: int) -> str:
+        """The id of item ``i`` of ``view``, named in messages (paired datasets: the query's id)."""
+        return str(self.ids[i])
+
+    @property
+    def aspect_mismatches(self) -> dict[str, int]:
+        """Per view, how many images read so far had another aspect ratio than the native files'."""
+        return {view: len(seen) for view, seen in self._aspect_seen.items() if seen}
+
+    def _check_aspect(self, view: str, i: int, path: Path, img) -> None:  # img: PIL.Image
+        """Count (and warn on the first per view) an image whose aspect ratio is not the native one."""
+        native = self.native_ground if view == "ground" else self.native_aerial
+        if native is None:
+            return
+        expected, found = native[1] / native[0], img.width / img.height
+        if abs(found / expected - 1.0) <= ASPECT_TOLERANCE:
+            return
+        seen = self._aspect_seen.setdefault(view, set())
+        first = not seen
+        seen.add(i)
+        if first:
+            size = self.ground_size if view == "ground" else self.aerial_size
+            fate = (
+                f"it is resized to {size[1]}x{size[0]} anyway, i.e. stretched"
+                if size is not None
+                else "it is kept at its size (size None)"
+            )
+            warnings.warn(
+                f"{self.name} {self.split}: {view} image {path} (sample {self._item_id(view, i)}) is "
+                f"{img.width}x{img.height} (W x H, aspect {found:.3g}), but {self.name} {view} images are "
+                f"{native[1]}x{native[0]} (aspect {expected:.3g}); {fate}. Warned once per dataset and "
+                f"view: .aspect_mismatches counts such images as they are read, `geo-bench prepare` "
+                f"reports the total",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def _ground_path(self, i: int) -> Path:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -392,7 +496,8 @@ class CrossViewDataset(Dataset):
                     missing[0],
                     self.layout,
                     f"{len(missing)} image file(s) missing for split {self.split!r}:\n{shown}{more}\n"
-                    "Pass on_missing='skip' to drop those samples (counted in .missing).",
+                    "To drop those samples (counted in .missing): pass on_missing='skip' to the dataset "
+                    "in Python; on the command line only `geo-bench prepare --on-missing skip` offers it.",
                 )
             warnings.warn(
                 f"{self.name} {self.split}: skipped {self.missing} of {n} samples with missing files "

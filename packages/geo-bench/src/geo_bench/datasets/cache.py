@@ -21,6 +21,12 @@ continues at the first unrecorded chunk. Opening verifies the manifest against t
 (configuration, ids, shapes); the chunk checksums are checked ``"lazy"`` (a chunk the first time it
 is read, per process, default), ``"full"`` (all at open) or not at all (``"meta"``).
 
+Damage: an array file that is missing, truncated, not a ``.npy`` or of another shape than the
+manifest says raises :class:`CacheError` naming the file and saying to run ``geo-bench prepare``
+again, which rebuilds exactly the damaged views of a complete entry (with a warning) and restarts a
+damaged view of an interrupted one. :class:`CacheError` is a ``ValueError``, so the command line
+reports it in one line.
+
 .. versionadded:: 0.1
 """
 
@@ -47,6 +53,7 @@ log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
 _VERIFY = ("lazy", "full", "meta")
+_REBUILD = "run `geo-bench prepare` again to rebuild it"
 
 
 class CacheError(ValueError):
@@ -88,6 +95,69 @@ def _entry_dir(cache: str | os.PathLike[str], dataset: CrossViewDataset) -> Path
     return cache / dataset.cache_key()
 
 
+def _load_array(path: Path, mode: str = "r", shape: list[int] | None = None) -> np.ndarray:
+    """``np.load(path, mmap_mode=mode)`` of a cache array, checked against ``shape`` (uint8).
+
+    Raises:
+        CacheError: the file is missing, truncated, not a ``.npy`` array or of another shape or
+            dtype; one line naming the file and ending with the advice to run prepare again.
+    """
+    try:
+        arr = np.load(path, mmap_mode=mode, allow_pickle=False)
+    except FileNotFoundError:
+        problem = f"cache file {path} is missing"
+    except (OSError, ValueError, EOFError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        problem = f"cache file {path} is damaged (truncated or not a .npy array: {reason})"
+    else:
+        if shape is None or (list(arr.shape) == list(shape) and arr.dtype == np.uint8):
+            return arr
+        problem = (
+            f"cache file {path} holds {tuple(arr.shape)} {arr.dtype}, the manifest says {tuple(shape)} uint8"
+        )
+    raise CacheError(f"{problem}; {_REBUILD}")
+
+
+def _damaged_views(entry: Path, manifest: dict[str, Any]) -> dict[str, str]:
+    """View -> what is wrong with its array file, for the views of ``manifest`` that are damaged."""
+    damaged = {}
+    for view, meta in manifest.get("views", {}).items():
+        try:
+            _load_array(entry / meta["file"], shape=meta["shape"])
+        except CacheError as exc:
+            damaged[view] = str(exc).removesuffix(f"; {_REBUILD}")
+    return damaged
+
+
+def _rebuild_state(
+    entry: Path, config: dict[str, Any], view_ids: dict[str, list[str]]
+) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """Resume state that re-prepares the damaged views of the complete entry ``entry``.
+
+    None when the manifest is unreadable, belongs to another configuration or other ids, or when
+    no view is damaged: then the entry's own error stands.
+    """
+    try:
+        manifest = json.loads((entry / "manifest.json").read_text())
+        views = manifest["views"]
+        chunk_size = int(views["ground"]["chunk_size"])
+        if _diff(manifest.get("config", {}), config) or manifest.get("format") != CACHE_FORMAT:
+            return None
+        if set(views) != set(view_ids) or any(views[v]["ids"] != view_ids[v] for v in views):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    damaged = _damaged_views(entry, manifest)
+    if not damaged:
+        return None
+    state: dict[str, Any] = {"format": CACHE_FORMAT, "config": config, "chunk_size": chunk_size, "views": {}}
+    for view, meta in views.items():
+        if view not in damaged:
+            chunks = {str(k): sha for k, sha in enumerate(meta["chunk_sha256"])}
+            state["views"][view] = {"shape": meta["shape"], "ids": meta["ids"], "chunks": chunks}
+    return state, damaged
+
+
 def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     keys = sorted(set(a) | set(b))
     return [f"{k}: cache has {a.get(k)!r}, dataset wants {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
@@ -103,7 +173,8 @@ def prepare_cache(
     """Decode, crop, resize (and polar-transform) every view of ``dataset`` once into ``out``.
 
     Resumable: rerunning after an interruption continues at the first unfinished chunk; rerunning
-    on a complete entry only checks its manifest.
+    on a complete entry only checks its manifest, and rebuilds the views whose array file is
+    missing, truncated or of the wrong shape (with a ``UserWarning`` naming the file).
 
     Args:
         dataset: a dataset opened *without* ``cache=``.
@@ -122,13 +193,25 @@ def prepare_cache(
     entry.mkdir(parents=True, exist_ok=True)
     config = dataset.cache_config()
     view_ids = dataset.view_ids()
-    if (entry / "manifest.json").is_file():
-        open_cache(entry, dataset, verify="meta", query_ids=view_ids["ground"])
-        log.info("cache entry %s is already complete", entry)
-        return entry
-
     prog_path = entry / "progress.json"
-    if prog_path.is_file():
+    if (entry / "manifest.json").is_file():
+        try:
+            open_cache(entry, dataset, verify="meta", query_ids=view_ids["ground"])
+        except CacheError:
+            rebuild = _rebuild_state(entry, config, view_ids)
+            if rebuild is None:
+                raise
+            state, damaged = rebuild
+            for view, problem in damaged.items():
+                warnings.warn(f"{problem}: rebuilding the {view} view of {entry}", UserWarning, stacklevel=2)
+                (entry / f"{view}.npy").unlink(missing_ok=True)
+            chunk_size = state["chunk_size"]
+            _atomic_json(prog_path, state)
+            (entry / "manifest.json").unlink()  # incomplete until rebuilt
+        else:
+            log.info("cache entry %s is already complete", entry)
+            return entry
+    elif prog_path.is_file():
         state = json.loads(prog_path.read_text())
         problems = _diff(state.get("config", {}), config)
         if state.get("format") != CACHE_FORMAT:
@@ -157,12 +240,14 @@ def prepare_cache(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=done, unit="img", desc=f"prepare {dataset.name} {dataset.split}")
+    decoded: dict[str, int] = {}
     try:
         for view, ids in view_ids.items():
-            _prepare_view(dataset, entry, state, view, ids, chunk_size, prog_path, bar)
+            decoded[view] = _prepare_view(dataset, entry, state, view, ids, chunk_size, prog_path, bar)
     finally:
         if bar is not None:
             bar.close()
+    _report_aspect(dataset, decoded)
 
     views = {}
     for view, ids in view_ids.items():
@@ -202,11 +287,19 @@ def _prepare_view(
     chunk_size: int,
     prog_path: Path,
     bar: Any,
-) -> None:
+) -> int:
+    """Write the unrecorded chunks of ``view``; returns how many items it decoded."""
     path = entry / f"{view}.npy"
     n = len(ids)
     n_chunks = (n + chunk_size - 1) // chunk_size
     s = state["views"].get(view)
+    if s is not None and path.is_file():
+        try:
+            _load_array(path, "r", s["shape"])
+        except CacheError as exc:  # e.g. a full disk cut the file short: its chunks are lost
+            problem = str(exc).removesuffix(f"; {_REBUILD}")
+            warnings.warn(f"{problem}: starting that view again", UserWarning, stacklevel=3)
+            path.unlink()
     if s is None or not path.is_file():
         first = dataset.load_view(view, 0).numpy() if n else np.zeros((3, 1, 1), np.uint8)
         shape = [n, *first.shape]
@@ -214,12 +307,9 @@ def _prepare_view(
         s = {"shape": shape, "ids": ids, "chunks": {}}
         state["views"][view] = s
         _atomic_json(prog_path, state)
-    arr = np.load(path, mmap_mode="r+")
-    if list(arr.shape) != s["shape"] or arr.dtype != np.uint8:
-        raise CacheError(
-            f"{path}: shape {arr.shape} {arr.dtype}, progress.json says {s['shape']} uint8; delete it"
-        )
+    arr = _load_array(path, "r+", s["shape"])
     item_shape = tuple(s["shape"][1:])
+    count = 0
     for k in range(n_chunks):
         if str(k) in s["chunks"]:
             continue
@@ -232,12 +322,28 @@ def _prepare_view(
                     f"expected {item_shape}; pass an explicit size so every item is resized alike"
                 )
             arr[i] = x
+            count += 1
             if bar is not None:
                 bar.update(1)
         arr.flush()
         s["chunks"][str(k)] = _sha(arr[lo:hi])
         _atomic_json(prog_path, state)
     del arr
+    return count
+
+
+def _report_aspect(dataset: CrossViewDataset, decoded: dict[str, int]) -> None:
+    """Log how many of the decoded images had another aspect ratio than the dataset's files."""
+    for view, n in dataset.aspect_mismatches.items():
+        native = dataset.native_ground if view == "ground" else dataset.native_aerial
+        size = dataset.ground_size if view == "ground" else dataset.aerial_size
+        shown = f"{native[1]}x{native[0]}" if native else "native"
+        into = f"stretched to {size[1]}x{size[0]}" if size else "at their own size"
+        log.warning(
+            "%s %s: %d of the %d %s images prepared by this run have another aspect ratio than %s's %s "
+            "(the first is named in the warning above); the cache holds them %s",
+            dataset.name, dataset.split, n, decoded.get(view, n), view, dataset.name, shown, into,
+        )
 
 
 class CacheEntry:
@@ -262,7 +368,8 @@ class CacheEntry:
         """The memory-mapped (count, 3, H, W) uint8 array of ``view`` (read-only)."""
         arr = self._arrays.get(view)
         if arr is None:
-            arr = np.load(self.path / self.manifest["views"][view]["file"], mmap_mode="r")
+            meta = self.manifest["views"][view]
+            arr = _load_array(self.path / meta["file"], "r", meta["shape"])
             self._arrays[view] = arr
         return arr
 
@@ -352,14 +459,9 @@ def open_cache(
     if set(views) != expected:
         raise CacheError(f"{mpath}: views {sorted(views)}, expected {sorted(expected)}")
     for view, meta in views.items():
-        f = entry / meta["file"]
-        if not f.is_file():
-            raise CacheError(f"cache file missing: {f} (listed in {mpath})")
-        arr = np.load(f, mmap_mode="r")
-        if list(arr.shape) != meta["shape"] or arr.dtype != np.uint8 or len(meta["ids"]) != meta["count"]:
-            raise CacheError(
-                f"{f}: array {arr.shape} {arr.dtype} does not match the manifest {meta['shape']}"
-            )
+        _load_array(entry / meta["file"], "r", meta["shape"])
+        if len(meta["ids"]) != meta["count"]:
+            raise CacheError(f"{mpath}: {view} lists {len(meta['ids'])} ids for {meta['count']} items")
         n_chunks = (meta["count"] + meta["chunk_size"] - 1) // meta["chunk_size"]
         if len(meta["chunk_sha256"]) != n_chunks or _tree_sha(meta["chunk_sha256"]) != meta["sha256"]:
             raise CacheError(f"{mpath}: the checksum list of {view} is inconsistent")

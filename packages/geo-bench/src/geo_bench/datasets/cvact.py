@@ -4,9 +4,16 @@ Convention:
 
 - ``split="train"`` = ``trainSet.trainInd`` and ``"val"`` = ``valSet.valInd`` (CVACT_val), files under
   ``ANU_data_small/``; ``"test"`` = ``valSetAll.valInd`` (CVACT_test), files under ``ANU_data_test/``.
-- ``ACT_data.mat`` is read with :func:`scipy.io.loadmat`; struct fields are read **by name**; the
-  index vectors are 1-based MATLAB indices and have 1 subtracted. ``panoIds[k]`` names the files
-  ``streetview/<panoId>_grdView.jpg`` and ``satview_polish/<panoId>_satView_polish.jpg``.
+- ``ACT_data.mat`` is read with :func:`scipy.io.loadmat`; struct fields are read **by name**.
+  ``panoIds[k]`` names the files ``streetview/<panoId>_grdView.jpg`` and
+  ``satview_polish/<panoId>_satView_polish.jpg``.
+- Index vectors: the official files hold 1-based MATLAB indices; re-saved copies are sometimes
+  0-based. The base is decided once per file, from all its index vectors together (N =
+  ``len(panoIds)``): an index N can only be 1-based, an index 0 only 0-based; both at once is
+  refused. With neither (ambiguous), the official convention, 1-based, is assumed with a
+  ``UserWarning``. Non-integer indices (fractions, NaN) and indices outside 0..N are refused
+  (:class:`~geo_bench.datasets.errors.DatasetFormatError` naming the file, the vector and the
+  value); they are never truncated.
 - ``"utm"`` is float64 (easting, northing) in metres (float32 would round northings near 6.1e6 m
   to ~0.5 m).
 - Panorama crop, ``crop="middle_half"`` (default): keep rows [floor(H/4), floor(3H/4)) = [208, 624)
@@ -22,6 +29,7 @@ Convention:
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,7 +37,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ._common import CrossViewDataset, MissingDependencyError
+from ._common import CrossViewDataset
+from .errors import DatasetFormatError, MissingDependencyError
 
 __all__ = ["CVACT", "read_act_data"]
 
@@ -49,8 +58,15 @@ def _loadmat(path: Path) -> dict[str, Any]:
         raise MissingDependencyError("reading ACT_data.mat needs scipy: pip install scipy") from exc
     try:
         return scipy.io.loadmat(path)
-    except Exception as exc:
-        raise OSError(f"cannot read {str(path)!r} with scipy.io.loadmat: {exc}") from exc
+    except Exception as exc:  # scipy raises ValueError, TypeError, MatReadError, ... for a damaged file
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # the file system's error (missing file, permission), not the file's content
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DatasetFormatError(
+            f"cannot read {path} with scipy.io.loadmat: {reason}; expected a MATLAB .mat file "
+            "(re-download it)",
+            path=path,
+        ) from None
 
 
 def _strings(arr: np.ndarray) -> list[str]:
@@ -65,41 +81,97 @@ def _strings(arr: np.ndarray) -> list[str]:
     return out
 
 
+def _index_vector(path: Path, name: str, raw: Any, n: int) -> np.ndarray:
+    """The index vector ``name`` as int64, refusing non-integer values and values outside 0..n."""
+    values = np.asarray(raw).ravel()
+    if values.dtype.kind not in "iuf":
+        raise DatasetFormatError(
+            f"{path}: {name} must hold numeric row indices into panoIds, got dtype {values.dtype}", path=path
+        )
+    if values.dtype.kind == "f":
+        bad = values[~np.isfinite(values) | (values != np.round(values))]
+        if bad.size:
+            raise DatasetFormatError(
+                f"{path}: {name} holds {bad.size} value(s) that are not an integer index, first "
+                f"{float(bad[0])!r}; expected whole-number row indices into panoIds",
+                path=path,
+            )
+    ind = values.astype(np.int64)
+    bad = ind[(ind < 0) | (ind > n)]
+    if bad.size:
+        raise DatasetFormatError(
+            f"{path}: {name} holds {bad[:5].tolist()} outside 1..{n} (1-based) and 0..{n - 1} (0-based), "
+            f"N = len(panoIds) = {n}",
+            path=path,
+        )
+    return ind
+
+
+def _index_base(path: Path, vectors: dict[str, np.ndarray], n: int) -> int:
+    """0 or 1: the base of the file's index vectors (see the module docstring)."""
+    zero = [name for name, v in vectors.items() if (v == 0).any()]
+    top = [name for name, v in vectors.items() if (v == n).any()]
+    if zero and top:
+        raise DatasetFormatError(
+            f"{path}: the index vectors hold both 0 and {n} = len(panoIds) ({zero[0]} holds 0, {top[0]} "
+            f"holds {n}), so they are neither 0-based nor 1-based",
+            path=path,
+        )
+    if zero:
+        return 0
+    if not top and vectors:
+        warnings.warn(
+            f"{path}: the index vectors ({', '.join(vectors)}) hold neither 0 nor {n} = len(panoIds), so "
+            "they could be 0- or 1-based; assuming 1-based, the convention of the official MATLAB file",
+            UserWarning,
+            stacklevel=3,
+        )
+    return 1
+
+
 def read_act_data(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read ``ACT_data.mat``: ``panoIds`` (list of str), ``utm`` (N, 2) float64 and the 0-based
-    index arrays ``train``, ``val``, ``test`` (from the 1-based ``trainSet.trainInd``,
-    ``valSet.valInd``, ``valSetAll.valInd``).
+    """Read ``ACT_data.mat``: ``panoIds`` (list of str), ``utm`` (N, 2) float64, the 0-based
+    index arrays ``train``, ``val``, ``test`` (from ``trainSet.trainInd``, ``valSet.valInd``,
+    ``valSetAll.valInd``; None for an absent struct) and ``index_base``, the base (0 or 1) the file's
+    vectors were found to use (see the module docstring: decided from all vectors together, 1-based
+    with a warning when ambiguous).
 
     Raises:
-        ValueError: a struct or field is absent (lists those present), or an index is out of range.
+        DatasetFormatError: the file cannot be read, a variable, struct or field is absent (lists
+            those present), ``utm`` does not match ``panoIds``, an index is not an integer or out
+            of range, or the vectors mix 0- and 1-based evidence.
     """
     path = Path(path)
     m = _loadmat(path)
     for key in ("panoIds", "utm"):
         if key not in m:
-            raise ValueError(
-                f"{path}: no variable {key!r}; variables: {sorted(k for k in m if not k.startswith('__'))}"
+            raise DatasetFormatError(
+                f"{path}: no variable {key!r}; variables: {sorted(k for k in m if not k.startswith('__'))}",
+                path=path,
             )
     ids = _strings(m["panoIds"])
     utm = np.asarray(m["utm"], dtype=np.float64)
     if utm.ndim != 2 or utm.shape != (len(ids), 2):
-        raise ValueError(f"{path}: utm must be ({len(ids)}, 2) to match panoIds, got {utm.shape}")
-    out: dict[str, Any] = {"panoIds": ids, "utm": utm}
-    for split, (struct, field, _) in _SPLIT_FIELDS.items():
+        raise DatasetFormatError(
+            f"{path}: utm must be ({len(ids)}, 2) to match panoIds, got {utm.shape}", path=path
+        )
+    vectors: dict[str, np.ndarray] = {}
+    for struct, field, _ in _SPLIT_FIELDS.values():
         if struct not in m:
-            out[split] = None
             continue
         s = m[struct]
         names = s.dtype.names or ()
         if field not in names:
-            raise ValueError(f"{path}: struct {struct!r} has no field {field!r}; fields: {list(names)}")
-        ind = np.asarray(s[field].ravel()[0]).ravel().astype(np.int64) - 1  # MATLAB 1-based -> 0-based
-        bad = ind[(ind < 0) | (ind >= len(ids))]
-        if bad.size:
-            raise ValueError(
-                f"{path}: {struct}.{field} has indices outside 1..{len(ids)} (1-based): {(bad[:5] + 1).tolist()}"
+            raise DatasetFormatError(
+                f"{path}: struct {struct!r} has no field {field!r}; fields: {list(names)}", path=path
             )
-        out[split] = ind
+        name = f"{struct}.{field}"
+        vectors[name] = _index_vector(path, name, s[field].ravel()[0], len(ids))
+    base = _index_base(path, vectors, len(ids))
+    out: dict[str, Any] = {"panoIds": ids, "utm": utm, "index_base": base}
+    for split, (struct, field, _) in _SPLIT_FIELDS.items():
+        ind = vectors.get(f"{struct}.{field}")
+        out[split] = None if ind is None else ind - base
     return out
 
 
@@ -127,6 +199,9 @@ class CVACT(CrossViewDataset):
 
     name: ClassVar[str] = "CVACT"
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    # 832 rows (reference notes); equirectangular, so 2:1 (1664 wide is commonly cited)
+    native_ground: ClassVar[tuple[int, int] | None] = (832, 1664)
+    native_aerial: ClassVar[tuple[int, int] | None] = (1200, 1200)
     layout: ClassVar[str] = """\
   <root>/ACT_data.mat                 panoIds, utm, trainSet.trainInd, valSet.valInd, valSetAll.valInd
   <root>/ANU_data_small/streetview/<panoId>_grdView.jpg               train + val panoramas
@@ -166,10 +241,12 @@ class CVACT(CrossViewDataset):
         self.index_field = f"{struct}.{field}"
         self.folder = folder
         mat = read_act_data(self._require(self.root / "ACT_data.mat", "the metadata file"))
+        self.index_base: int = mat["index_base"]
         ind = mat[split]
         if ind is None:
-            raise ValueError(
-                f"{self.root / 'ACT_data.mat'}: no struct {struct!r}, needed for split {split!r}"
+            raise DatasetFormatError(
+                f"{self.root / 'ACT_data.mat'}: no struct {struct!r}, needed for split {split!r}",
+                path=self.root / "ACT_data.mat",
             )
         if cache is None:  # with a cache the images are not needed
             self._require(self.root / folder, f"the image folder of split {split!r}")

@@ -3,7 +3,10 @@
 Convention: ``split="train"`` reads ``splits/train-19zl.csv`` (35,532 pairs); ``"val"`` and its
 alias ``"test"`` read ``splits/val-19zl.csv`` (8,884 pairs, the standard test set: CVUSA has no
 separate validation split). CSV rows are headerless ``aerial,panorama,annotation`` relative paths;
-whitespace is stripped; the sample id is the file stem of column 0. Panoramas are not cropped
+whitespace is stripped; the sample id is the file stem of column 0. Exact repeats of a row are
+dropped with one warning (each pair is kept once); two different rows with one id are refused.
+Images are expected at the released sizes' aspect ratios (panoramas 1232x224, aerials square): others
+are still resized, with one warning (see :mod:`geo_bench.datasets._common`). Panoramas are not cropped
 (1232x224 W x H, full 360 degrees, north at the centre column, so ``"yaw"`` is 0). GPS comes from
 ``split_locations/all.csv`` when present (row ``id - 1`` belongs to image ``id``).
 
@@ -24,7 +27,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ._common import CrossViewDataset, read_rgb, resize_uint8
+from ._common import CrossViewDataset, read_rgb, resize_uint8, warn_repeats
+from .errors import DatasetFormatError
 
 __all__ = ["CVUSA", "read_cvusa_split"]
 
@@ -34,18 +38,45 @@ _CVUSA_SPLITS = ("orig", "geodtr_clean", "custom")
 def read_cvusa_split(path: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
     """Rows ``(aerial, panorama, annotation)`` of a CVUSA split CSV (headerless, 3 columns).
 
+    Exact repeats of a row (after stripping whitespace) are dropped, keeping the first, with one
+    ``UserWarning`` naming the file, the count and the first repeat: a repeated pair would put a
+    second copy of its aerial in the gallery (a tie with the true match) and make the sample ids,
+    which the ``prepare`` cache lists, ambiguous.
+
     Raises:
-        ValueError: a row without 3 columns (message names the file and line).
+        DatasetFormatError: a row without 3 columns, or two different rows with the same sample id
+            (the file stem of column 0); the message names the file and line(s).
     """
     rows: list[tuple[str, str, str]] = []
+    first_line: dict[str, tuple[int, tuple[str, str, str]]] = {}  # sample id -> (line, row)
+    repeats: list[tuple[int, int, str]] = []
     with open(path, newline="") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             cols = [c.strip() for c in line.split(",")]
             if len(cols) < 3 or not all(cols[:3]):
-                raise ValueError(f"{path}:{lineno}: expected 3 comma-separated paths, got {line.strip()!r}")
-            rows.append((cols[0], cols[1], cols[2]))
+                raise DatasetFormatError(
+                    f"{path}:{lineno}: expected 3 comma-separated paths, got {line.strip()!r}",
+                    path=path,
+                    line=lineno,
+                )
+            row = (cols[0], cols[1], cols[2])
+            sid = Path(row[0]).stem
+            if sid in first_line:
+                first, other = first_line[sid]
+                if other != row:
+                    raise DatasetFormatError(
+                        f"{path}:{lineno}: sample id {sid!r} (the file stem of the aerial, first column) is already on line "
+                        f"{first} with other files ({','.join(other)!r}); each id must name one pair",
+                        path=path,
+                        line=lineno,
+                    )
+                repeats.append((lineno, first, ",".join(row)))
+                continue
+            first_line[sid] = (lineno, row)
+            rows.append(row)
+    warn_repeats(Path(path), repeats)
     return rows
 
 
@@ -90,6 +121,8 @@ class CVUSA(CrossViewDataset):
 
     name: ClassVar[str] = "CVUSA"
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    native_ground: ClassVar[tuple[int, int] | None] = (224, 1232)
+    native_aerial: ClassVar[tuple[int, int] | None] = (750, 750)
     split_files: ClassVar[dict[str, str]] = {
         "train": "train-19zl.csv",
         "val": "val-19zl.csv",
@@ -172,13 +205,18 @@ class CVUSA(CrossViewDataset):
                 try:
                     rows.append([float(v) for v in rec[:4]])
                 except ValueError:
-                    raise ValueError(
-                        f"{path}:{lineno}: expected sat_lat,sat_long,ground_lat,ground_long"
+                    raise DatasetFormatError(
+                        f"{path}:{lineno}: expected sat_lat,sat_long,ground_lat,ground_long numbers, "
+                        f"got {','.join(rec)!r}",
+                        path=path,
+                        line=lineno,
                     ) from None
         gps = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
         for sid in self.ids:
             if not sid.isdigit() or not 1 <= int(sid) <= len(gps):
-                raise ValueError(f"{path} has {len(gps)} rows, no row for image id {sid!r} (row id - 1)")
+                raise DatasetFormatError(
+                    f"{path} has {len(gps)} rows, no row for image id {sid!r} (row id - 1)", path=path
+                )
         return gps
 
     def _ground_path(self, i: int) -> Path:
@@ -198,7 +236,9 @@ class CVUSA(CrossViewDataset):
             out["latlon"] = torch.from_numpy(row[2:4].copy())
             out["aerial_latlon"] = torch.from_numpy(row[0:2].copy())
         if self.ground_seg:
-            seg = resize_uint8(read_rgb(self.annotation_path(i)), self.ground_size, nearest=True)
+            seg = resize_uint8(
+                read_rgb(self.annotation_path(i), sample=self.ids[i]), self.ground_size, nearest=True
+            )
             if self.seg_palette is None:
                 out["ground_seg_rgb"] = seg
             else:

@@ -23,6 +23,10 @@ Convention:
   in the same 13-column format. ``satellite_list.txt`` always comes from ``splits/``.
 - Missing panoramas follow ``on_missing``; a missing gallery tile is always an error (the gallery
   indices of every label depend on it).
+- Split files: a malformed row (too few columns, a non-numeric offset, an unknown tile, a file
+  name without GPS) raises :class:`~geo_bench.datasets.errors.DatasetFormatError` naming the file
+  and line. Exact repeats (a label row, a tile name) are dropped with one warning per file, so
+  every query and gallery tile appears once; one panorama with two different label rows is refused.
 
 VIGOR is released for academic use through a questionnaire; there is no ``download``.
 
@@ -31,6 +35,7 @@ VIGOR is released for academic use through a questionnaire; there is no ``downlo
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,7 +46,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ._common import CrossViewDataset, DatasetNotFoundError, to_float
+from ._common import CrossViewDataset, to_float, warn_repeats
+from .errors import DatasetFormatError, DatasetNotFoundError
 
 __all__ = ["VIGOR", "VIGORGallery", "parse_pano_latlon", "parse_tile_latlon"]
 
@@ -68,6 +74,31 @@ def parse_tile_latlon(name: str) -> tuple[float, float]:
         return float(parts[1]), float(parts[2])
     except (IndexError, ValueError):
         raise ValueError(f"tile name {name!r} is not 'satellite_<lat>_<lon>.png'") from None
+
+
+def _parsed(
+    parse: Callable[[str], tuple[float, float]], name: str, path: Path, lineno: int
+) -> tuple[float, float]:
+    """``parse(name)``, its ValueError re-raised as a DatasetFormatError naming ``path:lineno``."""
+    try:
+        return parse(name)
+    except ValueError as exc:
+        raise DatasetFormatError(f"{path}:{lineno}: {exc}", path=path, line=lineno) from None
+
+
+def _offset(cols: list[str], c: int, path: Path, lineno: int) -> float:
+    """Column ``c`` (0-based) of a label row as a finite float offset in pixels."""
+    try:
+        value = float(cols[c])
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise DatasetFormatError(
+            f"{path}:{lineno}: column {c + 1} (an offset in pixels) must be a number, got {cols[c]!r}",
+            path=path,
+            line=lineno,
+        )
+    return value
 
 
 class VIGORGallery(Dataset):
@@ -132,6 +163,8 @@ class VIGOR(CrossViewDataset):
 
     name: ClassVar[str] = "VIGOR"
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    native_ground: ClassVar[tuple[int, int] | None] = (1024, 2048)
+    native_aerial: ClassVar[tuple[int, int] | None] = (640, 640)
     layout: ClassVar[str] = """\
   <root>/<City>/panorama/<prefix>,<lat>,<lon>,.jpg     City in Chicago, NewYork, SanFrancisco, Seattle
   <root>/<City>/satellite/satellite_<lat>_<lon>.png
@@ -183,46 +216,77 @@ class VIGOR(CrossViewDataset):
         self.gallery_city: list[str] = []
         self._gallery_paths: list[Path] = []
         index: dict[tuple[str, str], int] = {}
+        latlon: list[tuple[float, float]] = []
         for city in self.cities:
             if cache is None:  # with a cache the images are not needed
                 self._require(self.root / city, f"city folder {city}")
             lst = self._require(self.root / "splits" / city / "satellite_list.txt", "tile list")
-            for name in lst.read_text().split():
-                index[(city, name)] = len(self._gallery_paths)
-                self._gallery_paths.append(self.root / city / "satellite" / name)
-                self.gallery_ids.append(name.rsplit(".", 1)[0])
-                self.gallery_city.append(city)
-        self.gallery_latlon = np.asarray(
-            [parse_tile_latlon(p.name) for p in self._gallery_paths], dtype=np.float64
-        ).reshape(-1, 2)
+            first_line: dict[str, int] = {}
+            repeats: list[tuple[int, int, str]] = []
+            for lineno, line in enumerate(lst.read_text().splitlines(), 1):
+                for name in line.split():
+                    if name in first_line:  # a repeat would be a second, identical gallery item
+                        repeats.append((lineno, first_line[name], name))
+                        continue
+                    first_line[name] = lineno
+                    latlon.append(_parsed(parse_tile_latlon, name, lst, lineno))
+                    index[(city, name)] = len(self._gallery_paths)
+                    self._gallery_paths.append(self.root / city / "satellite" / name)
+                    self.gallery_ids.append(name.rsplit(".", 1)[0])
+                    self.gallery_city.append(city)
+            warn_repeats(lst, repeats, "tile name")
+        self.gallery_latlon = np.asarray(latlon, dtype=np.float64).reshape(-1, 2)
 
         # queries
         names: list[str] = []
         cities: list[str] = []
         pos: list[list[int]] = []
         offs: list[list[float]] = []
+        pano_latlon: list[tuple[float, float]] = []
         self.label_paths: list[str] = []
         for city in self.cities:
             path = self._label_path(city)
             self.label_paths.append(str(path))
+            labelled: dict[str, tuple[int, tuple[Any, ...]]] = {}  # panorama -> (line, its label)
+            repeats = []
             for lineno, line in enumerate(path.read_text().splitlines(), 1):
                 cols = line.split()
                 if not cols:
                     continue
                 if len(cols) < 13:
-                    raise ValueError(
-                        f"{path}:{lineno}: expected 13 columns (pano, 4 x (tile, dx, dy)), got {len(cols)}"
+                    raise DatasetFormatError(
+                        f"{path}:{lineno}: expected 13 columns (pano, 4 x (tile, dx, dy)), got {len(cols)}",
+                        path=path,
+                        line=lineno,
                     )
                 try:
                     tiles = [index[(city, cols[c])] for c in (1, 4, 7, 10)]
                 except KeyError as exc:
-                    raise ValueError(
-                        f"{path}:{lineno}: tile {exc.args[0][1]!r} is not in splits/{city}/satellite_list.txt"
+                    raise DatasetFormatError(
+                        f"{path}:{lineno}: tile {exc.args[0][1]!r} is not in splits/{city}/satellite_list.txt",
+                        path=path,
+                        line=lineno,
                     ) from None
+                offsets = [_offset(cols, c, path, lineno) for c in (2, 3, 5, 6, 8, 9, 11, 12)]
+                label = (tuple(tiles), tuple(offsets))
+                if cols[0] in labelled:
+                    first, other = labelled[cols[0]]
+                    if other != label:
+                        raise DatasetFormatError(
+                            f"{path}:{lineno}: panorama {cols[0]!r} is already labelled on line {first} with "
+                            "other tiles or offsets; each panorama must have one label row",
+                            path=path,
+                            line=lineno,
+                        )
+                    repeats.append((lineno, first, cols[0]))
+                    continue
+                labelled[cols[0]] = (lineno, label)
+                pano_latlon.append(_parsed(parse_pano_latlon, cols[0], path, lineno))
                 names.append(cols[0])
                 cities.append(city)
                 pos.append(tiles)
-                offs.append([float(cols[c]) for c in (2, 3, 5, 6, 8, 9, 11, 12)])
+                offs.append(offsets)
+            warn_repeats(path, repeats)
         all_ids = [n.rsplit(".", 1)[0] for n in names]
 
         keep = self._select(
@@ -247,9 +311,7 @@ class VIGOR(CrossViewDataset):
         self.city = [cities[k] for k in keep]
         self._tiles = np.asarray([pos[k] for k in keep], dtype=np.int64).reshape(-1, 4)
         self._offsets = np.asarray([offs[k] for k in keep], dtype=np.float64).reshape(-1, 4, 2)
-        self.latlon = np.asarray([parse_pano_latlon(n) for n in self.pano_names], dtype=np.float64).reshape(
-            -1, 2
-        )
+        self.latlon = np.asarray([pano_latlon[k] for k in keep], dtype=np.float64).reshape(-1, 2)
         self.gallery = VIGORGallery(self)
 
     def _label_path(self, city: str) -> Path:
@@ -272,6 +334,9 @@ class VIGOR(CrossViewDataset):
 
     def _ground_path(self, i: int) -> Path:
         return self.root / self.city[i] / "panorama" / self.pano_names[i]
+
+    def _item_id(self, view: str, i: int) -> str:
+        return self.gallery_ids[i] if view == "aerial" else self.ids[i]
 
     def _aerial_path(self, j: int) -> Path:
         return self._gallery_paths[j]

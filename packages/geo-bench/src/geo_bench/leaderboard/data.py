@@ -4,7 +4,9 @@ cached on disk) and the real benchmarks (CVUSA, CVACT, VIGOR) behind one small i
 Convention:
     - :class:`WorldConfig` fixes everything the synthetic data depends on; its :meth:`~WorldConfig.key`
       (a short hash) names the on-disk cache ``<cache_dir>/world-<key>/{train,test}.npz`` (plain
-      arrays, read with ``allow_pickle=False``).
+      arrays, read with ``allow_pickle=False``). A cache file that cannot be used, whatever the
+      damage (truncated, garbage, a missing array, arrays of other shapes or dtypes than the
+      config gives), is rendered again and rewritten, with a logged warning naming the file.
     - :class:`TensorPairs` serves ``{"ground": (3, H, W) uint8, "aerial": (3, S, S) uint8, "id",
       "utm"[, "ground_seg": (H, W) int64]}`` (the panorama's labels: SMDT trains its label-conditioned
       generator on them); the trainer's batch transform turns uint8 into floats in [0, 1] and polar-transforms
@@ -19,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -155,13 +159,57 @@ def _render(split: str, num: int, cfg: WorldConfig, progress: bool) -> dict[str,
     return {"ground": ground, "aerial": aerial, "ids": np.array(world.ids), "utm": world.utm.numpy(), "ground_seg": seg}
 
 
+#: What reading a damaged ``.npz`` can raise (numpy's header and pickle checks, zipfile, zlib, short reads).
+_CACHE_READ_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    KeyError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+
+
+def _expected_arrays(cfg: WorldConfig, num: int) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Array name -> (shape, dtype kind) of one cached split of ``num`` samples."""
+    h, w = cfg.ground_size
+    s = cfg.aerial_size
+    return {
+        "ground": ((num, 3, h, w), "u"),
+        "aerial": ((num, 3, s, s), "u"),
+        "ids": ((num,), "U"),
+        "utm": ((num, 2), "f"),
+        "ground_seg": ((num, h, w), "u"),
+    }
+
+
+def _read_world_cache(path: Path, cfg: WorldConfig, num: int) -> dict[str, np.ndarray] | None:
+    """The arrays of one cached split, or None (with a logged warning naming ``path``) when the file
+    cannot be used: unreadable, or arrays of other shapes or dtypes than ``cfg`` gives."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in _ARRAYS}
+    except _CACHE_READ_ERRORS as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        log.warning("world cache %s is unreadable (%s: %s); rendering again", path, type(err).__name__, reason)
+        return None
+    for name, (shape, kind) in _expected_arrays(cfg, num).items():
+        a = arrays[name]
+        if a.shape != shape or a.dtype.kind != kind:
+            log.warning("world cache %s holds %s %s %s, expected %s; rendering again",
+                        path, name, a.shape, a.dtype, shape)
+            return None
+    return arrays
+
+
 def load_world(cfg: WorldConfig, cache_dir: str | Path | None = None, *, progress: bool = False,
                train: bool = True) -> tuple[TensorPairs | None, TensorPairs]:
     """The (train, test) splits of the synthetic world as :class:`TensorPairs`, rendered once.
 
     Args:
         cfg: the world.
-        cache_dir: where ``world-<key>/{train,test}.npz`` are kept (None: render, do not cache).
+        cache_dir: where ``world-<key>/{train,test}.npz`` are kept (None: render, do not cache). A
+            damaged cache file is rendered again and rewritten (see the module Convention).
         progress: show rendering progress bars.
         train: also load the train split (else it is returned as None).
     """
@@ -172,11 +220,7 @@ def load_world(cfg: WorldConfig, cache_dir: str | Path | None = None, *, progres
         path = folder / f"{split}.npz" if folder is not None else None
         arrays = None
         if path is not None and path.exists():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in _ARRAYS}
-            except (OSError, ValueError, KeyError) as err:
-                log.warning("world cache %s is unreadable (%s); rendering again", path, err)
+            arrays = _read_world_cache(path, cfg, num)
         if arrays is None:
             arrays = _render(split, num, cfg, progress)
             if path is not None:
