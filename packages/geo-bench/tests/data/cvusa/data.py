@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 AERIAL = 16  # real: 750
-PANO = (8, 32)  # (H, W); real: 224 x 1232
+PANO = (8, 44)  # (H, W), the real aspect 5.5; real: 224 x 1232
 IDS = list(range(1, 13))
 TRAIN, VAL = IDS[:8], IDS[8:]
 DUPLICATES = {"aerial": [("0000003", "0000005")], "ground": [("0000002", "0000007")]}
