@@ -134,6 +134,16 @@ class TestCheckpointFiles:
         assert str(bad) in msg and "NaN" in msg and key in msg
         assert not (tmp_path / "r.jsonl").exists()
 
+    def test_dead_model_is_not_a_success(self, trained, tmp_path, caplog):
+        """All-zero weights give identical descriptors: under the literature's tie rule R@1 would be
+        100 %; evaluate refuses them (exit 2) and stores nothing."""
+        state = {k: torch.zeros_like(v) for k, v in _load(trained / "last" / "model.safetensors").items()}
+        dead = save_weights(state, tmp_path / "dead.safetensors")
+        assert self._evaluate(dead, tmp_path) == 2
+        msg = _errors(caplog)
+        assert "collapsed or untrained" in msg and "safa" in msg
+        assert not (tmp_path / "r.jsonl").exists()
+
     def test_corrupt_recipe_json_is_named(self, trained, tmp_path, caplog):
         import shutil
 

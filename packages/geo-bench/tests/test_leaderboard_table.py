@@ -95,3 +95,52 @@ class TestPlots:
             path = fn(measured, tmp_path / name)
             blob = path.read_bytes()
             assert blob[:8] == b"\x89PNG\r\n\x1a\n" and len(blob) > 5000
+
+
+class TestTieFlag:
+    """Rows whose R@1 with ties for the query and against it differ by more than a point are flagged."""
+
+    @staticmethod
+    def _tied(recipe: str, r1: float, r1_pessimistic: float, tie_share: float) -> ResultRecord:
+        r = _measured(recipe, r1)
+        return ResultRecord(r.recipe, r.variant, r.dataset, r.split, r.protocol, r.n_query, r.n_reference,
+                            {**r.metrics, "R@1": r1, "R@1_pessimistic": r1_pessimistic, "tie_share": tie_share},
+                            r.provenance)
+
+    @pytest.fixture
+    def records(self):
+        return [self._tied("collapsed", 100.0, 5.0, 100.0), self._tied("dupes", 40.0, 39.5, 0.6),
+                _measured("old", 30.0)]
+
+    def test_rows(self, records):
+        rows = {r["method"]: r for r in measured_rows(records)}
+        assert rows["collapsed"]["ties_flag"] and rows["collapsed"]["R@1_pessimistic"] == 5.0
+        assert rows["collapsed"]["tie_share"] == 100.0
+        assert not rows["dupes"]["ties_flag"]  # 0.5 points: within the tolerance
+        assert not rows["old"]["ties_flag"] and rows["old"]["R@1_pessimistic"] is None  # records without the stats
+
+    def test_markdown_marker_and_footnote(self, records):
+        md = to_markdown(records)
+        assert "| 100.0 † |" in md and "| 40.0 |" in md
+        assert md.count("†") == 2  # the collapsed row's cell and its footnote only
+        foot = [line for line in md.splitlines() if line.startswith("†")]
+        assert len(foot) == 1 and "collapsed" in foot[0] and "5.0" in foot[0] and "100.0 %" in foot[0]
+        assert "dupes" not in foot[0]
+
+    def test_csv_and_json(self, records):
+        rows = {r["method"]: r for r in csv.DictReader(io.StringIO(to_csv(records)))}
+        assert rows["collapsed"]["ties_flag"] == "True" and rows["dupes"]["ties_flag"] == "False"
+        assert float(rows["collapsed"]["R@1_pessimistic"]) == 5.0 and float(rows["dupes"]["tie_share"]) == 0.6
+        data = {r["method"]: r for r in json.loads(to_json(records))["measured"]["rows"]}
+        assert data["collapsed"]["ties_flag"] is True and data["old"]["ties_flag"] is False
+
+    def test_rich(self, records):
+        from rich.console import Console
+
+        from geo_bench.leaderboard.table import render_rich
+
+        console = Console(record=True, width=250)
+        render_rich(records, console=console)
+        text = console.export_text()
+        assert "100.0 †" in text and "40.0 †" not in text
+        assert any(line.startswith("†") and "collapsed" in line for line in text.splitlines())

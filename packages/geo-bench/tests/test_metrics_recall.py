@@ -17,10 +17,12 @@ from geo_bench.metrics import (
     bidirectional_recall,
     chunk_size_for,
     ranks,
+    ranks_with_ties,
     recall_curve,
     recall_from_ranks,
     retrieval_recall,
     score_blocks,
+    tie_statistics,
     top1pct_k,
 )
 
@@ -347,6 +349,28 @@ class TestBidirectional:
             bidirectional_recall(ground, aerial)
 
 
+class TestTieStatistics:
+    @pytest.mark.parametrize("chunk_size", [7, None])
+    def test_one_pass_matches_the_dense_reference(self, chunk_size):
+        ground, aerial, dup_of = _planted()
+        gt = np.arange(ground.shape[0])
+        opt, pess = ranks_with_ties(ground, aerial, chunk_size=chunk_size)
+        np.testing.assert_array_equal(opt.numpy(), _numpy_ranks(ground, aerial, gt, "optimistic"))
+        np.testing.assert_array_equal(pess.numpy(), _numpy_ranks(ground, aerial, gt, "pessimistic"))
+        stats = tie_statistics(opt, pess)
+        # exactly the queries whose match was duplicated tie
+        assert stats.n_tied == dup_of.numel() and stats.tie_share == 100.0 * dup_of.numel() / ground.shape[0]
+        assert stats.r1_pessimistic == 100.0 * float((pess == 0).double().mean())
+
+    def test_bad_inputs(self):
+        with pytest.raises(ValueError, match="never be below"):
+            tie_statistics(torch.tensor([1, 0]), torch.tensor([0, 0]))
+        with pytest.raises(ValueError, match="shape"):
+            tie_statistics(torch.tensor([0, 0]), torch.tensor([0, 0, 0]))
+        with pytest.raises(ValueError, match="integer"):
+            tie_statistics(torch.tensor([0.0]), torch.tensor([0.0]))
+
+
 class TestFaissBackend:
     def test_matches_exact_path_without_ties(self):
         pytest.importorskip("faiss")
@@ -389,7 +413,7 @@ class TestFaissBackend:
 
 @pytest.mark.parametrize(
     "module",
-    ["recall", "geo", "cvact", "orientation", "vigor"],
+    ["recall", "geo", "cvact", "orientation", "vigor", "degenerate"],
 )
 def test_docstring_examples(module):
     mod = importlib.import_module(f"geo_bench.metrics.{module}")

@@ -6,18 +6,28 @@ Convention:
       ``os.write`` on a descriptor opened with ``O_APPEND``, while holding an exclusive
       ``fcntl.flock`` on the file, so several processes appending at once never interleave or
       truncate each other's lines (POSIX; on platforms without ``fcntl`` only ``O_APPEND`` is used).
+    - **Appends start on a fresh line**: a writer that crashed mid-line leaves a torn tail (the bytes
+      after the last ``"\\n"``). The next append, under the lock, sees that the file does not end with
+      ``"\\n"`` and writes ``"\\n"`` before its record in the same single write, so the torn tail becomes a
+      line of its own and is never glued to new data. Nothing is removed: the torn bytes stay in the
+      file (readers skip them as a bad line). The append reports it once with a :class:`StoreWarning`
+      (and the log) naming the file, the byte offset and the line number.
     - **Reading is tolerant**: a line that is not valid JSON or not a valid record (a crash of some
       other writer, a hand edit, a newer schema) is reported with a :class:`StoreWarning` naming the
-      file and line number and skipped; the remaining records are returned.
+      file and line number and skipped; the remaining records are returned. Each bad line is reported
+      **once per process** (keyed by file, line number and a hash of its bytes), however often the
+      store is read; a torn tail reported by an append is not reported again by the reads.
     - A record's identity for "already done?" checks is :func:`run_key`: recipe, variant, dataset,
       split, the protocol's ``config`` hash (when present), seed and commit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +46,60 @@ log = logging.getLogger(__name__)
 
 
 class StoreWarning(UserWarning):
-    """A line of the results store could not be read and was skipped."""
+    """A line of the results store could not be read and was skipped (or a torn tail was found)."""
+
+
+# (resolved path, line number, sha256 of the line's bytes) of every bad line already reported in this process
+_REPORTED: set[tuple[str, int, str]] = set()
+_REPORTED_LOCK = threading.Lock()
+_SCAN_CHUNK = 2**20
+
+
+def _first_report(path: Path, number: int, raw: bytes) -> bool:
+    """Register a bad line; True the first time this process sees (file, line number, content)."""
+    key = (str(path.resolve()), number, hashlib.sha256(raw).hexdigest())
+    with _REPORTED_LOCK:
+        if key in _REPORTED:
+            return False
+        _REPORTED.add(key)
+        return True
+
+
+def _report(msg: str, stacklevel: int) -> None:
+    warnings.warn(msg, StoreWarning, stacklevel=stacklevel + 1)
+    log.warning("%s", msg)
+
+
+def _pread(fd: int, n: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, n, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows; O_APPEND writes still go to the end
+    return os.read(fd, n)  # pragma: no cover
+
+
+def _is_record(raw: bytes) -> bool:
+    try:
+        ResultRecord.from_dict(json.loads(raw.decode("utf-8", errors="replace")))
+    except (json.JSONDecodeError, RecordValidationError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _torn_tail(fd: int, size: int) -> tuple[int, int, bytes] | None:
+    """``(byte offset, line number, bytes)`` of the tail after the last ``"\\n"`` of an open file of
+    ``size`` bytes, or None when the file is empty or ends with ``"\\n"``. Reads at explicit offsets
+    (``os.pread``); the whole file is scanned (in 1 MiB chunks) only when it is torn."""
+    if size == 0 or _pread(fd, 1, size - 1) == b"\n":
+        return None
+    newlines, last = 0, -1
+    for start in range(0, size, _SCAN_CHUNK):
+        chunk = _pread(fd, min(_SCAN_CHUNK, size - start), start)
+        newlines += chunk.count(b"\n")
+        pos = chunk.rfind(b"\n")
+        if pos >= 0:
+            last = start + pos
+    offset = last + 1
+    return offset, newlines + 1, _pread(fd, size - offset, offset)
 
 
 def run_key(record: ResultRecord) -> tuple[Any, ...]:
@@ -90,11 +153,21 @@ class ResultStore:
             raise ValueError("a store line must not contain a newline")
         data = line.encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             try:
+                torn = _torn_tail(fd, os.fstat(fd).st_size)
+                if torn is not None:  # a crashed writer's half line: end it, never glue the record to it
+                    offset, number, raw = torn
+                    data = b"\n" + data
+                    if _is_record(raw):  # e.g. a hand edit dropped the final newline: nothing is torn
+                        log.info("%s: line %d had no final newline; ended it before appending", self.path, number)
+                    elif _first_report(self.path, number, raw):
+                        _report(f"{self.path}: torn last line {number} ({len(raw)} bytes from byte {offset}, no "
+                                "newline; a writer crashed mid-write?) was ended with a newline and is kept as "
+                                "a bad line; the new record starts on the next line", stacklevel=2)
                 written = os.write(fd, data)
                 if written != len(data):  # pragma: no cover - regular files write in full
                     raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
@@ -105,7 +178,7 @@ class ResultStore:
         finally:
             os.close(fd)
 
-    def _lines(self) -> Iterator[tuple[int, str]]:
+    def _lines(self) -> Iterator[tuple[int, bytes]]:
         if not self.path.exists():
             return
         fd = os.open(self.path, os.O_RDONLY)
@@ -120,17 +193,18 @@ class ResultStore:
             os.close(fd)
         for number, raw in enumerate(data.split(b"\n"), start=1):
             if raw.strip():
-                yield number, raw.decode("utf-8", errors="replace")
+                yield number, raw
 
     def __iter__(self) -> Iterator[ResultRecord]:
-        """Valid records in file order; bad lines warn (:class:`StoreWarning`) and are skipped."""
-        for number, text in self._lines():
+        """Valid records in file order; bad lines are skipped and each is reported once per process
+        (:class:`StoreWarning` and the log)."""
+        for number, raw in self._lines():
             try:
-                record = ResultRecord.from_dict(json.loads(text))
+                record = ResultRecord.from_dict(json.loads(raw.decode("utf-8", errors="replace")))
             except (json.JSONDecodeError, RecordValidationError, TypeError, ValueError) as err:
-                msg = f"{self.path}: line {number} is not a valid result record and was skipped ({err})"
-                warnings.warn(msg, StoreWarning, stacklevel=2)
-                log.warning("%s", msg)
+                if _first_report(self.path, number, raw):
+                    _report(f"{self.path}: line {number} is not a valid result record and was skipped ({err})",
+                            stacklevel=2)
                 continue
             yield record
 

@@ -16,6 +16,20 @@ Convention:
     - **cvusa** / **cvact** ``val``: ``retrieval_recall``; **cvact** ``test``: ``cvact_test_recall``
       with ``utm_5m`` (radius 5 m); **vigor**: positive-only R@K, hit rate and the localisation error
       of the retrieved tile centre (median, accuracy within 10 m and 40 m).
+    - Which protocols (records) an evaluation produces is decided in one place,
+      :func:`expected_protocols` (their identifying flags, e.g. ``{"orientation_known": False}``):
+      :func:`_evaluate` runs exactly those, and the leaderboard counts a recipe as done only when the
+      store holds a readable record for every one of them (``runner._done``; a partial set is re-run,
+      the training resuming from its ``last/`` checkpoint, and the records appended).
+    - **Ties.** Every protocol also stores the tie statistics of the true match, computed from the
+      same score blocks as the ranks: ``tie_share`` (percent of queries whose match ties with another
+      reference) and ``R@1_pessimistic`` (R@1 with ties counted against the query); the headline R@K
+      keep the literature's rule (ties for the query).
+    - **Collapsed descriptors are refused**: :class:`~geo_bench.metrics.DegenerateDescriptorsError`
+      (a ``ValueError``) when >= 99 % of the ground or aerial descriptors have zero norm (checked right
+      after embedding) or when the tie share of a protocol reaches 50 %
+      (:func:`~geo_bench.metrics.check_descriptors`); the message names the recipe / checkpoint. A
+      model with all-zero weights would otherwise score R@1 = 100 % because every pair ties.
 """
 
 from __future__ import annotations
@@ -30,10 +44,64 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["CURVE_KS", "ORIENTATION_SEED", "EvalResult", "evaluate_baseline", "evaluate_model"]
+from ..metrics import (
+    check_descriptors,
+    cvact_test_recall,
+    localisation_errors,
+    make_fov_queries,
+    meter_level_accuracy,
+    ranks_with_ties,
+    recall_from_ranks,
+    tie_statistics,
+    vigor_recall,
+)
+from .data import DATASET_NAMES, RolledGround
+
+__all__ = [
+    "CURVE_KS",
+    "ORIENTATION_SEED",
+    "EvalResult",
+    "evaluate_baseline",
+    "evaluate_model",
+    "expected_protocols",
+    "matches_protocol",
+]
 
 CURVE_KS = (*range(1, 21), 25, 30, 40, 50, 75, 100)
 ORIENTATION_SEED = 2019
+
+
+def expected_protocols(dataset: str, split: str) -> list[dict[str, Any]]:
+    """The identifying flags of the protocols (records) an evaluation of ``dataset`` / ``split``
+    produces, in the order :func:`evaluate_model` returns them.
+
+    The one place this is decided: :func:`_evaluate` runs one protocol per entry (its record's
+    ``protocol`` contains the entry's flags) and the leaderboard's "already in the store?" check wants a
+    readable record for every entry.
+
+    Args:
+        dataset: ``"synthetic"``, ``"cvusa"``, ``"cvact"`` or ``"vigor"``.
+        split: the evaluated split (``"test"``; CVACT ``"val"`` or ``"test"``).
+
+    Returns:
+        A list of flag dicts, e.g. ``[{"orientation_known": True}, {"orientation_known": False}]``.
+
+    Example:
+        >>> expected_protocols("cvact", "test")
+        [{'orientation_known': True, 'cvact_test': 'utm_5m'}]
+    """
+    if dataset not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {dataset!r}; available: {list(DATASET_NAMES)}")
+    if dataset == "synthetic":
+        return [{"orientation_known": True}, {"orientation_known": False}]
+    if dataset == "cvact" and split == "test":
+        return [{"orientation_known": True, "cvact_test": "utm_5m"}]
+    return [{"orientation_known": True}]
+
+
+def matches_protocol(protocol: dict[str, Any], flags: dict[str, Any]) -> bool:
+    """Whether a record's ``protocol`` carries every flag of ``flags`` (one :func:`expected_protocols` entry)."""
+    return all(protocol.get(k) == v for k, v in flags.items())
 
 
 @dataclass
@@ -98,14 +166,24 @@ def _curve(metrics: dict[str, float], ranks: Tensor, n_ref: int) -> None:
             metrics[f"R@{k}"] = 100.0 * float((ranks < k).double().mean())
 
 
-def _recall(g: Tensor, a: Tensor, similarity: Callable | None, **kw: Any) -> tuple[dict[str, float], dict[str, Any], Tensor]:
-    from ..metrics import ranks as compute_ranks
-    from ..metrics import retrieval_recall
+def _metrics(d: dict[str, float | int]) -> dict[str, float]:
+    return {k: (int(v) if k.startswith("K_") else float(v)) for k, v in d.items()}
 
-    res = retrieval_recall(g, a, similarity=similarity, **kw)
-    metrics = {k: (int(v) if k.startswith("K_") else float(v)) for k, v in res.as_dict().items()}
-    r = compute_ranks(g, a, similarity=similarity, gt_index=kw.get("gt_index"))
-    return metrics, res.protocol_dict(), r
+
+def _recall(g: Tensor, a: Tensor, similarity: Callable | None) -> tuple[dict[str, float], dict[str, Any], Tensor]:
+    """Metrics (R@K, R@1%, tie statistics), protocol flags and the (N_q,) optimistic ranks of ground
+    ``g`` against aerial ``a`` (match i <-> i), from one blockwise pass."""
+    opt, pess = ranks_with_ties(g, a, similarity=similarity)
+    res = recall_from_ranks(opt, a.shape[0], tie_stats=tie_statistics(opt, pess))
+    return _metrics(res.as_dict()), res.protocol_dict(), opt
+
+
+def _check(g: Tensor, a: Tensor, metrics: dict[str, float] | None, name: str | None) -> None:
+    """Refuse collapsed descriptors: zero norms (before scoring, ``metrics`` None) or a high tie share."""
+    if metrics is None:
+        check_descriptors(g, a, name=name)
+    else:
+        check_descriptors(g, a, tie_share=metrics["tie_share"], recall_at_1=metrics.get("R@1"), name=name)
 
 
 def _orientation(model: Any, g: Tensor, a: Tensor, shifts: list[int], width: int) -> dict[str, float]:
@@ -138,6 +216,7 @@ def evaluate_model(
     device: torch.device | str = "cpu",
     batch_size: int = 64,
     progress: bool = False,
+    source: str | None = None,
 ) -> list[EvalResult]:
     """Evaluate a trained cross-view model on the test split (see the module Convention).
 
@@ -150,9 +229,13 @@ def evaluate_model(
         device: where the model runs.
         batch_size: images per forward pass.
         progress: tqdm bars.
+        source: the checkpoint (path or hash), named in a :class:`~geo_bench.metrics.DegenerateDescriptorsError`.
 
     Returns:
-        One :class:`EvalResult` per protocol.
+        One :class:`EvalResult` per protocol of :func:`expected_protocols`.
+
+    Raises:
+        geo_bench.metrics.DegenerateDescriptorsError: the descriptors are collapsed (zero or tying).
     """
     from geo_retrieval.training import BatchTransform
 
@@ -161,80 +244,91 @@ def evaluate_model(
     transform = BatchTransform.from_recipe(recipe)
     prepare = lambda b: transform(b, None, train=False)  # noqa: E731
     similarity = model.similarity if getattr(model, "similarity_kind", "cosine") != "cosine" else None
+    name = f"{getattr(recipe, 'name', type(model).__name__)} ({getattr(recipe, 'variant', '?')})"
+    if source:
+        name += f", checkpoint {source}"
     return _evaluate(model.encode_ground, model.encode_aerial, similarity, model, dataset, test, split, prepare,
-                     device, batch_size, progress, orientation_aware=bool(getattr(recipe, "orientation_aware", False)))
+                     device, batch_size, progress, orientation_aware=bool(getattr(recipe, "orientation_aware", False)),
+                     name=name)
 
 
 def evaluate_baseline(baseline: Any, dataset: str, test: Dataset, *, split: str = "test", batch_size: int = 64,
                       progress: bool = False) -> list[EvalResult]:
-    """Evaluate a no-learning matcher (:class:`~geo_bench.baselines.ColourProfile`) like a model; with
-    unknown orientation it uses its orientation-aware ``aligned_similarity``."""
+    """Evaluate a no-learning matcher (:class:`~geo_bench.baselines.ColourProfile`) like a model (the same
+    protocols, tie statistics and collapse check); with unknown orientation it uses its orientation-aware
+    ``aligned_similarity``."""
     return _evaluate(baseline.encode_ground, baseline.encode_aerial, baseline.similarity, baseline, dataset, test,
                      split, None, torch.device("cpu"), batch_size, progress, orientation_aware=True,
-                     unknown_similarity=baseline.aligned_similarity)
+                     unknown_similarity=baseline.aligned_similarity, name=type(baseline).__name__)
 
 
 def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | None, model: Any, dataset: str,
               test: Dataset, split: str, prepare: Callable | None, device: torch.device, batch_size: int,
-              progress: bool, *, orientation_aware: bool, unknown_similarity: Callable | None = None) -> list[EvalResult]:
-    from ..metrics import make_fov_queries
-    from .data import RolledGround
-
+              progress: bool, *, orientation_aware: bool, unknown_similarity: Callable | None = None,
+              name: str | None = None) -> list[EvalResult]:
+    """One :class:`EvalResult` per entry of :func:`expected_protocols` (in its order); each result's
+    protocol starts with the entry's flags. Raises ``DegenerateDescriptorsError`` for collapsed descriptors."""
+    protocols = expected_protocols(dataset, split)
     results: list[EvalResult] = []
 
     def emb(ds: Dataset, key: str, desc: str) -> Tensor:
         return _embed(encode_g if key == "ground" else encode_a, ds, key, prepare, batch_size, device, progress, desc)
 
     if dataset == "vigor":
-        from ..metrics import localisation_errors, meter_level_accuracy, vigor_recall
-
+        (flags,) = protocols
         t0 = time.perf_counter()
         g = emb(_QueriesOnly(test), "ground", "embed queries")
         gallery = test.gallery  # type: ignore[attr-defined]
         a = emb(_GalleryAsPairs(gallery), "aerial", "embed gallery")
+        _check(g, a, None, name)
         positives = test.positives  # type: ignore[attr-defined]
         semi = torch.as_tensor(test._tiles[:, 1:])  # type: ignore[attr-defined]
-        res = vigor_recall(g, a, positives, semi, similarity=similarity)
-        metrics = {k: (int(v) if k.startswith("K_") else float(v)) for k, v in res.as_dict().items()}
+        res = vigor_recall(g, a, positives, semi, similarity=similarity, tie_stats=True)
+        metrics = _metrics(res.as_dict())
+        _check(g, a, metrics, name)
         tile_ll = torch.stack([torch.as_tensor(gallery[j]["latlon"]) for j in range(len(gallery))])
         errors = localisation_errors(res.top1_index, tile_ll, torch.as_tensor(test.latlon))  # type: ignore[attr-defined]
         curve = meter_level_accuracy(errors)
         metrics.update({"median_error_m": float(np.median(errors)), "acc@10m": curve.at(10.0),
                         "acc@40m": curve.at(40.0)})
-        proto = {"orientation_known": True, "fov": 360.0, "labels": getattr(test, "labels", "orig"),
-                 "area": getattr(test, "area", None)}
+        proto = {**flags, "fov": 360.0, "labels": getattr(test, "labels", "orig"), "area": getattr(test, "area", None)}
         results.append(EvalResult(split, proto, g.shape[0], a.shape[0], metrics, time.perf_counter() - t0))
         return results
 
     t0 = time.perf_counter()
     g = emb(test, "ground", "embed ground")
     a = emb(test, "aerial", "embed aerial")
+    _check(g, a, None, name)
     n = g.shape[0]
-    if dataset == "cvact" and split == "test":
-        from ..metrics import cvact_test_recall
-
-        utm = torch.stack([torch.as_tensor(test[i]["utm"]) for i in range(n)]) if not hasattr(test, "utm") else test.utm  # type: ignore[attr-defined]
-        res = cvact_test_recall(g, a, "utm_5m", query_utm=utm, reference_utm=utm, radius_m=5.0, similarity=similarity)
-        metrics = {k: (int(v) if k.startswith("K_") else float(v)) for k, v in res.as_dict().items()}
-        proto = {"orientation_known": True, "fov": 360.0, "cvact_test": "utm_5m", "radius_m": 5.0}
-        results.append(EvalResult(split, proto, n, a.shape[0], metrics, time.perf_counter() - t0))
-        return results
-    metrics, rproto, r = _recall(g, a, similarity)
-    _curve(metrics, r, a.shape[0])
-    results.append(EvalResult(split, {"orientation_known": True, "fov": 360.0, **rproto}, n, a.shape[0], metrics,
-                              time.perf_counter() - t0))
-    if dataset != "synthetic":
-        return results
-    # unknown orientation: the same test panoramas rolled by fixed, recorded shifts
-    t0 = time.perf_counter()
-    width = int(test[0]["ground"].shape[-1])
-    qs = make_fov_queries(n, 360.0, noise_deg=360.0, seed=ORIENTATION_SEED, width=width)
-    gu = emb(RolledGround(test, qs.shifts), "ground", "embed rolled ground")
-    sim_u = unknown_similarity or similarity
-    metrics, rproto, r = _recall(gu, a, sim_u)
-    _curve(metrics, r, a.shape[0])
-    if orientation_aware and unknown_similarity is None:
-        metrics.update(_orientation(model, gu, a, list(qs.shifts), width))
-    proto = {"orientation_known": False, "fov": 360.0, "query_seed": ORIENTATION_SEED, "noise_deg": 360.0, **rproto}
-    results.append(EvalResult(split, proto, n, a.shape[0], metrics, time.perf_counter() - t0))
+    embed_seconds = time.perf_counter() - t0
+    for flags in protocols:
+        t0 = time.perf_counter()
+        if flags.get("cvact_test"):
+            utm = torch.stack([torch.as_tensor(test[i]["utm"]) for i in range(n)]) if not hasattr(test, "utm") else test.utm  # type: ignore[attr-defined]
+            res = cvact_test_recall(g, a, flags["cvact_test"], query_utm=utm, reference_utm=utm, radius_m=5.0,
+                                    similarity=similarity, tie_stats=True)
+            metrics = _metrics(res.as_dict())
+            _check(g, a, metrics, name)
+            proto = {**flags, "fov": 360.0, "radius_m": 5.0}
+        elif flags["orientation_known"]:
+            metrics, rproto, r = _recall(g, a, similarity)
+            _check(g, a, metrics, name)
+            _curve(metrics, r, a.shape[0])
+            proto = {**flags, "fov": 360.0, **rproto}
+        else:
+            # unknown orientation: the same test panoramas rolled by fixed, recorded shifts
+            width = int(test[0]["ground"].shape[-1])
+            qs = make_fov_queries(n, 360.0, noise_deg=360.0, seed=ORIENTATION_SEED, width=width)
+            gu = emb(RolledGround(test, qs.shifts), "ground", "embed rolled ground")
+            _check(gu, a, None, name)
+            sim_u = unknown_similarity or similarity
+            metrics, rproto, r = _recall(gu, a, sim_u)
+            _check(gu, a, metrics, name)
+            _curve(metrics, r, a.shape[0])
+            if orientation_aware and unknown_similarity is None:
+                metrics.update(_orientation(model, gu, a, list(qs.shifts), width))
+            proto = {**flags, "fov": 360.0, "query_seed": ORIENTATION_SEED, "noise_deg": 360.0, **rproto}
+        # the first protocol's time includes embedding ground and aerial (as before)
+        seconds = time.perf_counter() - t0 + (embed_seconds if not results else 0.0)
+        results.append(EvalResult(split, proto, n, a.shape[0], metrics, seconds))
     return results

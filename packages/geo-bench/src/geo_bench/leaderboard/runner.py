@@ -10,8 +10,10 @@ Convention:
       ever used for the final numbers.
     - **Runs.** Each recipe trains in ``<out>/runs/<recipe>-<variant>-<config>-s<seed>/`` where
       ``config`` is :func:`config_hash` of the recipe, the data and the overrides. An existing
-      ``last/`` there is resumed (bitwise, by the trainer). A recipe whose records for the same
-      config, seed and git commit are already in the store is skipped.
+      ``last/`` there is resumed (bitwise, by the trainer). A recipe is skipped when the store holds
+      a readable record of every protocol its evaluation produces
+      (:func:`~.evaluation.expected_protocols`) for the same config, seed and git commit; a partial
+      set (a record lost to a crash) is evaluated again.
     - **Records.** One :class:`~geo_bench.records.ResultRecord` per evaluation protocol, with
       ``protocol`` = the metric flags plus ``config``, ``backbone``, ``synthesis``,
       ``orientation_aware``, ``selection_split``, ``epochs``, ``checkpoint`` (sha256 prefix of the
@@ -40,7 +42,7 @@ from torch import nn
 from ..records import PROTOCOL_KEYS, ResultRecord, collect_provenance, git_commit
 from ..store import ResultStore
 from .data import DATASET_NAMES, WorldConfig, load_world, open_real_dataset
-from .evaluation import EvalResult, evaluate_baseline, evaluate_model
+from .evaluation import EvalResult, evaluate_baseline, evaluate_model, expected_protocols, matches_protocol
 
 __all__ = [
     "TINY",
@@ -297,9 +299,10 @@ def train_recipe(recipe: Any, train_full: Any, cfg: RunConfig, run_dir: str | Pa
     """Train ``recipe`` on ``train_full`` minus the held-out slice, selecting on that slice, and
     return the model with its ``best/`` weights (``last/`` if nothing was selected)."""
     from geo_retrieval.recipes import build
-    from geo_retrieval.training import Trainer, split_holdout
+    from geo_retrieval.training import Trainer, recover_checkpoint, split_holdout
 
     run_dir = Path(run_dir)
+    recover_checkpoint(run_dir / "last")  # a crash while last/ was being replaced leaves it aside
     with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only, not on what ran before
         torch.manual_seed(cfg.seed)
         model = build(recipe)
@@ -377,7 +380,7 @@ def evaluate_trained(run: TrainedRun, test: Any, cfg: RunConfig, *, progress: bo
     """Evaluate a trained run on the test split and build its records."""
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = evaluate_model(run.model, run.recipe, cfg.dataset, test, split=cfg.test_split, device=device,
-                             progress=progress)
+                             progress=progress, source=source or str(run.run_dir))
     base = _recipe_protocol(run.recipe, cfg, run.config) | {"checkpoint": run.checkpoint}
     extra: dict[str, float] = {}
     if run.train_seconds > 0 and run.global_step > 0:
@@ -393,10 +396,28 @@ def evaluate_trained(run: TrainedRun, test: Any, cfg: RunConfig, *, progress: bo
 # the leaderboard
 
 
-def _done(store: ResultStore, recipe: str, variant: str, cfg: RunConfig, config: str, commit: str) -> list[ResultRecord]:
-    return [r for r in store.records(recipe=recipe, variant=variant, dataset=cfg.dataset, split=cfg.test_split)
+def _done(store: ResultStore, recipe: str, variant: str, cfg: RunConfig, config: str,
+          commit: str) -> tuple[list[ResultRecord], list[dict[str, Any]]]:
+    """What the store already holds of a run (recipe, variant, data, split, ``config``, seed, commit).
+
+    Returns:
+        ``(found, missing)``: the last readable measured record of every protocol of
+        :func:`~.evaluation.expected_protocols` that has one (in that order), and the flags of the
+        protocols that have none. The run is done only when ``missing`` is empty; a partial set is run
+        again (training resumes from ``last/``) and its records appended.
+    """
+    mine = [r for r in store.records(recipe=recipe, variant=variant, dataset=cfg.dataset, split=cfg.test_split)
             if r.provenance.kind == "measured" and r.protocol.get("config") == config
             and r.provenance.seed == cfg.seed and r.provenance.commit == commit]
+    found: list[ResultRecord] = []
+    missing: list[dict[str, Any]] = []
+    for flags in expected_protocols(cfg.dataset, cfg.test_split):
+        hits = [r for r in mine if matches_protocol(r.protocol, flags)]
+        if hits:
+            found.append(hits[-1])
+        else:
+            missing.append(flags)
+    return found, missing
 
 
 def run_leaderboard(
@@ -445,11 +466,14 @@ def run_leaderboard(
     if baseline:
         bl = ColourProfile()
         config = _hash({"baseline": bl.config(), "data": cfg.data_dict()})
-        found = _done(store, BASELINE_NAME, "none", cfg, config, commit)
-        if found:
+        found, missing = _done(store, BASELINE_NAME, "none", cfg, config, commit)
+        if not missing:
             say(f"{BASELINE_NAME}: already in the store for this config/seed/commit; skipped")
             records += found
         else:
+            if found:
+                say(f"{BASELINE_NAME}: only {len(found)} of {len(found) + len(missing)} records in the store "
+                    f"(missing {missing}); evaluating again")
             results = evaluate_baseline(bl, cfg.dataset, test, split=cfg.test_split, progress=progress)
             base = {"polar": {"preset": None, "center": "safa", "size": list(bl.polar_size)}, "config": config,
                     "backbone": "none", "synthesis": False, "orientation_aware": True, "train_fov": None,
@@ -463,11 +487,14 @@ def run_leaderboard(
     pending = []
     for recipe in chosen:
         config = config_hash(recipe.to_dict(), cfg)
-        found = _done(store, recipe.name, recipe.variant, cfg, config, commit)
-        if found:
+        found, missing = _done(store, recipe.name, recipe.variant, cfg, config, commit)
+        if not missing:
             say(f"{recipe.name} ({recipe.variant}): already in the store for this config/seed/commit; skipped")
             records += found
         else:
+            if found:
+                say(f"{recipe.name} ({recipe.variant}): only {len(found)} of {len(found) + len(missing)} records in "
+                    f"the store (missing {missing}); running again (training resumes from last/)")
             pending.append((recipe, out_dir / "runs" / f"{recipe.name}-{recipe.variant}-{config}-s{cfg.seed}"))
     if jobs > 1 and len(pending) > 1:
         records += _run_parallel(pending, cfg, out_dir, store, commit, progress, say, failures, jobs,

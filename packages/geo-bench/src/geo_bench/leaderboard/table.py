@@ -13,6 +13,11 @@ Convention:
       "Measured here" / "Reported by papers"), :func:`to_csv` (one file, a ``section`` column) and
       :func:`to_json` (rows + the full records); :func:`write_outputs` writes the files.
     - Numbers are recalls in percent with one decimal in the text outputs; CSV / JSON keep full precision.
+    - **Ties.** R@1 counts ties in the query's favour (the literature's rule). When a record also holds
+      ``R@1_pessimistic`` (ties counted against the query) and the two differ by more than
+      :data:`TIE_FLAG_POINTS` (1 point), the row's ``ties_flag`` is set: its R@1 cell gets
+      :data:`TIE_MARK` and a footnote under the table (rich and Markdown) gives both values and the
+      ``tie_share``; CSV / JSON carry ``R@1_pessimistic``, ``tie_share`` and ``ties_flag`` columns.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from ..records import ResultRecord
 __all__ = [
     "MEASURED_COLUMNS",
     "REPORTED_COLUMNS",
+    "TIE_FLAG_POINTS",
+    "TIE_MARK",
     "measured_rows",
     "render_rich",
     "reported_rows",
@@ -40,10 +47,14 @@ __all__ = [
 
 MEASURED_COLUMNS = (
     "method", "variant", "backbone", "polar", "synthesis", "protocol", "R@1", "R@5", "R@10", "R@1%",
-    "other", "train_s", "eval_s", "train_pairs_per_s", "eval_pairs_per_s", "data", "seed", "commit", "hardware",
+    "R@1_pessimistic", "tie_share", "ties_flag", "other", "train_s", "eval_s", "train_pairs_per_s", "eval_pairs_per_s", "data", "seed", "commit", "hardware",
 )
 REPORTED_COLUMNS = ("method", "dataset", "split", "polar", "synthesis", "protocol", "R@1", "R@5", "R@10", "R@1%",
                     "source", "unverified")
+#: R@1 with ties for the query minus R@1 with ties against it, in points, above which a row is flagged.
+TIE_FLAG_POINTS = 1.0
+#: The marker of a flagged R@1 cell and of its footnote.
+TIE_MARK = "†"
 _EXTRA_METRICS = (
     ("orientation_within_2", "orient ±2 bins {:.1f}%"),
     ("orientation_median_error_deg", "orient median err {:.1f}°"),
@@ -122,6 +133,15 @@ def _commit(c: str | None) -> str:
     return c[:10] + ("+dirty" if dirty else "")
 
 
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _ties_flag(r1: Any, r1_pessimistic: Any) -> bool:
+    a, b = _number(r1), _number(r1_pessimistic)
+    return a is not None and b is not None and a - b > TIE_FLAG_POINTS
+
+
 def measured_rows(records: Sequence[ResultRecord]) -> list[dict[str, Any]]:
     """Flat rows of measured records (see the module Convention)."""
     rows = []
@@ -143,6 +163,9 @@ def measured_rows(records: Sequence[ResultRecord]) -> list[dict[str, Any]]:
             "R@10": m.get("R@10"),
             "R@1%": m.get("R@1%"),
             "K_1pct": m.get("K_1pct"),
+            "R@1_pessimistic": m.get("R@1_pessimistic"),
+            "tie_share": m.get("tie_share"),
+            "ties_flag": _ties_flag(m.get("R@1"), m.get("R@1_pessimistic")),
             "other": "; ".join(other),
             "train_s": r.provenance.train_seconds,
             "eval_s": r.provenance.eval_seconds,
@@ -193,6 +216,8 @@ def _num(v: Any, digits: int = 1) -> str:
 
 def _cell(row: dict[str, Any], col: str) -> str:
     v = row.get(col)
+    if col == "R@1" and row.get("ties_flag") and v is not None:
+        return f"{_num(v)} {TIE_MARK}"
     if col == "R@1%" and row.get("K_1pct") is not None and v is not None:
         return f"{v:.1f} (K={int(row['K_1pct'])})"
     if col in ("train_s", "eval_s"):
@@ -229,6 +254,22 @@ def _md_table(rows: list[dict[str, Any]], cols: Sequence[tuple[str, str]]) -> st
     return "\n".join(lines)
 
 
+def _tie_footnotes(rows: list[dict[str, Any]]) -> list[str]:
+    """One footnote per flagged row (see the module Convention)."""
+    out = []
+    for r in rows:
+        if not r.get("ties_flag"):
+            continue
+        share = _number(r.get("tie_share"))
+        share_text = f"; the true match ties with another reference for {share:.1f} % of the queries" if share is not None else ""
+        out.append(
+            f"{TIE_MARK} {r['method']} ({r['variant']}), {r['protocol']}: R@1 {_num(r['R@1'])} counts ties for the "
+            f"query, {_num(r['R@1_pessimistic'])} with ties against it{share_text}. Identical descriptors tie: the "
+            "first number overstates the model (collapsed descriptors, or duplicated references)."
+        )
+    return out
+
+
 def _provenance_lines(rows: list[dict[str, Any]]) -> list[str]:
     keys = sorted({(r["data"], r["seed"], _commit(r["commit"]), r["hardware"]) for r in rows}, key=str)
     return [f"- data: {d}; seed {s}; commit `{c}`; hardware: {h}" for d, s, c, h in keys]
@@ -245,6 +286,8 @@ def to_markdown(measured: Sequence[ResultRecord], reported: Sequence[ResultRecor
     out += ["### Measured here", ""]
     if m_rows:
         out += [_md_table(m_rows, _MD_MEASURED), ""]
+        for note in _tie_footnotes(m_rows):
+            out += [note, ""]
         out += [*_provenance_lines(m_rows), ""]
     else:
         out += ["(no measured results)", ""]
@@ -296,7 +339,7 @@ def render_rich(measured: Sequence[ResultRecord], reported: Sequence[ResultRecor
         for row in m_rows:
             table.add_row(*(_cell(row, c) for c, _ in cols))
         console.print(table)
-        for line in _provenance_lines(m_rows):
+        for line in [*_tie_footnotes(m_rows), *_provenance_lines(m_rows)]:
             console.print(line, markup=False)
     r_rows = reported_rows(reported)
     if r_rows:

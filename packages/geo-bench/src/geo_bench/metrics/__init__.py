@@ -1,5 +1,6 @@
-"""Retrieval metrics and evaluation protocols: exact chunked ranks, R@K / R@1%, CVACT_test protocols,
-DSM's limited-FoV / unknown-orientation protocol and VIGOR's hit rate and meter-level localisation.
+"""Retrieval metrics and evaluation protocols: exact chunked ranks, R@K / R@1%, tie statistics and the
+collapsed-descriptor check, CVACT_test protocols, DSM's limited-FoV / unknown-orientation protocol and
+VIGOR's hit rate and meter-level localisation.
 
 Everything is re-exported here in one flat namespace; see each module for its Convention block.
 """
@@ -7,6 +8,14 @@ Everything is re-exported here in one flat namespace; see each module for its Co
 from __future__ import annotations
 
 from geo_bench.metrics.cvact import CVACT_TEST_PROTOCOLS, cvact_test_recall, id_1to1_glob_ids
+from geo_bench.metrics.degenerate import (
+    DEGENERATE_TIE_SHARE,
+    DEGENERATE_ZERO_SHARE,
+    ZERO_NORM,
+    DegenerateDescriptorsError,
+    check_descriptors,
+    zero_norm_share,
+)
 from geo_bench.metrics.faiss_backend import MissingDependencyError, faiss_knn
 from geo_bench.metrics.geo import EARTH_RADIUS_M, geo_tolerant_recall, great_circle_distance, utm_neighbours
 from geo_bench.metrics.orientation import (
@@ -22,13 +31,16 @@ from geo_bench.metrics.recall import (
     DEFAULT_MEMORY_BUDGET,
     RecallResult,
     Similarity,
+    TieStats,
     bidirectional_recall,
     chunk_size_for,
     ranks,
+    ranks_with_ties,
     recall_curve,
     recall_from_ranks,
     retrieval_recall,
     score_blocks,
+    tie_statistics,
     top1pct_k,
 )
 from geo_bench.metrics.vigor import (
@@ -46,17 +58,23 @@ from geo_bench.metrics.vigor import (
 __all__ = [
     "CVACT_TEST_PROTOCOLS",
     "DEFAULT_MEMORY_BUDGET",
+    "DEGENERATE_TIE_SHARE",
+    "DEGENERATE_ZERO_SHARE",
     "EARTH_RADIUS_M",
     "VIGOR_METERS_PER_PIXEL",
+    "ZERO_NORM",
+    "DegenerateDescriptorsError",
     "FovQuerySet",
     "MeterLevelCurve",
     "MissingDependencyError",
     "OrientationResult",
     "RecallResult",
     "Similarity",
+    "TieStats",
     "VigorResult",
     "apply_fov",
     "bidirectional_recall",
+    "check_descriptors",
     "chunk_size_for",
     "circular_error_deg",
     "cvact_test_recall",
@@ -71,13 +89,16 @@ __all__ = [
     "orientation_bins",
     "plot_meter_level_accuracy",
     "ranks",
+    "ranks_with_ties",
     "recall_curve",
     "recall_from_ranks",
     "retrieval_recall",
     "score_blocks",
+    "tie_statistics",
     "top1pct_k",
     "utm_neighbours",
     "vigor_offset_to_latlon",
     "vigor_recall",
     "vigor_thresholds",
+    "zero_norm_share",
 ]

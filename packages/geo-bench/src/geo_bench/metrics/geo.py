@@ -7,6 +7,9 @@ Convention:
       ``s*_i`` the best score among the references near query i, so ties resolve as in
       :func:`geo_bench.metrics.ranks` (``"optimistic"``) or against the query (``"pessimistic"``:
       ``#{r not near : s(q_i, r) >= s*_i}``). A query with no reference inside the radius is never a hit.
+      With ``tie_stats=True`` both ranks come from the same pass and the result carries a
+      :class:`~geo_bench.metrics.TieStats`: the best near match is tied when a reference *outside* the
+      radius scores exactly as high (ties among near references are not ties against the query).
     - UTM coordinates are (easting, northing) in metres and must be float64: a float32 northing near
       6.1e6 m only resolves about 0.5 m.
     - Great-circle distance: spherical law of cosines on (lat, lon) degrees, R = 6,371,004 m, the
@@ -34,6 +37,7 @@ from geo_bench.metrics.recall import (
     _Counter,
     _prepare,
     recall_from_ranks,
+    tie_statistics,
 )
 
 __all__ = ["EARTH_RADIUS_M", "geo_tolerant_recall", "great_circle_distance", "utm_neighbours"]
@@ -99,6 +103,7 @@ def geo_tolerant_recall(
     similarity: Similarity | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     direction: str = "g2a",
+    tie_stats: bool = False,
 ) -> RecallResult:
     """R@K where any reference within ``radius_m`` of the query's UTM counts (CVACT_test ``utm_5m``).
 
@@ -120,6 +125,7 @@ def geo_tolerant_recall(
         similarity: optional custom score callable, as in :func:`geo_bench.metrics.ranks`.
         memory_budget: bytes for one block's working set when ``chunk_size`` is None.
         direction: label stored in the result.
+        tie_stats: also compute the tie statistics (same pass; see the module Convention).
 
     Returns:
         A :class:`~geo_bench.metrics.RecallResult` with ``protocol="utm_5m"`` (for 5 m).
@@ -145,7 +151,8 @@ def geo_tolerant_recall(
     np.cumsum(np.bincount(qi, minlength=n_q), out=indptr[1:])
     qi_t = torch.from_numpy(qi).to(device)
     ri_t = torch.from_numpy(ri).to(device)
-    out = torch.empty(n_q, dtype=torch.long, device=device)
+    opt = torch.empty(n_q, dtype=torch.long, device=device) if tie_stats or ties == "optimistic" else None
+    pess = torch.empty(n_q, dtype=torch.long, device=device) if tie_stats or ties == "pessimistic" else None
     count = _Counter()
     for start, end, block in _blocks(query, prep, chunk_size, memory_budget):
         lo, hi = int(indptr[start]), int(indptr[end])
@@ -154,14 +161,17 @@ def geo_tolerant_recall(
         best = torch.full((end - start,), float("-inf"), device=device, dtype=block.dtype)
         best.scatter_reduce_(0, rows, vals, reduce="amax", include_self=True)
         has_near = torch.isfinite(best)
-        if ties == "optimistic":
-            r = count(block, best[:, None], strict=True)
-        else:
+        none = torch.full((end - start,), n_ref, dtype=torch.long, device=device)
+        if opt is not None:
+            opt[start:end] = torch.where(has_near, count(block, best[:, None], strict=True), none)
+        if pess is not None:
             n_tied_near = torch.zeros(end - start, dtype=torch.long, device=device)
             n_tied_near.scatter_add_(0, rows, (vals == best[rows]).long())
-            r = count(block, best[:, None], strict=False) - n_tied_near
-        out[start:end] = torch.where(has_near, r, torch.full_like(r, n_ref))
+            pess[start:end] = torch.where(has_near, count(block, best[:, None], strict=False) - n_tied_near, none)
         del block
+    out = opt if ties == "optimistic" else pess
+    assert out is not None
+    stats = tie_statistics(opt, pess) if opt is not None and pess is not None and tie_stats else None
     return recall_from_ranks(
         out,
         n_ref,
@@ -172,6 +182,7 @@ def geo_tolerant_recall(
         direction=direction,
         protocol=f"utm_{radius_m:g}m",
         radius_m=float(radius_m),
+        tie_stats=stats,
     )
 
 

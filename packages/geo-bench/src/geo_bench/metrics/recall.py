@@ -11,6 +11,12 @@ Convention:
       than the true match (``ties="optimistic"``, what every public repository does). With
       ``ties="pessimistic"`` a reference scoring *equal* to the match also counts against it:
       ``rank_i = #{r != gt_i : s(q_i, r) >= s(q_i, gt_i)}`` (a diagnostic for duplicated references).
+    - **Tie statistics** (``tie_stats=True``, :class:`TieStats`): both ranks come from the same score
+      block (one pass, two comparisons). A query's true match is *tied* when its pessimistic rank
+      exceeds its optimistic one (another reference scores exactly as high as the match);
+      ``tie_share = 100 * mean(tied)`` and ``R@1_pessimistic = 100 * mean(pessimistic rank == 0)``.
+      A few exact duplicates in the gallery give a small tie share; collapsed descriptors (all
+      identical or zero) tie every query, and the optimistic R@K is then 100 % for a dead model.
     - ``hit@K  <=>  rank < K``; ``R@K = 100 * mean(hit@K)`` in percent. A K larger than the gallery is
       clipped to the gallery size.
     - Top-1%: ``K = floor(N_ref / 100)`` (``top1pct_rule="floor"``, Sample4Geo/TransGeo/SAFA's printed
@@ -37,13 +43,16 @@ __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "RecallResult",
     "Similarity",
+    "TieStats",
     "bidirectional_recall",
     "chunk_size_for",
     "ranks",
+    "ranks_with_ties",
     "recall_curve",
     "recall_from_ranks",
     "retrieval_recall",
     "score_blocks",
+    "tie_statistics",
     "top1pct_k",
 ]
 
@@ -59,6 +68,28 @@ _TIE_RULES = ("optimistic", "pessimistic")
 _TOP1PCT_RULES = ("floor", "int_plus_one")
 _BACKENDS = ("torch", "faiss")
 _DIRECTIONS = ("g2a", "a2g")
+
+
+@dataclass(frozen=True)
+class TieStats:
+    """How often the true match ties with another reference, for one retrieval direction.
+
+    Attributes:
+        tie_share: percent of queries whose true match scores exactly as high as at least one other
+            reference (pessimistic rank > optimistic rank).
+        r1_pessimistic: R@1 in percent with ties counted against the query (pessimistic rank == 0).
+        n_tied: number of such queries.
+        n_query: number of queries.
+    """
+
+    tie_share: float
+    r1_pessimistic: float
+    n_tied: int
+    n_query: int
+
+    def as_dict(self) -> dict[str, float]:
+        """``{"tie_share": ..., "R@1_pessimistic": ...}`` in percent (the record's metric names)."""
+        return {"tie_share": self.tie_share, "R@1_pessimistic": self.r1_pessimistic}
 
 
 @dataclass(frozen=True)
@@ -78,6 +109,7 @@ class RecallResult:
         radius_m: the radius of a ``utm_*`` protocol, else ``None``.
         top_percent: the x of R@x% (1.0 by default).
         backend: ``"torch"`` (exact ranks) or ``"faiss"`` (top-k neighbours).
+        tie_stats: the :class:`TieStats` when asked for (``tie_stats=True``), else ``None``.
     """
 
     recall_at: dict[int, float]
@@ -92,6 +124,7 @@ class RecallResult:
     radius_m: float | None = None
     top_percent: float = 1.0
     backend: str = "torch"
+    tie_stats: TieStats | None = None
 
     @property
     def top_key(self) -> str:
@@ -99,10 +132,13 @@ class RecallResult:
         return f"R@{self.top_percent:g}%"
 
     def as_dict(self) -> dict[str, float | int]:
-        """``{"R@1": ..., "R@5": ..., "R@10": ..., "R@1%": ..., "K_1pct": ...}`` (recalls in percent)."""
+        """``{"R@1": ..., "R@5": ..., "R@10": ..., "R@1%": ..., "K_1pct": ...}`` (recalls in percent),
+        plus ``"tie_share"`` and ``"R@1_pessimistic"`` when the tie statistics were computed."""
         out: dict[str, float | int] = {f"R@{k}": v for k, v in sorted(self.recall_at.items())}
         out[self.top_key] = self.top1pct
         out[f"K_{self.top_percent:g}pct"] = self.top1pct_k
+        if self.tie_stats is not None:
+            out.update(self.tie_stats.as_dict())
         return out
 
     def protocol_dict(self) -> dict[str, Any]:
@@ -378,6 +414,44 @@ def _block_ranks(block: Tensor, gt: Tensor, ties: str, count: _Counter) -> Tenso
     return count(block, pos, strict=False) - 1
 
 
+def _block_both_ranks(block: Tensor, gt: Tensor, count: _Counter) -> tuple[Tensor, Tensor]:
+    """(b,) optimistic and (b,) pessimistic ranks of one (b, N_ref) score block."""
+    pos = block.gather(1, gt[:, None])
+    return count(block, pos, strict=True), count(block, pos, strict=False) - 1
+
+
+def tie_statistics(optimistic: Tensor, pessimistic: Tensor) -> TieStats:
+    """Tie share and R@1 with ties against the query from the two ranks of every query.
+
+    Args:
+        optimistic: (N,) integer ranks with strict ``>`` (``ties="optimistic"``).
+        pessimistic: (N,) integer ranks with ``>=`` (``ties="pessimistic"``), of the same queries.
+
+    Returns:
+        A :class:`TieStats` (percentages of the N queries).
+
+    Example:
+        >>> tie_statistics(torch.tensor([0, 0, 1, 0]), torch.tensor([0, 1, 3, 0])).as_dict()
+        {'tie_share': 50.0, 'R@1_pessimistic': 50.0}
+    """
+    for name, r in (("optimistic", optimistic), ("pessimistic", pessimistic)):
+        _check_tensor(r, name)
+        if r.ndim != 1 or r.numel() == 0 or r.dtype.is_floating_point or r.dtype == torch.bool:
+            raise ValueError(f"{name} ranks must be a non-empty (N,) integer tensor, got {tuple(r.shape)} {r.dtype}")
+    if optimistic.shape != pessimistic.shape:
+        raise ValueError(f"optimistic {tuple(optimistic.shape)} and pessimistic {tuple(pessimistic.shape)} ranks differ in shape")
+    if bool((pessimistic < optimistic).any()):
+        raise ValueError("pessimistic ranks can never be below the optimistic ranks of the same queries")
+    n = optimistic.numel()
+    n_tied = int((pessimistic > optimistic).sum())
+    return TieStats(
+        tie_share=100.0 * n_tied / n,
+        r1_pessimistic=100.0 * int((pessimistic == 0).sum()) / n,
+        n_tied=n_tied,
+        n_query=n,
+    )
+
+
 def ranks(
     query: Tensor,
     reference: Tensor,
@@ -425,6 +499,49 @@ def ranks(
     return out
 
 
+def ranks_with_ties(
+    query: Tensor,
+    reference: Tensor,
+    *,
+    gt_index: Tensor | None = None,
+    chunk_size: int | None = None,
+    similarity: Similarity | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> tuple[Tensor, Tensor]:
+    """Optimistic and pessimistic ranks of every query's true match from one blockwise pass.
+
+    Convention: as :func:`ranks`; each (b, N_ref) score block is compared twice (``>`` and ``>=``
+    the match's score) instead of being recomputed. Never an N_q x N_ref matrix.
+
+    Args:
+        query: (N_q, D) query descriptors (ground for g2a).
+        reference: (N_ref, D) gallery descriptors.
+        gt_index: (N_q,) index of each query's match in ``reference``; default ``arange(N_q)``.
+        chunk_size: query rows per block; default from ``memory_budget``.
+        similarity: optional ``(q_block (b, ...), reference (N_ref, ...)) -> (b, N_ref)`` scores.
+        memory_budget: bytes for one block's working set when ``chunk_size`` is None.
+
+    Returns:
+        ``(optimistic, pessimistic)``: two (N_q,) int64 tensors on the inputs' device, equal to
+        ``ranks(..., ties="optimistic")`` and ``ranks(..., ties="pessimistic")``.
+
+    Example:
+        >>> ref = torch.eye(3)[[0, 1, 1]]  # reference 2 duplicates reference 1
+        >>> [r.tolist() for r in ranks_with_ties(ref, ref)]
+        [[0, 0, 0], [0, 1, 1]]
+    """
+    prep = _prepare(query, reference, similarity)
+    n_q, n_ref = query.shape[0], prep.reference.shape[0]
+    gt = _check_gt(gt_index, n_q, n_ref, prep.reference.device)
+    opt = torch.empty(n_q, dtype=torch.long, device=prep.reference.device)
+    pess = torch.empty_like(opt)
+    count = _Counter()
+    for start, end, block in _blocks(query, prep, chunk_size, memory_budget):
+        opt[start:end], pess[start:end] = _block_both_ranks(block, gt[start:end], count)
+        del block
+    return opt, pess
+
+
 def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
     ks = tuple(ks)
     if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k <= 0 for k in ks):
@@ -470,8 +587,10 @@ def recall_from_ranks(
     protocol: str = "id",
     radius_m: float | None = None,
     backend: str = "torch",
+    tie_stats: TieStats | None = None,
 ) -> RecallResult:
-    """Build a :class:`RecallResult` from per-query ranks (K larger than the gallery is clipped)."""
+    """Build a :class:`RecallResult` from per-query ranks (K larger than the gallery is clipped);
+    ``tie_stats`` (from :func:`tie_statistics`) is stored as given."""
     ks = _check_ks(ks)
     _check_ties(ties)
     if direction not in _DIRECTIONS:
@@ -491,6 +610,7 @@ def recall_from_ranks(
         radius_m=radius_m,
         top_percent=float(top_percent),
         backend=backend,
+        tie_stats=tie_stats,
     )
 
 
@@ -509,6 +629,7 @@ def retrieval_recall(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     direction: str = "g2a",
     protocol: str = "id",
+    tie_stats: bool = False,
 ) -> RecallResult:
     """R@K and R@1% of ``query`` against ``reference``.
 
@@ -532,6 +653,8 @@ def retrieval_recall(
         memory_budget: bytes for one block's working set when ``chunk_size`` is None.
         direction: label stored in the result, ``"g2a"`` or ``"a2g"``.
         protocol: label stored in the result (``"id"``, ``"id_1to1"``, ``"id_1to1_glob"``).
+        tie_stats: also compute the :class:`TieStats` in the same pass (``backend="torch"`` only);
+            ``.as_dict()`` then adds ``"tie_share"`` and ``"R@1_pessimistic"``.
 
     Returns:
         A :class:`RecallResult`; ``.as_dict()`` gives ``{"R@1", "R@5", "R@10", "R@1%", "K_1pct"}``.
@@ -547,6 +670,8 @@ def retrieval_recall(
     ks = _check_ks(ks)
     _check_ties(ties)
     if backend == "faiss":
+        if tie_stats:
+            raise ValueError("backend='faiss' cannot see exact ties; use backend='torch' for tie_stats=True")
         from geo_bench.metrics.faiss_backend import faiss_hits
 
         if similarity is not None:
@@ -573,15 +698,24 @@ def retrieval_recall(
             top_percent=float(top_percent),
             backend="faiss",
         )
-    r = ranks(
-        query,
-        reference,
-        gt_index=gt_index,
-        ties=ties,
-        chunk_size=chunk_size,
-        similarity=similarity,
-        memory_budget=memory_budget,
-    )
+    stats = None
+    if tie_stats:
+        opt, pess = ranks_with_ties(
+            query, reference, gt_index=gt_index, chunk_size=chunk_size, similarity=similarity,
+            memory_budget=memory_budget,
+        )
+        r = opt if ties == "optimistic" else pess
+        stats = tie_statistics(opt, pess)
+    else:
+        r = ranks(
+            query,
+            reference,
+            gt_index=gt_index,
+            ties=ties,
+            chunk_size=chunk_size,
+            similarity=similarity,
+            memory_budget=memory_budget,
+        )
     return recall_from_ranks(
         r,
         reference.shape[0],
@@ -592,6 +726,7 @@ def retrieval_recall(
         direction=direction,
         protocol=protocol,
         backend="torch",
+        tie_stats=stats,
     )
 
 

@@ -37,6 +37,7 @@ from geo_bench.metrics.recall import (
     _Counter,
     _prepare,
     recall_from_ranks,
+    tie_statistics,
 )
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ def vigor_recall(
     chunk_size: int | None = None,
     similarity: Similarity | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    tie_stats: bool = False,
 ) -> VigorResult:
     """Positive-only R@K, hit rate and top-1 indices in one chunked pass.
 
@@ -106,6 +108,8 @@ def vigor_recall(
         chunk_size: query rows per block; default from ``memory_budget``.
         similarity: optional custom score callable.
         memory_budget: bytes for one block's working set when ``chunk_size`` is None.
+        tie_stats: also compute the :class:`~geo_bench.metrics.TieStats` of the positive in the same
+            pass (``result.recall.tie_stats``; ``as_dict`` adds ``tie_share`` and ``R@1_pessimistic``).
 
     Returns:
         A :class:`VigorResult`.
@@ -137,18 +141,24 @@ def vigor_recall(
         # padding points at the positive, which never scores above itself
         semi = torch.where(semi < 0, pos[:, None], semi)
     rank = torch.empty(n_q, dtype=torch.long, device=device)
+    other = torch.empty(n_q, dtype=torch.long, device=device) if tie_stats else None  # the other tie rule's rank
     hit = torch.empty(n_q, dtype=torch.bool, device=device)
     top1 = torch.empty(n_q, dtype=torch.long, device=device)
     count = _Counter()
     for start, end, block in _blocks(query, prep, chunk_size, memory_budget):
         p = block.gather(1, pos[start:end, None])
         rank[start:end] = count(block, p, strict=ties == "optimistic") - (0 if ties == "optimistic" else 1)
+        if other is not None:
+            other[start:end] = count(block, p, strict=ties != "optimistic") - (1 if ties == "optimistic" else 0)
         greater = block > p
         greater.scatter_(1, semi[start:end], False)
         hit[start:end] = ~greater.any(1)
         top1[start:end] = block.argmax(1)
         del block, greater
-    recall = recall_from_ranks(rank, n_ref, ks, top_percent, top1pct_rule=top1pct_rule, ties=ties)
+    stats = None
+    if other is not None:
+        stats = tie_statistics(rank, other) if ties == "optimistic" else tie_statistics(other, rank)
+    recall = recall_from_ranks(rank, n_ref, ks, top_percent, top1pct_rule=top1pct_rule, ties=ties, tie_stats=stats)
     return VigorResult(recall=recall, hit_rate=100.0 * int(hit.sum()) / n_q, top1_index=top1)
 
 
