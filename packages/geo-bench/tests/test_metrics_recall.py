@@ -413,7 +413,7 @@ class TestFaissBackend:
 
 @pytest.mark.parametrize(
     "module",
-    ["recall", "geo", "cvact", "orientation", "vigor", "degenerate"],
+    ["recall", "geo", "cvact", "orientation", "vigor", "degenerate", "localisation"],
 )
 def test_docstring_examples(module):
     mod = importlib.import_module(f"geo_bench.metrics.{module}")

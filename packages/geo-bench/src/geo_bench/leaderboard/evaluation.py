@@ -30,6 +30,11 @@ Convention:
       after embedding) or when the tie share of a protocol reaches 50 %
       (:func:`~geo_bench.metrics.check_descriptors`); the message names the recipe / checkpoint. A
       model with all-zero weights would otherwise score R@1 = 100 % because every pair ties.
+    - **Radius recall.** Where positions exist (the world and CVACT: each pair's UTM, the tile
+      standing for the position of its pair, as CVACT's GPS tags do; VIGOR: the tile centres'
+      lat/lon), every protocol also stores ``R@k<r m`` for k in 1/5/10 and r in 25/50/100 m and
+      the median / 90th-percentile / mean metre error of the top-1 tile
+      (:func:`~geo_bench.metrics.localisation_metrics`, one extra scoring pass).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from ..metrics import (
     check_descriptors,
     cvact_test_recall,
     localisation_errors,
+    localisation_metrics,
     make_fov_queries,
     meter_level_accuracy,
     ranks_with_ties,
@@ -186,6 +192,23 @@ def _check(g: Tensor, a: Tensor, metrics: dict[str, float] | None, name: str | N
         check_descriptors(g, a, tie_share=metrics["tie_share"], recall_at_1=metrics.get("R@1"), name=name)
 
 
+def _positions(test: Dataset) -> tuple[Any, str] | None:
+    """The pairs' positions for the radius metrics: ``(utm, "utm")`` or ``(latlon, "latlon")`` from the
+    dataset's attributes (never by decoding the samples), or None when the dataset has none."""
+    for attr in ("utm", "latlon"):
+        value = getattr(test, attr, None)
+        if value is not None and len(value) == len(test):  # type: ignore[arg-type]
+            return value, attr
+    return None
+
+
+def _radius(g: Tensor, a: Tensor, positions: tuple[Any, str] | None, similarity: Callable | None) -> dict[str, float]:
+    if positions is None:
+        return {}
+    pos, coordinates = positions
+    return localisation_metrics(g, a, pos, pos, coordinates=coordinates, similarity=similarity).as_dict()
+
+
 def _orientation(model: Any, g: Tensor, a: Tensor, shifts: list[int], width: int) -> dict[str, float]:
     from ..metrics import orientation_accuracy, orientation_bins
 
@@ -289,6 +312,9 @@ def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | Non
         tile_ll = torch.stack([torch.as_tensor(gallery[j]["latlon"]) for j in range(len(gallery))])
         errors = localisation_errors(res.top1_index, tile_ll, torch.as_tensor(test.latlon))  # type: ignore[attr-defined]
         curve = meter_level_accuracy(errors)
+        query_ll = torch.as_tensor(test.latlon)  # type: ignore[attr-defined]
+        metrics.update(localisation_metrics(g, a, query_ll, tile_ll, coordinates="latlon", similarity=similarity)
+                       .as_dict())
         metrics.update({"median_error_m": float(np.median(errors)), "acc@10m": curve.at(10.0),
                         "acc@40m": curve.at(40.0)})
         proto = {**flags, "fov": 360.0, "labels": getattr(test, "labels", "orig"), "area": getattr(test, "area", None)}
@@ -300,6 +326,7 @@ def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | Non
     a = emb(test, "aerial", "embed aerial")
     _check(g, a, None, name)
     n = g.shape[0]
+    positions = _positions(test)
     embed_seconds = time.perf_counter() - t0
     for flags in protocols:
         t0 = time.perf_counter()
@@ -309,11 +336,13 @@ def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | Non
                                     similarity=similarity, tie_stats=True)
             metrics = _metrics(res.as_dict())
             _check(g, a, metrics, name)
+            metrics.update(_radius(g, a, positions, similarity))
             proto = {**flags, "fov": 360.0, "radius_m": 5.0}
         elif flags["orientation_known"]:
             metrics, rproto, r = _recall(g, a, similarity)
             _check(g, a, metrics, name)
             _curve(metrics, r, a.shape[0])
+            metrics.update(_radius(g, a, positions, similarity))
             proto = {**flags, "fov": 360.0, **rproto}
         else:
             # unknown orientation: the same test panoramas rolled by fixed, recorded shifts
@@ -327,6 +356,7 @@ def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | Non
             _curve(metrics, r, a.shape[0])
             if orientation_aware and unknown_similarity is None:
                 metrics.update(_orientation(model, gu, a, list(qs.shifts), width))
+            metrics.update(_radius(gu, a, positions, sim_u))
             proto = {**flags, "fov": 360.0, "query_seed": ORIENTATION_SEED, "noise_deg": 360.0, **rproto}
         # the first protocol's time includes embedding ground and aerial (as before)
         seconds = time.perf_counter() - t0 + (embed_seconds if not results else 0.0)

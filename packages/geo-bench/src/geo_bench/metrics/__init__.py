@@ -1,6 +1,6 @@
 """Retrieval metrics and evaluation protocols: exact chunked ranks, R@K / R@1%, tie statistics and the
 collapsed-descriptor check, CVACT_test protocols, DSM's limited-FoV / unknown-orientation protocol and
-VIGOR's hit rate and meter-level localisation.
+VIGOR's hit rate and meter-level localisation, recall within a radius and top-1 metre errors.
 
 Everything is re-exported here in one flat namespace; see each module for its Convention block.
 """
@@ -18,6 +18,14 @@ from geo_bench.metrics.degenerate import (
 )
 from geo_bench.metrics.faiss_backend import MissingDependencyError, faiss_knn
 from geo_bench.metrics.geo import EARTH_RADIUS_M, geo_tolerant_recall, great_circle_distance, utm_neighbours
+from geo_bench.metrics.localisation import (
+    DEFAULT_RADII_M,
+    LocalisationResult,
+    localisation_metrics,
+    position_distances,
+    radius_recall,
+    topk_references,
+)
 from geo_bench.metrics.orientation import (
     FovQuerySet,
     OrientationResult,
@@ -60,7 +68,13 @@ __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "DEGENERATE_TIE_SHARE",
     "DEGENERATE_ZERO_SHARE",
+    "DEFAULT_RADII_M",
     "EARTH_RADIUS_M",
+    "LocalisationResult",
+    "localisation_metrics",
+    "position_distances",
+    "radius_recall",
+    "topk_references",
     "VIGOR_METERS_PER_PIXEL",
     "ZERO_NORM",
     "DegenerateDescriptorsError",
