@@ -114,7 +114,8 @@ class Recipe:
         ground_size, aerial_size: (H, W) inputs of the two encoders (see module docstring).
         polar, polar_preset, polar_center: aerial polar transform on the fly and its geometry.
         orientation_aware: the model estimates the panorama's azimuth (DSM).
-        fov: ground field of view in degrees.
+        fov: ground field of view in degrees (360 when ``augmentation.fov_mode`` is "random" or
+            "curriculum": one model sees limited-FoV windows in the full panorama frame).
         optimizer, schedule, epochs, batch_size, grad_clip, amp: optimisation.
         augmentation, normalisation, sampling: data pipeline.
         seed: the paper's seed (None if not stated).
@@ -160,6 +161,12 @@ class Recipe:
                 raise ValueError(f"{name} must be (H, W) of positive ints, got {size!r}")
         if not 0 < self.fov <= 360:
             raise ValueError(f"fov must lie in (0, 360], got {self.fov}")
+        if self.augmentation.fov_mode != "fixed" and self.fov != 360:
+            raise ValueError(
+                f"augmentation.fov_mode={self.augmentation.fov_mode!r} needs fov=360 (one model takes the "
+                f"full panorama frame at every FoV), got fov={self.fov}; use fov_mode='fixed' for a "
+                "fixed-FoV recipe"
+            )
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {self.batch_size}")
         if self.grad_clip is not None and self.grad_clip.kind not in ("norm", "value"):

@@ -28,6 +28,7 @@ from .panorama import (
     fov_width,
     joint_hflip,
     joint_rotate,
+    limit_fov,
     rotate_panorama,
 )
 from .perspective import PanoramaToPerspective, camera_rays, panorama_to_perspective
@@ -75,6 +76,7 @@ __all__ = [
     "inverse_polar_transform",
     "joint_hflip",
     "joint_rotate",
+    "limit_fov",
     "rotate_panorama",
     "PolarPreset",
     "PolarPresetTransform",

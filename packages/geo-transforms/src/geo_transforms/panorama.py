@@ -35,6 +35,7 @@ __all__ = [
     "fov_width",
     "joint_hflip",
     "joint_rotate",
+    "limit_fov",
     "rotate_panorama",
 ]
 
@@ -173,6 +174,108 @@ def crop_fov(pano: Tensor, fov_deg: float, yaw_deg: float | Tensor = 0.0) -> Ten
     shift = _yaw_tensor(yaw_deg, b, pano.device) * (w / 360.0)
     cols = torch.arange(w // 2 - n // 2, w // 2 - n // 2 + n, device=pano.device, dtype=torch.float64)
     return _sample_columns(pano, cols[None, :] + shift[:, None])
+
+
+def _per_sample(value: object, batch: int, device: torch.device, name: str, *, integer: bool) -> Tensor:
+    """A (B,) tensor (int64 when ``integer``, else float64) from a number or a 0-d / (1,) / (B,) tensor."""
+    kind, tensor_kind = ("an int", "an integer tensor") if integer else ("a number", "a real tensor")
+    if isinstance(value, Tensor):
+        ok = not value.is_complex() and value.dtype != torch.bool
+        ok = ok and (not value.is_floating_point() if integer else True)
+        if not ok:
+            raise TypeError(f"{name} must be {kind} or {tensor_kind} of shape (B,), got {value.dtype}")
+        if value.ndim > 1 or (value.ndim == 1 and value.shape[0] not in (1, batch)):
+            raise ValueError(
+                f"{name} must be {kind}, a 0-d tensor or a tensor of shape (B,) = ({batch},), "
+                f"got shape {tuple(value.shape)}"
+            )
+        out = value.detach().reshape(-1).to(device=device, dtype=torch.int64 if integer else torch.float64)
+        return out.expand(batch)
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise TypeError(f"{name} must be {kind} or a tensor of shape (B,), got {type(value).__name__}")
+    return torch.full((batch,), value, device=device, dtype=torch.int64 if integer else torch.float64)
+
+
+def limit_fov(
+    panorama: Tensor,
+    fov_deg: float | Tensor,
+    shift: int | Tensor = 0,
+    fill: float | Tensor = 0.0,
+) -> Tensor:
+    """Limited-FoV view of a panorama at an unknown heading, kept in the full-width panorama frame.
+
+    One model then takes the same (B, C, H, W) input at every FoV: the window is rolled into the
+    first columns and everything else is set to ``fill`` (a recipe passes its normalisation mean, so
+    those columns are exactly 0 after normalisation).
+
+    Convention:
+        Per sample b with ``w_b = int(fov_deg[b] / 360 * W)`` (DSM's width rule, as
+        :func:`fov_width`): output column ``j < w_b`` is input column ``(j - shift[b]) mod W`` (roll
+        right by ``shift``, DSM's limited-FoV query, geo-bench's ``apply_fov``), columns
+        ``j >= w_b`` are ``fill``. So ``out[..., :w_b]`` is DSM's query and ``out[..., w_b:]`` its
+        right padding. Integer shifts only: the window starts at input column ``(-shift) mod W``;
+        for a north-centred panorama (column j looks at bearing ``180 + 360 j / W``) the window's
+        centre looks at bearing ``180 + 360 * (w_b / 2 - shift) / W``. ``fov_deg=360`` with
+        ``shift=0`` returns the panorama unchanged (values; a new tensor). Implemented with one
+        ``gather`` and one ``where``, no loop over samples.
+
+    Args:
+        panorama: (B, C, H, W) floating tensor (B may be 0).
+        fov_deg: field of view in degrees, in (0, 360]: a number, or a 0-d / (B,) real tensor (one
+            FoV per sample). Must keep at least one column.
+        shift: columns to roll right, any int (taken mod W): an int, or a 0-d / (B,) integer tensor.
+        fill: value of the columns outside the window: a number, or a 0-d / (C,) tensor (per
+            channel, e.g. the normalisation mean).
+
+    Returns:
+        (B, C, H, W) tensor of ``panorama``'s dtype and device; differentiable w.r.t. ``panorama``
+        (and a tensor ``fill``); not w.r.t. ``fov_deg`` or ``shift`` (integer column counts).
+
+    Raises:
+        TypeError: a non-tensor or non-floating ``panorama``, a non-integer ``shift``, a wrong type
+            of ``fov_deg`` or ``fill``.
+        ValueError: a wrong shape of any argument, ``fov_deg`` outside (0, 360] or keeping no column.
+
+    Example:
+        >>> pano = torch.arange(8.0).expand(1, 1, 2, 8)  # two identical rows
+        >>> limit_fov(pano, 180.0, shift=2, fill=-1.0)[0, 0, 0].tolist()
+        [6.0, 7.0, 0.0, 1.0, -1.0, -1.0, -1.0, -1.0]
+        >>> limit_fov(pano.expand(2, 1, 2, 8), torch.tensor([90.0, 360.0]), torch.tensor([0, 1]))[:, 0, 0]
+        tensor([[0., 1., 0., 0., 0., 0., 0., 0.],
+                [7., 0., 1., 2., 3., 4., 5., 6.]])
+    """
+    check_image(panorama, "panorama")
+    b, c, h, w = panorama.shape
+    device = panorama.device
+    fov = _per_sample(fov_deg, b, device, "fov_deg", integer=False)
+    if not isinstance(fov_deg, Tensor) and not 0 < fov_deg <= 360:  # type: ignore[operator]
+        raise ValueError(f"fov_deg must be in (0, 360] degrees, got {fov_deg}")
+    if isinstance(fov_deg, Tensor) and b and not bool(((fov > 0) & (fov <= 360)).all()):
+        bad = fov[~((fov > 0) & (fov <= 360))][0].item()
+        raise ValueError(f"fov_deg must be in (0, 360] degrees, got {bad} in {tuple(fov_deg.shape)} fov_deg")
+    widths = torch.floor(fov / 360 * w).to(torch.int64)  # int(fov / 360 * W), as fov_width
+    if b and bool((widths < 1).any()):
+        bad = fov[widths < 1][0].item()
+        raise ValueError(f"fov_deg={bad} keeps no column of a panorama of width {w}")
+    shifts = _per_sample(shift, b, device, "shift", integer=True)
+    if isinstance(fill, Tensor):
+        if fill.is_complex() or fill.dtype == torch.bool:
+            raise TypeError(f"fill must be a number or a real tensor of shape (C,), got {fill.dtype}")
+        if fill.ndim > 1 or (fill.ndim == 1 and fill.shape[0] not in (1, c)):
+            raise ValueError(
+                f"fill must be a number, a 0-d tensor or a tensor of shape (C,) = ({c},), "
+                f"got shape {tuple(fill.shape)}"
+            )
+        fill_t = fill.to(device=device, dtype=panorama.dtype).reshape(1, -1, 1, 1)
+    elif isinstance(fill, bool) or not isinstance(fill, (int, float)):
+        raise TypeError(f"fill must be a number or a tensor of shape (C,), got {type(fill).__name__}")
+    else:
+        fill_t = torch.full((1, 1, 1, 1), float(fill), device=device, dtype=panorama.dtype)
+    cols = torch.arange(w, device=device)
+    index = torch.remainder(cols[None, :] - shifts[:, None], w)  # (B, W): output j <- input (j - shift) mod W
+    rolled = torch.gather(panorama, -1, index[:, None, None, :].expand(b, c, h, w))
+    keep = (cols[None, :] < widths[:, None])[:, None, None, :]  # (B, 1, 1, W)
+    return torch.where(keep, rolled, fill_t)
 
 
 def _check_pair(aerial: Tensor, pano: Tensor) -> None:

@@ -16,7 +16,11 @@ Convention:
        centred on column W/2 (geo-transforms' ``crop_fov``);
     4. aerial: polar transform to ``aerial_size`` (``polar=True``, square input) or resize;
     5. per-view photometric augmentation (training): colour jitter, Gaussian blur, coarse dropout;
-    6. normalisation ``(x - mean) / std``.
+    6. limited field of view at an unknown heading (training, ``fov_mode`` "random" or
+       "curriculum", recipes with ``fov=360`` only): per sample a FoV in [lower bound, 360] and a
+       window position; geo-transforms' ``limit_fov`` keeps the window in the full-width frame
+       and fills the other columns with the normalisation mean (see :class:`Augmentation`);
+    7. normalisation ``(x - mean) / std`` (so the filled columns are exactly 0).
 
     Randomness comes only from the ``torch.Generator`` passed in (the trainer seeds one per step from
     ``(seed, step)``), so a resumed run draws the same augmentations.
@@ -32,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from geo_transforms.panorama import crop_fov, fov_width
+from geo_transforms.panorama import crop_fov, fov_width, limit_fov
 from geo_transforms.panorama import joint_hflip as _gt_joint_hflip
 from geo_transforms.panorama import joint_rotate as _gt_joint_rotate
 
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
     from ..recipes import Recipe
 
 __all__ = [
+    "FOV_MODES",
     "Augmentation",
     "BatchTransform",
     "Normalisation",
@@ -74,9 +79,43 @@ class Normalisation:
         return cls("caffe", (123.68 / 255, 116.779 / 255, 103.939 / 255), (1 / 255, 1 / 255, 1 / 255))
 
 
+FOV_MODES = ("fixed", "random", "curriculum")
+"""Values of :attr:`Augmentation.fov_mode`."""
+
+
 @dataclass(frozen=True)
 class Augmentation:
     """Training augmentation of a recipe (all probabilities per sample; 0 disables).
+
+    Limited field of view with unknown orientation (``fov_mode``; one model for every FoV): the
+    ground input stays a full-width panorama frame; each training sample shows a window of
+    ``w = int(fov / 360 * W)`` columns (DSM's rule) at a random heading and every other column holds
+    the normalisation mean, i.e. 0 after normalisation (geo-transforms' ``limit_fov``; the
+    evaluation convention of geo-bench's limited-FoV protocol). Per sample: ``fov = 360 - (360 -
+    lower) * u`` with ``u`` uniform in [0, 1) (a FoV uniform in (lower, 360]), and a roll right by a
+    shift uniform in {0, ..., W - 1} (the window's position: unknown orientation). These draws come
+    last, after every other draw of the step, from the same seeded generator (resume stays exact).
+    The window is cut after the photometric augmentation, so jitter / blur / dropout act on the
+    whole panorama (a 5x5 blur mixes 2 hidden columns into each window edge) and the fill stays
+    exactly the mean.
+
+    - ``"fixed"`` (default): the recipe's ``fov`` as before (nothing masked, no extra draws).
+    - ``"random"``: ``lower = fov_min_deg`` throughout (ConGeo's ``random_fov`` trains 70-360
+      degrees, drawn per batch; here per sample).
+    - ``"curriculum"``: ``lower`` falls linearly from 360 to ``fov_min_deg`` as training progress
+      ``p`` (fractional epochs done / total epochs, passed by the trainer) goes from
+      ``fov_curriculum_start`` to ``fov_curriculum_end`` and stays at ``fov_min_deg`` after
+      (:meth:`fov_lower_deg`): easy wide views first, the narrowest last. The schedule is our
+      choice: SinGeo (Chen et al., CVPR 2026, arXiv 2603.09377, abstract and Fig. 1) trains one
+      model for every FoV and orientation with a curriculum, against random-FoV training that
+      "implicitly assum[es] all FoVs are equally difficult", but what we could read of it (the
+      abstract and introduction; its code is not released, github.com/Yangchen-nudt/SinGeo holds
+      only a README) states neither the schedule nor how a narrow view is fed to the model. The
+      defaults (linear over the first half of training, then the full range for the second half,
+      so training ends on the distribution that is evaluated) are ours.
+
+    Only recipes with ``fov=360`` may set ``fov_mode`` other than "fixed"; evaluation
+    (``train=False``) never masks.
 
     Attributes:
         hflip_p: joint horizontal flip.
@@ -87,6 +126,10 @@ class Augmentation:
         blur_p: probability of a 5x5 Gaussian blur (sigma in [0.1, 1.5]), per view and sample.
         dropout_p: probability of coarse dropout (``dropout_holes`` holes of 10-20% size).
         dropout_holes: (min, max) number of holes.
+        fov_mode: "fixed", "random" or "curriculum" (see above).
+        fov_min_deg: narrowest training FoV in degrees, in (0, 360] (70: DSM's narrowest test FoV).
+        fov_curriculum_start, fov_curriculum_end: training progress in [0, 1] (start < end) over
+            which the curriculum's lower bound falls from 360 to ``fov_min_deg``.
     """
 
     hflip_p: float = 0.0
@@ -97,10 +140,25 @@ class Augmentation:
     blur_p: float = 0.0
     dropout_p: float = 0.0
     dropout_holes: tuple[int, int] = (10, 25)
+    fov_mode: str = "fixed"
+    fov_min_deg: float = 70.0
+    fov_curriculum_start: float = 0.0
+    fov_curriculum_end: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.fov_mode not in FOV_MODES:
+            raise ValueError(f"fov_mode must be one of {FOV_MODES}, got {self.fov_mode!r}")
+        if not 0 < self.fov_min_deg <= 360:
+            raise ValueError(f"fov_min_deg must be in (0, 360] degrees, got {self.fov_min_deg}")
+        if not 0 <= self.fov_curriculum_start < self.fov_curriculum_end <= 1:
+            raise ValueError(
+                "fov_curriculum_start and fov_curriculum_end must satisfy 0 <= start < end <= 1, got "
+                f"start={self.fov_curriculum_start}, end={self.fov_curriculum_end}"
+            )
 
     @property
     def enabled(self) -> bool:
-        return any(
+        return self.fov_mode != "fixed" or any(
             p > 0
             for p in (
                 self.hflip_p,
@@ -111,6 +169,29 @@ class Augmentation:
                 self.dropout_p,
             )
         )
+
+    def fov_lower_deg(self, progress: float | None = None) -> float:
+        """Lower bound of the training FoV range (degrees) at training ``progress`` in [0, 1].
+
+        ``"fixed"``: 360 (no limited-FoV draws). ``"random"``: ``fov_min_deg``. ``"curriculum"``:
+        ``360 - (360 - fov_min_deg) * clamp((p - start) / (end - start), 0, 1)``; ``progress`` is
+        required and clamped to [0, 1].
+
+        Example:
+            >>> aug = Augmentation(fov_mode="curriculum", fov_min_deg=70.0)
+            >>> [aug.fov_lower_deg(p) for p in (0.0, 0.25, 0.5, 1.0)]
+            [360.0, 215.0, 70.0, 70.0]
+        """
+        if self.fov_mode == "fixed":
+            return 360.0
+        if self.fov_mode == "random":
+            return float(self.fov_min_deg)
+        if progress is None or not math.isfinite(progress):
+            raise ValueError(f"fov_mode='curriculum' needs the training progress in [0, 1], got {progress!r}")
+        p = min(max(float(progress), 0.0), 1.0)
+        start, end = self.fov_curriculum_start, self.fov_curriculum_end
+        t = min(max((p - start) / (end - start), 0.0), 1.0)
+        return 360.0 - (360.0 - float(self.fov_min_deg)) * t
 
 
 def joint_hflip(aerial: Tensor, ground: Tensor) -> tuple[Tensor, Tensor]:
@@ -192,13 +273,25 @@ class BatchTransform:
     ) -> None:
         if not 0 < fov <= 360:
             raise ValueError(f"fov must lie in (0, 360], got {fov}")
+        aug = augmentation or Augmentation()
+        if aug.fov_mode != "fixed":
+            if fov != 360:
+                raise ValueError(
+                    f"augmentation.fov_mode={aug.fov_mode!r} needs fov=360 (the full panorama frame that "
+                    f"the limited-FoV window is cut from), got fov={fov}"
+                )
+            if int(aug.fov_min_deg / 360 * ground_size[1]) < 1:  # fov_width's rule
+                raise ValueError(
+                    f"augmentation.fov_min_deg={aug.fov_min_deg} keeps no column of a ground panorama "
+                    f"{ground_size[1]} columns wide"
+                )
         self.ground_size = tuple(ground_size)
         self.aerial_size = tuple(aerial_size)
         self.polar = polar
         self.polar_center = polar_center
         self.fov = float(fov)
         self.normalisation = normalisation or Normalisation()
-        self.augmentation = augmentation or Augmentation()
+        self.augmentation = aug
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> BatchTransform:
@@ -226,6 +319,7 @@ class BatchTransform:
         offset: int = 0,
         global_batch: int | None = None,
         orientation_noise: bool = False,
+        progress: float | None = None,
     ) -> dict:
         """Preprocess (and with ``train=True`` augment) a batch.
 
@@ -238,6 +332,8 @@ class BatchTransform:
             orientation_noise: with ``train=False``, still apply the random panorama roll
                 (``pano_shift_deg``) from ``generator``: unknown-orientation evaluation with
                 fixed-seed shifts (DSM's validation assumed known orientation).
+            progress: training progress in [0, 1] (fractional epochs done / total epochs), needed
+                with ``train=True`` by ``fov_mode="curriculum"``; ignored otherwise.
 
         Returns:
             A new dict with transformed ``"ground"`` and ``"aerial"`` (other keys untouched).
@@ -271,6 +367,8 @@ class BatchTransform:
             ground = self._photometric(ground, draws)
             aerial = self._photometric(aerial, draws)
         mean = torch.tensor(self.normalisation.mean, device=ground.device).view(1, 3, 1, 1)
+        if train and aug.fov_mode != "fixed":
+            ground = self._limit_fov(ground, draws, progress, fill=mean.view(3))
         std = torch.tensor(self.normalisation.std, device=ground.device).view(1, 3, 1, 1)
         out = dict(batch)
         out["ground"] = ((ground - mean) / std).contiguous()
@@ -294,6 +392,14 @@ class BatchTransform:
                 ra, rg = joint_rot90(aerial[idx], ground[idx], k)
                 aerial, ground = aerial.index_copy(0, idx, ra), ground.index_copy(0, idx, rg)
         return aerial, ground
+
+    def _limit_fov(self, ground: Tensor, draws: _Draws, progress: float | None, fill: Tensor) -> Tensor:
+        """Per-sample FoV in (lower, 360] and window position (see :class:`Augmentation`)."""
+        lower = self.augmentation.fov_lower_deg(progress)
+        w = ground.shape[-1]
+        fov = 360.0 - (360.0 - lower) * draws.rand().to(torch.float64)
+        shifts = draws.randint(0, w)
+        return limit_fov(ground, fov.to(ground.device), shifts.to(ground.device), fill=fill)
 
     def _photometric(self, x: Tensor, draws: _Draws) -> Tensor:
         aug = self.augmentation

@@ -594,8 +594,15 @@ class Trainer:
         batch = _to_device(batch, self.device)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.global_step)
         local = batch["ground"].shape[0]
+        # progress (fractional epochs done / total epochs) drives the FoV curriculum; resume restores it
+        progress = self.global_step / max(1, self.epochs * self.steps_per_epoch)
         batch = self.transform(
-            batch, gen, train=True, offset=self.rank * local, global_batch=local * self.world_size
+            batch,
+            gen,
+            train=True,
+            offset=self.rank * local,
+            global_batch=local * self.world_size,
+            progress=progress,
         )
         if self.channels_last:
             batch["ground"] = batch["ground"].contiguous(memory_format=torch.channels_last)
