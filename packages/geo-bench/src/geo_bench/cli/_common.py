@@ -32,6 +32,15 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, default_dataset: str 
                         "leaderboard: also 1 epoch, batch 16)")
 
 
+def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--protocols fov,corruption``: the optional evaluation protocols (no retraining)."""
+    parser.add_argument(
+        "--protocols", metavar="NAMES",
+        help="also evaluate these protocols, comma-separated: fov (FoV 360/180/90/70 with orientation unknown, "
+             "from fixed query files kept in queries/ next to the results) and corruption (16 corruptions x 5 "
+             "severities of the queries, relative corruption error); e.g. --protocols fov,corruption")
+
+
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("runtime")
     g.add_argument("--device", help="cpu, cuda, cuda:1... (default: CUDA when available)")

@@ -10,7 +10,9 @@ is refused, never unpickled.
 
 Protocols: synthetic world: orientation known and unknown (seeded rolls; orientation accuracy for
 orientation-aware recipes); CVUSA, CVACT_val: R@1/5/10/1%; CVACT_test (--split test): utm_5m;
-VIGOR: R@K, hit rate and localisation error of the retrieved tile.
+VIGOR: R@K, hit rate and localisation error of the retrieved tile. Where positions exist, also
+R@k<r m and the top-1 metre errors. --protocols fov,corruption adds limited FoV (query files kept in
+queries/ beside the store, reused by every model) and corruption robustness.
 
   geo-bench evaluate --checkpoint runs/safa-small-s0
   geo-bench evaluate --checkpoint runs/s4g/best --dataset cvusa --root data/CVUSA --device cuda
@@ -24,6 +26,7 @@ import logging
 
 from ._common import (
     add_data_arguments,
+    add_protocol_arguments,
     add_runtime_arguments,
     apply_runtime,
     guarded,
@@ -43,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="split to evaluate (default test; CVACT: val = CVACT_val)")
     parser.add_argument("--seed", type=int, help="training seed to record (default: from the trainer state, else 0)")
     parser.add_argument("--store", default="results.jsonl", help="results store to append to (default results.jsonl)")
+    add_protocol_arguments(parser)
     add_data_arguments(parser)
     add_runtime_arguments(parser)
 
@@ -114,8 +118,12 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from rich.console import Console
+
     from geo_retrieval.recipes import build
 
+    from ..leaderboard.evaluation import parse_protocols
+    from ..leaderboard.protocol_tables import render_rich_tables, split_records
     from ..leaderboard.runner import (
         RunConfig,
         TrainedRun,
@@ -135,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
     info = _read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
     cfg = replace(RunConfig(dataset=args.dataset, root=args.root, variant=variant, seed=_seed(run_dir, args),
                             eval_split=args.split, device=args.device, vigor_area=args.vigor_area,
-                            cache=args.cache),
+                            cache=args.cache, protocols=parse_protocols(args.protocols)),
                   world=world_config(args))
     model = build(recipe)
     digest = load_model_weights(model, weights)
@@ -143,10 +151,13 @@ def _run(args: argparse.Namespace) -> int:
     train_seconds = float(info.get("train_seconds", 0.0)) or 0.0
     run_ = TrainedRun(recipe, model, run_dir, info.get("config") or config_hash(recipe.to_dict(), cfg), train_seconds,
                       int(info.get("global_step", 0)), digest, info.get("selection_split"), info.get("best_R@1"))
-    records = evaluate_trained(run_, test, cfg, progress=progress_enabled(args), source=str(weights))
     store = ResultStore(args.store)
+    records = evaluate_trained(run_, test, cfg, progress=progress_enabled(args), source=str(weights),
+                               queries_dir=store.path.parent / "queries")
     for r in records:
         store.append(r)
-    render_rich(records, console=None, title=f"{name} ({variant}) on {args.dataset} {cfg.test_split}")
+    base, _, _ = split_records(records)
+    render_rich(base, console=None, title=f"{name} ({variant}) on {args.dataset} {cfg.test_split}")
+    render_rich_tables(records, Console())
     print(f"{len(records)} record(s) appended to {store.path}")
     return 0

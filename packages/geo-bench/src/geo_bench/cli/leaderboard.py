@@ -12,6 +12,7 @@ known and unknown (panoramas rolled by fixed, seeded shifts). 10.5 minutes measu
   geo-bench leaderboard --recipes safa,dsm --epochs 4     # a subset, shorter
   geo-bench leaderboard --tiny                            # smoke test (~1 min): tiny world, 1 epoch
   geo-bench leaderboard --seeds 0,1,2                     # three seeds + mean ± std per method
+  geo-bench leaderboard --protocols fov,corruption        # + limited FoV and corruption robustness
   geo-bench leaderboard --dataset cvusa --root data/CVUSA --device cuda   # full variants, real data
 
 Outputs in --out (default leaderboard_run): results.jsonl (the results store: one record per
@@ -32,6 +33,7 @@ import time
 
 from ._common import (
     add_data_arguments,
+    add_protocol_arguments,
     add_runtime_arguments,
     apply_runtime,
     guarded,
@@ -61,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int,
                         help="recipes trained at once, one process each (default: 2 on a CPU with >= 2 cores, "
                              "else 1); results go to the same store")
+    add_protocol_arguments(parser)
     add_data_arguments(parser)
     add_runtime_arguments(parser)
 
@@ -77,7 +80,14 @@ def _run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from ..leaderboard.plots import write_plots
+    from ..leaderboard.evaluation import parse_protocols
+    from ..leaderboard.plots import plot_corruption_heatmap, write_plots
+    from ..leaderboard.protocol_tables import (
+        corruption_rows,
+        render_rich_tables,
+        split_records,
+        write_protocol_tables,
+    )
     from ..leaderboard.reported import reported_records
     from ..leaderboard.runner import TINY, RunConfig, run_leaderboard
     from ..leaderboard.table import render_rich, write_outputs
@@ -103,6 +113,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         vigor_area=args.vigor_area,
         cache=args.cache,
+        protocols=parse_protocols(args.protocols),
     )
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
     out = Path(args.out)
@@ -135,15 +146,25 @@ def _run(args: argparse.Namespace) -> int:
         reported = [r for r in reported_records(args.dataset) if r.split == split]
     seed_text = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]}"
     title = f"Leaderboard: {args.dataset} {cfg.test_split}, {variant} variants, {seed_text}"
-    render_rich(records, reported, console=console, title=title)
-    paths = write_outputs(records, reported, out)
+    base, _, corrupted = split_records(records)
+    render_rich(base, reported, console=console, title=title)
+    render_rich_tables(records, console)
+    paths = write_outputs(base, reported, out)
+    paths.update(write_protocol_tables(records, out))
     if len(seeds) > 1:
         from ..leaderboard.seeds import seed_summary, write_seed_summary
 
-        paths.update(write_seed_summary(records, out))
-        _print_seed_summary(seed_summary(records), console)
+        paths.update(write_seed_summary(base, out))
+        _print_seed_summary(seed_summary(base), console)
     if not args.no_plots:
-        paths.update(write_plots(records, out))
+        paths.update(write_plots(base, out))
+        if corrupted:
+            rows, names = corruption_rows(corrupted)
+            cells = {f"{r['method']} ({r['variant']}, seed {r['seed']})": {n: r[n] for n in names if n in r}
+                     for r in rows}
+            paths["corruption_heatmap"] = plot_corruption_heatmap(
+                cells, out / "leaderboard_corruption.png",
+                title="Corruption robustness: R@1 % (mean over 5 severities), orientation known")
     say("written: " + ", ".join(str(p) for p in paths.values()) + f"; store {store.path}")
     if synthetic:
         console.print("Published numbers on CVUSA / CVACT / VIGOR: geo-bench reported", markup=False)

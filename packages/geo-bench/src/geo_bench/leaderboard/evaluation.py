@@ -39,15 +39,21 @@ Convention:
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from geo_retrieval.checkpoint import atomic_write_bytes
 
 from ..metrics import (
     check_descriptors,
@@ -61,6 +67,14 @@ from ..metrics import (
     tie_statistics,
     vigor_recall,
 )
+from ..protocols.corruptions import (
+    CORRUPTION_SET_VERSION,
+    CORRUPTIONS,
+    CorruptedViews,
+    corruption_set_hash,
+    relative_corruption_error,
+)
+from ..protocols.fov import DEFAULT_FOVS, FOV_PROTOCOL_VERSION, LimitedFovGround, fov_query_file
 from .data import DATASET_NAMES, RolledGround
 
 __all__ = [
@@ -69,15 +83,39 @@ __all__ = [
     "EvalResult",
     "evaluate_baseline",
     "evaluate_model",
+    "CORRUPTION_SEED",
+    "EXTRA_PROTOCOLS",
+    "corrupted_queries",
     "expected_protocols",
     "matches_protocol",
+    "parse_protocols",
 ]
 
 CURVE_KS = (*range(1, 21), 25, 30, 40, 50, 75, 100)
 ORIENTATION_SEED = 2019
 
 
-def expected_protocols(dataset: str, split: str) -> list[dict[str, Any]]:
+#: Optional protocols (``--protocols``): limited FoV with unknown orientation from fixed query
+#: files (:mod:`geo_bench.protocols.fov`), and corruption robustness of the queries
+#: (:mod:`geo_bench.protocols.corruptions`).
+EXTRA_PROTOCOLS = ("fov", "corruption")
+#: Seed of the corrupted pixels (the same on every run and machine, see the corruptions module).
+CORRUPTION_SEED = 2024
+
+
+def parse_protocols(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"fov,corruption"`` (or a sequence) -> the validated, de-duplicated names, in
+    :data:`EXTRA_PROTOCOLS` order; ValueError naming ``--protocols`` for an unknown name."""
+    if not text:
+        return ()
+    names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    unknown = [n for n in names if n not in EXTRA_PROTOCOLS]
+    if unknown:
+        raise ValueError(f"--protocols: unknown protocol(s) {unknown}; available: {', '.join(EXTRA_PROTOCOLS)}")
+    return tuple(n for n in EXTRA_PROTOCOLS if n in names)
+
+
+def expected_protocols(dataset: str, split: str, extra: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The identifying flags of the protocols (records) an evaluation of ``dataset`` / ``split``
     produces, in the order :func:`evaluate_model` returns them.
 
@@ -88,6 +126,9 @@ def expected_protocols(dataset: str, split: str) -> list[dict[str, Any]]:
     Args:
         dataset: ``"synthetic"``, ``"cvusa"``, ``"cvact"`` or ``"vigor"``.
         split: the evaluated split (``"test"``; CVACT ``"val"`` or ``"test"``).
+        extra: optional protocols of :data:`EXTRA_PROTOCOLS`: ``"fov"`` adds one entry per FoV of
+            :data:`~geo_bench.protocols.fov.DEFAULT_FOVS` (orientation unknown), ``"corruption"`` one
+            per corruption of the fixed set (orientation known; all severities in one record).
 
     Returns:
         A list of flag dicts, e.g. ``[{"orientation_known": True}, {"orientation_known": False}]``.
@@ -95,18 +136,42 @@ def expected_protocols(dataset: str, split: str) -> list[dict[str, Any]]:
     Example:
         >>> expected_protocols("cvact", "test")
         [{'orientation_known': True, 'cvact_test': 'utm_5m'}]
+        >>> [p["fov"] for p in expected_protocols("cvusa", "test", ["fov"])[1:]]
+        [360.0, 180.0, 90.0, 70.0]
     """
     if dataset not in DATASET_NAMES:
         raise ValueError(f"unknown dataset {dataset!r}; available: {list(DATASET_NAMES)}")
     if dataset == "synthetic":
-        return [{"orientation_known": True}, {"orientation_known": False}]
-    if dataset == "cvact" and split == "test":
-        return [{"orientation_known": True, "cvact_test": "utm_5m"}]
-    return [{"orientation_known": True}]
+        out: list[dict[str, Any]] = [{"orientation_known": True}, {"orientation_known": False}]
+    elif dataset == "cvact" and split == "test":
+        out = [{"orientation_known": True, "cvact_test": "utm_5m"}]
+    else:
+        out = [{"orientation_known": True}]
+    extra = parse_protocols(extra)
+    if "fov" in extra:
+        out += [{"orientation_known": False, "fov": fov, "fov_protocol": FOV_PROTOCOL_VERSION} for fov in DEFAULT_FOVS]
+    if "corruption" in extra:
+        out += [{"orientation_known": True, "corruption": name, "corruption_set": CORRUPTION_SET_VERSION}
+                for name in CORRUPTIONS]
+    return out
+
+
+#: Protocol keys that set a record apart from the base protocols: a record carrying one of them
+#: answers only an :func:`expected_protocols` entry that names it.
+_DISTINCT_KEYS = ("cvact_test", "fov_protocol", "corruption")
 
 
 def matches_protocol(protocol: dict[str, Any], flags: dict[str, Any]) -> bool:
-    """Whether a record's ``protocol`` carries every flag of ``flags`` (one :func:`expected_protocols` entry)."""
+    """Whether a record's ``protocol`` is the one :func:`expected_protocols` entry ``flags`` names: it
+    carries every flag, and no distinguishing key (an FoV query file, a corruption) the entry lacks.
+
+    Example:
+        >>> matches_protocol({"orientation_known": False, "fov": 90.0, "fov_protocol": "fov-1"},
+        ...                  {"orientation_known": False})
+        False
+    """
+    if any(protocol.get(k) is not None for k in _DISTINCT_KEYS if k not in flags):
+        return False
     return all(protocol.get(k) == v for k, v in flags.items())
 
 
@@ -157,6 +222,7 @@ class _QueriesOnly(Dataset):
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
+        self.ids = getattr(dataset, "ids", None)
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -240,6 +306,8 @@ def evaluate_model(
     batch_size: int = 64,
     progress: bool = False,
     source: str | None = None,
+    protocols: Sequence[str] = (),
+    queries_dir: str | Path | None = None,
 ) -> list[EvalResult]:
     """Evaluate a trained cross-view model on the test split (see the module Convention).
 
@@ -253,6 +321,8 @@ def evaluate_model(
         batch_size: images per forward pass.
         progress: tqdm bars.
         source: the checkpoint (path or hash), named in a :class:`~geo_bench.metrics.DegenerateDescriptorsError`.
+        protocols: optional protocols of :data:`EXTRA_PROTOCOLS` (``"fov"``, ``"corruption"``).
+        queries_dir: where the FoV query files are read or made (needed with ``"fov"``).
 
     Returns:
         One :class:`EvalResult` per protocol of :func:`expected_protocols`.
@@ -270,95 +340,205 @@ def evaluate_model(
     name = f"{getattr(recipe, 'name', type(model).__name__)} ({getattr(recipe, 'variant', '?')})"
     if source:
         name += f", checkpoint {source}"
+    norm = getattr(recipe, "normalisation", None)
     return _evaluate(model.encode_ground, model.encode_aerial, similarity, model, dataset, test, split, prepare,
                      device, batch_size, progress, orientation_aware=bool(getattr(recipe, "orientation_aware", False)),
-                     name=name)
+                     name=name, protocols=protocols, queries_dir=queries_dir,
+                     fill=tuple(norm.mean) if norm is not None else None)
 
 
 def evaluate_baseline(baseline: Any, dataset: str, test: Dataset, *, split: str = "test", batch_size: int = 64,
-                      progress: bool = False) -> list[EvalResult]:
+                      progress: bool = False, protocols: Sequence[str] = (),
+                      queries_dir: str | Path | None = None) -> list[EvalResult]:
     """Evaluate a no-learning matcher (:class:`~geo_bench.baselines.ColourProfile`) like a model (the same
     protocols, tie statistics and collapse check); with unknown orientation it uses its orientation-aware
     ``aligned_similarity``."""
     return _evaluate(baseline.encode_ground, baseline.encode_aerial, baseline.similarity, baseline, dataset, test,
                      split, None, torch.device("cpu"), batch_size, progress, orientation_aware=True,
-                     unknown_similarity=baseline.aligned_similarity, name=type(baseline).__name__)
+                     unknown_similarity=baseline.aligned_similarity, name=type(baseline).__name__,
+                     protocols=protocols, queries_dir=queries_dir)
 
 
 def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | None, model: Any, dataset: str,
               test: Dataset, split: str, prepare: Callable | None, device: torch.device, batch_size: int,
               progress: bool, *, orientation_aware: bool, unknown_similarity: Callable | None = None,
-              name: str | None = None) -> list[EvalResult]:
+              name: str | None = None, protocols: Sequence[str] = (), queries_dir: str | Path | None = None,
+              fill: Sequence[float] | None = None) -> list[EvalResult]:
     """One :class:`EvalResult` per entry of :func:`expected_protocols` (in its order); each result's
-    protocol starts with the entry's flags. Raises ``DegenerateDescriptorsError`` for collapsed descriptors."""
-    protocols = expected_protocols(dataset, split)
+    protocol starts with the entry's flags. The references are embedded once; each query variant
+    (rolled, limited-FoV, corrupted) costs one more embedding pass of the queries. Raises
+    ``DegenerateDescriptorsError`` for collapsed descriptors."""
+    entries = expected_protocols(dataset, split, protocols)
+    if any("fov_protocol" in f for f in entries) and queries_dir is None:
+        raise ValueError("the fov protocol needs a folder for its query files (queries_dir)")
     results: list[EvalResult] = []
 
     def emb(ds: Dataset, key: str, desc: str) -> Tensor:
         return _embed(encode_g if key == "ground" else encode_a, ds, key, prepare, batch_size, device, progress, desc)
 
+    t0 = time.perf_counter()
     if dataset == "vigor":
-        (flags,) = protocols
-        t0 = time.perf_counter()
-        g = emb(_QueriesOnly(test), "ground", "embed queries")
+        queries: Dataset = _QueriesOnly(test)
         gallery = test.gallery  # type: ignore[attr-defined]
         a = emb(_GalleryAsPairs(gallery), "aerial", "embed gallery")
-        _check(g, a, None, name)
-        positives = test.positives  # type: ignore[attr-defined]
-        semi = torch.as_tensor(test._tiles[:, 1:])  # type: ignore[attr-defined]
-        res = vigor_recall(g, a, positives, semi, similarity=similarity, tie_stats=True)
-        metrics = _metrics(res.as_dict())
-        _check(g, a, metrics, name)
         tile_ll = torch.stack([torch.as_tensor(gallery[j]["latlon"]) for j in range(len(gallery))])
-        errors = localisation_errors(res.top1_index, tile_ll, torch.as_tensor(test.latlon))  # type: ignore[attr-defined]
-        curve = meter_level_accuracy(errors)
-        query_ll = torch.as_tensor(test.latlon)  # type: ignore[attr-defined]
-        metrics.update(localisation_metrics(g, a, query_ll, tile_ll, coordinates="latlon", similarity=similarity)
-                       .as_dict())
-        metrics.update({"median_error_m": float(np.median(errors)), "acc@10m": curve.at(10.0),
-                        "acc@40m": curve.at(40.0)})
-        proto = {**flags, "fov": 360.0, "labels": getattr(test, "labels", "orig"), "area": getattr(test, "area", None)}
-        results.append(EvalResult(split, proto, g.shape[0], a.shape[0], metrics, time.perf_counter() - t0))
-        return results
-
-    t0 = time.perf_counter()
-    g = emb(test, "ground", "embed ground")
-    a = emb(test, "aerial", "embed aerial")
+    else:
+        queries = test
+        a = emb(test, "aerial", "embed aerial")
+    g = emb(queries, "ground", "embed ground")
     _check(g, a, None, name)
     n = g.shape[0]
     positions = _positions(test)
     embed_seconds = time.perf_counter() - t0
-    for flags in protocols:
-        t0 = time.perf_counter()
-        if flags.get("cvact_test"):
-            utm = torch.stack([torch.as_tensor(test[i]["utm"]) for i in range(n)]) if not hasattr(test, "utm") else test.utm  # type: ignore[attr-defined]
-            res = cvact_test_recall(g, a, flags["cvact_test"], query_utm=utm, reference_utm=utm, radius_m=5.0,
-                                    similarity=similarity, tie_stats=True)
+
+    def score(gq: Tensor, sim: Callable | None, flags: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+        """Metrics and protocol fields of queries ``gq`` against the references, under the dataset's
+        protocol (VIGOR's positives, CVACT_test's utm_5m, else id matching)."""
+        if dataset == "vigor":
+            res = vigor_recall(gq, a, test.positives, torch.as_tensor(test._tiles[:, 1:]),  # type: ignore[attr-defined]
+                               similarity=sim, tie_stats=True)
             metrics = _metrics(res.as_dict())
-            _check(g, a, metrics, name)
-            metrics.update(_radius(g, a, positions, similarity))
-            proto = {**flags, "fov": 360.0, "radius_m": 5.0}
+            _check(gq, a, metrics, name)
+            errors = localisation_errors(res.top1_index, tile_ll, torch.as_tensor(test.latlon))  # type: ignore[attr-defined]
+            curve = meter_level_accuracy(errors)
+            metrics.update(localisation_metrics(gq, a, torch.as_tensor(test.latlon), tile_ll,  # type: ignore[attr-defined]
+                                                coordinates="latlon", similarity=sim).as_dict())
+            metrics.update({"median_error_m": float(np.median(errors)), "acc@10m": curve.at(10.0),
+                            "acc@40m": curve.at(40.0)})
+            return metrics, {"labels": getattr(test, "labels", "orig"), "area": getattr(test, "area", None)}
+        if flags.get("cvact_test"):
+            utm = test.utm if hasattr(test, "utm") else torch.stack([torch.as_tensor(test[i]["utm"]) for i in range(n)])  # type: ignore[attr-defined]
+            res = cvact_test_recall(gq, a, flags["cvact_test"], query_utm=utm, reference_utm=utm, radius_m=5.0,
+                                    similarity=sim, tie_stats=True)
+            metrics = _metrics(res.as_dict())
+            _check(gq, a, metrics, name)
+            metrics.update(_radius(gq, a, positions, sim))
+            return metrics, {"radius_m": 5.0}
+        metrics, rproto, r = _recall(gq, a, sim)
+        _check(gq, a, metrics, name)
+        _curve(metrics, r, a.shape[0])
+        metrics.update(_radius(gq, a, positions, sim))
+        return metrics, rproto
+
+    width = int(queries[0]["ground"].shape[-1])
+    ids = [str(i) for i in getattr(queries, "ids", None) or [queries[i]["id"] for i in range(n)]]
+    sim_unknown = unknown_similarity or similarity
+    clean_r1: float | None = None
+    for flags in entries:
+        t0 = time.perf_counter()
+        if "corruption" in flags:
+            cache = Path(queries_dir) / "corrupted" if queries_dir is not None else None
+            metrics, proto = _corruption(flags["corruption"], queries, emb, score, similarity, flags, clean_r1,
+                                         cache, f"{dataset}-{split}")
+            proto = {**flags, "fov": 360.0, **proto}
+        elif "fov_protocol" in flags:
+            qfile, path = fov_query_file(Path(queries_dir), dataset, split, ids, flags["fov"], width=width)  # type: ignore[arg-type]
+            gq = emb(LimitedFovGround(queries, qfile, fill), "ground", f"embed FoV {flags['fov']:g}")
+            _check(gq, a, None, name)
+            metrics, rproto = score(gq, sim_unknown, flags)
+            proto = {**flags, **qfile.protocol(path), **rproto}
         elif flags["orientation_known"]:
-            metrics, rproto, r = _recall(g, a, similarity)
-            _check(g, a, metrics, name)
-            _curve(metrics, r, a.shape[0])
-            metrics.update(_radius(g, a, positions, similarity))
+            metrics, rproto = score(g, similarity, flags)
+            clean_r1 = metrics["R@1"]
             proto = {**flags, "fov": 360.0, **rproto}
         else:
             # unknown orientation: the same test panoramas rolled by fixed, recorded shifts
-            width = int(test[0]["ground"].shape[-1])
             qs = make_fov_queries(n, 360.0, noise_deg=360.0, seed=ORIENTATION_SEED, width=width)
-            gu = emb(RolledGround(test, qs.shifts), "ground", "embed rolled ground")
+            gu = emb(RolledGround(queries, qs.shifts), "ground", "embed rolled ground")
             _check(gu, a, None, name)
-            sim_u = unknown_similarity or similarity
-            metrics, rproto, r = _recall(gu, a, sim_u)
-            _check(gu, a, metrics, name)
-            _curve(metrics, r, a.shape[0])
+            metrics, rproto = score(gu, sim_unknown, flags)
             if orientation_aware and unknown_similarity is None:
                 metrics.update(_orientation(model, gu, a, list(qs.shifts), width))
-            metrics.update(_radius(gu, a, positions, sim_u))
             proto = {**flags, "fov": 360.0, "query_seed": ORIENTATION_SEED, "noise_deg": 360.0, **rproto}
-        # the first protocol's time includes embedding ground and aerial (as before)
+        # the first protocol's time includes embedding the queries and the references
         seconds = time.perf_counter() - t0 + (embed_seconds if not results else 0.0)
         results.append(EvalResult(split, proto, n, a.shape[0], metrics, seconds))
     return results
+
+
+class _GroundArray(Dataset):
+    """Query panoramas from a (N, 3, H, W) uint8 array (a corrupted-query cache) with their ids and a
+    1x1-like dummy aerial (only the ground is embedded); float in [0, 1] when ``as_float``."""
+
+    def __init__(self, ground: np.ndarray, ids: Sequence[str], as_float: bool) -> None:
+        self.ground, self.ids, self.as_float = ground, list(ids), as_float
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        g = torch.from_numpy(np.array(self.ground[i]))
+        return {"ground": g.float() / 255.0 if self.as_float else g, "aerial": torch.zeros(3, 8, 8), "id": self.ids[i]}
+
+
+def corrupted_queries(queries: Dataset, corruption: str, severity: int, cache_dir: str | Path | None, *,
+                      name: str = "queries", batch_size: int = 32) -> Dataset:
+    """The queries with their ground view corrupted (seed :data:`CORRUPTION_SEED`), computed once and
+    kept in ``cache_dir`` as a uint8 ``.npy`` (the corrupted pixels are 8-bit levels and the same for
+    every model, so every later model reads them back; several processes may write the same file,
+    each atomically, with identical bytes). Without ``cache_dir`` the views are corrupted on the fly.
+
+    Args:
+        queries: the query dataset (dict samples with ``"ground"`` (3, H, W) uint8 or float in [0, 1], ``"id"``).
+        corruption, severity: one condition of the set.
+        cache_dir: folder of the cache (the leaderboard's ``OUT/queries/corrupted``), or None.
+        name: ``<dataset>-<split>``, part of the file name.
+        batch_size: images corrupted per call.
+    """
+    views = CorruptedViews(queries, corruption, severity, seed=CORRUPTION_SEED)
+    if cache_dir is None:
+        return views
+    first = queries[0]["ground"]
+    as_float = bool(first.is_floating_point())
+    ids = [str(i) for i in getattr(queries, "ids", None) or [queries[k]["id"] for k in range(len(queries))]]  # type: ignore[arg-type]
+    key = hashlib.sha256(json.dumps([corruption_set_hash(), ids], separators=(",", ":")).encode()).hexdigest()[:12]
+    path = Path(cache_dir) / f"{name}-{corruption}-s{severity}-seed{CORRUPTION_SEED}-{key}.npy"
+    shape = (len(ids), *first.shape)
+    if path.is_file():
+        try:
+            arr = np.load(path, mmap_mode="r")
+            if arr.shape == shape and arr.dtype == np.uint8:
+                return _GroundArray(arr, ids, as_float)
+        except (OSError, ValueError):
+            pass  # damaged: computed again below
+    out = np.empty(shape, np.uint8)
+    loader = DataLoader(queries, batch_size=batch_size, shuffle=False, generator=torch.Generator())
+    start = 0
+    for batch in loader:
+        g = views.apply({"ground": batch["ground"], "id": [str(i) for i in batch["id"]]})["ground"]
+        g = (g * 255.0).round().clamp(0, 255).to(torch.uint8) if g.is_floating_point() else g
+        out[start : start + g.shape[0]] = g.numpy()
+        start += g.shape[0]
+    buf = io.BytesIO()
+    np.save(buf, out)
+    atomic_write_bytes(path, buf.getvalue())
+    return _GroundArray(out, ids, as_float)
+
+
+def _corruption(corruption: str, queries: Dataset, emb: Callable, score: Callable, similarity: Callable | None,
+                flags: dict[str, Any], clean_r1: float | None, cache_dir: Path | None,
+                name: str) -> tuple[dict[str, float], dict[str, Any]]:
+    """One corruption at every severity: the queries corrupted (seeded, :data:`CORRUPTION_SEED`;
+    :func:`corrupted_queries`) and embedded once per severity against the clean references. Metrics:
+    ``R@1_s{k}`` / ``R@5_s{k}`` / ``R@10_s{k}`` per severity, ``R@1`` / ``R@5`` / ``R@10`` their means
+    over the severities, ``R@1_clean`` and ``RCE`` (the relative corruption error of the mean, in
+    percent)."""
+    per: dict[int, dict[str, float]] = {}
+    for severity in range(1, 6):
+        ds = corrupted_queries(queries, corruption, severity, cache_dir, name=name)
+        gq = emb(ds, "ground", f"embed {corruption} {severity}")
+        per[severity], _ = score(gq, similarity, flags)
+    metrics: dict[str, float] = {}
+    for k in ("R@1", "R@5", "R@10"):
+        for severity, m in per.items():
+            metrics[f"{k}_s{severity}"] = m[k]
+        metrics[k] = float(np.mean([m[k] for m in per.values()]))
+    for k in ("tie_share", "R@1_pessimistic"):
+        metrics[k] = float(np.mean([m[k] for m in per.values()]))
+    if clean_r1 is not None:
+        metrics["R@1_clean"] = clean_r1
+        if clean_r1 > 0:
+            metrics["RCE"] = 100.0 * relative_corruption_error(clean_r1, metrics["R@1"])
+    proto = {"corruption_set_sha256": corruption_set_hash()[:16], "corruption_seed": CORRUPTION_SEED,
+             "severities": [1, 2, 3, 4, 5]}
+    return metrics, proto

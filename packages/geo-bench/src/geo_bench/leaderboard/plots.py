@@ -11,12 +11,16 @@ Convention:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from ..protocols.corruptions import CORRUPTIONS
 from ..records import ResultRecord
 
-__all__ = ["plot_bars", "plot_recall_curves", "write_plots"]
+__all__ = ["plot_bars", "plot_corruption_heatmap", "plot_recall_curves", "write_plots"]
 
 
 def _label(r: ResultRecord) -> str:
@@ -139,3 +143,106 @@ def write_plots(records: Sequence[ResultRecord], out_dir: str | Path, stem: str 
         "recall_curves": plot_recall_curves(records, out_dir / f"{stem}_recall.png"),
         "bar_chart": plot_bars(records, out_dir / f"{stem}_bar.png"),
     }
+
+
+def plot_corruption_heatmap(rows: Mapping[str, Mapping[str, Any]], path: str | Path, *, metric: str = "R@1",
+                            title: str | None = None) -> Path:
+    """Heat map of corruption robustness: one row per recipe, one column per corruption.
+
+    Convention: ``rows`` maps a recipe label to either ``{corruption name: value}`` (the value already
+    averaged over severities) or a :func:`geo_bench.protocols.summarise_corruptions` table, from which
+    ``mean_R@1`` (``metric="R@1"``) or ``RCE`` (``metric="RCE"``) per corruption is read. Columns follow
+    the registry order (noise, blur, weather, digital; group names above, white rules between groups),
+    unknown names last, then a ``mean`` column (the table's ``mean_R@1`` / ``mRCE``, else the mean of the
+    row's cells). Rows keep the given order. R@1 uses viridis (bright = better) on [0, 100] for percents
+    ([0, 1] when every value is <= 1); RCE uses magma_r (dark = worse) from min(0, lowest) to
+    max(highest, 1e-6). Missing cells are grey. Every cell is annotated; the PNG is written atomically
+    (temporary file, fsync, rename) and the figure closed.
+
+    Returns:
+        ``Path(path)``.
+    """
+    from geo_retrieval.checkpoint import atomic_save  # the toolkit's one atomic file writer (lazy, as in cli)
+
+    if metric not in ("R@1", "RCE"):
+        raise ValueError(f"metric must be 'R@1' or 'RCE', got {metric!r}")
+    if not rows:
+        raise ValueError("rows is empty: nothing to plot")
+    cell_key, mean_key = ("mean_R@1", "mean_R@1") if metric == "R@1" else ("RCE", "mRCE")
+    table: dict[str, dict[str, float]] = {}
+    means: dict[str, float | None] = {}
+    for label, row in rows.items():
+        if not isinstance(row, Mapping):
+            raise TypeError(f"rows[{label!r}] must be a mapping, got {type(row).__name__}")
+        if "corruptions" in row:
+            cells = {n: c.get(cell_key) for n, c in row["corruptions"].items()}
+            means[label] = row.get(mean_key)
+        else:
+            cells, means[label] = dict(row), None
+        table[label] = {n: float(v) for n, v in cells.items() if v is not None}
+    names = [n for n in CORRUPTIONS if any(n in r for r in table.values())]
+    names += sorted({n for r in table.values() for n in r} - set(names))
+    if not names:
+        raise ValueError("rows name no corruption values")
+    columns = [*names, "mean"] if len(names) > 1 else names
+    data = np.full((len(table), len(columns)), np.nan)
+    for i, (label, cells) in enumerate(table.items()):
+        for j, name in enumerate(names):
+            if name in cells:
+                data[i, j] = cells[name]
+        if len(columns) > len(names):
+            mean = means[label]
+            data[i, -1] = float(mean) if mean is not None else (np.nanmean(data[i, :-1]) if cells else np.nan)
+    finite = data[np.isfinite(data)]
+    if metric == "R@1":
+        cmap_name, vmin = "viridis", 0.0
+        vmax = 1.0 if finite.size and finite.max() <= 1.0 else 100.0
+        cbar_label, fmt = "R@1, mean over severities" + (" (%)" if vmax == 100.0 else ""), "{:.1f}"
+    else:
+        cmap_name = "magma_r"
+        vmin = min(0.0, float(finite.min())) if finite.size else 0.0
+        vmax = max(float(finite.max()), 1e-6) if finite.size else 1.0
+        cbar_label, fmt = "relative corruption error (R@1 clean - corrupt) / clean", "{:.2f}"
+    plt = _pyplot()
+    cmap = plt.get_cmap(cmap_name).with_extremes(bad="#d9d9d9")
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.62 * len(columns) + 3.2), max(2.6, 0.42 * len(table) + 2.2)))
+    try:
+        image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+        for i in range(data.shape[0]):
+            for j in range(data.shape[1]):
+                value = data[i, j]
+                if not np.isfinite(value):
+                    ax.text(j, i, "n/a", ha="center", va="center", fontsize=6, color="#555555")
+                    continue
+                shade = (value - vmin) / (vmax - vmin) if vmax > vmin else 0.5
+                dark = shade < 0.55 if metric == "R@1" else shade > 0.45
+                ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=6,
+                        color="white" if dark else "black")
+        ax.set_xticks(range(len(columns)))
+        ax.set_xticklabels([c.replace("_", " ") for c in columns], rotation=40, ha="right", fontsize=7)
+        ax.set_yticks(range(len(table)))
+        ax.set_yticklabels(list(table), fontsize=7)
+        groups = [CORRUPTIONS[n].group if n in CORRUPTIONS else "other" for n in names]
+        start = 0
+        for j in range(1, len(names) + 1):
+            if j == len(names) or groups[j] != groups[start]:
+                ax.text((start + j - 1) / 2, -0.7, groups[start], ha="center", va="bottom", fontsize=7,
+                        fontweight="bold")
+                if j < len(columns):
+                    ax.axvline(j - 0.5, color="white", linewidth=2.5 if j == len(names) else 1.5)
+                start = j
+        ax.set_ylim(len(table) - 0.5, -1.0)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        cbar = fig.colorbar(image, ax=ax, fraction=0.035, pad=0.02)
+        cbar.set_label(cbar_label, fontsize=7)
+        cbar.ax.tick_params(labelsize=6)
+        default = "R@1 under corruption (mean over severities)" if metric == "R@1" else "Relative corruption error"
+        ax.set_title(title or default, fontsize=9)
+        fig.tight_layout()
+        path = Path(path)
+        atomic_save(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
+    finally:
+        plt.close(fig)
+    return path

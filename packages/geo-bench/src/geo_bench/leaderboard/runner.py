@@ -42,7 +42,14 @@ from torch import nn
 from ..records import PROTOCOL_KEYS, ResultRecord, collect_provenance, git_commit
 from ..store import ResultStore
 from .data import DATASET_NAMES, WorldConfig, load_world, open_real_dataset
-from .evaluation import EvalResult, evaluate_baseline, evaluate_model, expected_protocols, matches_protocol
+from .evaluation import (
+    EvalResult,
+    evaluate_baseline,
+    evaluate_model,
+    expected_protocols,
+    matches_protocol,
+    parse_protocols,
+)
 
 __all__ = [
     "TINY",
@@ -99,6 +106,9 @@ class RunConfig:
             (prepared with the loaders' default sizes); synthetic world: where the rendered world
             is cached (default: the caller's, e.g. ``<out>/cache``). Not part of
             :meth:`data_dict`: it changes where pixels come from, not what they are.
+        protocols: optional evaluation protocols (``"fov"``, ``"corruption"``; see
+            :data:`~.evaluation.EXTRA_PROTOCOLS`), evaluated besides the dataset's own. Not part of
+            the config hash: they change what is measured, not what is trained.
     """
 
     dataset: str = "synthetic"
@@ -114,12 +124,14 @@ class RunConfig:
     device: str | None = None
     vigor_area: str = "same"
     cache: str | None = None
+    protocols: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_NAMES:
             raise ValueError(f"unknown dataset {self.dataset!r}; available: {list(DATASET_NAMES)}")
         if self.dataset != "synthetic" and not self.root:
             raise ValueError(f"dataset {self.dataset!r} needs --root DIR (the folder of its official layout)")
+        object.__setattr__(self, "protocols", parse_protocols(self.protocols))
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"--max-steps must be a positive integer, got {self.max_steps}")
         splits = EVAL_SPLITS[self.dataset]
@@ -376,11 +388,14 @@ def _data_protocol(cfg: RunConfig) -> dict[str, Any]:
 
 
 def evaluate_trained(run: TrainedRun, test: Any, cfg: RunConfig, *, progress: bool = False,
-                     source: str | None = None, commit: str | None = None) -> list[ResultRecord]:
-    """Evaluate a trained run on the test split and build its records."""
+                     source: str | None = None, commit: str | None = None,
+                     queries_dir: str | Path | None = None) -> list[ResultRecord]:
+    """Evaluate a trained run on the test split (the dataset's protocols and ``cfg.protocols``; FoV
+    query files in ``queries_dir``, default ``<run folder>/queries``) and build its records."""
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = evaluate_model(run.model, run.recipe, cfg.dataset, test, split=cfg.test_split, device=device,
-                             progress=progress, source=source or str(run.run_dir))
+                             progress=progress, source=source or str(run.run_dir), protocols=cfg.protocols,
+                             queries_dir=queries_dir or Path(run.run_dir) / "queries")
     base = _recipe_protocol(run.recipe, cfg, run.config) | {"checkpoint": run.checkpoint}
     extra: dict[str, float] = {}
     if run.train_seconds > 0 and run.global_step > 0:
@@ -411,7 +426,7 @@ def _done(store: ResultStore, recipe: str, variant: str, cfg: RunConfig, config:
             and r.provenance.seed == cfg.seed and r.provenance.commit == commit]
     found: list[ResultRecord] = []
     missing: list[dict[str, Any]] = []
-    for flags in expected_protocols(cfg.dataset, cfg.test_split):
+    for flags in expected_protocols(cfg.dataset, cfg.test_split, cfg.protocols):
         hits = [r for r in mine if matches_protocol(r.protocol, flags)]
         if hits:
             found.append(hits[-1])
@@ -474,7 +489,8 @@ def run_leaderboard(
             if found:
                 say(f"{BASELINE_NAME}: only {len(found)} of {len(found) + len(missing)} records in the store "
                     f"(missing {missing}); evaluating again")
-            results = evaluate_baseline(bl, cfg.dataset, test, split=cfg.test_split, progress=progress)
+            results = evaluate_baseline(bl, cfg.dataset, test, split=cfg.test_split, progress=progress,
+                                        protocols=cfg.protocols, queries_dir=out_dir / "queries")
             base = {"polar": {"preset": None, "center": "safa", "size": list(bl.polar_size)}, "config": config,
                     "backbone": "none", "synthesis": False, "orientation_aware": True, "train_fov": None,
                     "epochs": 0, "selection_split": None, "baseline": bl.config()} | _data_protocol(cfg)
@@ -504,7 +520,7 @@ def run_leaderboard(
         say(f"{recipe.name} ({recipe.variant}): training in {run_dir}")
         try:
             run = train_recipe(recipe, train_full, cfg, run_dir, resume=True, progress=progress)
-            new = evaluate_trained(run, test, cfg, progress=progress, commit=commit)
+            new = evaluate_trained(run, test, cfg, progress=progress, commit=commit, queries_dir=out_dir / "queries")
         except Exception as exc:
             if failures is None:
                 raise
@@ -564,7 +580,7 @@ def _worker(recipe: Any, cfg: RunConfig, out_dir: str, run_dir: str, store_path:
     torch.set_num_threads(threads)
     train_full, test = open_datasets(cfg, Path(out_dir) / "cache")
     run = train_recipe(recipe, train_full, cfg, run_dir, resume=True)
-    new = evaluate_trained(run, test, cfg, commit=commit)
+    new = evaluate_trained(run, test, cfg, commit=commit, queries_dir=Path(out_dir) / "queries")
     store = ResultStore(store_path)
     for r in new:
         store.append(r)
