@@ -150,3 +150,16 @@ class TestAtomicWrite:
         assert target.read_bytes() == b"new"
         with pytest.raises(TypeError):
             atomic_write_bytes(target, "text")
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    """mkstemp creates 0600 files; a checkpoint, a figure or a JSON written atomically must be as
+    readable as one written with open() (0666 & ~umask), e.g. for the other users of a shared run folder."""
+    import os
+
+    from geo_retrieval.checkpoint import atomic_write_bytes
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = atomic_write_bytes(tmp_path / "x.json", b"{}")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -61,6 +61,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# the process umask, read once at import (os.umask can only be read by setting it)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+#: Mode of files written by :func:`atomic_save`: what ``open(path, "w")`` would give.
+_FILE_MODE = 0o666 & ~_UMASK
+
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 _PREFIXES = ("module.", "_orig_mod.")
 
@@ -156,6 +162,8 @@ def atomic_save(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], Any]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; a written file gets the usual 0666 & ~umask
+            os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
             fh.flush()
