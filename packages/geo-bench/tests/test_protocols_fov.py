@@ -161,3 +161,16 @@ def test_corrupted_queries_cache_equals_on_the_fly(tmp_path):
     path.write_bytes(b"damaged")  # a damaged cache file is computed again
     fixed = corrupted_queries(pairs, "gaussian_noise", 3, tmp_path, name="d-test")
     assert torch.equal(fixed[0]["ground"], live[0]["ground"])
+
+
+def test_corruption_of_queries_and_references(tiny_test, tmp_path):
+    """``corruption+refs`` corrupts the references as well: its records are told apart from the
+    queries-only ones, and degrading both captures changes the numbers."""
+    res = evaluate_baseline(ColourProfile(), "synthetic", tiny_test, protocols=["corruption", "corruption+refs"],
+                            queries_dir=tmp_path)
+    q_only = {r.protocol["corruption"]: r for r in res if r.protocol.get("corrupted_views") == "ground"}
+    both = {r.protocol["corruption"]: r for r in res if r.protocol.get("corrupted_views") == "ground+aerial"}
+    assert len(q_only) == len(both) == 16
+    (flags,) = [f for f in expected_protocols("synthetic", "test", ["corruption+refs"]) if f.get("corruption") == "fog"]
+    assert matches_protocol(both["fog"].protocol, flags) and not matches_protocol(q_only["fog"].protocol, flags)
+    assert any(both[c].metrics["R@1_s5"] != q_only[c].metrics["R@1_s5"] for c in both)

@@ -96,9 +96,10 @@ ORIENTATION_SEED = 2019
 
 
 #: Optional protocols (``--protocols``): limited FoV with unknown orientation from fixed query
-#: files (:mod:`geo_bench.protocols.fov`), and corruption robustness of the queries
-#: (:mod:`geo_bench.protocols.corruptions`).
-EXTRA_PROTOCOLS = ("fov", "corruption")
+#: files (:mod:`geo_bench.protocols.fov`), corruption robustness of the queries
+#: (:mod:`geo_bench.protocols.corruptions`, CVUSA-C's setting), and ``"corruption+refs"``: the same
+#: corruptions applied to the queries and to the references alike (both captures degraded).
+EXTRA_PROTOCOLS = ("fov", "corruption", "corruption+refs")
 #: Seed of the corrupted pixels (the same on every run and machine, see the corruptions module).
 CORRUPTION_SEED = 2024
 
@@ -128,7 +129,8 @@ def expected_protocols(dataset: str, split: str, extra: Sequence[str] = ()) -> l
         split: the evaluated split (``"test"``; CVACT ``"val"`` or ``"test"``).
         extra: optional protocols of :data:`EXTRA_PROTOCOLS`: ``"fov"`` adds one entry per FoV of
             :data:`~geo_bench.protocols.fov.DEFAULT_FOVS` (orientation unknown), ``"corruption"`` one
-            per corruption of the fixed set (orientation known; all severities in one record).
+            per corruption of the fixed set (orientation known; all severities in one record; the
+            queries corrupted), ``"corruption+refs"`` the same with the references corrupted too.
 
     Returns:
         A list of flag dicts, e.g. ``[{"orientation_known": True}, {"orientation_known": False}]``.
@@ -150,9 +152,10 @@ def expected_protocols(dataset: str, split: str, extra: Sequence[str] = ()) -> l
     extra = parse_protocols(extra)
     if "fov" in extra:
         out += [{"orientation_known": False, "fov": fov, "fov_protocol": FOV_PROTOCOL_VERSION} for fov in DEFAULT_FOVS]
-    if "corruption" in extra:
-        out += [{"orientation_known": True, "corruption": name, "corruption_set": CORRUPTION_SET_VERSION}
-                for name in CORRUPTIONS]
+    for protocol, views in (("corruption", "ground"), ("corruption+refs", "ground+aerial")):
+        if protocol in extra:
+            out += [{"orientation_known": True, "corruption": name, "corruption_set": CORRUPTION_SET_VERSION,
+                     "corrupted_views": views} for name in CORRUPTIONS]
     return out
 
 
@@ -380,20 +383,25 @@ def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | Non
     if dataset == "vigor":
         queries: Dataset = _QueriesOnly(test)
         gallery = test.gallery  # type: ignore[attr-defined]
-        a = emb(_GalleryAsPairs(gallery), "aerial", "embed gallery")
+        a = a_clean = emb(_GalleryAsPairs(gallery), "aerial", "embed gallery")
         tile_ll = torch.stack([torch.as_tensor(gallery[j]["latlon"]) for j in range(len(gallery))])
     else:
         queries = test
-        a = emb(test, "aerial", "embed aerial")
+        a = a_clean = emb(test, "aerial", "embed aerial")
     g = emb(queries, "ground", "embed ground")
     _check(g, a, None, name)
     n = g.shape[0]
     positions = _positions(test)
     embed_seconds = time.perf_counter() - t0
 
-    def score(gq: Tensor, sim: Callable | None, flags: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
-        """Metrics and protocol fields of queries ``gq`` against the references, under the dataset's
-        protocol (VIGOR's positives, CVACT_test's utm_5m, else id matching)."""
+    references: Dataset = _GalleryAsPairs(test.gallery) if dataset == "vigor" else test  # type: ignore[attr-defined]
+
+    def score(gq: Tensor, sim: Callable | None, flags: dict[str, Any],
+              ref: Tensor | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+        """Metrics and protocol fields of queries ``gq`` against the references (``ref``, default the
+        clean ones), under the dataset's protocol (VIGOR's positives, CVACT_test's utm_5m, else id
+        matching)."""
+        a = a_clean if ref is None else ref
         if dataset == "vigor":
             res = vigor_recall(gq, a, test.positives, torch.as_tensor(test._tiles[:, 1:]),  # type: ignore[attr-defined]
                                similarity=sim, tie_stats=True)
@@ -428,8 +436,9 @@ def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | Non
         t0 = time.perf_counter()
         if "corruption" in flags:
             cache = Path(queries_dir) / "corrupted" if queries_dir is not None else None
+            refs = references if flags["corrupted_views"] == "ground+aerial" else None
             metrics, proto = _corruption(flags["corruption"], queries, emb, score, similarity, flags, clean_r1,
-                                         cache, f"{dataset}-{split}")
+                                         cache, f"{dataset}-{split}", refs)
             proto = {**flags, "fov": 360.0, **proto}
         elif "fov_protocol" in flags:
             qfile, path = fov_query_file(Path(queries_dir), dataset, split, ids, flags["fov"], width=width)  # type: ignore[arg-type]
@@ -517,17 +526,22 @@ def corrupted_queries(queries: Dataset, corruption: str, severity: int, cache_di
 
 def _corruption(corruption: str, queries: Dataset, emb: Callable, score: Callable, similarity: Callable | None,
                 flags: dict[str, Any], clean_r1: float | None, cache_dir: Path | None,
-                name: str) -> tuple[dict[str, float], dict[str, Any]]:
+                name: str, references: Dataset | None = None) -> tuple[dict[str, float], dict[str, Any]]:
     """One corruption at every severity: the queries corrupted (seeded, :data:`CORRUPTION_SEED`;
     :func:`corrupted_queries`) and embedded once per severity against the clean references. Metrics:
     ``R@1_s{k}`` / ``R@5_s{k}`` / ``R@10_s{k}`` per severity, ``R@1`` / ``R@5`` / ``R@10`` their means
     over the severities, ``R@1_clean`` and ``RCE`` (the relative corruption error of the mean, in
-    percent)."""
+    percent). With ``references`` their aerial views are corrupted too (on the fly, the same
+    condition, each view its own seeded stream) and embedded once per severity."""
     per: dict[int, dict[str, float]] = {}
     for severity in range(1, 6):
         ds = corrupted_queries(queries, corruption, severity, cache_dir, name=name)
         gq = emb(ds, "ground", f"embed {corruption} {severity}")
-        per[severity], _ = score(gq, similarity, flags)
+        ref = None
+        if references is not None:
+            refs = CorruptedViews(references, corruption, severity, seed=CORRUPTION_SEED, views=("aerial",))
+            ref = emb(refs, "aerial", f"embed corrupted references {corruption} {severity}")
+        per[severity], _ = score(gq, similarity, flags, ref)
     metrics: dict[str, float] = {}
     for k in ("R@1", "R@5", "R@10"):
         for severity, m in per.items():
