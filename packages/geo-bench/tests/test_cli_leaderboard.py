@@ -69,6 +69,40 @@ class TestTinyLeaderboard:
             blob = (out / name).read_bytes()
             assert blob[:8] == b"\x89PNG\r\n\x1a\n" and len(blob) > 5000
 
+    def test_compute_in_every_format(self, tiny):
+        """Every row shows training time, optimiser steps and pairs seen (steps x batch size)."""
+        out, _ = tiny
+        header = next(line for line in (out / "leaderboard.md").read_text().splitlines() if line.startswith("| method"))
+        assert "| train s | steps | pairs seen |" in header
+        rows = list(csv.DictReader((out / "leaderboard.csv").open()))
+        json_rows = json.loads((out / "leaderboard.json").read_text())["measured"]["rows"]
+        for row in [*rows, *json_rows]:
+            if row["method"] == BASELINE_NAME:
+                continue
+            steps, seen = float(row["train_steps"]), float(row["pairs_seen"])
+            assert steps >= 1 and seen == steps * 16  # --tiny: batch size 16
+            assert float(row["train_s"]) > 0
+        for r in ResultStore(out / "results.jsonl").records():
+            if r.recipe != BASELINE_NAME:
+                assert r.metrics["pairs_seen"] == r.metrics["train_steps"] * 16
+
+    def test_retrieval_examples_figure(self, tiny):
+        out, _ = tiny
+        blob = (out / "leaderboard_examples.png").read_bytes()
+        assert blob[:8] == b"\x89PNG\r\n\x1a\n"
+        found = sorted((out / "runs").glob("*/examples.json"))
+        assert len(found) == len(_recipes())
+        for path in found:
+            ex = json.loads(path.read_text())
+            assert ex["query_index"] == ex["true_index"] == [0, 1, 2, 3]
+            assert all(len(top) == 5 and len(set(top)) == 5 for top in ex["top_index"])
+            assert all(s == sorted(s, reverse=True) for s in ex["top_score"])
+        from PIL import Image
+
+        with Image.open(out / "leaderboard_examples.png") as im:  # one row per recipe and query
+            width, height = im.size
+        assert height > len(_recipes()) * 4 * 60 and width > 500
+
     def test_rerun_skips_what_is_in_the_store(self, tiny, capsys):
         out, _ = tiny
         before = (out / "results.jsonl").read_text()
@@ -132,7 +166,14 @@ def test_killing_the_leaderboard_stops_the_training_processes(tmp_path, sig):
             time.sleep(0.5)
             workers = _workers(proc.pid)
         assert len(workers) == 2, f"the two training processes never started (exit {proc.poll()})"
-        time.sleep(3)  # let them get into training
+        # wait until both are training (the trainer writes recipe.json when fit() starts): a worker
+        # still importing torch under load has not started its parent watch yet, and a fixed sleep
+        # made this test fail on a busy machine for that reason alone
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and len(list(tmp_path.glob("runs/*/recipe.json"))) < 2:
+            time.sleep(0.5)
+        assert len(list(tmp_path.glob("runs/*/recipe.json"))) == 2, "the two recipes never started training"
+        time.sleep(1)
         proc.send_signal(sig)
         assert proc.wait(timeout=60) != 0
         deadline = time.monotonic() + 15
@@ -194,3 +235,50 @@ def test_leaderboard_seeds_bad_value(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert main(["leaderboard", "--tiny", "--seeds", "0,x", "--out", str(tmp_path)]) == 2
     assert "--seeds" in caplog.text
+
+
+def test_parallel_progress_lines_without_a_terminal(tmp_path):
+    """With stdout not a terminal, the parent prints per-recipe progress (epoch, step, loss, ETA)
+    from the worker processes at the GEO_BENCH_PROGRESS_S interval, and an overall line."""
+    import re
+
+    cmd = [sys.executable, "-m", "geo_bench", "leaderboard", "--tiny", "--recipes", "safa,dsm", "--jobs", "2",
+           "--out", str(tmp_path), "--no-baseline", "--no-plots", "--threads", "1"]
+    env = {**os.environ, "GEO_BENCH_PROGRESS_S": "0.5"}
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    for name in ("safa", "dsm"):
+        assert re.search(rf"\] {name} \(small\): training epoch 1/1, step \d+/3, loss \d+\.\d+, .*ETA", proc.stdout), \
+            proc.stdout[-3000:]
+    assert re.search(r"overall: \d/2 done, \d running, \d queued; .* elapsed, ETA", proc.stdout)
+
+
+def test_time_budget_stops_training_early(tmp_path, capsys, monkeypatch):
+    """--time-budget: a budget shorter than one step trains 1 of the 3 steps, says so in the
+    record (protocol time_budget_s, stopped_by_time_budget, train_steps) and changes the config;
+    in process (--jobs 1) the progress lines come from the trainer callback too."""
+    import re
+
+    monkeypatch.setenv("GEO_BENCH_PROGRESS_S", "0.1")
+    common = ["leaderboard", "--tiny", "--recipes", "safa", "--no-baseline", "--no-plots", "--threads", "1",
+              "--jobs", "1"]
+    assert main([*common, "--out", str(tmp_path / "full")]) == 0
+    assert main([*common, "--out", str(tmp_path / "budget"), "--time-budget", "0.01"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"safa \(small\): training epoch 1/1, step \d/3, loss \d", printed), printed
+    full = ResultStore(tmp_path / "full" / "results.jsonl").records()
+    budget = ResultStore(tmp_path / "budget" / "results.jsonl").records()
+    assert {r.metrics["train_steps"] for r in full} == {3.0}
+    assert {r.metrics["train_steps"] for r in budget} == {1.0}
+    assert all(r.protocol["time_budget_s"] == 0.01 and r.protocol["stopped_by_time_budget"] for r in budget)
+    assert all("time_budget_s" not in r.protocol for r in full)
+    assert {r.protocol["config"] for r in budget}.isdisjoint({r.protocol["config"] for r in full})
+    assert "time budget 0.01 s" in (tmp_path / "budget" / "leaderboard.md").read_text()
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan"])
+def test_time_budget_must_be_positive(tmp_path, caplog, value):
+    with caplog.at_level(logging.ERROR):
+        assert main(["leaderboard", "--tiny", "--time-budget", value, "--out", str(tmp_path)]) == 2
+    assert "--time-budget must be a positive number" in caplog.text
+    assert not (tmp_path / "cache").exists()  # refused before any work

@@ -55,6 +55,24 @@ class TestRows:
     def test_measured_are_not_reported(self, measured):
         assert reported_rows(measured) == []
 
+    def test_compute_columns(self, measured):
+        """Training time, optimiser steps and pairs seen in every format; pairs seen derived from the
+        throughput for records older than the metric; a time budget named in the protocol."""
+        measured[0].metrics.update({"train_steps": 40.0, "pairs_seen": 640.0})
+        measured[0].protocol["time_budget_s"] = 30.0
+        rows = {(r["method"], r["orientation_known"]): r for r in measured_rows(measured)}
+        safa, dsm = rows[("safa", True)], rows[("dsm", True)]
+        assert (safa["train_steps"], safa["pairs_seen"], safa["time_budget_s"]) == (40.0, 640.0, 30.0)
+        assert safa["protocol"] == "orientation known, time budget 30 s"
+        assert dsm["train_steps"] is None and dsm["pairs_seen"] == round(55.0 * 12.5)  # older record
+        md = to_markdown(measured)
+        assert "| train s | steps | pairs seen | eval s |" in md
+        assert "| 12 | 40 | 640 | 0.5 |" in md and "| 12 | – | 688 | 0.5 |" in md
+        csv_rows = list(csv.DictReader(io.StringIO(to_csv(measured))))
+        assert {(r["method"], r["train_steps"], r["pairs_seen"]) for r in csv_rows} >= {("safa", "40.0", "640.0")}
+        json_rows = json.loads(to_json(measured))["measured"]["rows"]
+        assert any(r["pairs_seen"] == 640.0 and r["train_steps"] == 40.0 and r["train_s"] == 12.5 for r in json_rows)
+
 
 class TestRender:
     def test_markdown_sections(self, measured):

@@ -37,8 +37,9 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--protocols", metavar="NAMES",
         help="also evaluate these protocols, comma-separated: fov (FoV 360/180/90/70 with orientation unknown, "
-             "from fixed query files kept in queries/ next to the results) and corruption (16 corruptions x 5 "
-             "severities of the queries, relative corruption error); e.g. --protocols fov,corruption")
+             "from fixed query files kept in queries/ next to the results), corruption (16 corruptions x 5 "
+             "severities of the queries, relative corruption error) and corruption+refs (the references "
+             "corrupted too); e.g. --protocols fov,corruption")
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,6 +121,28 @@ def apply_runtime(args: argparse.Namespace) -> None:
         return
     if device.startswith("cpu"):
         torch.set_num_threads(1)
+
+
+def status_view(active: bool) -> Any:
+    """A :class:`~geo_bench.leaderboard.progress.ProgressView` over a fresh board: when ``active``
+    (no progress bars: output is a log, not a terminal) it prints one timestamped line per running
+    recipe every ``GEO_BENCH_PROGRESS_S`` (default 30) seconds to stdout; otherwise it only
+    collects events.
+
+    Raises:
+        ValueError: ``GEO_BENCH_PROGRESS_S`` is not a positive number.
+    """
+    import time
+
+    from ..leaderboard.progress import ProgressBoard, ProgressView, progress_interval
+
+    interval = progress_interval()
+    t0 = time.perf_counter()
+
+    def emit(line: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f} s] {line}", flush=True)
+
+    return ProgressView(ProgressBoard(), emit=emit if active else None, interval_s=interval)
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:

@@ -31,6 +31,7 @@ from ._common import (
     apply_runtime,
     guarded,
     progress_enabled,
+    status_view,
     world_config,
 )
 
@@ -152,8 +153,11 @@ def _run(args: argparse.Namespace) -> int:
     run_ = TrainedRun(recipe, model, run_dir, info.get("config") or config_hash(recipe.to_dict(), cfg), train_seconds,
                       int(info.get("global_step", 0)), digest, info.get("selection_split"), info.get("best_R@1"))
     store = ResultStore(args.store)
-    records = evaluate_trained(run_, test, cfg, progress=progress_enabled(args), source=str(weights),
-                               queries_dir=store.path.parent / "queries")
+    view = status_view(not progress_enabled(args))  # plain lines every 30 s when there are no bars
+    view.update({"kind": "start", "recipe": recipe.name, "variant": variant})
+    with view:
+        records = evaluate_trained(run_, test, cfg, progress=progress_enabled(args), source=str(weights),
+                                   queries_dir=store.path.parent / "queries", events=view.update)
     for r in records:
         store.append(r)
     base, _, _ = split_records(records)

@@ -13,12 +13,19 @@ known and unknown (panoramas rolled by fixed, seeded shifts). 10.5 minutes measu
   geo-bench leaderboard --tiny                            # smoke test (~1 min): tiny world, 1 epoch
   geo-bench leaderboard --seeds 0,1,2                     # three seeds + mean ± std per method
   geo-bench leaderboard --protocols fov,corruption        # + limited FoV and corruption robustness
+  geo-bench leaderboard --time-budget 60                  # every recipe trains for the same 60 s
   geo-bench leaderboard --dataset cvusa --root data/CVUSA --device cuda   # full variants, real data
 
 Outputs in --out (default leaderboard_run): results.jsonl (the results store: one record per
 evaluation, appended atomically), leaderboard.{md,csv,json}, leaderboard_recall.png (R@K curves),
-leaderboard_bar.png. Measured rows carry data, seed, git commit and hardware; on CVUSA / CVACT /
-VIGOR the published numbers (geo-bench reported) are shown in a separate section, never mixed.
+leaderboard_bar.png, leaderboard_examples.png (top-5 retrievals of the first 4 test queries per
+recipe, the true tile framed green). Measured rows carry data, seed, git commit and hardware, and
+the compute behind them (training seconds, optimiser steps, pairs seen); on CVUSA / CVACT / VIGOR
+the published numbers (geo-bench reported) are shown in a separate section, never mixed.
+
+Progress: on a terminal a live table (per recipe: state, epoch, step, loss, held-out R@1, elapsed,
+ETA; overall ETA below); otherwise (logs, CI) one line per running recipe every 30 s
+(GEO_BENCH_PROGRESS_S=SECONDS changes the interval).
 
 A recipe that fails is reported (exit status 1) and the others still run.
 Resumable: a recipe whose results for the same configuration, seed and commit are already in the
@@ -63,6 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int,
                         help="recipes trained at once, one process each (default: 2 on a CPU with >= 2 cores, "
                              "else 1); results go to the same store")
+    parser.add_argument("--time-budget", type=float, metavar="S",
+                        help="train every recipe for at most S wall-clock seconds (the same budget for all; "
+                             "recorded in the protocol and the config hash; best/ is still selected on the "
+                             "held-out slice)")
     add_protocol_arguments(parser)
     add_data_arguments(parser)
     add_runtime_arguments(parser)
@@ -81,7 +92,8 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..leaderboard.evaluation import parse_protocols
-    from ..leaderboard.plots import plot_corruption_heatmap, write_plots
+    from ..leaderboard.plots import plot_corruption_heatmap, plot_retrieval_examples, write_plots
+    from ..leaderboard.progress import progress_interval
     from ..leaderboard.protocol_tables import (
         corruption_rows,
         render_rich_tables,
@@ -89,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         write_protocol_tables,
     )
     from ..leaderboard.reported import reported_records
-    from ..leaderboard.runner import TINY, RunConfig, run_leaderboard
+    from ..leaderboard.runner import TINY, RunConfig, open_datasets, run_leaderboard
     from ..leaderboard.table import render_rich, write_outputs
     from ..store import ResultStore
 
@@ -114,7 +126,9 @@ def _run(args: argparse.Namespace) -> int:
         vigor_area=args.vigor_area,
         cache=args.cache,
         protocols=parse_protocols(args.protocols),
+        time_budget_s=args.time_budget,
     )
+    progress_interval()  # a bad GEO_BENCH_PROGRESS_S fails before any work
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None
     out = Path(args.out)
     store = ResultStore(args.store) if args.store else ResultStore(out / "results.jsonl")
@@ -134,12 +148,17 @@ def _run(args: argparse.Namespace) -> int:
         jobs = 2 if on_cpu and (os.cpu_count() or 1) >= 2 else 1
     seeds = _parse_seeds(args.seeds) if args.seeds else [cfg.seed]
     records = []
+    examples: dict = {}
+    live = console if sys.stdout.isatty() and not args.no_progress else None
     for seed in seeds:
         if len(seeds) > 1:
             say(f"seed {seed}")
+        found: dict = {}
         records += run_leaderboard(replace(cfg, seed=seed), out, recipes=recipes, baseline=not args.no_baseline,
                                    store=store, progress=progress_enabled(args), on_event=say, failures=failures,
-                                   jobs=max(1, jobs))
+                                   jobs=max(1, jobs), live_console=live, examples=found)
+        if not examples:  # the figure shows the first seed's models
+            examples = found
     reported = []
     if not synthetic:
         split = cfg.test_split if args.dataset != "vigor" else f"{cfg.vigor_area}_area"
@@ -158,6 +177,12 @@ def _run(args: argparse.Namespace) -> int:
         _print_seed_summary(seed_summary(base), console)
     if not args.no_plots:
         paths.update(write_plots(base, out))
+        if examples:
+            _, test = open_datasets(replace(cfg, seed=seeds[0]), out / "cache", need_train=False)
+            paths["examples"] = plot_retrieval_examples(
+                examples, test, out / "leaderboard_examples.png",
+                title=f"Top-5 retrievals of the first test queries, orientation known, seed {seeds[0]} "
+                      "(green: the true tile)")
         if corrupted:
             rows, names = corruption_rows(corrupted)
             cells = {f"{r['method']} ({r['variant']}, seed {r['seed']})": {n: r[n] for n in names if n in r}

@@ -34,6 +34,7 @@ from ._common import (
     apply_runtime,
     guarded,
     progress_enabled,
+    status_view,
     world_config,
 )
 
@@ -55,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (saving last/)")
+    parser.add_argument("--time-budget", type=float, metavar="S",
+                        help="stop after S wall-clock seconds of training (saving last/; counts a resumed run's "
+                             "earlier seconds)")
     add_data_arguments(parser)
     add_runtime_arguments(parser)
 
@@ -82,8 +86,9 @@ def _run(args: argparse.Namespace) -> int:
     recipe = get_recipe_or_raise(args.recipe, variant, epochs=args.epochs, batch_size=args.batch_size)
     cfg = replace(RunConfig(dataset=args.dataset, root=args.root, variant=variant, seed=args.seed,
                             max_steps=args.max_steps, device=args.device, vigor_area=args.vigor_area,
-                            cache=args.cache),
+                            cache=args.cache, time_budget_s=args.time_budget),
                   world=world_config(args))
+    view = status_view(not progress_enabled(args))  # plain lines when there are no bars
     out = Path(args.out or f"runs/{recipe.name}-{variant}-s{args.seed}")
     recover_checkpoint(out / "last")  # a crash while last/ was being replaced may have left none
     recover_checkpoint(out / "best")
@@ -98,10 +103,17 @@ def _run(args: argparse.Namespace) -> int:
     train_full, _ = open_datasets(cfg, out / "cache", progress=progress_enabled(args))
     if not recorded:  # the start of the run (or the first resume of a run from before the record)
         _write_run_args(out, run_args, resume=args.resume)
-    run_ = train_recipe(recipe, train_full, cfg, out, resume=args.resume, progress=progress_enabled(args))
+    view.update({"kind": "queued", "recipe": recipe.name, "variant": variant, "epochs": int(recipe.epochs),
+                 "budget_s": cfg.time_budget_s})
+    view.update({"kind": "start", "recipe": recipe.name})
+    with view:
+        run_ = train_recipe(recipe, train_full, cfg, out, resume=args.resume, progress=progress_enabled(args),
+                            events=view.update)
     info = {"recipe": recipe.name, "variant": variant, "seed": cfg.seed, "data": cfg.data_dict(),
             "config": run_.config, "global_step": run_.global_step, "train_seconds": round(run_.train_seconds, 2),
             "selection_split": run_.selection_split, "best_R@1": run_.best_metric, "checkpoint": run_.checkpoint}
+    if cfg.time_budget_s is not None:
+        info.update({"time_budget_s": cfg.time_budget_s, "stopped_by_time_budget": run_.stopped_by_budget})
     (out / "run.json").write_text(json.dumps(info, indent=1) + "\n")
     best = "none" if run_.best_metric is None else f"{run_.best_metric:.1f}"
     print(f"{recipe.name} ({variant}): {run_.global_step} steps in {run_.train_seconds:.0f} s; "

@@ -5,7 +5,10 @@ Convention:
       protocol, read from the ``R@K`` metrics of measured records (the evaluation stores a curve).
     - :func:`plot_bars`: grouped bars of R@1 and R@5 per method, one group per method, hatched bars
       for the orientation-unknown protocol, a dashed line at chance (1 / gallery size).
-    Both return the written path; figures are closed after saving.
+    - :func:`plot_retrieval_examples`: per recipe and example query (rows = recipes x queries), the
+      panorama, then its top-5 aerial tiles with their scores; the true tile framed green, the others
+      red; written atomically.
+    All return the written path; figures are closed after saving.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 from ..protocols.corruptions import CORRUPTIONS
 from ..records import ResultRecord
 
-__all__ = ["plot_bars", "plot_corruption_heatmap", "plot_recall_curves", "write_plots"]
+__all__ = ["plot_bars", "plot_corruption_heatmap", "plot_recall_curves", "plot_retrieval_examples", "write_plots"]
 
 
 def _label(r: ResultRecord) -> str:
@@ -143,6 +146,83 @@ def write_plots(records: Sequence[ResultRecord], out_dir: str | Path, stem: str 
         "recall_curves": plot_recall_curves(records, out_dir / f"{stem}_recall.png"),
         "bar_chart": plot_bars(records, out_dir / f"{stem}_bar.png"),
     }
+
+
+def _image(x: Any) -> np.ndarray:
+    """(3, H, W) float in [0, 1] or uint8 tensor / array -> (H, W, 3) float array in [0, 1]."""
+    arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3):
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.max(initial=0.0) > 1.0:
+        arr = arr / 255.0
+    return np.clip(arr, 0.0, 1.0)
+
+
+def plot_retrieval_examples(examples: Mapping[str, Mapping[str, Any]], test: Any, path: str | Path, *,
+                            title: str | None = None) -> Path:
+    """Retrieval examples: one row per (recipe, query): the query panorama, then the top-k aerial
+    tiles with their scores, the true tile framed green (and "true" in its caption), wrong ones red.
+
+    Convention: ``examples`` maps a recipe label to :func:`~.runner.retrieval_examples`' dict
+    (``query_index``, ``query_id``, ``true_index``, ``top_index``, ``top_score``); ``test[i]``
+    gives ``"ground"`` (3, H, W) and ``"aerial"`` (3, h, w) images in [0, 1] (or uint8). A row's
+    title gives the rank of the true tile when it is outside the top k. The layout is
+    ``rows = sum of queries over recipes``, ``columns = 1 + k`` (the panorama spans two columns
+    of width); the PNG is written atomically (temporary file, fsync, rename).
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        ValueError: ``examples`` is empty or a recipe has no queries.
+    """
+    from geo_retrieval.checkpoint import atomic_save
+
+    if not examples:
+        raise ValueError("examples is empty: nothing to plot")
+    rows: list[tuple[str, int, str, int, list[int], list[float]]] = []
+    for label, ex in examples.items():
+        if not ex.get("query_index"):
+            raise ValueError(f"examples[{label!r}] has no queries")
+        for qi, qid, true, top, score in zip(ex["query_index"], ex["query_id"], ex["true_index"], ex["top_index"],
+                                             ex["top_score"]):
+            rows.append((label, int(qi), str(qid), int(true), [int(t) for t in top], [float(v) for v in score]))
+    k = max(len(r[4]) for r in rows)
+    plt = _pyplot()
+    fig = plt.figure(figsize=(2.0 * (k + 2), 1.45 * len(rows) + 0.5))
+    grid = fig.add_gridspec(len(rows), k + 2, wspace=0.08, hspace=0.45)
+    cache: dict[int, dict[str, Any]] = {}
+
+    def sample(i: int) -> dict[str, Any]:
+        if i not in cache:
+            cache[i] = test[i]
+        return cache[i]
+
+    try:
+        for r, (label, qi, qid, true, top, score) in enumerate(rows):
+            ax = fig.add_subplot(grid[r, 0:2])
+            ax.imshow(_image(sample(qi)["ground"]), aspect="auto")
+            hit = "true tile at rank 1" if top and top[0] == true else (
+                f"true tile at rank {top.index(true) + 1}" if true in top else f"true tile not in top {k}")
+            ax.set_title(f"{label}: query {qid} ({hit})", fontsize=7, loc="left")
+            ax.set_axis_off()
+            for c, (j, value) in enumerate(zip(top, score)):
+                ax = fig.add_subplot(grid[r, 2 + c])
+                ax.imshow(_image(sample(j)["aerial"]))
+                ok = j == true
+                ax.set_title(f"#{c + 1} {value:.2f}" + (" true" if ok else ""), fontsize=6,
+                             color="green" if ok else "black")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("limegreen" if ok else "red")
+                    spine.set_linewidth(3.0 if ok else 0.8)
+        fig.suptitle(title or f"Top-{k} retrievals of fixed test queries (green: the true tile)", fontsize=9)
+        path = Path(path)
+        atomic_save(path, lambda fh: fig.savefig(fh, format="png", dpi=90, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+    return path
 
 
 def plot_corruption_heatmap(rows: Mapping[str, Mapping[str, Any]], path: str | Path, *, metric: str = "R@1",

@@ -19,7 +19,20 @@ Convention:
       ``orientation_aware``, ``selection_split``, ``epochs``, ``checkpoint`` (sha256 prefix of the
       weights) and, on the synthetic world, ``world`` (its configuration); ``metrics`` also hold the
       recall curve and throughputs (pairs/s); provenance from
-      :func:`~geo_bench.records.collect_provenance`.
+      :func:`~geo_bench.records.collect_provenance`. ``metrics`` also show the compute:
+      ``train_steps`` (optimiser steps), ``pairs_seen`` (steps x batch size) and
+      ``train_pairs_per_s``; ``provenance.train_seconds`` the training time.
+    - **Time budget.** ``RunConfig.time_budget_s`` trains every recipe for the same wall-clock
+      budget (:class:`TimeBudget`, a trainer callback raising ``StopTraining``; the trainer saves
+      ``last/``, ``best/`` stays the best held-out epoch). It enters the config hash and the
+      protocol (``time_budget_s``).
+    - **Progress.** Training and evaluation send small event dicts (:mod:`.progress`) to a
+      :class:`~.progress.ProgressView`: in process for ``jobs == 1``, through a queue of the spawn
+      context from the worker processes otherwise; the parent drains it while it waits.
+    - **Retrieval examples.** After evaluation, the top-:data:`EXAMPLE_K` references (indices and
+      scores) of the first :data:`EXAMPLE_QUERIES` test queries (orientation known) are written to
+      ``<run folder>/examples.json`` (:func:`retrieval_examples`); ``run_leaderboard(examples=...)``
+      collects them for :func:`~.plots.plot_retrieval_examples`.
 """
 
 from __future__ import annotations
@@ -27,7 +40,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import queue as queue_module
 import signal
 import threading
 import time
@@ -44,22 +59,29 @@ from ..store import ResultStore
 from .data import DATASET_NAMES, WorldConfig, load_world, open_real_dataset
 from .evaluation import (
     EvalResult,
+    _embed,
     evaluate_baseline,
     evaluate_model,
     expected_protocols,
     matches_protocol,
     parse_protocols,
 )
+from .progress import ProgressBoard, ProgressView, progress_interval
 
 __all__ = [
     "TINY",
     "EVAL_SPLITS",
+    "EXAMPLE_K",
+    "EXAMPLE_QUERIES",
     "CheckpointMismatchError",
+    "ProgressCallback",
     "RunConfig",
+    "TimeBudget",
     "config_hash",
     "get_recipe_or_raise",
     "load_model_weights",
     "open_datasets",
+    "retrieval_examples",
     "run_leaderboard",
     "train_recipe",
     "uses_synthesis",
@@ -109,6 +131,8 @@ class RunConfig:
         protocols: optional evaluation protocols (``"fov"``, ``"corruption"``; see
             :data:`~.evaluation.EXTRA_PROTOCOLS`), evaluated besides the dataset's own. Not part of
             the config hash: they change what is measured, not what is trained.
+        time_budget_s: train every recipe for at most this many wall-clock seconds (None: no
+            budget); part of the config hash and of the records' protocol.
     """
 
     dataset: str = "synthetic"
@@ -125,6 +149,7 @@ class RunConfig:
     vigor_area: str = "same"
     cache: str | None = None
     protocols: tuple[str, ...] = ()
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_NAMES:
@@ -134,6 +159,11 @@ class RunConfig:
         object.__setattr__(self, "protocols", parse_protocols(self.protocols))
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"--max-steps must be a positive integer, got {self.max_steps}")
+        if self.time_budget_s is not None:
+            budget = float(self.time_budget_s)
+            if not (budget > 0 and math.isfinite(budget)):
+                raise ValueError(f"--time-budget must be a positive number of seconds, got {self.time_budget_s}")
+            object.__setattr__(self, "time_budget_s", budget)
         splits = EVAL_SPLITS[self.dataset]
         if self.eval_split is not None and self.eval_split not in splits:
             raise ValueError(f"--split {self.eval_split!r}: {self.dataset} is evaluated on "
@@ -166,8 +196,12 @@ def _hash(obj: Any) -> str:
 
 def config_hash(recipe_dict: dict[str, Any], cfg: RunConfig) -> str:
     """Short hash of everything a result depends on besides seed and code: the recipe (after
-    overrides), the data and the step limit."""
-    return _hash({"recipe": recipe_dict, "data": cfg.data_dict(), "max_steps": cfg.max_steps})
+    overrides), the data, the step limit and the time budget (only when set, so that runs without
+    one keep their hash)."""
+    parts: dict[str, Any] = {"recipe": recipe_dict, "data": cfg.data_dict(), "max_steps": cfg.max_steps}
+    if cfg.time_budget_s is not None:
+        parts["time_budget_s"] = cfg.time_budget_s
+    return _hash(parts)
 
 
 def get_recipe_or_raise(name: str, variant: str, *, epochs: int | None = None, batch_size: int | None = None) -> Any:
@@ -304,12 +338,107 @@ class TrainedRun:
     checkpoint: str
     selection_split: str | None
     best_metric: float | None
+    stopped_by_budget: bool = False
+
+
+#: A progress event sink (see :mod:`.progress`).
+EventSink = Callable[[dict[str, Any]], None]
+
+
+def _last_val_r1(history: Sequence[dict[str, Any]]) -> float | None:
+    for record in reversed(history):
+        value = record.get("val/R@1")
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+def _loss(logs: dict[str, Any]) -> float | None:
+    """The training loss of a step's logs: ``loss``, else the first ``*loss*`` entry, else None."""
+    if isinstance(logs.get("loss"), (int, float)):
+        return float(logs["loss"])
+    for key, value in logs.items():
+        if "loss" in key and isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+class ProgressCallback:
+    """Trainer callback (``f(trainer, logs)`` after every step) that sends ``step`` events (see
+    :mod:`.progress`): epoch, epochs, step, total steps, the step's loss and the last held-out R@1.
+
+    Args:
+        recipe: the recipe name in the events.
+        sink: where events go (a queue's ``put``, a view's ``update``).
+        min_interval_s: at most one event per this many seconds, besides the first step of every
+            epoch and the last step.
+        clock: monotonic seconds.
+    """
+
+    def __init__(self, recipe: str, sink: EventSink, *, min_interval_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.recipe = recipe
+        self.sink = sink
+        self.min_interval_s = float(min_interval_s)
+        self.clock = clock
+        self._last: float | None = None
+        self._epoch: int | None = None
+
+    def __call__(self, trainer: Any, logs: dict[str, Any]) -> None:
+        now = self.clock()
+        total = int(trainer.epochs) * int(trainer.steps_per_epoch)
+        if getattr(trainer, "max_steps", None):
+            total = min(total, int(trainer.max_steps))
+        step = int(trainer.global_step)
+        due = (self._last is None or now - self._last >= self.min_interval_s or trainer.epoch != self._epoch
+               or step >= total)
+        if not due:
+            return
+        self._last, self._epoch = now, trainer.epoch
+        self.sink({"kind": "step", "recipe": self.recipe, "epoch": int(trainer.epoch), "epochs": int(trainer.epochs),
+                   "step": step, "total_steps": total, "loss": _loss(logs),
+                   "val_r1": _last_val_r1(trainer.history)})
+
+
+class TimeBudget:
+    """Trainer callback that stops training (``geo_retrieval.training.StopTraining``; the trainer
+    saves ``last/``) once ``budget_s`` wall-clock seconds of training are spent, counting the
+    seconds of a resumed run (:meth:`begin`).
+
+    Args:
+        budget_s: seconds (> 0).
+        clock: monotonic seconds.
+    """
+
+    def __init__(self, budget_s: float, *, clock: Callable[[], float] = time.perf_counter) -> None:
+        if not budget_s > 0:
+            raise ValueError(f"budget_s must be positive, got {budget_s}")
+        self.budget_s = float(budget_s)
+        self.clock = clock
+        self.start: float | None = None
+        self.stopped = False
+
+    def begin(self, already_s: float = 0.0) -> None:
+        """Start the clock, ``already_s`` seconds of (resumed) training spent."""
+        self.start = self.clock() - float(already_s)
+
+    def __call__(self, trainer: Any, logs: dict[str, Any]) -> None:
+        from geo_retrieval.training import StopTraining
+
+        if self.start is None:
+            self.begin(float(getattr(trainer, "train_seconds", 0.0)))
+        if self.clock() - self.start >= self.budget_s:  # type: ignore[operator]
+            self.stopped = True
+            raise StopTraining(f"time budget of {self.budget_s:g} s spent")
 
 
 def train_recipe(recipe: Any, train_full: Any, cfg: RunConfig, run_dir: str | Path, *, resume: bool = True,
-                 progress: bool = False) -> TrainedRun:
+                 progress: bool = False, events: EventSink | None = None) -> TrainedRun:
     """Train ``recipe`` on ``train_full`` minus the held-out slice, selecting on that slice, and
-    return the model with its ``best/`` weights (``last/`` if nothing was selected)."""
+    return the model with its ``best/`` weights (``last/`` if nothing was selected).
+
+    ``events`` receives progress events (:class:`ProgressCallback`); ``cfg.time_budget_s`` stops
+    training when spent (:class:`TimeBudget`)."""
     from geo_retrieval.recipes import build
     from geo_retrieval.training import Trainer, recover_checkpoint, split_holdout
 
@@ -320,17 +449,27 @@ def train_recipe(recipe: Any, train_full: Any, cfg: RunConfig, run_dir: str | Pa
         model = build(recipe)
     train, val = split_holdout(train_full, fraction=_holdout(cfg), seed=cfg.seed)
     has_last = (run_dir / "last" / "trainer_state.pt").exists()
+    callbacks: list[Callable[[Any, dict], None]] = []
+    if events is not None:
+        callbacks.append(ProgressCallback(recipe.name, events, min_interval_s=min(1.0, progress_interval() / 4)))
+    budget = TimeBudget(cfg.time_budget_s) if cfg.time_budget_s is not None else None
+    if budget is not None:
+        callbacks.append(budget)
     trainer = Trainer(model, recipe, train, val, out_dir=run_dir, seed=cfg.seed, device=cfg.device,
-                      max_steps=cfg.max_steps, progress=progress, resume=bool(resume and has_last))
+                      max_steps=cfg.max_steps, progress=progress, resume=bool(resume and has_last),
+                      callbacks=callbacks)
     if has_last and resume:
         log.info("%s: resuming from %s (epoch %d)", recipe.name, run_dir / "last", trainer.epoch)
+    if budget is not None:
+        budget.begin(trainer.train_seconds)
     result = trainer.fit()
     weights = run_dir / "best" / "model.safetensors"
     if not weights.exists():
         weights = run_dir / "last" / "model.safetensors"
     checkpoint = load_model_weights(trainer.raw_model, weights)
     return TrainedRun(recipe, trainer.raw_model, run_dir, config_hash(recipe.to_dict(), cfg), result.train_seconds,
-                      result.global_step, checkpoint, result.selection_split, result.best_metric)
+                      result.global_step, checkpoint, result.selection_split, result.best_metric,
+                      stopped_by_budget=bool(budget is not None and budget.stopped))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -377,6 +516,8 @@ def _recipe_protocol(recipe: Any, cfg: RunConfig, config: str) -> dict[str, Any]
         "epochs": int(recipe.epochs),
         "selection_split": "train-holdout",
     }
+    if cfg.time_budget_s is not None:
+        base["time_budget_s"] = cfg.time_budget_s
     base.update(_data_protocol(cfg))
     return base
 
@@ -389,15 +530,25 @@ def _data_protocol(cfg: RunConfig) -> dict[str, Any]:
 
 def evaluate_trained(run: TrainedRun, test: Any, cfg: RunConfig, *, progress: bool = False,
                      source: str | None = None, commit: str | None = None,
-                     queries_dir: str | Path | None = None) -> list[ResultRecord]:
+                     queries_dir: str | Path | None = None, events: EventSink | None = None) -> list[ResultRecord]:
     """Evaluate a trained run on the test split (the dataset's protocols and ``cfg.protocols``; FoV
-    query files in ``queries_dir``, default ``<run folder>/queries``) and build its records."""
+    query files in ``queries_dir``, default ``<run folder>/queries``) and build its records;
+    ``events`` receives an ``evaluating`` event naming the protocols."""
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if events is not None:
+        names = "orientation known/unknown" if cfg.dataset == "synthetic" else "the dataset's protocols"
+        events({"kind": "evaluating", "recipe": run.recipe.name,
+                "detail": f"on {cfg.test_split} ({', '.join([names, *cfg.protocols])})"})
     results = evaluate_model(run.model, run.recipe, cfg.dataset, test, split=cfg.test_split, device=device,
                              progress=progress, source=source or str(run.run_dir), protocols=cfg.protocols,
                              queries_dir=queries_dir or Path(run.run_dir) / "queries")
     base = _recipe_protocol(run.recipe, cfg, run.config) | {"checkpoint": run.checkpoint}
+    if cfg.time_budget_s is not None:
+        base["stopped_by_time_budget"] = run.stopped_by_budget
     extra: dict[str, float] = {}
+    if run.global_step > 0:
+        extra["train_steps"] = float(run.global_step)
+        extra["pairs_seen"] = float(run.global_step * run.recipe.batch_size)
     if run.train_seconds > 0 and run.global_step > 0:
         extra["train_pairs_per_s"] = run.global_step * run.recipe.batch_size / run.train_seconds
     if run.best_metric is not None:
@@ -405,6 +556,82 @@ def evaluate_trained(run: TrainedRun, test: Any, cfg: RunConfig, *, progress: bo
     return _records(results, recipe=run.recipe.name, variant=run.recipe.variant, dataset=cfg.dataset, base=base,
                     seed=cfg.seed, train_seconds=run.train_seconds, extra_metrics=extra,
                     source=source or str(run.run_dir), commit=commit)
+
+
+# ------------------------------------------------------------------------------------------------
+# retrieval examples
+
+#: Test queries shown per recipe in the examples figure: the first ones of the test split.
+EXAMPLE_QUERIES = 4
+#: References retrieved per example query.
+EXAMPLE_K = 5
+EXAMPLES_FILE = "examples.json"
+
+
+@torch.no_grad()
+def retrieval_examples(model: nn.Module, recipe: Any, test: Any, *, n_queries: int = EXAMPLE_QUERIES,
+                       k: int = EXAMPLE_K, device: torch.device | str = "cpu",
+                       batch_size: int = 64) -> dict[str, Any]:
+    """The top-``k`` references of the first ``n_queries`` test queries, orientation known.
+
+    Convention: query ``i`` is ``test[i]``, its true reference is ``test[i]["aerial"]`` (index
+    ``i`` among the references, as in the evaluation); every reference is embedded once with the
+    recipe's evaluation preprocessing, the queries alone; scores are the model's similarity
+    (cosine of L2-normalised descriptors unless the model defines its own).
+
+    Returns:
+        ``{"query_index": [i], "query_id": [id], "true_index": [i], "top_index": [[k indices]],
+        "top_score": [[k scores]], "k", "n_reference", "rule"}`` (plain lists, JSON-ready); each top
+        list best first.
+    """
+    from torch.utils.data import Subset
+
+    from geo_retrieval.training import BatchTransform
+
+    device = torch.device(device)
+    model = model.to(device).eval()
+    transform = BatchTransform.from_recipe(recipe)
+    prepare = lambda b: transform(b, None, train=False)  # noqa: E731
+    a = _embed(model.encode_aerial, test, "aerial", prepare, batch_size, device, False, "embed aerial")
+    idx = list(range(min(int(n_queries), len(test))))
+    g = _embed(model.encode_ground, Subset(test, idx), "ground", prepare, batch_size, device, False, "embed ground")
+    similarity = getattr(model, "similarity", None)
+    if getattr(model, "similarity_kind", "cosine") != "cosine" and similarity is not None:
+        sim = similarity(g, a).float()
+    else:
+        sim = g @ a.T
+    scores, top = sim.topk(min(int(k), a.shape[0]), dim=1)
+    ids = getattr(test, "ids", None)
+    query_ids = [str(ids[i]) for i in idx] if ids is not None else [str(test[i]["id"]) for i in idx]
+    return {"query_index": idx, "query_id": query_ids, "true_index": list(idx), "top_index": top.cpu().tolist(),
+            "top_score": [[round(float(v), 4) for v in row] for row in scores.cpu().tolist()], "k": int(k),
+            "n_reference": int(a.shape[0]), "rule": f"the first {len(idx)} test queries, orientation known"}
+
+
+def _write_examples(run: TrainedRun, test: Any, cfg: RunConfig) -> None:
+    """``<run folder>/examples.json`` (:func:`retrieval_examples` plus the checkpoint); never fails
+    the run (a failure is logged)."""
+    if cfg.dataset == "vigor":  # VIGOR's references are a gallery of their own, not test[i]["aerial"]
+        return
+    try:
+        from geo_retrieval.checkpoint import atomic_write_bytes
+
+        device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        ex = retrieval_examples(run.model, run.recipe, test, device=device)
+        ex.update({"recipe": run.recipe.name, "variant": run.recipe.variant, "checkpoint": run.checkpoint,
+                   "split": cfg.test_split})
+        atomic_write_bytes(Path(run.run_dir) / EXAMPLES_FILE, (json.dumps(ex, indent=1) + "\n").encode())
+    except Exception:  # a figure's input must not cost a finished run
+        log.warning("%s: retrieval examples not written", run.recipe.name, exc_info=True)
+
+
+def _read_examples(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / EXAMPLES_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "top_index" in data else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -446,6 +673,8 @@ def run_leaderboard(
     on_event: Callable[[str], None] | None = None,
     failures: list[tuple[str, str]] | None = None,
     jobs: int = 1,
+    live_console: Any = None,
+    examples: dict[str, dict[str, Any]] | None = None,
 ) -> list[ResultRecord]:
     """Train and evaluate ``recipes`` (default: every registered recipe with ``cfg.variant``) and the
     no-learning baseline; append new records to ``store`` (default ``<out_dir>/results.jsonl``) and
@@ -463,6 +692,12 @@ def run_leaderboard(
             ``(name, error)`` and the others still run; else the error propagates.
         jobs: recipes trained at once, each in its own process (spawned, with this process's torch
             thread count) that appends to the same store; the most expensive recipes start first.
+        live_console: a ``rich`` console on a terminal: show the recipes' progress as a Live table
+            there; None: one plain progress line per running recipe through ``on_event`` every
+            :func:`~.progress.progress_interval` seconds (30; ``GEO_BENCH_PROGRESS_S``).
+        examples: if given, filled with ``{recipe label: retrieval examples}`` (see
+            :func:`retrieval_examples`) of every trained recipe of this configuration whose run
+            folder has them (skipped recipes included).
     """
     from geo_retrieval.recipes import list_recipes
 
@@ -512,16 +747,58 @@ def run_leaderboard(
                 say(f"{recipe.name} ({recipe.variant}): only {len(found)} of {len(found) + len(missing)} records in "
                     f"the store (missing {missing}); running again (training resumes from last/)")
             pending.append((recipe, out_dir / "runs" / f"{recipe.name}-{recipe.variant}-{config}-s{cfg.seed}"))
-    if jobs > 1 and len(pending) > 1:
-        records += _run_parallel(pending, cfg, out_dir, store, commit, progress, say, failures, jobs,
-                                 n_train=len(train_full))
-        return records
+        if examples is not None:
+            run_dir = out_dir / "runs" / f"{recipe.name}-{recipe.variant}-{config}-s{cfg.seed}"
+            examples[f"{recipe.name} ({recipe.variant})"] = {"run_dir": str(run_dir)}
+    parallel = jobs > 1 and len(pending) > 1
+    board = ProgressBoard(jobs=min(jobs, len(pending)) if parallel else 1)
+    n_fit = len(train_full) - round(len(train_full) * _holdout(cfg))
+    for recipe, _ in pending:
+        board.update(_queued_event(recipe, cfg, n_fit))
+    view = ProgressView(board, live=live_console is not None, emit=say, console=live_console)
+    with view:
+        if parallel:
+            records += _run_parallel(pending, cfg, out_dir, store, commit, progress, say, failures, jobs,
+                                     n_train=len(train_full), view=view)
+        else:
+            records += _run_serial(pending, train_full, test, cfg, out_dir, store, commit,
+                                   progress and not view.live, say, failures, view)
+    if examples is not None:
+        for label in list(examples):
+            found = _read_examples(Path(examples[label]["run_dir"]))
+            if found is None:
+                del examples[label]
+            else:
+                examples[label] = found
+    return records
+
+
+def _queued_event(recipe: Any, cfg: RunConfig, n_fit: int) -> dict[str, Any]:
+    """The ``queued`` event of a recipe: its planned steps and relative cost per step."""
+    from geo_retrieval import recipes as registry
+
+    total = int(recipe.epochs) * max(1, n_fit // max(1, int(recipe.batch_size)))
+    if cfg.max_steps is not None:
+        total = min(total, cfg.max_steps)
+    weight = 3.0 if recipe.name in getattr(registry, "_BUILDERS", {}) else 1.0
+    return {"kind": "queued", "recipe": recipe.name, "variant": recipe.variant, "epochs": int(recipe.epochs),
+            "total_steps": total, "weight": weight, "budget_s": cfg.time_budget_s}
+
+
+def _run_serial(pending: list[tuple[Any, Path]], train_full: Any, test: Any, cfg: RunConfig, out_dir: Path,
+                store: ResultStore, commit: str, progress: bool, say: Callable[[str], None],
+                failures: list[tuple[str, str]] | None, view: ProgressView) -> list[ResultRecord]:
+    """The recipes one after the other in this process, progress events straight to ``view``."""
+    records: list[ResultRecord] = []
     for recipe, run_dir in pending:
         say(f"{recipe.name} ({recipe.variant}): training in {run_dir}")
+        view.update({"kind": "start", "recipe": recipe.name})
         try:
-            run = train_recipe(recipe, train_full, cfg, run_dir, resume=True, progress=progress)
-            new = evaluate_trained(run, test, cfg, progress=progress, commit=commit, queries_dir=out_dir / "queries")
+            run = train_recipe(recipe, train_full, cfg, run_dir, resume=True, progress=progress, events=view.update)
+            new = evaluate_trained(run, test, cfg, progress=progress, commit=commit, queries_dir=out_dir / "queries",
+                                   events=view.update)
         except Exception as exc:
+            view.update({"kind": "failed", "recipe": recipe.name, "error": f"{type(exc).__name__}: {exc}"})
             if failures is None:
                 raise
             log.exception("%s failed", recipe.name)
@@ -530,7 +807,9 @@ def run_leaderboard(
             continue
         for r in new:
             store.append(r)
+        _write_examples(run, test, cfg)
         records += new
+        view.update({"kind": "done", "recipe": recipe.name, "r1": new[0].metrics.get("R@1")})
         say(_done_message(recipe, run.train_seconds, new))
     return records
 
@@ -572,31 +851,73 @@ def _terminate_workers(pool: Any) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
+#: In a worker process: the queue progress events go to (set by :func:`_init_worker`).
+_EVENTS: Any = None
+
+
+def _init_worker(events: Any) -> None:
+    """Pool initializer: keep the progress queue; never block the worker's exit on unsent events."""
+    global _EVENTS
+    _EVENTS = events
+    if events is not None:
+        events.cancel_join_thread()
+
+
+def _send(event: dict[str, Any]) -> None:
+    """Put a progress event on the worker's queue (best effort: progress never fails a run)."""
+    if _EVENTS is None:
+        return
+    try:
+        _EVENTS.put_nowait(event)
+    except Exception:  # a full or closed queue: drop the event
+        pass
+
+
 def _worker(recipe: Any, cfg: RunConfig, out_dir: str, run_dir: str, store_path: str, commit: str,
             threads: int, parent_pid: int | None = None) -> tuple[list[dict[str, Any]], float]:
-    """One recipe in a spawned process: train (resuming), evaluate, append to the store."""
+    """One recipe in a spawned process: train (resuming), evaluate, append to the store, write its
+    retrieval examples; progress events go to the pool's queue (:func:`_init_worker`)."""
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
     torch.set_num_threads(threads)
+    _send({"kind": "start", "recipe": recipe.name})
     train_full, test = open_datasets(cfg, Path(out_dir) / "cache")
-    run = train_recipe(recipe, train_full, cfg, run_dir, resume=True)
-    new = evaluate_trained(run, test, cfg, commit=commit, queries_dir=Path(out_dir) / "queries")
+    run = train_recipe(recipe, train_full, cfg, run_dir, resume=True, events=_send)
+    new = evaluate_trained(run, test, cfg, commit=commit, queries_dir=Path(out_dir) / "queries", events=_send)
     store = ResultStore(store_path)
     for r in new:
         store.append(r)
+    _write_examples(run, test, cfg)
     return [r.to_dict() for r in new], run.train_seconds
+
+
+def _drain(events: Any, view: ProgressView) -> None:
+    """Fold every queued progress event into ``view`` without blocking."""
+    while True:
+        try:
+            event = events.get_nowait()
+        except (queue_module.Empty, OSError, EOFError, ValueError):
+            return
+        if isinstance(event, dict):
+            view.update(event)
 
 
 def _run_parallel(pending: list[tuple[Any, Path]], cfg: RunConfig, out_dir: Path, store: ResultStore, commit: str,
                   progress: bool, say: Callable[[str], None], failures: list[tuple[str, str]] | None, jobs: int,
-                  *, n_train: int) -> list[ResultRecord]:
+                  *, n_train: int, view: ProgressView) -> list[ResultRecord]:
+    """The recipes in ``jobs`` spawned processes; the parent waits in short slices, folding the
+    workers' progress events (a queue of the spawn context, handed over by the pool initializer)
+    into ``view``."""
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     pending = sorted(pending, key=lambda p: -_cost(p[0], n_train))
     records: list[ResultRecord] = []
     threads = torch.get_num_threads()
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+    ctx = mp.get_context("spawn")
+    events = ctx.Queue()
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(events,))
+    poll_s = min(0.5, view.interval_s / 4)
 
     def on_sigterm(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -610,19 +931,25 @@ def _run_parallel(pending: list[tuple[Any, Path]], cfg: RunConfig, out_dir: Path
             futures[pool.submit(_worker, recipe, cfg, str(out_dir), str(run_dir), str(store.path), commit,
                                 threads, os.getpid())] = recipe
         say(f"training {', '.join(r.name for r, _ in pending)} in {jobs} processes ({threads} torch thread(s) each)")
-        for fut in as_completed(futures):
-            recipe = futures[fut]
-            try:
-                dicts, train_seconds = fut.result()
-            except Exception as exc:
-                if failures is None:
-                    raise
-                failures.append((recipe.name, f"{type(exc).__name__}: {exc}"))
-                say(f"{recipe.name} ({recipe.variant}): FAILED ({type(exc).__name__}: {exc}); continuing")
-                continue
-            new = [ResultRecord.from_dict(d) for d in dicts]
-            records += new
-            say(_done_message(recipe, train_seconds, new))
+        waiting = set(futures)
+        while waiting:
+            done, waiting = wait(waiting, timeout=poll_s, return_when=FIRST_COMPLETED)
+            _drain(events, view)
+            for fut in done:
+                recipe = futures[fut]
+                try:
+                    dicts, train_seconds = fut.result()
+                except Exception as exc:
+                    view.update({"kind": "failed", "recipe": recipe.name, "error": f"{type(exc).__name__}: {exc}"})
+                    if failures is None:
+                        raise
+                    failures.append((recipe.name, f"{type(exc).__name__}: {exc}"))
+                    say(f"{recipe.name} ({recipe.variant}): FAILED ({type(exc).__name__}: {exc}); continuing")
+                    continue
+                new = [ResultRecord.from_dict(d) for d in dicts]
+                records += new
+                view.update({"kind": "done", "recipe": recipe.name, "r1": new[0].metrics.get("R@1")})
+                say(_done_message(recipe, train_seconds, new))
     except BaseException:
         say("stopping the training processes (a rerun resumes them from their last checkpoints)")
         _terminate_workers(pool)
@@ -631,6 +958,8 @@ def _run_parallel(pending: list[tuple[Any, Path]], cfg: RunConfig, out_dir: Path
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     pool.shutdown(wait=True)
+    _drain(events, view)
+    events.close()
     return records
 
 

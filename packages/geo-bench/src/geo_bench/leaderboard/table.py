@@ -4,8 +4,11 @@ Convention:
     - :func:`measured_rows` turns measured :class:`~geo_bench.records.ResultRecord` s into flat rows:
       method, variant, backbone, polar, synthesis, protocol (orientation known / unknown, FoV,
       CVACT_test rule...), R@1 / R@5 / R@10 / R@1% (with K), dataset-specific metrics (orientation
-      accuracy, hit rate, localisation), train / eval seconds, throughput, and the provenance every
-      measured number needs: data, seed, commit, hardware. Rows are grouped by protocol (orientation
+      accuracy, hit rate, localisation), the compute (train / eval seconds, optimiser steps
+      ``train_steps``, ``pairs_seen`` = steps x batch size, derived from the throughput for records
+      older than these metrics, and the ``time_budget_s`` when one was set, also named in the
+      protocol text), throughput, and the provenance every measured number needs: data, seed,
+      commit, hardware. Rows are grouped by protocol (orientation
       known first) and sorted by R@1, best first.
     - :func:`reported_rows` does the same for published numbers: method, dataset / split, polar,
       synthesis, protocol, recalls, **source** (as in ``results.md``) and whether it is unverified.
@@ -47,7 +50,8 @@ __all__ = [
 
 MEASURED_COLUMNS = (
     "method", "variant", "backbone", "polar", "synthesis", "protocol", "R@1", "R@5", "R@10", "R@1%",
-    "R@1_pessimistic", "tie_share", "ties_flag", "other", "train_s", "eval_s", "train_pairs_per_s", "eval_pairs_per_s", "data", "seed", "commit", "hardware",
+    "R@1_pessimistic", "tie_share", "ties_flag", "other", "train_s", "train_steps", "pairs_seen", "time_budget_s",
+    "eval_s", "train_pairs_per_s", "eval_pairs_per_s", "data", "seed", "commit", "hardware",
 )
 REPORTED_COLUMNS = ("method", "dataset", "split", "polar", "synthesis", "protocol", "R@1", "R@5", "R@10", "R@1%",
                     "source", "unverified")
@@ -97,6 +101,8 @@ def _protocol_text(p: dict[str, Any]) -> str:
         parts.append(f"conflicting source: {p['conflict']}")
     if p.get("top1pct_rule") == "int_plus_one":
         parts.append("top-1% int+1")
+    if _number(p.get("time_budget_s")) is not None:
+        parts.append(f"time budget {float(p['time_budget_s']):g} s")
     return ", ".join(parts) or "-"
 
 
@@ -137,6 +143,15 @@ def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
+def _pairs_seen(m: dict[str, Any], train_seconds: Any) -> float | None:
+    """``pairs_seen``, else the training throughput times the training seconds (older records)."""
+    seen = _number(m.get("pairs_seen"))
+    if seen is not None:
+        return seen
+    rate, seconds = _number(m.get("train_pairs_per_s")), _number(train_seconds)
+    return float(round(rate * seconds)) if rate is not None and seconds is not None else None
+
+
 def _ties_flag(r1: Any, r1_pessimistic: Any) -> bool:
     a, b = _number(r1), _number(r1_pessimistic)
     return a is not None and b is not None and a - b > TIE_FLAG_POINTS
@@ -168,6 +183,9 @@ def measured_rows(records: Sequence[ResultRecord]) -> list[dict[str, Any]]:
             "ties_flag": _ties_flag(m.get("R@1"), m.get("R@1_pessimistic")),
             "other": "; ".join(other),
             "train_s": r.provenance.train_seconds,
+            "train_steps": m.get("train_steps"),
+            "pairs_seen": _pairs_seen(m, r.provenance.train_seconds),
+            "time_budget_s": p.get("time_budget_s"),
             "eval_s": r.provenance.eval_seconds,
             "train_pairs_per_s": m.get("train_pairs_per_s"),
             "eval_pairs_per_s": m.get("eval_pairs_per_s"),
@@ -222,7 +240,7 @@ def _cell(row: dict[str, Any], col: str) -> str:
         return f"{v:.1f} (K={int(row['K_1pct'])})"
     if col in ("train_s", "eval_s"):
         return _num(v, 0 if col == "train_s" else 1)
-    if col in ("train_pairs_per_s", "eval_pairs_per_s"):
+    if col in ("train_pairs_per_s", "eval_pairs_per_s", "train_steps", "pairs_seen"):
         return _num(v, 0)
     if col == "commit":
         return _commit(v)
@@ -234,8 +252,9 @@ def _cell(row: dict[str, Any], col: str) -> str:
 _MD_MEASURED = (
     ("method", "method"), ("variant", "variant"), ("backbone", "backbone"), ("polar", "polar"),
     ("synthesis", "synthesis"), ("protocol", "protocol"), ("R@1", "R@1"), ("R@5", "R@5"), ("R@10", "R@10"),
-    ("R@1%", "R@1%"), ("other", "other"), ("train_s", "train s"), ("eval_s", "eval s"),
-    ("train_pairs_per_s", "train pairs/s"), ("eval_pairs_per_s", "eval pairs/s"),
+    ("R@1%", "R@1%"), ("other", "other"), ("train_s", "train s"), ("train_steps", "steps"),
+    ("pairs_seen", "pairs seen"), ("eval_s", "eval s"), ("train_pairs_per_s", "train pairs/s"),
+    ("eval_pairs_per_s", "eval pairs/s"),
 )
 _MD_REPORTED = (
     ("method", "method"), ("dataset", "dataset"), ("split", "split"), ("polar", "polar"),
@@ -334,7 +353,8 @@ def render_rich(measured: Sequence[ResultRecord], reported: Sequence[ResultRecor
         table = Table(title=f"{title}: measured here", show_lines=False)
         cols = [c for c in _MD_MEASURED if c[0] != "eval_pairs_per_s"]
         for key, head in cols:
-            table.add_column(head, justify="right" if key.startswith("R@") or key.endswith("_s") else "left",
+            numeric = key.startswith("R@") or key.endswith("_s") or key in ("train_steps", "pairs_seen")
+            table.add_column(head, justify="right" if numeric else "left",
                              overflow="fold")
         for row in m_rows:
             table.add_row(*(_cell(row, c) for c, _ in cols))
