@@ -31,6 +31,8 @@ VERBS: dict[str, str] = {
     "evaluate": ".evaluate",
     "leaderboard": ".leaderboard",
     "reported": ".reported",
+    "index": ".index",
+    "locate": ".locate",
 }
 
 

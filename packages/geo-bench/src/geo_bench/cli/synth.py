@@ -8,12 +8,19 @@ calibration, noise, JPEG). The same seed always gives the same files.
   geo-bench synth --layout cvusa --out data/synth-cvusa --num 2000 --seed 0
   geo-bench synth --layout cvact --out data/synth-cvact --num 2000
   geo-bench synth --layout vigor --out data/synth-vigor --num 300       # per city
+  geo-bench synth --layout map --out data/synth-map --num 20 --map-m 500  # localisation
   geo-bench synth --preview world.png
 
 The written folders load with geo_bench.datasets.CVUSA / CVACT / VIGOR unchanged. CVUSA: 80/20
 train-19zl/val-19zl; CVACT: 60/15/25 train/val/test (full-sphere panoramas); VIGOR: --num
 panoramas in each of the four cities, tiles on a half-tile grid. Rendering and writing go in
 chunks of --chunk samples, so memory stays bounded for any --num.
+
+map (for geo-bench index / locate; needs pip install 'geo-bench[map]'): map.tif, a north-up RGB
+orthophoto GeoTIFF of a --map-m square of district 0 in the world's UTM zone (EPSG:326xx) at the
+aerial ground sampling distance (--aerial-m / --aerial-size m/px), rendered block by block; --num
+query panoramas of test cameras inside the map (queries/*.jpg) and truth.csv (id, file, lat, lon,
+utm_e, utm_n, heading).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layout", choices=["cvusa", "cvact", "vigor"], help="on-disk layout to write")
+    parser.add_argument("--layout", choices=["cvusa", "cvact", "vigor", "map"], help="on-disk layout to write")
     parser.add_argument("--out", help="output folder (created)")
     parser.add_argument("--num", type=int, default=100, help="number of pairs (VIGOR: panoramas per city)")
     parser.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
@@ -42,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gap", type=float, default=1.0, help="domain-gap strength in [0, 1] (default 1)")
     parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of written images")
     parser.add_argument("--chunk", type=int, default=32, help="samples rendered per chunk (memory bound)")
+    parser.add_argument("--map-m", type=float,
+                        help="map layout: side of the square orthophoto in metres (default: the district, at most 1000)")
     parser.add_argument("--preview", metavar="PNG", help="write a preview figure of a few samples to PNG")
     parser.add_argument("--preview-rows", type=int, default=3, help="samples in the preview (default 3)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -75,7 +84,8 @@ def _run(args: argparse.Namespace) -> int:
         path = write_preview(args.preview, world, rows=args.preview_rows)
         print(f"preview written to {path}")
     if args.layout:
+        extra = {"map_m": args.map_m} if args.layout == "map" else {}
         counts = write_layout(args.layout, args.out, args.num, args.seed, render=render, city=city,
-                              appearance=appearance, chunk=args.chunk, progress=not args.no_progress)
+                              appearance=appearance, chunk=args.chunk, progress=not args.no_progress, **extra)
         print(f"{args.layout} layout written to {args.out}: {counts}")
     return 0

@@ -189,8 +189,11 @@ def plot_retrieval_examples(examples: Mapping[str, Mapping[str, Any]], test: Any
             rows.append((label, int(qi), str(qid), int(true), [int(t) for t in top], [float(v) for v in score]))
     k = max(len(r[4]) for r in rows)
     plt = _pyplot()
-    fig = plt.figure(figsize=(2.0 * (k + 2), 1.45 * len(rows) + 0.5))
-    grid = fig.add_gridspec(len(rows), k + 2, wspace=0.08, hspace=0.45)
+    fig_h = 1.45 * len(rows) + 0.5
+    fig = plt.figure(figsize=(2.0 * (k + 2), fig_h))
+    # margins in inches, not fractions: with many rows a fractional top margin left inches of blank
+    grid = fig.add_gridspec(len(rows), k + 2, wspace=0.08, hspace=0.45, top=1 - 0.55 / fig_h,
+                            bottom=0.1 / fig_h)
     cache: dict[int, dict[str, Any]] = {}
 
     def sample(i: int) -> dict[str, Any]:
@@ -217,7 +220,8 @@ def plot_retrieval_examples(examples: Mapping[str, Mapping[str, Any]], test: Any
                 for spine in ax.spines.values():
                     spine.set_edgecolor("limegreen" if ok else "red")
                     spine.set_linewidth(3.0 if ok else 0.8)
-        fig.suptitle(title or f"Top-{k} retrievals of fixed test queries (green: the true tile)", fontsize=9)
+        fig.suptitle(title or f"Top-{k} retrievals of fixed test queries (green: the true tile)", fontsize=9,
+                     y=1 - 0.15 / fig_h)
         path = Path(path)
         atomic_save(path, lambda fh: fig.savefig(fh, format="png", dpi=90, bbox_inches="tight"))
     finally:

@@ -24,6 +24,20 @@ What each writer produces is what the real loaders (:mod:`geo_bench.datasets`) r
   Offsets are ``(row, col)`` pixels of the panorama from the tile centre (row down = south,
   col right = east). ``--num`` panoramas per city, split 50 / 50 for the same-area files.
 
+- **map** (localisation, ``geo-bench index`` / ``locate``): ``map.tif``, a georeferenced RGB
+  orthophoto GeoTIFF (uint8, tiled 256 x 256, deflate) of a ``map_m`` x ``map_m`` square of district
+  0 (east edge on the district's east edge, centred north-south, so it holds the test stripe),
+  north up, in the WGS84 UTM zone of ``CityConfig.origin_latlon`` (EPSG:326zz / 327zz) at the
+  ground sampling distance ``render.gsd`` (``aerial_m / aerial_size``); rendered block by block
+  (256 px) from the aerial capture (no per-tile photometric draw, so there are no seams);
+  ``queries/<id>.jpg`` panoramas (``render.ground_size``, north-centred unless ``yaw="random"``)
+  of ``num`` cameras of ``split`` lying at least ``aerial_m / 2`` inside the map; ``truth.csv``
+  (``id, file, lat, lon, utm_e, utm_n, heading``: lat/lon WGS84 degrees, UTM metres in the map's
+  CRS, heading = the panorama's yaw in degrees) and ``map.json`` (CRS, bounds, gsd, seed). For this
+  layout the world's metric frame is placed on the real UTM grid (``origin_utm`` = the UTM
+  coordinates of ``origin_latlon``), and lat/lon are pyproj's, so map, truth and index agree.
+  Needs ``pip install 'geo-bench[map]'``.
+
 Images are rendered and written in chunks (``chunk`` samples at a time), so memory stays
 bounded for any ``num``; districts are generated one at a time.
 """
@@ -33,6 +47,7 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -50,11 +65,11 @@ from .city import PALETTE, CityConfig, utm_to_latlon
 from .dataset import RenderConfig, SyntheticWorld, _mix
 from .render_aerial import render_aerial
 
-__all__ = ["LAYOUTS", "VIGOR_CITIES", "write_cvact", "write_cvusa", "write_layout", "write_vigor"]
+__all__ = ["LAYOUTS", "VIGOR_CITIES", "write_cvact", "write_cvusa", "write_layout", "write_map", "write_vigor"]
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("cvusa", "cvact", "vigor")
+LAYOUTS = ("cvusa", "cvact", "vigor", "map")
 VIGOR_CITIES = ("Chicago", "NewYork", "SanFrancisco", "Seattle")
 #: where each synthetic VIGOR city is placed (lat, lon of its district's south-west corner)
 CITY_ORIGINS = {
@@ -299,9 +314,124 @@ def write_vigor(
     return counts
 
 
+def write_map(
+    out: str | Path,
+    num: int,
+    seed: int = 0,
+    *,
+    render: RenderConfig | None = None,
+    city: CityConfig | None = None,
+    appearance: AppearanceConfig | None = None,
+    map_m: float | None = None,
+    split: str = "test",
+    yaw: float | str = 0.0,
+    chunk: int = 32,
+    block_px: int = 256,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Write the ``map`` layout (module docstring): an orthophoto GeoTIFF, query panoramas and truth.
+
+    Args:
+        out: output folder (created).
+        num: query panoramas (cameras of ``split`` inside the map).
+        seed: world seed.
+        render: sizes; ``render.gsd`` is the map's m/px, ``render.ground_size`` the panoramas'.
+        city: the city config (its ``origin_utm`` is replaced by the true UTM of ``origin_latlon``).
+        appearance: domain-gap config (the map is the aerial capture, the panoramas the ground one).
+        map_m: side of the square map in metres (default: the district side, at most 1000 m).
+        split: the cameras the queries come from (default ``"test"``, the region training never sees).
+        yaw: panorama heading in degrees, or ``"random"``.
+        chunk: panoramas rendered at once.
+        block_px: map pixels rendered at once per side (memory bound).
+        progress: progress bars.
+
+    Returns:
+        ``{"queries": num, "map_px": side in pixels}``.
+    """
+    from geo_bench.localize.maps import from_latlon, import_rasterio, to_latlon, utm_crs_for
+
+    rasterio = import_rasterio()
+    from rasterio.transform import from_origin
+
+    out = Path(out)
+    render = render or RenderConfig()
+    app = appearance or AppearanceConfig()
+    base = city or CityConfig()
+    crs = utm_crs_for(*base.origin_latlon)
+    e0, n0 = from_latlon(np.array([base.origin_latlon]), crs)[0]
+    cfg = replace(base, origin_utm=(round(float(e0), 2), round(float(n0), 2)))
+    gsd = render.gsd
+    side = float(map_m) if map_m is not None else min(cfg.size_m, 1000.0)
+    npx = round(side / gsd)
+    if npx < 2 or npx * gsd > cfg.size_m + 1e-6:
+        raise ValueError(f"map_m must lie in [{2 * gsd:g}, {cfg.size_m:g}] m (the district side), got {side:g}")
+    side = npx * gsd
+    probe = SyntheticWorld(split, 1, seed, render=render, city=cfg, appearance=app, yaw=yaw)
+    dist = probe._district(0)
+    size = dist.city.size
+    west, south = size - side, (size - side) / 2  # district metres
+    north = south + side
+    margin = render.aerial_m / 2
+    cams = dist.cameras[split]
+    inside = ((cams[:, 0] > west + margin) & (cams[:, 0] < size - margin)
+              & (cams[:, 1] > south + margin) & (cams[:, 1] < north - margin)).nonzero(as_tuple=True)[0]
+    if len(inside) < num:
+        raise ValueError(f"only {len(inside)} {split!r} cameras lie inside a {side:g} m map of this "
+                         f"{cfg.size_m:g} m district; lower num or raise map_m")
+    chosen = inside[:num].tolist()
+    out.mkdir(parents=True, exist_ok=True)
+    ea, _ = dist.epochs
+    base_utm = dist.city.utm(torch.tensor([[west, north]], dtype=torch.float64))[0].tolist()
+    transform = from_origin(base_utm[0], base_utm[1], gsd, gsd)
+    tmp = out / "map.tif.part"
+    profile = {"driver": "GTiff", "height": npx, "width": npx, "count": 3, "dtype": "uint8", "crs": crs,
+               "transform": transform, "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
+    if npx < 256:
+        profile.update(tiled=False)
+        del profile["blockxsize"], profile["blockysize"]
+    blocks = [(r, c) for r in range(0, npx, block_px) for c in range(0, npx, block_px)]
+    with rasterio.open(tmp, "w", **profile) as dst, \
+            tqdm(total=len(blocks), desc="map blocks", unit="block", disable=not progress) as bar:
+        for r0, c0 in blocks:
+            # a square block of block_px rendered at its centre, cropped to the map
+            cx = west + (c0 + block_px / 2) * gsd
+            cy = north - (r0 + block_px / 2) * gsd
+            rgb, _ = render_aerial(ea, torch.tensor([[cx, cy]], dtype=torch.float32), block_px, gsd)
+            h, w = min(block_px, npx - r0), min(block_px, npx - c0)
+            arr = (rgb[0, :, :h, :w].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            dst.write(arr, window=rasterio.windows.Window(c0, r0, w, h))
+            bar.update(1)
+    tmp.replace(out / "map.tif")
+    world = SyntheticWorld(split, len(cams), seed, render=render, city=cfg, appearance=app, yaw=yaw)
+    rows = []
+    qdir = out / "queries"
+    with tqdm(total=num, desc="map queries", unit="pano", disable=not progress) as bar:
+        for start in range(0, num, chunk):
+            idx = chosen[start:start + chunk]
+            batch = world.render_batch(idx)
+            utm = batch["utm"].numpy()
+            ll = to_latlon(utm, crs)
+            for j in range(len(idx)):
+                qid = f"q{start + j:05d}"
+                name = f"queries/{qid}.jpg"
+                _save(batch["ground"][j], qdir / f"{qid}.jpg", app.jpeg_quality)
+                rows.append([qid, name, f"{ll[j, 0]:.9f}", f"{ll[j, 1]:.9f}", f"{utm[j, 0]:.3f}", f"{utm[j, 1]:.3f}",
+                             f"{float(batch['yaw'][j]):.3f}"])
+            bar.update(len(idx))
+    with open(out / "truth.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "file", "lat", "lon", "utm_e", "utm_n", "heading"])
+        writer.writerows(rows)
+    info = {"crs": crs, "gsd_m": gsd, "size_px": npx, "side_m": side, "seed": seed, "split": split,
+            "bounds_utm": [base_utm[0], base_utm[1] - side, base_utm[0] + side, base_utm[1]],
+            "origin_utm": list(cfg.origin_utm), "origin_latlon": list(cfg.origin_latlon), "queries": num}
+    (out / "map.json").write_text(json.dumps(info, indent=1) + "\n")
+    return {"queries": num, "map_px": npx}
+
+
 def write_layout(layout: str, out: str | Path, num: int, seed: int = 0, **kwargs: Any) -> dict[str, int]:
-    """Dispatch to :func:`write_cvusa`, :func:`write_cvact` or :func:`write_vigor`."""
-    writers = {"cvusa": write_cvusa, "cvact": write_cvact, "vigor": write_vigor}
+    """Dispatch to :func:`write_cvusa`, :func:`write_cvact`, :func:`write_vigor` or :func:`write_map`."""
+    writers = {"cvusa": write_cvusa, "cvact": write_cvact, "vigor": write_vigor, "map": write_map}
     if layout not in writers:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if num < 1:
