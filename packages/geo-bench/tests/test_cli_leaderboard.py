@@ -242,14 +242,16 @@ def test_parallel_progress_lines_without_a_terminal(tmp_path):
     from the worker processes at the GEO_BENCH_PROGRESS_S interval, and an overall line."""
     import re
 
+    # 12 epochs of 3 steps: training lasts seconds, many progress intervals, also on an idle machine
+    # (with 1 epoch the tiny run could finish between two 0.5 s lines)
     cmd = [sys.executable, "-m", "geo_bench", "leaderboard", "--tiny", "--recipes", "safa,dsm", "--jobs", "2",
-           "--out", str(tmp_path), "--no-baseline", "--no-plots", "--threads", "1"]
-    env = {**os.environ, "GEO_BENCH_PROGRESS_S": "0.5"}
+           "--epochs", "12", "--out", str(tmp_path), "--no-baseline", "--no-plots", "--threads", "1"]
+    env = {**os.environ, "GEO_BENCH_PROGRESS_S": "0.2"}
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:]
     for name in ("safa", "dsm"):
-        assert re.search(rf"\] {name} \(small\): training epoch 1/1, step \d+/3, loss \d+\.\d+, .*ETA", proc.stdout), \
-            proc.stdout[-3000:]
+        assert re.search(rf"\] {name} \(small\): training epoch \d+/12, step \d+/36, loss \d+\.\d+, .*ETA",
+                         proc.stdout), proc.stdout[-3000:]
     assert re.search(r"overall: \d/2 done, \d running, \d queued; .* elapsed, ETA", proc.stdout)
 
 

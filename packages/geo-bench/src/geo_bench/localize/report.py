@@ -60,7 +60,8 @@ def _heatmap(index: TileIndex, scores: np.ndarray, marks: dict[str, tuple[float,
     for name, pos in marks.items():
         if pos is not None:
             m, c, s = styles[name]
-            ax.scatter([pos[0]], [pos[1]], marker=m, c=c, s=s, edgecolors="black", linewidths=0.8, label=name)
+            edge = {} if m == "x" else {"edgecolors": "black"}  # an unfilled marker takes no edge colour
+            ax.scatter([pos[0]], [pos[1]], marker=m, c=c, s=s, linewidths=0.8, label=name, **edge)
     ax.set_aspect("equal")
     ax.set_xlabel(f"easting (m, {index.crs})")
     ax.set_ylabel("northing (m)")
