@@ -26,8 +26,8 @@ from geo_retrieval.checkpoint import (
     save_weights,
 )
 from geo_retrieval.recipes import OptimizerConfig, SamplingConfig, ScheduleConfig
-from geo_retrieval.testing import ScaledInfoNCE, TinyCrossView, tiny_recipe
-from geo_retrieval.training import Augmentation, SyntheticPairs, Trainer, split_holdout
+from geo_retrieval.testing import ScaledInfoNCE, TinyCrossView, assert_same_run, tiny_pairs, tiny_recipe
+from geo_retrieval.training import Augmentation, Trainer
 from geo_retrieval.training import trainer as trainer_module
 from geo_retrieval.training.trainer import ResumeMismatchError
 
@@ -49,9 +49,7 @@ needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="kills are simul
 
 @pytest.fixture(scope="module")
 def data():
-    return split_holdout(
-        SyntheticPairs(40, aerial_size=32, ground_size=(16, 64), seed=2), fraction=0.2, seed=0
-    )
+    return tiny_pairs()
 
 
 def make(out_dir, data, model_seed=0, *, model=None, recipe=RECIPE, seed=7, **kwargs):
@@ -65,21 +63,6 @@ def make(out_dir, data, model_seed=0, *, model=None, recipe=RECIPE, seed=7, **kw
 def reference(data, tmp_path_factory):
     trainer = make(tmp_path_factory.mktemp("ref"), data)
     return trainer, trainer.fit()
-
-
-def assert_same_run(resumed, result, reference):
-    ref_trainer, ref_result = reference
-    ref_state, state = ref_trainer.raw_model.state_dict(), resumed.raw_model.state_dict()
-    assert ref_state.keys() == state.keys()
-    for k in ref_state:
-        assert torch.equal(ref_state[k], state[k]), k
-    assert torch.equal(ref_trainer.loss_fn.logit_scale, resumed.loss_fn.logit_scale)
-    assert result.history == ref_result.history
-    assert (result.best_metric, result.best_epoch, result.global_step) == (
-        ref_result.best_metric,
-        ref_result.best_epoch,
-        ref_result.global_step,
-    )
 
 
 def weights_step(directory: Path) -> int:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from geo_retrieval.recipes import OptimizerConfig, ScheduleConfig
-from geo_retrieval.testing import ScaledInfoNCE, TinyCrossView, tiny_recipe
-from geo_retrieval.training import Augmentation, BatchTransform, SyntheticPairs, Trainer, split_holdout
+from geo_retrieval.testing import ScaledInfoNCE, TinyCrossView, assert_same_run, tiny_pairs, tiny_recipe
+from geo_retrieval.training import Augmentation, BatchTransform, Trainer
 from geo_retrieval.training.augment import _Draws, _resize
 from geo_transforms import crop_fov, polar_transform
 
@@ -270,9 +270,7 @@ RECIPE = tiny_recipe(
 
 @pytest.fixture(scope="module")
 def data():
-    return split_holdout(
-        SyntheticPairs(40, aerial_size=32, ground_size=(16, 64), seed=2), fraction=0.2, seed=0
-    )
+    return tiny_pairs()
 
 
 def make(out_dir, data, model_seed=0, **kwargs):
@@ -323,15 +321,4 @@ def test_resume_with_curriculum_is_bit_exact(data, tmp_path, reference):
     assert not first.finished and first.global_step == 5
     resumed = make(tmp_path, data, model_seed=123, resume=True)
     assert (resumed.epoch, resumed.batch_in_epoch, resumed.global_step) == (1, 1, 5)
-    result = resumed.fit()
-    ref_state, state = ref_trainer.raw_model.state_dict(), resumed.raw_model.state_dict()
-    assert ref_state.keys() == state.keys()
-    for k in ref_state:
-        assert torch.equal(ref_state[k], state[k]), k
-    assert torch.equal(ref_trainer.loss_fn.logit_scale, resumed.loss_fn.logit_scale)
-    assert result.history == ref_result.history
-    assert (result.best_metric, result.best_epoch, result.global_step) == (
-        ref_result.best_metric,
-        ref_result.best_epoch,
-        ref_result.global_step,
-    )
+    assert_same_run(resumed, resumed.fit(), (ref_trainer, ref_result))

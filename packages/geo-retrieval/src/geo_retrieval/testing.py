@@ -13,8 +13,10 @@ from torch import Tensor, nn
 
 from .recipes import GradClip, OptimizerConfig, Recipe, ScheduleConfig
 from .training.augment import Augmentation
+from .training.splits import split_holdout
+from .training.synthetic import SyntheticPairs
 
-__all__ = ["ScaledInfoNCE", "TinyCrossView", "tiny_recipe"]
+__all__ = ["ScaledInfoNCE", "TinyCrossView", "assert_same_run", "tiny_pairs", "tiny_recipe"]
 
 
 class TinyCrossView(nn.Module):
@@ -95,3 +97,27 @@ def tiny_recipe(**changes: Any) -> Recipe:
         augmentation=Augmentation(hflip_p=0.5, rot90_p=0.5, color_jitter=0.2, color_jitter_p=0.5),
     )
     return base.replace(**changes)
+
+
+def tiny_pairs(n: int = 40, seed: int = 2) -> tuple[Any, Any]:
+    """``(train, val)``: ``n`` synthetic pairs (aerial 32x32, ground 16x64) with a seeded 20 %
+    held-out slice, the data of the resume and fault-injection tests."""
+    return split_holdout(SyntheticPairs(n, aerial_size=32, ground_size=(16, 64), seed=seed), fraction=0.2, seed=0)
+
+
+def assert_same_run(resumed: Any, result: Any, reference: tuple[Any, Any]) -> None:
+    """Assert that a resumed run ended bit for bit where the uninterrupted ``reference`` =
+    ``(trainer, TrainResult)`` did: every weight, the loss's own parameter, the history, the
+    selection and the step count."""
+    ref_trainer, ref_result = reference
+    ref_state, state = ref_trainer.raw_model.state_dict(), resumed.raw_model.state_dict()
+    assert ref_state.keys() == state.keys()
+    for k in ref_state:
+        assert torch.equal(ref_state[k], state[k]), k
+    assert torch.equal(ref_trainer.loss_fn.logit_scale, resumed.loss_fn.logit_scale)
+    assert result.history == ref_result.history
+    assert (result.best_metric, result.best_epoch, result.global_step) == (
+        ref_result.best_metric,
+        ref_result.best_epoch,
+        ref_result.global_step,
+    )
