@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from geo_retrieval.checkpoint import atomic_save
+
 from ..protocols.corruptions import CORRUPTIONS
 from ..records import ResultRecord
 
@@ -47,6 +49,19 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save_png(fig: Any, path: str | Path, **savefig: Any) -> Path:
+    """Write ``fig`` as a PNG atomically (temporary file, fsync, rename: a killed run never leaves a
+    half-written figure) and close it; the one writer of every figure here."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        atomic_save(path, lambda fh: fig.savefig(fh, format="png", **savefig))
+    finally:
+        plt.close(fig)
+    return path
 
 
 def plot_recall_curves(records: Sequence[ResultRecord], path: str | Path, *, title: str = "Recall@K") -> Path:
@@ -87,11 +102,7 @@ def plot_recall_curves(records: Sequence[ResultRecord], path: str | Path, *, tit
     fig.legend(handles, labels, fontsize=7, loc="center right")
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 1 - 2.0 / (5.2 * len(keys) + 2.2), 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_png(fig, path, dpi=110)
 
 
 def plot_bars(records: Sequence[ResultRecord], path: str | Path, *, title: str = "R@1 / R@5 on the test split") -> Path:
@@ -132,11 +143,7 @@ def plot_bars(records: Sequence[ResultRecord], path: str | Path, *, title: str =
     ax.legend(fontsize=7, ncol=2, loc="upper right")
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_png(fig, path, dpi=100)
 
 
 def write_plots(records: Sequence[ResultRecord], out_dir: str | Path, stem: str = "leaderboard") -> dict[str, Path]:
@@ -176,8 +183,6 @@ def plot_retrieval_examples(examples: Mapping[str, Mapping[str, Any]], test: Any
     Raises:
         ValueError: ``examples`` is empty or a recipe has no queries.
     """
-    from geo_retrieval.checkpoint import atomic_save
-
     if not examples:
         raise ValueError("examples is empty: nothing to plot")
     rows: list[tuple[str, int, str, int, list[int], list[float]]] = []
@@ -222,11 +227,10 @@ def plot_retrieval_examples(examples: Mapping[str, Mapping[str, Any]], test: Any
                     spine.set_linewidth(3.0 if ok else 0.8)
         fig.suptitle(title or f"Top-{k} retrievals of fixed test queries (green: the true tile)", fontsize=9,
                      y=1 - 0.15 / fig_h)
-        path = Path(path)
-        atomic_save(path, lambda fh: fig.savefig(fh, format="png", dpi=90, bbox_inches="tight"))
-    finally:
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return _save_png(fig, path, dpi=90, bbox_inches="tight")
 
 
 def plot_corruption_heatmap(rows: Mapping[str, Mapping[str, Any]], path: str | Path, *, metric: str = "R@1",
@@ -246,8 +250,6 @@ def plot_corruption_heatmap(rows: Mapping[str, Mapping[str, Any]], path: str | P
     Returns:
         ``Path(path)``.
     """
-    from geo_retrieval.checkpoint import atomic_save  # the toolkit's one atomic file writer (lazy, as in cli)
-
     if metric not in ("R@1", "RCE"):
         raise ValueError(f"metric must be 'R@1' or 'RCE', got {metric!r}")
     if not rows:
@@ -325,8 +327,7 @@ def plot_corruption_heatmap(rows: Mapping[str, Mapping[str, Any]], path: str | P
         default = "R@1 under corruption (mean over severities)" if metric == "R@1" else "Relative corruption error"
         ax.set_title(title or default, fontsize=9)
         fig.tight_layout()
-        path = Path(path)
-        atomic_save(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
-    finally:
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return _save_png(fig, path, dpi=110)

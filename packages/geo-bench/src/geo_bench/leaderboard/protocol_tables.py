@@ -26,6 +26,7 @@ import numpy as np
 from geo_retrieval.checkpoint import atomic_write_bytes
 
 from ..records import ResultRecord
+from .table import format_value, markdown_table
 
 __all__ = [
     "corruption_rows",
@@ -98,18 +99,8 @@ def corruption_rows(records: Sequence[ResultRecord]) -> tuple[list[dict[str, Any
     return out, names
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.1f}"
-    return str(v)
-
-
 def _md(rows: list[dict[str, Any]], cols: Sequence[str]) -> str:
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(rows, [(c, c) for c in cols]) + "\n"
 
 
 def _csv(rows: list[dict[str, Any]], cols: Sequence[str]) -> str:
@@ -170,7 +161,7 @@ def render_rich_tables(records: Sequence[ResultRecord], console: Any) -> None:
         for c in _fov_cols(fovs):
             t.add_column(c, justify="right" if c.startswith("R@") else "left")
         for row in rows:
-            t.add_row(*(_fmt(row.get(c)) for c in _fov_cols(fovs)))
+            t.add_row(*(format_value(row.get(c)) for c in _fov_cols(fovs)))
         console.print(t)
     rows_c, names = corruption_rows(records)
     if rows_c:
@@ -178,5 +169,5 @@ def render_rich_tables(records: Sequence[ResultRecord], console: Any) -> None:
         for c in _corruption_cols(names):
             t.add_column(c, justify="left" if c in ("method", "variant") else "right", overflow="fold")
         for row in rows_c:
-            t.add_row(*(_fmt(row.get(c)) for c in _corruption_cols(names)))
+            t.add_row(*(format_value(row.get(c)) for c in _corruption_cols(names)))
         console.print(t)

@@ -39,6 +39,8 @@ __all__ = [
     "REPORTED_COLUMNS",
     "TIE_FLAG_POINTS",
     "TIE_MARK",
+    "format_value",
+    "markdown_table",
     "measured_rows",
     "render_rich",
     "reported_rows",
@@ -224,7 +226,8 @@ def reported_rows(records: Sequence[ResultRecord]) -> list[dict[str, Any]]:
     return rows
 
 
-def _num(v: Any, digits: int = 1) -> str:
+def format_value(v: Any, digits: int = 1) -> str:
+    """A table cell: floats to ``digits`` decimals, None as "–"."""
     if v is None:
         return "–"
     if isinstance(v, float):
@@ -235,18 +238,18 @@ def _num(v: Any, digits: int = 1) -> str:
 def _cell(row: dict[str, Any], col: str) -> str:
     v = row.get(col)
     if col == "R@1" and row.get("ties_flag") and v is not None:
-        return f"{_num(v)} {TIE_MARK}"
+        return f"{format_value(v)} {TIE_MARK}"
     if col == "R@1%" and row.get("K_1pct") is not None and v is not None:
         return f"{v:.1f} (K={int(row['K_1pct'])})"
     if col in ("train_s", "eval_s"):
-        return _num(v, 0 if col == "train_s" else 1)
+        return format_value(v, 0 if col == "train_s" else 1)
     if col in ("train_pairs_per_s", "eval_pairs_per_s", "train_steps", "pairs_seen"):
-        return _num(v, 0)
+        return format_value(v, 0)
     if col == "commit":
         return _commit(v)
     if col == "unverified":
         return "unverified" if v else ""
-    return _num(v)
+    return format_value(v)
 
 
 _MD_MEASURED = (
@@ -263,7 +266,9 @@ _MD_REPORTED = (
 )
 
 
-def _md_table(rows: list[dict[str, Any]], cols: Sequence[tuple[str, str]]) -> str:
+def markdown_table(rows: list[dict[str, Any]], cols: Sequence[tuple[str, str]]) -> str:
+    """A Markdown table of ``rows`` with ``cols`` = (key, header) pairs; cells as the leaderboard
+    table formats them, ``|`` escaped. No trailing newline."""
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
@@ -282,8 +287,8 @@ def _tie_footnotes(rows: list[dict[str, Any]]) -> list[str]:
         share = _number(r.get("tie_share"))
         share_text = f"; the true match ties with another reference for {share:.1f} % of the queries" if share is not None else ""
         out.append(
-            f"{TIE_MARK} {r['method']} ({r['variant']}), {r['protocol']}: R@1 {_num(r['R@1'])} counts ties for the "
-            f"query, {_num(r['R@1_pessimistic'])} with ties against it{share_text}. Identical descriptors tie: the "
+            f"{TIE_MARK} {r['method']} ({r['variant']}), {r['protocol']}: R@1 {format_value(r['R@1'])} counts ties for the "
+            f"query, {format_value(r['R@1_pessimistic'])} with ties against it{share_text}. Identical descriptors tie: the "
             "first number overstates the model (collapsed descriptors, or duplicated references)."
         )
     return out
@@ -304,7 +309,7 @@ def to_markdown(measured: Sequence[ResultRecord], reported: Sequence[ResultRecor
         out += [f"## {title}", ""]
     out += ["### Measured here", ""]
     if m_rows:
-        out += [_md_table(m_rows, _MD_MEASURED), ""]
+        out += [markdown_table(m_rows, _MD_MEASURED), ""]
         for note in _tie_footnotes(m_rows):
             out += [note, ""]
         out += [*_provenance_lines(m_rows), ""]
@@ -312,7 +317,7 @@ def to_markdown(measured: Sequence[ResultRecord], reported: Sequence[ResultRecor
         out += ["(no measured results)", ""]
     if r_rows:
         out += ["### Reported by papers (not measured here; source tags as in results.md)", ""]
-        out += [_md_table(r_rows, _MD_REPORTED), ""]
+        out += [markdown_table(r_rows, _MD_REPORTED), ""]
     return "\n".join(out)
 
 
