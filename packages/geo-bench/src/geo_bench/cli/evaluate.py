@@ -21,7 +21,6 @@ queries/ beside the store, reused by every model) and corruption robustness.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
 from ._common import (
@@ -50,55 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_protocol_arguments(parser)
     add_data_arguments(parser)
     add_runtime_arguments(parser)
-
-
-def _locate(path: str):
-    from pathlib import Path
-
-    p = Path(path)
-    if p.is_file():
-        return p, p.parent
-    if not p.exists():
-        raise FileNotFoundError(f"--checkpoint {p} does not exist")
-    for sub in ("best", "last", "."):
-        for name in ("model.safetensors", "model.pt", "model.pth"):
-            f = p / sub / name
-            if f.is_file():
-                run_dir = p if sub != "." else (p.parent if p.name in ("best", "last") else p)
-                return f, run_dir
-    raise FileNotFoundError(f"no weights in {p} (looked for best/, last/ or model.safetensors)")
-
-
-def _recipe_name(weights, run_dir, args: argparse.Namespace) -> tuple[str, str]:
-    name, variant = args.recipe, args.variant
-    if name and variant:
-        return name, variant
-    meta: dict = {}
-    rj = run_dir / "recipe.json"
-    if rj.is_file():
-        d = _read_json(rj)
-        meta = {"recipe": d.get("name"), "variant": d.get("variant")}
-    elif weights.suffix == ".safetensors":
-        from geo_retrieval.checkpoint import read_metadata
-
-        meta = read_metadata(weights)
-    name = name or meta.get("recipe")
-    variant = variant or meta.get("variant")
-    if not name or not variant:
-        raise ValueError(f"cannot tell the recipe of {weights}; pass --recipe NAME --variant small|full")
-    return name, variant
-
-
-def _read_json(path) -> dict:
-    """A JSON object file of a run folder; a corrupt one is named with what was expected."""
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); it was written by `geo-bench train`: restore it, "
-                         "or pass --recipe NAME --variant small|full and --seed N instead") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _seed(run_dir, args: argparse.Namespace) -> int:
@@ -133,15 +83,15 @@ def _run(args: argparse.Namespace) -> int:
         get_recipe_or_raise,
         load_model_weights,
         open_datasets,
+        resolve_run,
     )
     from ..leaderboard.table import render_rich
     from ..store import ResultStore
 
     apply_runtime(args)
-    weights, run_dir = _locate(args.checkpoint)
-    name, variant = _recipe_name(weights, run_dir, args)
-    recipe = get_recipe_or_raise(name, variant)
-    info = _read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    found = resolve_run(args.checkpoint, recipe=args.recipe, variant=args.variant)
+    weights, run_dir, variant, info = found.weights, found.run_dir, found.variant, found.info
+    recipe = get_recipe_or_raise(found.recipe, variant)
     cfg = replace(RunConfig(dataset=args.dataset, root=args.root, variant=variant, seed=_seed(run_dir, args),
                             eval_split=args.split, device=args.device, vigor_area=args.vigor_area,
                             cache=args.cache, protocols=parse_protocols(args.protocols)),
@@ -161,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     for r in records:
         store.append(r)
     base, _, _ = split_records(records)
-    render_rich(base, console=None, title=f"{name} ({variant}) on {args.dataset} {cfg.test_split}")
+    render_rich(base, console=None, title=f"{recipe.name} ({variant}) on {args.dataset} {cfg.test_split}")
     render_rich_tables(records, Console())
     print(f"{len(records)} record(s) appended to {store.path}")
     return 0

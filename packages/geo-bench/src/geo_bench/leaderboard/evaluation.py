@@ -429,7 +429,7 @@ def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | Non
         return metrics, rproto
 
     width = int(queries[0]["ground"].shape[-1])
-    ids = [str(i) for i in getattr(queries, "ids", None) or [queries[i]["id"] for i in range(n)]]
+    ids = _query_ids(queries)
     sim_unknown = unknown_similarity or similarity
     clean_r1: float | None = None
     for flags in entries:
@@ -463,6 +463,15 @@ def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | Non
         seconds = time.perf_counter() - t0 + (embed_seconds if not results else 0.0)
         results.append(EvalResult(split, proto, n, a.shape[0], metrics, seconds))
     return results
+
+
+def _query_ids(queries: Dataset) -> list[str]:
+    """The query ids in dataset order: the dataset's ``ids`` when it has them (never decoding), else
+    read from the samples."""
+    ids = getattr(queries, "ids", None)
+    if ids is None:
+        ids = [queries[k]["id"] for k in range(len(queries))]  # type: ignore[arg-type]
+    return [str(i) for i in ids]
 
 
 class _GroundArray(Dataset):
@@ -499,7 +508,7 @@ def corrupted_queries(queries: Dataset, corruption: str, severity: int, cache_di
         return views
     first = queries[0]["ground"]
     as_float = bool(first.is_floating_point())
-    ids = [str(i) for i in getattr(queries, "ids", None) or [queries[k]["id"] for k in range(len(queries))]]  # type: ignore[arg-type]
+    ids = _query_ids(queries)
     key = hashlib.sha256(json.dumps([corruption_set_hash(), ids], separators=(",", ":")).encode()).hexdigest()[:12]
     path = Path(cache_dir) / f"{name}-{corruption}-s{severity}-seed{CORRUPTION_SEED}-{key}.npy"
     shape = (len(ids), *first.shape)

@@ -81,6 +81,8 @@ __all__ = [
     "get_recipe_or_raise",
     "load_model_weights",
     "open_datasets",
+    "read_run_json",
+    "resolve_run",
     "retrieval_examples",
     "run_leaderboard",
     "train_recipe",
@@ -240,6 +242,74 @@ def uses_synthesis(recipe: Any) -> bool:
 
 # ------------------------------------------------------------------------------------------------
 # checkpoints
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """What a checkpoint path names: the weights file, its run folder, the recipe and the run's
+    ``run.json`` (empty when absent). See :func:`resolve_run`."""
+
+    weights: Path
+    run_dir: Path
+    recipe: str
+    variant: str
+    info: dict[str, Any]
+
+
+def read_run_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object file of a run folder (``run.json``, ``recipe.json``); a corrupt one is named
+    with what was expected."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); it was written by `geo-bench train`: restore it, "
+                         "or pass --recipe NAME --variant small|full and --seed N instead") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _locate_weights(path: str | Path) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.is_file():
+        return p, p.parent
+    if not p.exists():
+        raise FileNotFoundError(f"--checkpoint {p} does not exist")
+    for sub in ("best", "last", "."):
+        for name in ("model.safetensors", "model.pt", "model.pth"):
+            f = p / sub / name
+            if f.is_file():
+                run_dir = p if sub != "." else (p.parent if p.name in ("best", "last") else p)
+                return f, run_dir
+    raise FileNotFoundError(f"no weights in {p} (looked for best/, last/ or model.safetensors)")
+
+
+def resolve_run(checkpoint: str | Path, *, recipe: str | None = None, variant: str | None = None) -> RunFolder:
+    """Find the weights of ``checkpoint`` (a run folder written by ``geo-bench train``, whose
+    ``best/`` weights are used, else ``last/``; a ``best/`` or ``last/`` folder; or a weights file)
+    and tell its recipe: ``recipe`` / ``variant`` when given, else the run's ``recipe.json``, else
+    the safetensors metadata. Nothing is loaded into a model yet.
+
+    Raises:
+        FileNotFoundError: nothing there, or no weights in the folder.
+        ValueError: the recipe cannot be told, or a corrupt ``recipe.json`` / ``run.json``.
+    """
+    from geo_retrieval.checkpoint import read_metadata
+
+    weights, run_dir = _locate_weights(checkpoint)
+    if not (recipe and variant):
+        meta: dict[str, Any] = {}
+        if (run_dir / "recipe.json").is_file():
+            d = read_run_json(run_dir / "recipe.json")
+            meta = {"recipe": d.get("name"), "variant": d.get("variant")}
+        elif weights.suffix == ".safetensors":
+            meta = dict(read_metadata(weights))
+        recipe, variant = recipe or meta.get("recipe"), variant or meta.get("variant")
+        if not recipe or not variant:
+            raise ValueError(f"cannot tell the recipe of {weights}; pass --recipe NAME --variant small|full")
+    info = read_run_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    return RunFolder(weights, run_dir, str(recipe), str(variant), info)
 
 
 def load_model_weights(model: nn.Module, path: str | Path) -> str:

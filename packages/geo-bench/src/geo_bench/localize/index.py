@@ -40,7 +40,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -109,18 +108,15 @@ def load_checkpoint(checkpoint: str | Path, *, recipe: str | None = None, varian
     Raises:
         FileNotFoundError: no weights there. ValueError: unknown recipe or weights that do not fit.
     """
-    from geo_bench.cli.evaluate import _locate, _read_json, _recipe_name
-    from geo_bench.leaderboard.runner import get_recipe_or_raise, load_model_weights
+    from geo_bench.leaderboard.runner import get_recipe_or_raise, load_model_weights, resolve_run
     from geo_retrieval.recipes import build
 
-    weights, run_dir = _locate(str(checkpoint))
-    name, var = _recipe_name(weights, run_dir, SimpleNamespace(recipe=recipe, variant=variant))
-    rec = get_recipe_or_raise(name, var)
+    found = resolve_run(checkpoint, recipe=recipe, variant=variant)
+    rec = get_recipe_or_raise(found.recipe, found.variant)
     model = build(rec)
-    digest = load_model_weights(model, weights)
-    info = _read_json(run_dir / "run.json") if (run_dir / "run.json").is_file() else {}
+    digest = load_model_weights(model, found.weights)
     model.eval().to(device)
-    return LoadedModel(model, rec, var, digest, weights, info, device)
+    return LoadedModel(model, rec, found.variant, digest, found.weights, found.info, device)
 
 
 def default_px(loaded: LoadedModel) -> int:
