@@ -9,6 +9,9 @@ Sessions (``nox -l`` lists them):
 - ``bench(<package>)``: runs the benchmark scripts in ``packages/<package>/benchmarks/``.
 - ``leaderboard``: installs every package (geo-bench with ``[synthesis]``) and runs
   ``geo-bench leaderboard`` (posargs are passed through, e.g. ``nox -s leaderboard -- --tiny``).
+- ``docs``: installs every package plus mkdocs / mkdocstrings and builds the documentation site
+  (``docs/``, ``ARCHITECTURE.md`` and the API reference from the docstrings) with
+  ``mkdocs build --strict`` into ``site/``.
 
 Environment variables (hydra-style selection): ``PACKAGES=a,b`` runs only those packages,
 ``SKIP_PACKAGES=a,b`` skips some. ``PYTEST_ARGS`` is appended to every pytest call (e.g.
@@ -145,3 +148,17 @@ def leaderboard(session: nox.Session) -> None:
         "-e", "packages/geo-bench[synthesis]",
     )
     session.run("geo-bench", "leaderboard", *session.posargs, env={"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"})
+
+
+@nox.session(tags=["docs"])
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into ``site/``: ``mkdocs.yml`` at the root, pages in ``docs/``
+    (architecture, methods, protocols) and one API page per package rendered from the docstrings by
+    mkdocstrings (Google style). ``--strict`` turns every warning (a broken link, a docstring
+    griffe cannot parse) into a failure; posargs go to ``mkdocs build``."""
+    session.install(
+        "-e", "packages/geo-transforms", "-e", "packages/geo-retrieval", "-e", "packages/geo-synthesis",
+        "-e", "packages/geo-bench",
+        "mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "ruff>=0.6",
+    )
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})

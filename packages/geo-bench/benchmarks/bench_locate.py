@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geo_bench.leaderboard.runner import weights_digest
 from geo_bench.localize.index import LoadedModel, TileIndex, build_index, load_checkpoint, search, write_faiss
 from geo_bench.world import CityConfig, RenderConfig
 from geo_bench.world.layouts import write_map
+from geo_retrieval.checkpoint import weights_digest
 
 
 def _model(checkpoint: str | None) -> LoadedModel:

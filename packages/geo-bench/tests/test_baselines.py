@@ -3,6 +3,7 @@ import torch
 
 from geo_bench.baselines import ColourProfile
 from geo_bench.metrics import retrieval_recall
+from geo_retrieval.protocols import CrossViewEncoder, CustomStepModel
 
 
 class TestColourProfile:
@@ -14,6 +15,11 @@ class TestColourProfile:
         torch.testing.assert_close(g.norm(dim=1), torch.ones(3))
         assert m.similarity(g, a).shape == (3, 4)
         assert m.aligned_similarity(g, a).shape == (3, 4)
+
+    def test_is_a_cross_view_encoder(self):
+        m = ColourProfile()
+        assert isinstance(m, CrossViewEncoder)
+        assert not isinstance(m, CustomStepModel)
 
     def test_exceptions(self):
         with pytest.raises(ValueError, match="sectors"):
@@ -53,14 +59,17 @@ class TestColourProfile:
         res = retrieval_recall(m.encode_ground(pano), m.encode_aerial(tiles), similarity=m.similarity)
         assert res.recall_at[1] == 100.0
 
-    def test_above_chance_on_the_synthetic_world(self):
-        from geo_bench.leaderboard.data import load_world
-        from geo_bench.leaderboard.runner import TINY_WORLD
+    def test_above_chance_on_the_synthetic_world(self, tmp_path):
+        from dataclasses import replace
 
-        _, test = load_world(TINY_WORLD, train=False)
+        from geo_bench.leaderboard.config import TINY_WORLD
+        from geo_bench.leaderboard.data import load_world_split
+
+        # 100 test cameras of the tiny world's downtown and suburb districts (20 are too few to tell)
+        test = load_world_split(replace(TINY_WORLD, n_test=100), "test", tmp_path)
         m = ColourProfile()
         g = m.encode_ground(test.ground)
         a = m.encode_aerial(test.aerial)
         res = retrieval_recall(g, a, similarity=m.similarity)
         chance = 100.0 / len(test)
-        assert res.recall_at[1] >= 3 * chance and res.recall_at[5] >= 2 * 5 * chance
+        assert res.recall_at[1] >= 2 * chance and res.recall_at[5] >= 1.5 * 5 * chance

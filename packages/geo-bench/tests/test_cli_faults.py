@@ -17,9 +17,9 @@ import torch
 
 from geo_bench.cli import main
 from geo_bench.cli._common import EXIT_INTERRUPTED, EXIT_USER_ERROR, check_device
-from geo_bench.leaderboard import runner
+from geo_bench.leaderboard import config as leaderboard_config
 from geo_bench.store import ResultStore
-from geo_retrieval.checkpoint import save_weights
+from geo_retrieval.checkpoint import load_model_weights, save_weights
 
 pytestmark = pytest.mark.one_thread
 
@@ -47,8 +47,8 @@ def no_work(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("data was opened before the arguments were checked")
 
-    monkeypatch.setattr(runner, "open_datasets", boom)
-    monkeypatch.setattr(runner, "load_world", boom)
+    monkeypatch.setattr(leaderboard_config, "load_world_split", boom)
+    monkeypatch.setattr(leaderboard_config, "open_real_dataset", boom)
 
 
 class TestDevice:
@@ -164,11 +164,11 @@ class TestCheckpointFiles:
         b = save_weights(dict(reversed(list(_load(src).items()))), tmp_path / "b.safetensors",
                          {"time": "later", "global_step": "9", "epoch": "2", "seed": "0"})
         assert a.read_bytes() != b.read_bytes()
-        assert runner.load_model_weights(model, a) == runner.load_model_weights(model, b)
+        assert load_model_weights(model, a) == load_model_weights(model, b)
         state = _load(src)
         next(v for v in state.values() if v.is_floating_point()).add_(1e-3)
         c = save_weights(state, tmp_path / "c.safetensors", {"epoch": "1", "global_step": "7"})
-        assert runner.load_model_weights(model, c) != runner.load_model_weights(model, a)
+        assert load_model_weights(model, c) != load_model_weights(model, a)
 
 
 def _load(path: Path) -> dict:
@@ -187,7 +187,7 @@ class TestInterrupt:
         def interrupt(*args, **kwargs):
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(runner, "open_datasets", interrupt)
+        monkeypatch.setattr(leaderboard_config, "load_world_split", interrupt)
         argv = [str(trained) if a == "RUN" else a for a in verb]
         out = ["--store", str(tmp_path / "r.jsonl")] if verb[0] == "evaluate" else ["--out", str(tmp_path / "o")]
         assert main([*argv, "--tiny", *out]) == EXIT_INTERRUPTED

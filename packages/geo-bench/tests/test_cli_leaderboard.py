@@ -39,8 +39,9 @@ class TestTinyLeaderboard:
     def test_every_recipe_and_the_baseline_under_both_protocols(self, tiny):
         out, _ = tiny
         recs = ResultStore(out / "results.jsonl").records()
-        expected = {(name, known) for name in [*_recipes(), BASELINE_NAME] for known in (True, False)}
-        assert {(r.recipe, r.protocol["orientation_known"]) for r in recs} == expected
+        expected = {(name, known, area) for name in [*_recipes(), BASELINE_NAME] for known in (True, False)
+                    for area in ("same", "cross")}
+        assert {(r.recipe, r.protocol["orientation_known"], r.protocol["area"]) for r in recs} == expected
         assert len(recs) == len(expected)
 
     def test_measured_provenance(self, tiny):
@@ -52,7 +53,8 @@ class TestTinyLeaderboard:
             assert r.protocol["world"]["n_test"] == r.n_query == r.n_reference
             if r.recipe != BASELINE_NAME:
                 assert p.train_seconds > 0 and r.variant == "small"
-                assert r.protocol["selection_split"] == "train-holdout" and len(r.protocol["checkpoint"]) == 16
+                assert r.protocol["selection_split"] == "val" and len(r.protocol["checkpoint"]) == 16
+                assert r.protocol["world_seed"] == 0 and "geo_mask_m" in r.protocol
                 assert r.metrics["train_pairs_per_s"] > 0
 
     def test_outputs(self, tiny):
@@ -61,7 +63,8 @@ class TestTinyLeaderboard:
         assert "### Measured here" in md and "Reported by papers" not in md  # synthetic: nothing published
         assert "seed 0; commit" in md and "hardware:" in md and "synthetic world seed 0" in md
         rows = list(csv.DictReader((out / "leaderboard.csv").open()))
-        assert len(rows) == 2 * (len(_recipes()) + 1) and {r["section"] for r in rows} == {"measured"}
+        # orientation known / unknown x same-area / cross-area
+        assert len(rows) == 4 * (len(_recipes()) + 1) and {r["section"] for r in rows} == {"measured"}
         assert all(r["seed"] == "0" and r["commit"] and r["hardware"] and r["data"] for r in rows)
         data = json.loads((out / "leaderboard.json").read_text())
         assert len(data["measured"]["records"]) == len(rows)
@@ -223,12 +226,32 @@ def test_leaderboard_seeds_writes_the_summary(tmp_path):
     assert rc == 0
     summary = json.loads((tmp_path / "leaderboard_seeds.json").read_text())
     assert {(r["method"], tuple(r["seeds"])) for r in summary} == {("safa", (0, 1))}
-    assert len(summary) == 2  # orientation known and unknown
+    assert len(summary) == 4  # orientation known and unknown, same- and cross-area
     stored = ResultStore(tmp_path / "results.jsonl").records()
     for row in summary:
-        vals = sorted(r.metrics["R@1"] for r in stored if r.protocol["orientation_known"] == row["orientation_known"])
+        area = "cross" if "cross-area" in row["protocol"] else "same"
+        vals = sorted(r.metrics["R@1"] for r in stored
+                      if r.protocol["orientation_known"] == row["orientation_known"] and r.protocol["area"] == area)
         assert sorted(row["R@1_values"]) == vals
     assert "safa" in (tmp_path / "leaderboard_seeds.md").read_text()
+
+
+def test_leaderboard_world_seeds_writes_the_summary(tmp_path):
+    """--world-seeds: one run per synthetic world, and mean ± std over the worlds per method."""
+    rc = main(["leaderboard", "--tiny", "--recipes", "safa", "--no-baseline", "--world-seeds", "0,1", "--out",
+               str(tmp_path), "--no-progress", "--no-plots", "--threads", "1", "--jobs", "1"])
+    assert rc == 0
+    stored = ResultStore(tmp_path / "results.jsonl").records()
+    assert sorted({r.protocol["world"]["seed"] for r in stored}) == [0, 1]
+    assert {r.protocol["world_seed"] for r in stored} == {0, 1} and {r.provenance.seed for r in stored} == {0}
+    summary = json.loads((tmp_path / "leaderboard_worlds.json").read_text())
+    assert len(summary) == 4 and all(tuple(row["seeds"]) == (0, 1) for row in summary)
+    for row in summary:
+        area = "cross" if "cross-area" in row["protocol"] else "same"
+        by_world = sorted((r.protocol["world"]["seed"], r.metrics["R@1"]) for r in stored
+                          if r.protocol["orientation_known"] == row["orientation_known"] and r.protocol["area"] == area)
+        assert row["R@1_values"] == [v for _, v in by_world]
+    assert "world seeds" in (tmp_path / "leaderboard_worlds.md").read_text()
 
 
 def test_leaderboard_seeds_bad_value(tmp_path, caplog):
@@ -242,7 +265,7 @@ def test_parallel_progress_lines_without_a_terminal(tmp_path):
     from the worker processes at the GEO_BENCH_PROGRESS_S interval, and an overall line."""
     import re
 
-    # 12 epochs of 3 steps: training lasts seconds, many progress intervals, also on an idle machine
+    # 12 epochs of 4 steps: training lasts seconds, many progress intervals, also on an idle machine
     # (with 1 epoch the tiny run could finish between two 0.5 s lines)
     cmd = [sys.executable, "-m", "geo_bench", "leaderboard", "--tiny", "--recipes", "safa,dsm", "--jobs", "2",
            "--epochs", "12", "--out", str(tmp_path), "--no-baseline", "--no-plots", "--threads", "1"]
@@ -250,13 +273,13 @@ def test_parallel_progress_lines_without_a_terminal(tmp_path):
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:]
     for name in ("safa", "dsm"):
-        assert re.search(rf"\] {name} \(small\): training epoch \d+/12, step \d+/36, loss \d+\.\d+, .*ETA",
+        assert re.search(rf"\] {name} \(small\): training epoch \d+/12, step \d+/48, loss \d+\.\d+, .*ETA",
                          proc.stdout), proc.stdout[-3000:]
     assert re.search(r"overall: \d/2 done, \d running, \d queued; .* elapsed, ETA", proc.stdout)
 
 
 def test_time_budget_stops_training_early(tmp_path, capsys, monkeypatch):
-    """--time-budget: a budget shorter than one step trains 1 of the 3 steps, says so in the
+    """--time-budget: a budget shorter than one step trains 1 of the 4 steps, says so in the
     record (protocol time_budget_s, stopped_by_time_budget, train_steps) and changes the config;
     in process (--jobs 1) the progress lines come from the trainer callback too."""
     import re
@@ -267,10 +290,10 @@ def test_time_budget_stops_training_early(tmp_path, capsys, monkeypatch):
     assert main([*common, "--out", str(tmp_path / "full")]) == 0
     assert main([*common, "--out", str(tmp_path / "budget"), "--time-budget", "0.01"]) == 0
     printed = capsys.readouterr().out
-    assert re.search(r"safa \(small\): training epoch 1/1, step \d/3, loss \d", printed), printed
+    assert re.search(r"safa \(small\): training epoch 1/1, step \d/4, loss \d", printed), printed
     full = ResultStore(tmp_path / "full" / "results.jsonl").records()
     budget = ResultStore(tmp_path / "budget" / "results.jsonl").records()
-    assert {r.metrics["train_steps"] for r in full} == {3.0}
+    assert {r.metrics["train_steps"] for r in full} == {4.0}  # 72 train pairs, batch 16
     assert {r.metrics["train_steps"] for r in budget} == {1.0}
     assert all(r.protocol["time_budget_s"] == 0.01 and r.protocol["stopped_by_time_budget"] for r in budget)
     assert all("time_budget_s" not in r.protocol for r in full)

@@ -35,7 +35,7 @@ class TestTrain:
         assert (run / "last" / "model.safetensors").is_file()
         assert (run / "best" / "model.safetensors").is_file()  # selected on the held-out slice
         info = json.loads((run / "run.json").read_text())
-        assert info["recipe"] == "safa" and info["selection_split"] == "train-holdout"
+        assert info["recipe"] == "safa" and info["selection_split"] == "val"
         assert _state(run)["global_step"] == 2
 
     def test_refuses_to_overwrite_without_resume(self, trained, caplog):
@@ -81,11 +81,12 @@ class TestEvaluate:
         store = tmp_path / "results.jsonl"
         assert main(["evaluate", "--checkpoint", str(run), "--tiny", "--store", str(store), "--no-progress"]) == 0
         recs = ResultStore(store).records()
-        assert sorted(r.protocol["orientation_known"] for r in recs) == [False, True]
+        assert sorted((r.protocol["orientation_known"], r.protocol["area"]) for r in recs) == [
+            (False, "cross"), (False, "same"), (True, "cross"), (True, "same")]
         for r in recs:
             assert (r.recipe, r.variant, r.dataset, r.split) == ("safa", "small", "synthetic", "test")
             assert r.provenance.kind == "measured" and r.provenance.seed == 0 and r.provenance.commit
-            assert r.provenance.hardware and r.protocol["checkpoint"] and r.protocol["selection_split"] == "train-holdout"
+            assert r.provenance.hardware and r.protocol["checkpoint"] and r.protocol["selection_split"] == "val"
             assert r.n_query == r.n_reference == 20
             assert 0 <= r.metrics["R@1"] <= r.metrics["R@5"] <= r.metrics["R@10"] <= 100
 

@@ -13,9 +13,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from geo_bench.baselines import ColourProfile
+from geo_bench.leaderboard.config import TINY_WORLD, get_recipe_or_raise
 from geo_bench.leaderboard.data import load_world
 from geo_bench.leaderboard.evaluation import evaluate_baseline, evaluate_model, expected_protocols
-from geo_bench.leaderboard.runner import TINY_WORLD, get_recipe_or_raise
 from geo_bench.metrics import (
     DEGENERATE_TIE_SHARE,
     DegenerateDescriptorsError,

@@ -1,4 +1,4 @@
-"""The retrieval-examples figure: the top-5 of fixed test queries per recipe (runner.retrieval_examples)
+"""The retrieval-examples figure: the top-5 of fixed test queries per recipe (examples.retrieval_examples)
 and its plot (plots.plot_retrieval_examples: layout, the true tile framed green)."""
 
 import numpy as np
@@ -6,15 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
+from geo_bench.leaderboard.config import TINY_WORLD, RunConfig, open_datasets
+from geo_bench.leaderboard.examples import EXAMPLE_K, EXAMPLE_QUERIES, retrieval_examples
 from geo_bench.leaderboard.plots import plot_retrieval_examples
-from geo_bench.leaderboard.runner import (
-    EXAMPLE_K,
-    EXAMPLE_QUERIES,
-    TINY_WORLD,
-    RunConfig,
-    open_datasets,
-    retrieval_examples,
-)
 
 
 def _fake_test(n: int = 12) -> list[dict]:
@@ -67,7 +61,7 @@ def test_retrieval_examples_of_a_model(tmp_path):
     from geo_retrieval.recipes import build, get_recipe
 
     cfg = RunConfig(world=TINY_WORLD)
-    _, test = open_datasets(cfg, tmp_path / "cache", need_train=False)
+    test = open_datasets(cfg, tmp_path / "cache", need_train=False).test
     recipe = get_recipe("safa", "small")
     torch.manual_seed(0)
     model = build(recipe)

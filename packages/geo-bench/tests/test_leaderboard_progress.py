@@ -7,6 +7,7 @@ import types
 
 import pytest
 
+from geo_bench.leaderboard.config import RunConfig, config_hash
 from geo_bench.leaderboard.progress import (
     PROGRESS_ENV,
     ProgressBoard,
@@ -14,7 +15,7 @@ from geo_bench.leaderboard.progress import (
     format_duration,
     progress_interval,
 )
-from geo_bench.leaderboard.runner import ProgressCallback, RunConfig, TimeBudget, config_hash
+from geo_bench.leaderboard.training import ProgressCallback, TimeBudget
 
 
 class FakeClock:

@@ -22,9 +22,9 @@ pytest.importorskip("pyproj")
 
 from geo_bench.cli import main
 from geo_bench.localize import Localizer, TileIndex, build_index, load_checkpoint
-from geo_bench.metrics.geo import great_circle_distance
-from geo_bench.world import CityConfig, RenderConfig, utm_to_latlon
+from geo_bench.world import CityConfig, RenderConfig
 from geo_bench.world.layouts import write_map
+from geo_retrieval.geodesy import equirectangular_to_latlon, great_circle_distance
 
 N_QUERIES = 20
 STRIDE = "8"
@@ -97,7 +97,7 @@ class TestMapLayout:
         lon, lat = Transformer.from_crs("EPSG:32613", "EPSG:4326", always_xy=True).transform(utm[:, 0], utm[:, 1])
         np.testing.assert_allclose(ll, np.stack([lat, lon], 1), atol=1e-8)
         # the world's own local equirectangular lat/lon stay within a metre over the map
-        world = utm_to_latlon(torch.from_numpy(utm), tuple(info["origin_utm"]), tuple(info["origin_latlon"])).numpy()
+        world = equirectangular_to_latlon(torch.from_numpy(utm), tuple(info["origin_utm"]), tuple(info["origin_latlon"])).numpy()
         assert great_circle_distance(ll, world).max() < 1.0
 
 
@@ -349,8 +349,8 @@ class TestBadInput:
 class TestOrientationAware:
     def test_dsm_reports_heading(self, world_map, tmp_path):
         """DSM (untrained weights: the plumbing only): map descriptors, aligned search, a heading per candidate."""
-        from geo_bench.leaderboard.runner import weights_digest
         from geo_bench.localize import LoadedModel
+        from geo_retrieval.checkpoint import weights_digest
         from geo_retrieval.recipes import build, get_recipe
 
         recipe = get_recipe("dsm", "small")

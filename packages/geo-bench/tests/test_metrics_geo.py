@@ -1,4 +1,5 @@
-"""CVACT_test protocols (geo-tolerant utm_5m, id_1to1, id_1to1_glob) and great-circle distance."""
+"""CVACT_test protocols (geo-tolerant utm_5m, id_1to1, id_1to1_glob); great-circle distance is tested
+with geo_retrieval.geodesy (packages/geo-retrieval/tests/test_geodesy.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,8 @@ import pytest
 import torch
 
 from geo_bench.metrics import (
-    EARTH_RADIUS_M,
     cvact_test_recall,
     geo_tolerant_recall,
-    great_circle_distance,
     id_1to1_glob_ids,
     retrieval_recall,
     utm_neighbours,
@@ -143,30 +142,3 @@ class TestCvactTestProtocols:
             cvact_test_recall(q, ref, "utm_5m")
         with pytest.raises(ValueError, match="matches by id"):
             cvact_test_recall(q, ref, "id_1to1", query_utm=q_utm, reference_utm=ref_utm)
-
-
-def _haversine(a, b, r=EARTH_RADIUS_M):
-    a, b = np.deg2rad(np.asarray(a, float)), np.deg2rad(np.asarray(b, float))
-    dlat, dlon = b[..., 0] - a[..., 0], b[..., 1] - a[..., 1]
-    h = np.sin(dlat / 2) ** 2 + np.cos(a[..., 0]) * np.cos(b[..., 0]) * np.sin(dlon / 2) ** 2
-    return 2 * r * np.arcsin(np.sqrt(h))
-
-
-class TestGreatCircle:
-    def test_matches_haversine(self):
-        rng = np.random.default_rng(0)
-        a = np.stack([rng.uniform(-60, 60, 200), rng.uniform(-180, 180, 200)], 1)
-        b = a + rng.normal(0, 0.01, a.shape)  # ~1 km apart: the law of cosines is accurate there
-        np.testing.assert_allclose(great_circle_distance(a, b), _haversine(a, b), rtol=1e-6)
-
-    def test_known_values_and_clipping(self):
-        # the law of cosines in float64 has a floor of about 0.1 m at zero distance (VIGOR's formula)
-        assert great_circle_distance([10.0, 20.0], [10.0, 20.0]) < 0.15
-        assert great_circle_distance([0.0, 0.0], [0.0, 0.0]) == 0.0
-        np.testing.assert_allclose(great_circle_distance([0.0, 0.0], [0.0, 180.0]), np.pi * EARTH_RADIUS_M)
-        d = great_circle_distance(torch.tensor([[41.0, -87.0]], dtype=torch.float64), [[41.0, -87.0]])
-        assert np.isfinite(d).all() and d.shape == (1,)
-
-    def test_exception(self):
-        with pytest.raises(ValueError, match="lat, lon"):
-            great_circle_distance([1.0, 2.0, 3.0], [1.0, 2.0])

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from geo_bench.metrics import (
-    great_circle_distance,
     localisation_metrics,
     position_distances,
     radius_recall,
     topk_references,
 )
+from geo_retrieval.geodesy import great_circle_distance
 
 
 def _dense_reference(q, r, qpos, rpos, ks, radii):
@@ -103,9 +103,9 @@ def test_world_records_carry_radius_metrics(tmp_path):
     """Every world protocol stores R@k<r m and the top-1 errors; a retrieved true match is 0 m away,
     so R@1<r m is at least R@1, and it grows with r."""
     from geo_bench.baselines import ColourProfile
+    from geo_bench.leaderboard.config import TINY_WORLD
     from geo_bench.leaderboard.data import load_world
     from geo_bench.leaderboard.evaluation import evaluate_baseline
-    from geo_bench.leaderboard.runner import TINY_WORLD
 
     _, test = load_world(TINY_WORLD, tmp_path, train=False)
     for res in evaluate_baseline(ColourProfile(), "synthetic", test):

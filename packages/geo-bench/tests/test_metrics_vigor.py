@@ -9,7 +9,6 @@ import torch
 from geo_bench.metrics import (
     VIGOR_METERS_PER_PIXEL,
     MeterLevelCurve,
-    great_circle_distance,
     localisation_errors,
     meter_level_accuracy,
     plot_meter_level_accuracy,
@@ -18,6 +17,7 @@ from geo_bench.metrics import (
     vigor_recall,
     vigor_thresholds,
 )
+from geo_retrieval.geodesy import great_circle_distance
 
 
 def _dense_hit_rate(q, r, pos, semi):

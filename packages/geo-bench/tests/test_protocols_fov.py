@@ -8,6 +8,7 @@ import torch
 
 from geo_bench.baselines import ColourProfile
 from geo_bench.cli import main
+from geo_bench.leaderboard.config import TINY_WORLD
 from geo_bench.leaderboard.data import RolledGround, TensorPairs, load_world
 from geo_bench.leaderboard.evaluation import (
     ORIENTATION_SEED,
@@ -15,7 +16,6 @@ from geo_bench.leaderboard.evaluation import (
     expected_protocols,
     matches_protocol,
 )
-from geo_bench.leaderboard.runner import TINY_WORLD
 from geo_bench.metrics import make_fov_queries
 from geo_bench.protocols.fov import DEFAULT_FOVS, FovQueryFile, LimitedFovGround, fov_query_file
 from geo_bench.store import ResultStore

@@ -12,8 +12,10 @@ import warnings
 import pytest
 
 from geo_bench.baselines import BASELINE_NAME
+from geo_bench.leaderboard.config import TINY
 from geo_bench.leaderboard.evaluation import expected_protocols
-from geo_bench.leaderboard.runner import TINY, _done, run_leaderboard
+from geo_bench.leaderboard.recording import _done
+from geo_bench.leaderboard.runner import run_leaderboard
 from geo_bench.records import PROTOCOL_KEYS, Provenance, ResultRecord
 from geo_bench.store import ResultStore, StoreWarning
 
@@ -105,9 +107,9 @@ class TestBadLinesReportedOnce:
 
 
 def _synthetic_record(known: bool, *, recipe: str = "safa", seed: int = 0, commit: str = "abc",
-                      config: str = "c0") -> ResultRecord:
+                      config: str = "c0", area: str = "same") -> ResultRecord:
     proto = {k: None for k in PROTOCOL_KEYS} | {"fov": 360.0, "orientation_known": known, "config": config,
-                                                 "top1pct_rule": "floor", "tie_rule": "optimistic"}
+                                                 "top1pct_rule": "floor", "tie_rule": "optimistic", "area": area}
     prov = Provenance("measured", seed=seed, commit=commit, hardware={"cpu": "x", "cores": 2})
     return ResultRecord(recipe, "small", "synthetic", "test", proto, 20, 20,
                         {"R@1": 10.0 if known else 5.0, "R@1%": 5.0, "K_1pct": 1}, prov)
@@ -115,7 +117,9 @@ def _synthetic_record(known: bool, *, recipe: str = "safa", seed: int = 0, commi
 
 class TestDoneNeedsEveryProtocol:
     def test_expected_protocols(self):
-        assert expected_protocols("synthetic", "test") == [{"orientation_known": True}, {"orientation_known": False}]
+        assert expected_protocols("synthetic", "test") == [
+            {"orientation_known": True, "area": "same"}, {"orientation_known": False, "area": "same"},
+            {"orientation_known": True, "area": "cross"}, {"orientation_known": False, "area": "cross"}]
         for dataset, split in (("cvusa", "test"), ("cvact", "val"), ("vigor", "test")):
             assert expected_protocols(dataset, split) == [{"orientation_known": True}]
         assert expected_protocols("cvact", "test") == [{"orientation_known": True, "cvact_test": "utm_5m"}]
@@ -125,35 +129,40 @@ class TestDoneNeedsEveryProtocol:
     def test_one_of_two_records_is_not_done(self, tmp_path):
         store = ResultStore(tmp_path / "r.jsonl")
         store.append(_synthetic_record(True))
+        for known in (True, False):
+            store.append(_synthetic_record(known, area="cross"))
         store.append(_synthetic_record(False, seed=1))  # another seed does not complete it
         store.append(_synthetic_record(False, commit="other"))  # nor another commit
+        store.append(_synthetic_record(False, area=None))  # nor a record without the area
         found, missing = _done(store, "safa", "small", TINY, "c0", "abc")
-        assert missing == [{"orientation_known": False}]
-        assert [r.protocol["orientation_known"] for r in found] == [True]
+        assert missing == [{"orientation_known": False, "area": "same"}]
+        assert [(r.protocol["orientation_known"], r.protocol["area"]) for r in found] == [
+            (True, "same"), (True, "cross"), (False, "cross")]
         store.append(_synthetic_record(False))
         found, missing = _done(store, "safa", "small", TINY, "c0", "abc")
-        assert missing == [] and [r.protocol["orientation_known"] for r in found] == [True, False]
+        assert missing == [] and [r.protocol["orientation_known"] for r in found] == [True, False, True, False]
 
     def test_a_rerun_protocol_counts_once(self, tmp_path):
         store = ResultStore(tmp_path / "r.jsonl")
         for known in (True, False, True):
             store.append(_synthetic_record(known))
+            store.append(_synthetic_record(known, area="cross"))
         found, missing = _done(store, "safa", "small", TINY, "c0", "abc")
-        assert missing == [] and len(found) == 2  # one row per protocol in the table, the last one appended
+        assert missing == [] and len(found) == 4  # one row per protocol in the table, the last one appended
 
     def test_run_leaderboard_reruns_a_partial_baseline(self, tmp_path):
         store = ResultStore(tmp_path / "results.jsonl")
         events: list[str] = []
         first = run_leaderboard(TINY, tmp_path, recipes=[], store=store, on_event=events.append)
-        assert len(first) == 2 and len(store.records()) == 2
-        # lose the second record (e.g. a crash between the two appends)
+        assert len(first) == 4 and len(store.records()) == 4
+        # lose the last record (e.g. a crash between two appends)
         lines = store.path.read_bytes().splitlines(keepends=True)
-        store.path.write_bytes(lines[0])
+        store.path.write_bytes(b"".join(lines[:3]))
         events.clear()
         again = run_leaderboard(TINY, tmp_path, recipes=[], store=store, on_event=events.append)
         assert not any("skipped" in e for e in events), events
-        assert sorted(r.protocol["orientation_known"] for r in again) == [False, True]
-        assert len(store.records(recipe=BASELINE_NAME)) == 3
+        assert sorted(r.protocol["orientation_known"] for r in again) == [False, False, True, True]
+        assert len(store.records(recipe=BASELINE_NAME)) == 7
         events.clear()
         third = run_leaderboard(TINY, tmp_path, recipes=[], store=store, on_event=events.append)
-        assert any("skipped" in e for e in events) and len(third) == 2
+        assert any("skipped" in e for e in events) and len(third) == 4

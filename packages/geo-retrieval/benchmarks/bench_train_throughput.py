@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 
 from geo_retrieval.recipes import build, get_recipe, list_recipes
-from geo_retrieval.training import SyntheticPairs, Trainer
+from geo_retrieval.testing import SyntheticPairs
+from geo_retrieval.training import Trainer
 
 
 def _status_kib(field: str) -> int | None:

@@ -28,6 +28,39 @@ def test_single_process_fallbacks():
     gd.barrier()
     with pytest.raises(TypeError):
         gd.all_gather_with_grad([1, 2])
+    assert gd.broadcast_object({"a": 1}) == {"a": 1}
+    t = torch.ones(2)
+    gd.all_reduce_mean_([t])
+    assert torch.equal(t, torch.ones(2))
+    assert gd.init_distributed("cpu") == torch.device("cpu") and not gd.is_distributed()
+
+
+def test_one_module_one_is_distributed():
+    import geo_retrieval
+    from geo_retrieval import training
+
+    assert training.is_distributed is gd.is_distributed is geo_retrieval.is_distributed
+    assert training.init_distributed is gd.init_distributed and training.unwrap_model is gd.unwrap_model
+    assert importlib.util.find_spec("geo_retrieval.training.ddp") is None
+    inner = torch.nn.Linear(2, 2)
+    assert gd.unwrap_model(torch.nn.DataParallel(inner)) is inner
+
+
+def test_one_rank_group_is_not_distributed(tmp_path, monkeypatch):
+    """A process group of one rank counts as not distributed: every helper is the single-process path."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "0")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert not gd.is_distributed() and gd.world_size() == 1 and gd.rank() == 0
+        x = torch.rand(2, requires_grad=True)
+        assert gd.all_gather_with_grad(x) is x and gd.broadcast_object(5) == 5
+    finally:
+        dist.destroy_process_group()
 
 
 def test_ddp_gather_gradients_equal_full_batch(tmp_path):

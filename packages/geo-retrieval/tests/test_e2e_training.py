@@ -1,6 +1,6 @@
 """End to end: small recipes learn the synthetic pairs and retrieve held-out locations far above chance.
 
-The pairs come from :class:`geo_retrieval.training.SyntheticPairs` (a smooth random aerial per
+The pairs come from :class:`geo_retrieval.testing.SyntheticPairs` (a smooth random aerial per
 location; its ground panorama is the polar transform plus a colour shift, a sky band and noise).
 Held-out locations (another seed and id range) are never seen by the trainer, whose own
 selection split is a slice of train.
@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from geo_retrieval.recipes import build, get_recipe
-from geo_retrieval.training import SyntheticPairs, Trainer, split_holdout
+from geo_retrieval.testing import SyntheticPairs
+from geo_retrieval.training import Trainer, split_holdout
 
 pytestmark = pytest.mark.one_thread
 

@@ -15,7 +15,7 @@ from geo_transforms.testing import BaseTester
 
 
 def _reference_triplet(sim, alpha=10.0, utm=None, min_d=25.0, ratio=None):
-    """Direct per-pair Python formula of methods.md section 0.1 with our masking rules."""
+    """Direct per-pair Python formula of docs/methods.md#soft-margin-triplet with our masking rules."""
     b = sim.shape[0]
     d = [[2 - 2 * float(sim[i, j]) for j in range(b)] for i in range(b)]
 

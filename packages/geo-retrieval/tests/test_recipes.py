@@ -46,7 +46,7 @@ class TestRegistry:
             register_recipe(r.replace(epochs=2), overwrite=True)
             assert get_recipe("test_dup", "small").epochs == 2
         finally:
-            recipes._RECIPES.pop(("test_dup", "small"))
+            recipes.unregister_recipe("test_dup", "small")
         with pytest.raises(TypeError, match="Recipe"):
             register_recipe({"name": "x"})  # type: ignore[arg-type]
 
@@ -75,7 +75,8 @@ class TestRegistry:
             assert "toker21_test" in list_recipes()
             assert get_recipe("toker21_test", "small").head == "safa"
         finally:
-            recipes._RECIPES.pop(("toker21_test", "small"), None)
+            if "toker21_test" in list_recipes():
+                recipes.unregister_recipe("toker21_test", "small")
 
     def test_validation(self):
         r = get_recipe("safa", "small")
@@ -169,3 +170,29 @@ def test_build_full(name):
         sim = model.similarity(*model(g, a))
     assert sim.shape == (2, 2) and bool(torch.isfinite(sim).all())
     assert not math.isnan(float(sim.sum()))
+
+
+class TestMethodFidelity:
+    """Settings each method's own code uses (the geo mask, L2LTR's attention dropout)."""
+
+    @pytest.mark.parametrize("variant", ["full", "small"])
+    def test_geo_mask_as_each_method_s_code(self, variant):
+        # SAFA / DSM (and Toker, in geo-synthesis) mask negatives closer than 25 m on CVACT; L2LTR and
+        # Sample4Geo train without any geo mask
+        expected = {"safa": 25.0, "dsm": 25.0, "l2ltr": None, "sample4geo": None}
+        for name, radius in expected.items():
+            assert get_recipe(name, variant).geo_mask_m == radius, name
+
+    def test_geo_mask_must_be_positive(self):
+        with pytest.raises(ValueError, match="geo_mask_m"):
+            get_recipe("safa", "small").replace(geo_mask_m=0.0)
+
+    def test_l2ltr_full_has_no_attention_dropout(self):
+        # upstream L2LTR (ViT-B config): dropout_rate 0.1, attention_dropout_rate 0.0
+        recipe = get_recipe("l2ltr", "full")
+        assert recipe.head_kwargs["dropout"] == 0.1 and recipe.head_kwargs["attn_dropout"] == 0.0
+        from geo_retrieval.heads import create_head
+
+        head = create_head("transformer", in_channels=8, feature_size=(2, 4), dim=8, depth=1, num_heads=2,
+                           dropout=0.1, attn_dropout=0.0)
+        assert head.blocks[0].attn_dropout == 0.0 and head.blocks[0].dropout.p == 0.1

@@ -1,4 +1,4 @@
-"""Trainer pieces: schedules, recall, splits, augmentation, and the trainer on a tiny local model."""
+"""Trainer pieces: schedules, splits, augmentation, and the trainer on a tiny local model (recall: test_ranking)."""
 
 import json
 import math
@@ -9,20 +9,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from geo_retrieval.recipes import GradClip, OptimizerConfig, SamplingConfig, ScheduleConfig
-from geo_retrieval.testing import TinyCrossView, tiny_recipe
+from geo_retrieval.testing import SyntheticPairs, TinyCrossView, tiny_recipe
 from geo_retrieval.training import (
     Augmentation,
     BatchTransform,
     StopTraining,
-    SyntheticPairs,
     Trainer,
     WarmupCosine,
-    compute_ranks,
     holdout_ids,
     joint_hflip,
     joint_rot90,
     piecewise_value,
-    recall_at_k,
     split_holdout,
 )
 from geo_transforms import polar_transform
@@ -59,31 +56,6 @@ class TestSchedules:
     def test_exception(self):
         with pytest.raises(ValueError, match="kind"):
             WarmupCosine(warmup_steps=0, total_steps=1, kind="linear")
-
-
-class TestRecall:
-    def test_matches_bruteforce(self):
-        g = torch.Generator().manual_seed(0)
-        q, r = torch.randn(57, 6, generator=g), torch.randn(57, 6, generator=g)
-        sim = q @ r.T
-        ranks = (sim > sim.diagonal()[:, None]).sum(1)
-        assert torch.equal(compute_ranks(q, r, block=10), ranks)
-        res = recall_at_k(q, r, block=8)
-        assert res.recall["R@1"] == pytest.approx(100 * float((ranks < 1).double().mean()))
-        assert res.recall["R@5"] == pytest.approx(100 * float((ranks < 5).double().mean()))
-        assert res.top1pct_k == 1 and res.n_query == 57
-
-    def test_ties_and_gt_index(self):
-        q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-        r = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])  # query 0's match (index 1) is tied with 2
-        gt = torch.tensor([1, 0])
-        assert compute_ranks(q, r, gt).tolist() == [0, 0]
-        assert compute_ranks(q, r, gt, ties="pessimistic").tolist() == [1, 0]
-
-    def test_top1pct_rules(self):
-        q = torch.randn(250, 4)
-        assert recall_at_k(q, q).top1pct_k == 2
-        assert recall_at_k(q, q, top1pct_rule="ceil").top1pct_k == 3
 
 
 class TestSplits:
@@ -207,9 +179,22 @@ class TestTrainer:
                 return infonce(sim)
 
         loss = Recording()
-        Trainer(TinyCrossView(), tiny_recipe(epochs=3), train, out_dir=tmp_path, loss=loss).fit()
+        Trainer(TinyCrossView(), tiny_recipe(epochs=3, geo_mask_m=25.0), train, out_dir=tmp_path, loss=loss).fit()
         assert loss.epochs == [0, 1, 2]
         assert loss.utm_shapes == [(8, 2)] * 12
+        # no geo mask in the recipe (L2LTR, Sample4Geo): the coordinates never reach the loss
+        loss = Recording()
+        Trainer(TinyCrossView(), tiny_recipe(epochs=1, geo_mask_m=None), train, out_dir=tmp_path / "nomask",
+                loss=loss).fit()
+        assert loss.utm_shapes == [None] * 4
+
+    def test_geo_mask_radius_comes_from_the_recipe(self, pairs, tmp_path):
+        train, _ = pairs
+        recipe = tiny_recipe(loss="soft_margin_triplet", loss_kwargs={"alpha": 10.0}, geo_mask_m=40.0)
+        assert Trainer(TinyCrossView(), recipe, train, out_dir=tmp_path).loss_fn.min_distance_m == 40.0
+        # a loss that cannot take a geo mask is refused rather than silently trained without one
+        with pytest.raises(ValueError, match="geo_mask_m"):
+            Trainer(TinyCrossView(), tiny_recipe(loss="infonce", geo_mask_m=25.0), train, out_dir=tmp_path / "x")
 
     def test_fit_checkpoints_and_records(self, pairs, tmp_path):
         train, val = pairs

@@ -15,8 +15,8 @@ SCRIPT = textwrap.dedent(
 
     torch.set_num_threads(1)
     from geo_retrieval.recipes import ScheduleConfig
-    from geo_retrieval.testing import ScaledInfoNCE, TinyCrossView, tiny_recipe
-    from geo_retrieval.training import SyntheticPairs, Trainer, split_holdout
+    from geo_retrieval.testing import ScaledInfoNCE, SyntheticPairs, TinyCrossView, tiny_recipe
+    from geo_retrieval.training import Trainer, split_holdout
 
     recipe = tiny_recipe(schedule=ScheduleConfig("cosine", warmup_steps=1))
     out = sys.argv[1]

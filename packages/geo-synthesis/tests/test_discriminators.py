@@ -13,7 +13,7 @@ def _count(m: torch.nn.Module) -> int:
 class TestPatchDiscriminator(BaseTester):
     def test_paper_config(self):
         d = PatchDiscriminator(6, base=64)
-        assert round(_count(d) / 1e6, 2) == 2.79  # methods.md: 2.79 M
+        assert round(_count(d) / 1e6, 2) == 2.79  # docs/methods.md#toker21: 2.79 M
         with torch.no_grad():
             out = d(torch.zeros(1, 3, 112, 616), torch.zeros(1, 3, 112, 616))
         assert out.shape == (1, 1, 12, 75)

@@ -55,7 +55,7 @@ class TestKeepRemove:
 class TestSemanticAugment:
     def test_modes_applied_per_sample(self):
         image, seg = planted(b=64)
-        cfg = SemanticAugment(p_keep_tree=0.25, p_keep_road=0.25, p_remove_sky=0.25, fill=0.0)
+        cfg = SemanticAugment(p_keep_tree=0.25, p_keep_road=0.25, p_remove_sky=0.25, keep_fill=1.0, remove_fill=0.0)
         out, modes = semantic_augment(image, seg, cfg, generator=torch.Generator().manual_seed(3))
         assert set(modes.tolist()) == {0, 1, 2, 3}
         for i, m in enumerate(modes.tolist()):
@@ -63,8 +63,20 @@ class TestSemanticAugment:
             for r in range(4):
                 if r in rows_kept:
                     assert torch.equal(out[i, :, r], image[i, :, r])
+                elif MODES[m] == "remove_sky":
+                    assert (out[i, :, r] == 0).all()  # the removed sky goes black
                 else:
-                    assert (out[i, :, r] == 0).all()
+                    assert (out[i, :, r] == 1).all()  # a keep mode blanks the rest to white (paper's Fig. 2)
+
+    def test_default_fills_are_white_for_keep_and_black_for_remove(self):
+        # SMDT's Fig. 2: keep_tree / keep_road show the kept class on white, remove_sky paints the sky black
+        image, seg = planted(b=3)
+        image = image * 0.5 + 0.25  # no pixel is already 0 or 1
+        cfg = SemanticAugment(p_keep_tree=1.0)
+        out, _ = semantic_augment(image, seg, cfg, generator=torch.Generator().manual_seed(0))
+        assert (out[:, :, 0] == 1.0).all() and torch.equal(out[:, :, 1], image[:, :, 1])
+        out, _ = semantic_augment(image, seg, SemanticAugment(p_remove_sky=1.0), generator=torch.Generator().manual_seed(0))
+        assert (out[:, :, 0] == 0.0).all() and torch.equal(out[:, :, 1:], image[:, :, 1:])
 
     def test_seeded_and_probabilities(self):
         image, seg = planted(b=2000)

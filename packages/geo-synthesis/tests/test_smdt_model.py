@@ -166,7 +166,7 @@ class TestSMDTModel:
         assert (model.ground_labels(batch) == 2).all() and model.ground_labels(batch).shape == (4, *SIZE)
 
     def test_semantic_augmentation_reaches_the_ground_encoder(self):
-        model, recipe = make_model(semantic_aug=SemanticAugment(p_remove_sky=1.0, fill=-1.0))
+        model, recipe = make_model(semantic_aug=SemanticAugment(p_remove_sky=1.0, remove_fill=-1.0))
         batch = make_batch()
         batch["ground_seg"] = torch.zeros(4, *SIZE, dtype=torch.long)
         batch["ground_seg"][:, SIZE[0] // 2 :] = 1  # sky on top, road below

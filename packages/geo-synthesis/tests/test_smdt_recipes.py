@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
+from geo_retrieval.config import Augmentation, Normalisation
 from geo_retrieval.recipes import build, get_recipe, list_recipes
-from geo_retrieval.training.augment import Augmentation, Normalisation
 from geo_synthesis.smdt import SMDTModel, SMDTRecipe, register_smdt
 from geo_transforms import MixedParams
 

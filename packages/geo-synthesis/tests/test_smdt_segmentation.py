@@ -125,7 +125,7 @@ class TestSegmentationUNet:
 def test_trains_through_the_trainer(tmp_path):
     from geo_retrieval.recipes import get_recipe
     from geo_retrieval.training import Trainer
-    from geo_synthesis.smdt.toy import SMDTToyPairs
+    from geo_synthesis.testing import SMDTToyPairs
 
     recipe = get_recipe("smdt", "small").replace(batch_size=4, epochs=1)
     torch.manual_seed(0)

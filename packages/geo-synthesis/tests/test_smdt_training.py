@@ -10,7 +10,7 @@ from geo_retrieval.training import Trainer
 from geo_synthesis.callbacks import SynthesisGridCallback
 from geo_synthesis.metrics import ssim
 from geo_synthesis.smdt import CascadeConfig, SMDTConfig
-from geo_synthesis.smdt.toy import SMDTToyPairs
+from geo_synthesis.testing import SMDTToyPairs
 from geo_transforms import MixedParams
 
 # on shared CPUs two spinning OpenMP threads ran these small ops 50-250x slower than one thread

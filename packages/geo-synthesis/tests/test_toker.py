@@ -276,3 +276,51 @@ class TestRecipes:
 
         names = [ep.value for ep in entry_points(group="geo_retrieval.recipes")]
         assert "geo_synthesis.recipes:register_all" in names
+
+
+class TestToker21GeoMask:
+    """Toker's CVACT training masks negatives closer than 25 m in both the R and the G triplet."""
+
+    def _batch(self):
+        g = torch.Generator().manual_seed(1)
+        ground = torch.rand(4, 3, 32, 64, generator=g) * 2 - 1
+        aerial = torch.rand(4, 3, 32, 64, generator=g) * 2 - 1
+        # samples 0 and 1 stand 10 m apart, the others far away
+        utm = torch.tensor([[0.0, 0.0], [10.0, 0.0], [500.0, 0.0], [0.0, 900.0]], dtype=torch.float64)
+        return ground, aerial, utm
+
+    def test_recipe_sets_25_m(self):
+        from geo_retrieval.recipes import get_recipe
+
+        assert get_recipe("toker21", "full").geo_mask_m == 25.0
+        assert get_recipe("toker21", "small").geo_mask_m == 25.0
+
+    def test_mask_changes_r_and_g_triplet_terms(self):
+        ground, aerial, utm = self._batch()
+        # eval mode: no BatchNorm statistics or spectral-norm power iteration change between the calls
+        masked = tiny_model(geo_mask_m=25.0).eval()
+        plain = tiny_model().eval()
+        with torch.no_grad():
+            a = masked.losses(ground, aerial, utm)
+            b = masked.losses(ground, aerial)  # no coordinates: no mask
+            c = plain.losses(ground, aerial, utm)  # no radius: coordinates ignored
+        assert not torch.allclose(a["R"], b["R"]) and not torch.allclose(a["G_triplet"], b["G_triplet"])
+        torch.testing.assert_close(b["R"], c["R"])
+        torch.testing.assert_close(b["G_triplet"], c["G_triplet"])
+
+    def test_training_step_passes_utm_to_both_triplets(self, monkeypatch):
+        ground, aerial, utm = self._batch()
+        model = tiny_model(geo_mask_m=25.0)
+        seen = []
+        original = model.triplet.forward
+
+        def spy(similarity, utm=None):
+            seen.append(utm)
+            return original(similarity, utm=utm)
+
+        monkeypatch.setattr(model.triplet, "forward", spy)
+        from geo_retrieval.recipes import get_recipe
+
+        trainer = FakeTrainer(model, get_recipe("toker21", "small"))
+        model.training_step({"ground": ground, "aerial": aerial, "utm": utm}, trainer)
+        assert len(seen) == 2 and all(u is not None and torch.equal(u, utm) for u in seen)

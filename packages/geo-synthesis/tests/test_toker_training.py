@@ -4,7 +4,8 @@ import torch
 from PIL import Image
 
 from geo_retrieval.recipes import build, get_recipe
-from geo_retrieval.training import SyntheticPairs, Trainer
+from geo_retrieval.testing import SyntheticPairs
+from geo_retrieval.training import Trainer
 from geo_synthesis.callbacks import SynthesisGridCallback
 from geo_synthesis.cli import main as cli_main
 from geo_synthesis.metrics import ssim

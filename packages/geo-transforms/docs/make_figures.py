@@ -22,7 +22,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from geo_transforms import MixedParams, mixed_perspective_polar, mixed_radius_profile, polar_transform
-from geo_transforms.preview import demo_aerial, main
+from geo_transforms.cli import main
+from geo_transforms.patterns import demo_aerial
 
 HERE = Path(__file__).resolve().parent
 

@@ -54,9 +54,14 @@ class TestPolarPresets(BaseTester):
 
     def test_versioning(self):
         v1 = get_polar_preset("safa")
-        with pytest.raises(ValueError, match="already registered with a different recipe"):
+        with pytest.raises(ValueError, match=r"polar preset 'safa@1' is already registered; pass overwrite=True"):
             register_polar_preset(dataclasses.replace(v1, center="pixel"))
-        assert register_polar_preset(v1) is v1  # re-registering the same recipe is harmless
+        # one registry policy: any existing identifier raises (a changed recipe gets a new version) ...
+        with pytest.raises(ValueError, match="already registered"):
+            register_polar_preset(v1)
+        # ... unless replaced on purpose
+        assert register_polar_preset(v1, overwrite=True) is v1
+        assert get_polar_preset("safa@1") is v1
 
     def test_exception(self):
         with pytest.raises(ValueError, match=r"unknown polar preset 'polar'; available: \['dsm@1'"):

@@ -1,6 +1,7 @@
 import runpy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +9,10 @@ import torch
 pytest.importorskip("PIL")
 from PIL import Image
 
-from geo_transforms.preview import LABEL_HEIGHT, demo_aerial, demo_panorama, main, render_preview
+import geo_transforms.cli
+from geo_transforms.cli import main
+from geo_transforms.patterns import demo_aerial, demo_panorama
+from geo_transforms.preview import LABEL_HEIGHT, render_preview
 
 
 def test_demo_writes_png_of_expected_size(tmp_path):
@@ -76,10 +80,11 @@ def test_demo_panorama_matches_ground_plane_views():
     assert error.mean() < 0.03
 
 
-def test_run_as_module(tmp_path, monkeypatch):
+@pytest.mark.parametrize("module", ["geo_transforms.preview", "geo_transforms.cli"])
+def test_run_as_module(tmp_path, monkeypatch, module):
     out = tmp_path / "grid.png"
     argv = [
-        "geo_transforms.preview",
+        module,
         "--demo",
         "--demo-size",
         "32",
@@ -90,11 +95,19 @@ def test_run_as_module(tmp_path, monkeypatch):
         str(out),
     ]
     monkeypatch.setattr(sys, "argv", argv)
-    monkeypatch.delitem(sys.modules, "geo_transforms.preview", raising=False)
+    monkeypatch.delitem(sys.modules, module, raising=False)
     with pytest.raises(SystemExit) as exit_info:
-        runpy.run_module("geo_transforms.preview", run_name="__main__")
+        runpy.run_module(module, run_name="__main__")
     assert exit_info.value.code == 0
     assert out.is_file()
+
+
+def test_console_script_points_at_the_cli():
+    # the installed `geo-transforms-preview` script calls geo_transforms.cli:main
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    line = next(x for x in pyproject.read_text().splitlines() if x.startswith("geo-transforms-preview"))
+    assert line.split("=", 1)[1].strip().strip('"') == "geo_transforms.cli:main"
+    assert main is geo_transforms.cli.main
 
 
 @pytest.mark.slow

@@ -3,13 +3,14 @@ geo-localisation."""
 
 from __future__ import annotations
 
+# before the subpackage imports: geo_bench.datasets.cache records it in every cache manifest
+__version__ = "0.1.0"
+
 from .datasets import CVACT, CVUSA, VIGOR, DatasetNotFoundError, find_exact_duplicates, prepare_cache
 from .metrics import *  # noqa: F403  (flat namespace; names listed in metrics.__all__)
 from .metrics import __all__ as _metrics_all
 from .records import Provenance, RecordValidationError, ResultRecord, collect_provenance
 from .store import ResultStore, StoreWarning
-
-__version__ = "0.1.0"
 
 __all__ = ["__version__"]
 __all__ += ["CVACT", "CVUSA", "VIGOR", "DatasetNotFoundError", "find_exact_duplicates", "prepare_cache"]

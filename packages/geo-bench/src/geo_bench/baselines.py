@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from geo_transforms import polar_transform
+
 __all__ = ["BASELINE_NAME", "ColourProfile"]
 
 BASELINE_NAME = "colour-profile (no learning)"
@@ -34,6 +36,9 @@ def _as_float(x: Tensor, name: str) -> Tensor:
 
 class ColourProfile:
     """Per-bearing colour-profile matcher (see the module Convention); no parameters, no training.
+
+    A :class:`geo_retrieval.protocols.CrossViewEncoder` (``encode_ground`` / ``encode_aerial`` /
+    ``similarity``), so the leaderboard evaluates it like a trained model.
 
     Args:
         sectors: bearing sectors per full turn.
@@ -75,8 +80,6 @@ class ColourProfile:
         """(B, 3, S, S) north-up aerial tiles (or already polar (B, 3, H, W)) -> unit profiles."""
         aerial = _as_float(aerial, "aerial")
         if aerial.shape[-1] == aerial.shape[-2]:
-            from geo_transforms import polar_transform
-
             aerial = polar_transform(aerial, self.polar_size, center="safa")
         return self._profile(aerial)
 

@@ -30,6 +30,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
 __all__ = [
     "PROTOCOL_KEYS",
     "Provenance",
@@ -321,16 +323,11 @@ def _cpu_model() -> str:
 def hardware_info() -> dict[str, Any]:
     """``{"cpu": model, "cores": logical cores, "cuda": [device names] or None, "platform": ...}``."""
     info: dict[str, Any] = {"cpu": _cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            info["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        else:
-            info["cuda"] = None
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:  # pragma: no cover - torch is a dependency
+    if torch.cuda.is_available():
+        info["cuda"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    else:
         info["cuda"] = None
+    info["torch_threads"] = torch.get_num_threads()
     return info
 
 

@@ -25,8 +25,18 @@ from .checkpoint import (
     unwrap_state_dict,
     verify_checkpoint_pair,
 )
+from .config import Augmentation, Normalisation
 from .convert import bake_spectral_norm, convert_toker
 from .distributed import all_gather_with_grad, barrier, is_distributed, is_main_process, rank, world_size
+from .embedding import embed, embed_dataset
+from .geodesy import (
+    EARTH_RADIUS_M,
+    VIGOR_EARTH_RADIUS_M,
+    equirectangular_to_latlon,
+    great_circle_distance,
+    haversine_distance,
+    latlon_to_equirectangular,
+)
 from .heads import (
     AvgHead,
     DSMHead,
@@ -43,8 +53,30 @@ from .heads import (
     register_head,
     safa_aggregate,
 )
-from .losses import InfoNCELoss, SoftMarginTripletLoss, cosine_similarity_matrix, create_loss, list_losses
+from .losses import (
+    InfoNCELoss,
+    SoftMarginTripletLoss,
+    cosine_similarity_matrix,
+    create_loss,
+    list_losses,
+    register_loss,
+)
 from .model import CrossViewModel, build_model
+from .protocols import ConfiguresOptimizers, CrossViewEncoder, CustomStepModel, PairDataset
+from .ranking import (
+    TIE_RULES,
+    TOP1PCT_RULES,
+    RecallResult,
+    TieStats,
+    model_similarity,
+    ranks,
+    ranks_with_ties,
+    recall_curve,
+    recall_from_ranks,
+    retrieval_recall,
+    tie_statistics,
+    top1pct_k,
+)
 from .recipes import Recipe, build_recipe, get_recipe, list_recipes, register_recipe
 from .sampling import (
     GPSNeighbourBatchSampler,
@@ -52,21 +84,15 @@ from .sampling import (
     SimilarityBatchSampler,
     UniqueIdBatchSampler,
     geo_neighbours,
-    haversine_distance,
     similarity_neighbours,
 )
 from .search import FaissIndex, MissingDependencyError, dsm_orientations, extract_descriptors, topk_search
 from .training import (
-    Augmentation,
     BatchTransform,
-    Normalisation,
-    RecallResult,
     StopTraining,
-    SyntheticPairs,
     Trainer,
     TrainResult,
     holdout_ids,
-    recall_at_k,
     split_holdout,
 )
 
@@ -74,9 +100,12 @@ __all__ = [
     "Augmentation",
     "AvgHead",
     "Backbone",
+    "ConfiguresOptimizers",
     "BatchTransform",
     "CorruptCheckpointError",
+    "CrossViewEncoder",
     "CrossViewModel",
+    "CustomStepModel",
     "DSMHead",
     "DSMMatch",
     "FaissIndex",
@@ -87,13 +116,16 @@ __all__ = [
     "MissingDependencyError",
     "NeighbourBatchSampler",
     "Normalisation",
+    "PairDataset",
     "RecallResult",
+    "TIE_RULES",
+    "TOP1PCT_RULES",
+    "TieStats",
     "Recipe",
     "SAFAHead",
     "SimilarityBatchSampler",
     "SoftMarginTripletLoss",
     "StopTraining",
-    "SyntheticPairs",
     "TrainResult",
     "Trainer",
     "TransformerHead",
@@ -118,11 +150,18 @@ __all__ = [
     "dsm_orientations",
     "dsm_shift_to_degrees",
     "dsm_similarity",
+    "embed",
+    "embed_dataset",
     "extract_descriptors",
     "file_sha256",
     "geo_neighbours",
     "get_recipe",
     "haversine_distance",
+    "EARTH_RADIUS_M",
+    "VIGOR_EARTH_RADIUS_M",
+    "equirectangular_to_latlon",
+    "great_circle_distance",
+    "latlon_to_equirectangular",
     "holdout_ids",
     "is_distributed",
     "is_main_process",
@@ -132,18 +171,26 @@ __all__ = [
     "list_recipes",
     "load_trainer_state",
     "load_weights",
+    "model_similarity",
     "rank",
     "read_metadata",
-    "recall_at_k",
+    "ranks",
+    "ranks_with_ties",
+    "recall_curve",
+    "recall_from_ranks",
+    "retrieval_recall",
     "recover_directory",
     "register_backbone",
     "register_head",
+    "register_loss",
     "register_recipe",
     "safa_aggregate",
     "save_trainer_state",
     "save_weights",
     "similarity_neighbours",
     "split_holdout",
+    "tie_statistics",
+    "top1pct_k",
     "strip_prefixes",
     "topk_search",
     "unwrap_state_dict",

@@ -29,7 +29,6 @@ Registry (:func:`list_backbones`):
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +36,8 @@ from typing import Any
 import timm
 import torch
 from torch import Tensor, nn
+
+from geo_transforms.registry import Registry
 
 from .checkpoint import load_weights, strip_prefixes, unwrap_state_dict
 
@@ -127,34 +128,23 @@ class Backbone(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # registry
 
-_BACKBONES: dict[str, Callable[..., Backbone]] = {}
+_BACKBONES: Registry[Callable[..., Backbone]] = Registry("backbone", patterns=True)
 
 
-def register_backbone(name: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
+def register_backbone(
+    name: str, *, overwrite: bool = False
+) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
     """Decorator registering a builder ``fn(name, **kwargs) -> Backbone`` under ``name``.
 
-    ``name`` may be an fnmatch pattern (``"convnext_*"``); exact names win over patterns.
+    ``name`` may be an fnmatch pattern (``"convnext_*"``); exact names win over patterns. An
+    existing name raises ``ValueError`` unless ``overwrite=True``.
     """
-
-    def deco(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
-        _BACKBONES[name] = fn
-        return fn
-
-    return deco
+    return _BACKBONES.register(name, overwrite=overwrite)
 
 
-def list_backbones() -> list[str]:
-    """Registered backbone names and patterns, sorted."""
-    return sorted(_BACKBONES)
-
-
-def _lookup(name: str) -> Callable[..., Backbone]:
-    if name in _BACKBONES:
-        return _BACKBONES[name]
-    for pattern, fn in _BACKBONES.items():
-        if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(name, pattern):
-            return fn
-    raise ValueError(f"unknown backbone {name!r}; available: {list_backbones()}")
+def list_backbones(filter: str | None = None) -> list[str]:
+    """Registered backbone names and patterns, sorted (only those matching the fnmatch ``filter``)."""
+    return _BACKBONES.names(filter)
 
 
 def create_backbone(
@@ -172,7 +162,7 @@ def create_backbone(
     Args:
         name: registry name (see :func:`list_backbones`).
         pretrained: load timm's default pretrained weights (needs the network or the HF cache).
-        weights: local weight file; overrides ``pretrained``. Strict: every tensor of the backbone
+        weights: local weight file; overwrites ``pretrained``. Strict: every tensor of the backbone
             must be in the file (pass ``strict=False`` to relax, e.g. for foreign layouts a timm
             filter renames).
         img_size: (H, W) for models whose parameters depend on it (ViT position embeddings);
@@ -196,7 +186,7 @@ def create_backbone(
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
-    fn = _lookup(name)
+    fn = _BACKBONES.get(name)
     circular_w = bool(kwargs.pop("circular_w", False))
     backbone = fn(
         name,

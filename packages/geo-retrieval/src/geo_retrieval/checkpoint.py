@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "CheckpointMismatchError",
     "CorruptCheckpointError",
     "InconsistentCheckpointError",
     "UnsafeCheckpointError",
@@ -48,6 +49,7 @@ __all__ = [
     "atomic_write_bytes",
     "commit_directory",
     "file_sha256",
+    "load_model_weights",
     "load_trainer_state",
     "load_weights",
     "read_metadata",
@@ -57,6 +59,7 @@ __all__ = [
     "strip_prefixes",
     "unwrap_state_dict",
     "verify_checkpoint_pair",
+    "weights_digest",
 ]
 
 logger = logging.getLogger(__name__)
@@ -110,6 +113,11 @@ class CorruptCheckpointError(ValueError):
             f"cannot read {self.path}: not a complete {format} file ({reason}); it is truncated or damaged: "
             "copy or download it again, or use another checkpoint"
         )
+
+
+class CheckpointMismatchError(ValueError):
+    """The weights of a checkpoint do not fit a model (names which keys / shapes), or hold NaN /
+    infinite values (see :func:`load_model_weights`)."""
 
 
 class InconsistentCheckpointError(ValueError):
@@ -491,6 +499,62 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     raise ValueError(
         f"unknown weights extension {suffix!r} for {path.name!r}; use .safetensors (preferred) or one of {_PICKLE_SUFFIXES}"
     )
+
+
+def weights_digest(state: Mapping[str, Tensor]) -> str:
+    """A 16-hex-digit sha256 of a state dict's contents: names, dtypes, shapes and values in key
+    order. Unlike a hash of the file, it does not depend on metadata (step, time, key order in the
+    header), so identical weights always give the same digest."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def load_model_weights(model: nn.Module, path: str | os.PathLike[str]) -> str:
+    """Load the weights file ``path`` (:func:`load_weights`, prefixes stripped) into ``model``
+    strictly, refusing non-finite values; returns their :func:`weights_digest`.
+
+    Raises:
+        CheckpointMismatchError: the keys or shapes differ (lists which), or NaN / infinite values.
+        UnsafeCheckpointError: a pickle needing unsafe globals (never unpickled).
+        FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    state = strip_prefixes(load_weights(path))
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+
+        def few(items: list[str]) -> str:
+            return ", ".join(items[:5]) + (f" ... ({len(items)} in all)" if len(items) > 5 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {few(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches: {few(shapes)}")
+        raise CheckpointMismatchError(
+            f"checkpoint {path} does not fit the recipe's model ({'; '.join(parts)}). "
+            "Was it trained with another recipe or variant? Pass the matching --recipe / --variant."
+        )
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} holds NaN or infinite values in {len(bad)} tensor(s) (first: {bad[0]}): the "
+            "training diverged or the file is damaged; evaluate an earlier checkpoint (best/ or last/)"
+        )
+    model.load_state_dict(state, strict=True)
+    return weights_digest(state)
 
 
 # ----------------------------------------------------------------------------------------------

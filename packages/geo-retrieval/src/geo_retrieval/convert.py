@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import pickle
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,13 +29,9 @@ from torch import Tensor
 
 from . import __version__
 from .checkpoint import _safe_torch_load, save_weights, strip_prefixes
+from .cli_errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, USER_ERRORS, guarded
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_USER_ERROR", "TOKER_COMPONENTS", "bake_spectral_norm", "convert_toker", "main"]
-
-#: Exit status for a fault the user can fix (missing, unsafe, damaged or foreign file), as argparse's.
-EXIT_USER_ERROR = 2
-#: Exit status after Ctrl-C (128 + SIGINT).
-EXIT_INTERRUPTED = 130
 
 TOKER_COMPONENTS: dict[str, str] = {
     "generator_model_dict": "generator",
@@ -167,21 +162,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     toker.add_argument("src", help="the .pth checkpoint")
     toker.add_argument("out_dir", help="output directory")
     args = parser.parse_args(argv)
-    try:
-        written = convert_toker(args.src, args.out_dir)
-    except KeyboardInterrupt:
-        print("interrupted: finished components are complete files; run the same command again", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (ValueError, TypeError, OSError, pickle.UnpicklingError) as exc:
-        # a file the user gave is missing, unsafe, damaged or of another kind: one line, exit status 2
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
-            message = f"{exc.filename}: {message}"
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    for component, path in written.items():
-        print(f"{component}: {path}")
-    return 0
+
+    def work() -> int:
+        for component, path in convert_toker(args.src, args.out_dir).items():
+            print(f"{component}: {path}")
+        return 0
+
+    # a file the user gave is missing, unsafe, damaged or of another kind (TypeError: not a state
+    # dict of tensors): one ``error:`` line on stderr, exit status 2
+    return guarded(work, interrupted="finished components are complete files; run the same command again",
+                   errors=(*USER_ERRORS, TypeError), report=lambda line: print(line, file=sys.stderr))
 
 
 if __name__ == "__main__":  # pragma: no cover

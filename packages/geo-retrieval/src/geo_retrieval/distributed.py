@@ -1,23 +1,43 @@
-"""The one place the package touches ``torch.distributed``: rank helpers and a differentiable gather.
+"""The one place the package touches ``torch.distributed``: ``torchrun`` process-group setup, rank
+helpers, collectives and a differentiable gather.
 
-Convention: when no process group is initialised everything degrades to a single process
-(rank 0, world size 1, gather = identity), so library code calls these unconditionally.
+Convention:
+    a run is distributed when a process group is initialised with more than one rank (``torchrun``
+    sets ``WORLD_SIZE`` > 1 and :func:`init_distributed` initialises the group). The backend is
+    ``nccl`` on CUDA and ``gloo`` otherwise; each rank uses ``cuda:LOCAL_RANK`` on CUDA. Rank 0
+    evaluates, writes files and logs; others wait at a barrier. Without a process group (or with
+    one rank) everything degrades to a single process (rank 0, world size 1, gather = identity,
+    barrier / reductions = no-ops), so library code calls these unconditionally.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["all_gather_with_grad", "barrier", "is_distributed", "is_main_process", "rank", "world_size"]
+__all__ = [
+    "all_gather_with_grad",
+    "all_reduce_mean_",
+    "barrier",
+    "broadcast_object",
+    "init_distributed",
+    "is_distributed",
+    "is_main_process",
+    "rank",
+    "unwrap_model",
+    "world_size",
+]
 
 
 def is_distributed() -> bool:
-    """True when ``torch.distributed`` is available and a process group is initialised."""
-    return dist.is_available() and dist.is_initialized()
+    """True inside an initialised ``torch.distributed`` process group with more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def world_size() -> int:
@@ -35,10 +55,65 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def init_distributed(device: torch.device | str | None = None, backend: str | None = None) -> torch.device:
+    """Initialise the default process group from ``torchrun``'s environment when WORLD_SIZE > 1.
+
+    Args:
+        device: the requested device (``"cuda"`` picks ``cuda:LOCAL_RANK``); ``None`` picks CUDA when
+            available.
+        backend: override the backend (default ``nccl`` on CUDA, ``gloo`` otherwise).
+
+    Returns:
+        The device this rank should use.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    if world > 1 and not (dist.is_available() and dist.is_initialized()):
+        dist.init_process_group(backend or ("nccl" if device.type == "cuda" else "gloo"))
+    return device
+
+
 def barrier() -> None:
     """``dist.barrier()`` when distributed, else nothing."""
     if is_distributed():
         dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (pickled; small objects only); ``obj`` itself when not
+    distributed."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_reduce_mean_(tensors: list[Tensor]) -> None:
+    """Average tensors (e.g. gradients) across ranks in place; nothing when not distributed."""
+    if not is_distributed():
+        return
+    world = dist.get_world_size()
+    for t in tensors:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t.div_(world)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside DDP / DataParallel / ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
 
 
 def all_gather_with_grad(tensor: Tensor, group: object | None = None) -> Tensor:
@@ -80,7 +155,7 @@ def all_gather_with_grad(tensor: Tensor, group: object | None = None) -> Tensor:
         return torch.cat(all_gather(tensor, group=pg), dim=0)
 
 
-def _functional_gather():
+def _functional_gather() -> Callable[..., Tensor] | None:
     try:
         from torch.distributed._functional_collectives import all_gather_single_autograd
     except (ImportError, AttributeError):

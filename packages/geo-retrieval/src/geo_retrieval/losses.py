@@ -22,12 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geo_transforms.registry import Registry
+
 __all__ = [
     "InfoNCELoss",
     "SoftMarginTripletLoss",
     "cosine_similarity_matrix",
     "create_loss",
     "list_losses",
+    "register_loss",
 ]
 
 _log = logging.getLogger(__name__)
@@ -232,15 +235,22 @@ class InfoNCELoss(nn.Module):
         )
 
 
-_LOSSES: dict[str, Callable[..., nn.Module]] = {
-    "soft_margin_triplet": SoftMarginTripletLoss,
-    "infonce": InfoNCELoss,
-}
+_LOSSES: Registry[Callable[..., nn.Module]] = Registry("loss")
+_LOSSES.register("soft_margin_triplet", SoftMarginTripletLoss)
+_LOSSES.register("infonce", InfoNCELoss)
 
 
-def list_losses() -> list[str]:
-    """Registered loss names, sorted."""
-    return sorted(_LOSSES)
+def register_loss(
+    name: str, *, overwrite: bool = False
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a loss class or builder under ``name``; an existing name raises
+    ``ValueError`` unless ``overwrite=True``."""
+    return _LOSSES.register(name, overwrite=overwrite)
+
+
+def list_losses(filter: str | None = None) -> list[str]:
+    """Registered loss names, sorted (only those matching the fnmatch ``filter`` if given)."""
+    return _LOSSES.names(filter)
 
 
 def create_loss(name: str, **kwargs: Any) -> nn.Module:
@@ -251,6 +261,4 @@ def create_loss(name: str, **kwargs: Any) -> nn.Module:
         >>> loss.set_epoch(30); loss.hard_negative_ratio
         0.1
     """
-    if name not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}; available: {list_losses()}")
-    return _LOSSES[name](**kwargs)
+    return _LOSSES.get(name)(**kwargs)

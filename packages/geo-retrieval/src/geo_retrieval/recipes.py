@@ -2,7 +2,7 @@
 
 Convention:
     a :class:`Recipe` is looked up by ``(name, variant)``; ``variant="full"`` carries the paper's
-    values (``methods.md``; deviations are written in ``note``), ``variant="small"`` is a CPU-sized
+    values (``docs/methods.md``; deviations are written in ``note``), ``variant="small"`` is a CPU-sized
     variant (small images, tiny backbones, ``pretrained=False``) that trains in minutes on two
     cores and says so in its ``note``. Sizes are (H, W). ``ground_size`` is the full panorama before
     the FoV crop; ``aerial_size`` is the polar (H, W) when ``polar=True`` (square aerial inputs are
@@ -30,7 +30,9 @@ from typing import Any
 
 from torch import nn
 
-from .training.augment import Augmentation, Normalisation
+from geo_transforms.registry import Registry
+
+from .config import Augmentation, Normalisation
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -41,10 +43,14 @@ __all__ = [
     "ScheduleConfig",
     "build",
     "build_recipe",
+    "builder_package",
+    "get_builder",
     "get_recipe",
+    "has_custom_builder",
     "list_recipes",
     "register_builder",
     "register_recipe",
+    "unregister_recipe",
 ]
 
 logger = logging.getLogger(__name__)
@@ -114,6 +120,11 @@ class Recipe:
         ground_size, aerial_size: (H, W) inputs of the two encoders (see module docstring).
         polar, polar_preset, polar_center: aerial polar transform on the fly and its geometry.
         orientation_aware: the model estimates the panorama's azimuth (DSM).
+        geo_mask_m: radius (metres) of the training loss's geo-distance mask: in-batch negatives
+            closer than this to the anchor are left out of the loss, as each method's own code
+            does on CVACT (SAFA, DSM, Toker: 25 m); None = no mask (L2LTR, Sample4Geo). Applied
+            when the batch carries ``utm`` (CVACT, VIGOR, the synthetic world) and recorded in the
+            result protocol.
         fov: ground field of view in degrees (360 when ``augmentation.fov_mode`` is "random" or
             "curriculum": one model sees limited-FoV windows in the full panorama frame).
         optimizer, schedule, epochs, batch_size, grad_clip, amp: optimisation.
@@ -139,6 +150,7 @@ class Recipe:
     polar_preset: str | None = None
     polar_center: str = "safa"
     orientation_aware: bool = False
+    geo_mask_m: float | None = None
     fov: float = 360.0
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -167,6 +179,8 @@ class Recipe:
                 f"full panorama frame at every FoV), got fov={self.fov}; use fov_mode='fixed' for a "
                 "fixed-FoV recipe"
             )
+        if self.geo_mask_m is not None and not self.geo_mask_m > 0:
+            raise ValueError(f"geo_mask_m must be a positive radius in metres or None, got {self.geo_mask_m}")
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got {self.batch_size}")
         if self.grad_clip is not None and self.grad_clip.kind not in ("norm", "value"):
@@ -198,18 +212,25 @@ class Recipe:
 # ------------------------------------------------------------------------------------------------
 # registry
 
-_RECIPES: dict[tuple[str, str], Recipe] = {}
+_RECIPES: Registry[Recipe] = Registry("recipe")  # keyed by ``name/variant`` (:func:`_key`)
 _ENTRY_POINTS_LOADED = False
 
 
+def _key(name: str, variant: str) -> str:
+    return f"{name}/{variant}"
+
+
 def register_recipe(recipe: Recipe, *, overwrite: bool = False) -> Recipe:
-    """Add ``recipe`` under ``(recipe.name, recipe.variant)``; refuses duplicates unless ``overwrite``."""
+    """Add ``recipe`` under ``(recipe.name, recipe.variant)``; an existing key raises ``ValueError``
+    unless ``overwrite=True`` (the toolkit's one registry policy)."""
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a Recipe, got {type(recipe).__name__}")
-    if recipe.key in _RECIPES and not overwrite:
-        raise ValueError(f"recipe {recipe.name!r} ({recipe.variant}) is already registered")
-    _RECIPES[recipe.key] = recipe
-    return recipe
+    return _RECIPES.register(_key(*recipe.key), recipe, overwrite=overwrite)
+
+
+def unregister_recipe(name: str, variant: str) -> Recipe:
+    """Remove the recipe ``name`` / ``variant`` and return it (tests, plugins undoing a registration)."""
+    return _RECIPES.unregister(_key(name, variant))
 
 
 def _load_entry_points() -> None:
@@ -231,43 +252,85 @@ def _load_entry_points() -> None:
         if isinstance(obj, Recipe):
             obj = [obj]
         for recipe in obj or ():
-            if recipe.key not in _RECIPES:
+            if _key(*recipe.key) not in _RECIPES:  # a recipe registered before the first lookup wins
                 register_recipe(recipe)
 
 
 def list_recipes(variant: str | None = None) -> list[str]:
     """Registered recipe names (sorted), optionally only those with ``variant``."""
     _load_entry_points()
-    return sorted({n for n, v in _RECIPES if variant is None or v == variant})
+    keys = [key.rpartition("/") for key in _RECIPES.names()]
+    return sorted({n for n, _, v in keys if variant is None or v == variant})
 
 
 def get_recipe(name: str, variant: str = "full") -> Recipe:
     """A deep copy of the recipe ``name`` in ``variant`` (``"full"`` or ``"small"``)."""
     _load_entry_points()
-    if (name, variant) not in _RECIPES:
+    recipe = _RECIPES.find(_key(name, variant))
+    if recipe is None:
         names = list_recipes()
         if name in names:
-            variants = sorted(v for n, v in _RECIPES if n == name)
+            variants = sorted(v for n, _, v in (k.rpartition("/") for k in _RECIPES.names()) if n == name)
             raise ValueError(f"recipe {name!r} has no variant {variant!r}; available: {variants}")
         raise ValueError(f"unknown recipe {name!r}; available: {names}")
-    return copy.deepcopy(_RECIPES[(name, variant)])
+    return copy.deepcopy(recipe)
 
 
 # ------------------------------------------------------------------------------------------------
 # builder
 
-_BUILDERS: dict[str, Callable[[Recipe], nn.Module]] = {}
+_BUILDERS: Registry[Callable[[Recipe], nn.Module]] = Registry("recipe builder")
 
 
-def register_builder(name: str) -> Callable[[Callable[[Recipe], nn.Module]], Callable[[Recipe], nn.Module]]:
-    """Register a custom model builder for recipes whose model is not a plain
-    :class:`~geo_retrieval.model.CrossViewModel` (e.g. geo-synthesis' GAN recipes)."""
+def register_builder(
+    name: str, *, overwrite: bool = False
+) -> Callable[[Callable[[Recipe], nn.Module]], Callable[[Recipe], nn.Module]]:
+    """Decorator registering a custom model builder for the recipes called ``name`` whose model is
+    not a plain :class:`~geo_retrieval.model.CrossViewModel` (e.g. geo-synthesis' GAN recipes); an
+    existing name raises ``ValueError`` unless ``overwrite=True``."""
+    return _BUILDERS.register(name, overwrite=overwrite)
 
-    def deco(fn: Callable[[Recipe], nn.Module]) -> Callable[[Recipe], nn.Module]:
-        _BUILDERS[name] = fn
-        return fn
 
-    return deco
+def _recipe_name(recipe: Recipe | str) -> str:
+    if isinstance(recipe, Recipe):
+        return recipe.name
+    if isinstance(recipe, str):
+        return recipe
+    raise TypeError(f"recipe must be a Recipe or a recipe name, got {type(recipe).__name__}")
+
+
+def get_builder(recipe: Recipe | str) -> Callable[[Recipe], nn.Module] | None:
+    """The custom builder registered for ``recipe`` (a :class:`Recipe` or its name), or None when
+    :func:`build` makes a plain :class:`~geo_retrieval.model.CrossViewModel` from it.
+
+    Example:
+        >>> get_builder("safa") is None
+        True
+    """
+    _load_entry_points()
+    return _BUILDERS.find(_recipe_name(recipe))
+
+
+def has_custom_builder(recipe: Recipe | str) -> bool:
+    """Whether ``recipe`` (a :class:`Recipe` or its name) is built by a custom builder (its model is
+    not a plain cross-view model; the geo-synthesis GANs, which also bring their own training step:
+    check a built model with ``isinstance(model, geo_retrieval.protocols.CustomStepModel)``)."""
+    return get_builder(recipe) is not None
+
+
+def builder_package(recipe: Recipe | str) -> str:
+    """The top-level package whose builder makes ``recipe``'s model: ``"geo_retrieval"`` for plain
+    cross-view models, else the custom builder's package (``"geo_synthesis"`` for toker21 and smdt,
+    i.e. the recipe needs geo-synthesis installed).
+
+    Example:
+        >>> builder_package("safa")
+        'geo_retrieval'
+    """
+    builder = get_builder(recipe)
+    if builder is None:
+        return __name__.partition(".")[0]
+    return str(getattr(builder, "__module__", "") or "").partition(".")[0]
 
 
 def _input_sizes(recipe: Recipe) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -281,9 +344,8 @@ def build(recipe: Recipe | str, variant: str = "full") -> nn.Module:
     """Build the (untrained, ``pretrained=False`` unless the recipe says otherwise) model of a recipe."""
     if isinstance(recipe, str):
         recipe = get_recipe(recipe, variant)
-    if recipe.name in _BUILDERS:
-        return _BUILDERS[recipe.name](recipe)
-    return _build_cross_view(recipe)
+    builder = _BUILDERS.find(recipe.name)
+    return builder(recipe) if builder is not None else _build_cross_view(recipe)
 
 
 build_recipe = build  # the name re-exported by ``geo_retrieval`` (``build`` alone is too generic there)
@@ -306,7 +368,7 @@ def _build_cross_view(recipe: Recipe) -> nn.Module:
 
 
 # ------------------------------------------------------------------------------------------------
-# the built-in recipes (values from methods.md; every deviation is written in ``note``)
+# the built-in recipes (values from docs/methods.md; every deviation is written in ``note``)
 
 _CPU_NOTE = "CPU-sized: small images, tiny randomly initialised backbone; trains in minutes on 2 cores. "
 # A narrow ResNet-10-T (channels 32-256, deep stem 16) cut at layer2 (stride 8, 64 ch, 0.08 M
@@ -331,6 +393,7 @@ _SAFA = Recipe(
     polar=True,
     polar_preset="safa",
     polar_center="safa",
+    geo_mask_m=25.0,
     optimizer=OptimizerConfig("adam", lr=1e-5, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8),
     schedule=ScheduleConfig("constant"),
     epochs=100,
@@ -360,6 +423,7 @@ _DSM = Recipe(
     polar_preset="dsm",
     polar_center="safa",
     orientation_aware=True,
+    geo_mask_m=25.0,
     fov=360.0,
     optimizer=OptimizerConfig("adam", lr=1e-5, betas=(0.9, 0.999), weight_decay=0.0, eps=1e-8),
     schedule=ScheduleConfig("constant"),
@@ -426,6 +490,7 @@ _L2LTR = Recipe(
         "num_heads": 12,
         "mlp_ratio": 4.0,
         "dropout": 0.1,
+        "attn_dropout": 0.0,
         "self_cross": True,
     },
     loss="soft_margin_triplet",

@@ -28,53 +28,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from .geodesy import haversine_distance
+
 __all__ = [
-    "EARTH_RADIUS_M",
     "GPSNeighbourBatchSampler",
     "NeighbourBatchSampler",
     "SimilarityBatchSampler",
     "UniqueIdBatchSampler",
     "geo_neighbours",
-    "haversine_distance",
     "rank_slice",
     "similarity_neighbours",
 ]
-
-EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG), metres
-
-
-def haversine_distance(latlon_a: Tensor, latlon_b: Tensor, *, radius: float = EARTH_RADIUS_M) -> Tensor:
-    """Great-circle distances between two sets of points given in **degrees**.
-
-    Convention: ``(..., 2)`` rows are (latitude, longitude) in degrees; they are converted to radians
-    here (Sample4Geo fed degrees to sklearn's radian haversine). Computed in float64.
-
-    Args:
-        latlon_a: (N, 2) degrees.
-        latlon_b: (M, 2) degrees.
-        radius: sphere radius in metres.
-
-    Returns:
-        (N, M) float64 distances in metres.
-
-    Example:
-        >>> d = haversine_distance(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]]))
-        >>> round(float(d) / 1000, 1)
-        111.2
-    """
-    for name, t in (("latlon_a", latlon_a), ("latlon_b", latlon_b)):
-        if t.ndim != 2 or t.shape[-1] != 2:
-            raise ValueError(f"{name} must be (N, 2) (lat, lon) in degrees, got {tuple(t.shape)}")
-    a = torch.deg2rad(latlon_a.to(torch.float64))
-    b = torch.deg2rad(latlon_b.to(torch.float64))
-    dlat = b[None, :, 0] - a[:, None, 0]
-    dlon = b[None, :, 1] - a[:, None, 1]
-    h = (
-        torch.sin(dlat / 2) ** 2
-        + torch.cos(a[:, None, 0]) * torch.cos(b[None, :, 0]) * torch.sin(dlon / 2) ** 2
-    )
-    return 2.0 * radius * torch.asin(torch.sqrt(h.clamp(0.0, 1.0)))
-
 
 def _group_codes(groups: Sequence[Any] | Tensor | None, n: int) -> np.ndarray:
     if groups is None:
@@ -290,13 +254,14 @@ class UniqueIdBatchSampler(Sampler[list[int]]):
 class NeighbourBatchSampler(UniqueIdBatchSampler):
     """Unique-ID batches where each anchor pulls in its hard negatives from a neighbour table.
 
+    The arguments not listed below are those of :class:`UniqueIdBatchSampler`.
+
     Args:
         neighbours: (N, R) int64 table, row i = sample i's neighbours, nearest / most similar
             first; ``None`` gives plain unique-ID batches until :meth:`set_neighbours` is called.
         n_near: how many of the first neighbours join the anchor's batch.
         n_far: how many more are drawn at random from ranks ``n_near .. neighbour_range``.
         neighbour_range: the rank window for the random draw.
-        Other arguments as :class:`UniqueIdBatchSampler`.
     """
 
     def __init__(

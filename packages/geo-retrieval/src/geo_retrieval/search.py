@@ -5,19 +5,21 @@ scores are inner products of unit descriptors (cosine) unless a ``similarity`` c
 (e.g. DSM's aligned similarity on feature maps). Results are ``(scores (Nq, k), indices (Nq, k))``
 sorted by decreasing score. The exact torch path (:func:`topk_search`) is the reference; faiss
 (:class:`FaissIndex`) is the fast path for large galleries. Neither ever builds the Nq x Nr matrix
-at once; ranks for metrics are computed elsewhere (geo-bench).
+at once; ranks and recall for metrics are computed by :mod:`geo_retrieval.ranking`, descriptors by
+:mod:`geo_retrieval.embedding` (:func:`extract_descriptors` is one view of its loop).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .distributed import is_main_process
+from geo_transforms.errors import MissingDependencyError
+
+from .embedding import _default_device, _owners, embed
 
 __all__ = [
     "FaissIndex",
@@ -28,36 +30,8 @@ __all__ = [
 ]
 
 
-class MissingDependencyError(ImportError):
-    """An optional dependency (faiss) is not installed."""
-
-
 # ----------------------------------------------------------------------------------------------
 # extraction
-
-
-def _batches(data: Tensor | Iterable[Any], batch_size: int) -> tuple[Iterable[Any], int | None]:
-    if isinstance(data, Tensor):
-        return (data[i : i + batch_size] for i in range(0, data.shape[0], batch_size)), -(
-            -data.shape[0] // batch_size
-        )
-    try:
-        total = len(data)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
-    return data, total
-
-
-def _select(batch: Any, key: str | int | None) -> Tensor:
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, Mapping):
-        if key is None:
-            raise ValueError(f"batches are dicts (keys {sorted(batch)}); pass key='ground' or key='aerial'")
-        return batch[key]
-    if isinstance(batch, (list, tuple)):
-        return batch[0 if key is None else key]  # type: ignore[index]
-    raise TypeError(f"cannot take images from a batch of type {type(batch).__name__}")
 
 
 def extract_descriptors(
@@ -73,15 +47,17 @@ def extract_descriptors(
     progress: bool = True,
     desc: str = "descriptors",
 ) -> Tensor:
-    """Encode a dataset in batches, without gradients, with a progress bar.
+    """Encode a dataset in batches, without gradients, with a progress bar (one view of
+    :func:`geo_retrieval.embedding.embed`, the project's one embedding loop).
 
     Args:
-        encode_fn: e.g. ``model.encode_ground``; put the model in ``eval()`` first (an
-            ``nn.Module`` passed directly is switched to eval and back).
-        loader_or_tensor: an (N, 3, H, W) tensor (split into ``batch_size`` chunks) or an iterable
-            of batches (tensors, dicts -> ``batch[key]``, tuples -> ``batch[key or 0]``), e.g. a
-            ``DataLoader`` (its own batch size applies).
-        batch_size: chunk size for a tensor input.
+        encode_fn: e.g. ``model.encode_ground``; the module behind it (an ``nn.Module`` passed
+            directly, or the owner of a bound method) is switched to eval and back.
+        loader_or_tensor: an (N, 3, H, W) tensor (split into ``batch_size`` chunks), a ``Dataset``
+            of sample dicts (batched in order), or an iterable of batches (tensors, dicts ->
+            ``batch[key]``, tuples -> ``batch[key or 0]``), e.g. a ``DataLoader`` (its own batch
+            size applies).
+        batch_size: chunk size for a tensor or ``Dataset`` input.
         device: where to encode (default: the device of ``encode_fn``'s module parameters, else
             CPU).
         amp: autocast (float16 on CUDA, bfloat16 on CPU unless ``amp_dtype``).
@@ -92,36 +68,19 @@ def extract_descriptors(
     Returns:
         (N, ...) float32 descriptors (or DSM maps), in input order.
     """
-    from tqdm.auto import tqdm
-
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    owner = encode_fn if isinstance(encode_fn, nn.Module) else getattr(encode_fn, "__self__", None)
-    if device is None:
-        param = next(owner.parameters(), None) if isinstance(owner, nn.Module) else None
-        device = param.device if param is not None else torch.device("cpu")
-    device = torch.device(device)
-    toggled = isinstance(encode_fn, nn.Module) and encode_fn.training
-    if toggled:
-        encode_fn.eval()  # type: ignore[union-attr]
-    batches, total = _batches(loader_or_tensor, batch_size)
-    if amp:
-        dtype = amp_dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)
-        autocast: contextlib.AbstractContextManager[Any] = torch.autocast(device.type, dtype=dtype)
-    else:
-        autocast = contextlib.nullcontext()
-    outs: list[Tensor] = []
-    try:
-        with torch.inference_mode(), autocast:
-            for batch in tqdm(batches, total=total, desc=desc, disable=not (progress and is_main_process())):
-                x = _select(batch, key).to(device, non_blocking=True)
-                outs.append(encode_fn(x).float().to(out_device))
-    finally:
-        if toggled:
-            encode_fn.train()  # type: ignore[union-attr]
-    if not outs:
-        raise ValueError("no batches to encode (empty input)")
-    return torch.cat(outs, dim=0)
+    device = torch.device(device) if device is not None else _default_device(_owners([encode_fn]))
+    autocast_dtype = (amp_dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)) if amp else None
+    out, _ = embed(
+        {key: encode_fn},
+        loader_or_tensor,
+        batch_size=batch_size,
+        device=device,
+        autocast_dtype=autocast_dtype,
+        out_device=out_device,
+        progress=progress,
+        desc=desc,
+    )
+    return out[key]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,51 +28,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
-__all__ = ["PairedImageFolder", "load_model", "main"]
+from geo_retrieval.recipes import Recipe
 
-_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from .datasets import IMAGE_EXTENSIONS, PairedImageFolder
+
+__all__ = ["load_model", "main"]
+
 logger = logging.getLogger(__name__)
-
-
-class PairedImageFolder(Dataset):
-    """Pairs ``root/aerial/<id>.*`` and ``root/ground/<id>.*`` (matched by stem), images in [0, 1].
-
-    Raises:
-        FileNotFoundError: a missing ``aerial`` / ``ground`` folder or no matched pair.
-    """
-
-    def __init__(self, root: str | Path, split: str = "train") -> None:
-        root = Path(root)
-        folders = {k: root / k for k in ("aerial", "ground")}
-        for k, f in folders.items():
-            if not f.is_dir():
-                raise FileNotFoundError(
-                    f"no {k}/ folder in {root} (expected {root}/aerial and {root}/ground)"
-                )
-        files = {
-            k: {p.stem: p for p in sorted(f.iterdir()) if p.suffix.lower() in _EXTS}
-            for k, f in folders.items()
-        }
-        self.ids = sorted(set(files["aerial"]) & set(files["ground"]))
-        if not self.ids:
-            raise FileNotFoundError(f"no aerial/ground pair with matching file names under {root}")
-        self.files = files
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict[str, Tensor | str]:
-        from .grids import load_image
-
-        key = self.ids[i]
-        return {
-            "ground": load_image(self.files["ground"][key]),
-            "aerial": load_image(self.files["aerial"][key]),
-            "id": key,
-        }
 
 
 def _weights_file(checkpoint: Path) -> Path:
@@ -104,7 +67,7 @@ def _like(template: Any, value: Any) -> Any:
     return value
 
 
-def _run_recipe(weights: Path, name: str, variant: str) -> Any:
+def _run_recipe(weights: Path, name: str, variant: str) -> Recipe:
     """The registered recipe, updated with the run's ``recipe.json`` (written by the Trainer next to
     ``last/``) when it exists and names the same recipe."""
     from geo_retrieval.recipes import get_recipe
@@ -146,7 +109,7 @@ def _images(paths: Sequence[str], folder: str | None) -> list[Path]:
         d = Path(folder)
         if not d.is_dir():
             raise FileNotFoundError(f"no folder {d}")
-        out += [p for p in sorted(d.iterdir()) if p.suffix.lower() in _EXTS]
+        out += [p for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS]
     for p in out:
         if not p.is_file():
             raise FileNotFoundError(f"no image {p}")

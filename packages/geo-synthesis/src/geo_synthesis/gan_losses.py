@@ -5,8 +5,8 @@ Convention:
     sequence of tensors (multi-scale discriminators: the loss is the mean over scales). Targets
     are built as ``torch.full_like(pred, label)`` from the float ``real_label`` / ``fake_label``
     given at construction. ``target_is_real`` must be a ``bool``: the PanoGAN/SMDT code passes 0.9
-    *as* ``target_is_real``, which is truthy, so its real target silently stays 1.0 (methods.md
-    §5.2); here that call raises ``TypeError`` and label smoothing is a constructor argument.
+    *as* ``target_is_real``, which is truthy, so its real target silently stays 1.0 (see
+    docs/methods.md#the-panogan-code-smdt-ships); here that call raises ``TypeError`` and label smoothing is a constructor argument.
 
     - ``"bce"``: ``BCEWithLogits(pred, label)``, mean over elements (Toker: real_label 0.9).
     - ``"lsgan"``: ``mean((pred - label)^2)`` (Mao et al., ICCV'17).

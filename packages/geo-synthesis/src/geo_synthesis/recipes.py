@@ -13,7 +13,7 @@ Convention:
     schedule, ``optimizer`` the three Adams. ``ground_size == aerial_size`` (the polar aerial and
     the panorama share one grid, divisible by 8), ``polar=True``, normalisation to [-1, 1].
 
-    - ``full``: the paper (methods.md §3): polar aerial 112x616 (SAFA geometry from a 750 px
+    - ``full``: the paper (see docs/methods.md#toker21): polar aerial 112x616 (SAFA geometry from a 750 px
       aerial), panorama 112x616, batch 32, 200 epochs, Adam lr 1e-4 betas (0.5, 0.999), mining
       0-20 all / 21-40 0.1 / 41-60 0.05 / then 0.01, joint horizontal flip (p 0.5) only, seed 10;
       G 9.51 M, D 2.79 M, R 26.79 M parameters. ``pretrained=False``: the paper's street ResNet-34
@@ -32,8 +32,8 @@ from typing import Any
 
 from torch import nn
 
+from geo_retrieval.config import Augmentation, Normalisation
 from geo_retrieval.recipes import OptimizerConfig, Recipe, ScheduleConfig, register_builder
-from geo_retrieval.training.augment import Augmentation, Normalisation
 
 from .toker import TOKER_SCHEDULE, Toker21Model
 
@@ -82,6 +82,7 @@ _FULL = Toker21Recipe(
     polar=True,
     polar_preset="safa",
     polar_center="safa",
+    geo_mask_m=25.0,
     optimizer=OptimizerConfig("adam", lr=1e-4, betas=(0.5, 0.999), weight_decay=0.0, eps=1e-8),
     schedule=ScheduleConfig("constant"),
     epochs=200,
@@ -97,7 +98,8 @@ _FULL = Toker21Recipe(
         "street ResNet-34 to layer3 without max-pool + SAFA sa2, aerial descriptor sa1(G bottleneck) "
         "(R 26.79 M); per step D (BCE, real label 0.9), R (triplet), G (GAN + 100 L1 + 1000 triplet). "
         "Fixed vs the public code: the street ResNet runs once per step (its G-step descriptor reuses the "
-        "pre-R-step features, detached); triplet masks the diagonal (no log 2 terms); exact resume. "
+        "pre-R-step features, detached); the 25 m geo mask (geo_mask_m) leaves masked pairs out of both triplet "
+        "terms instead of counting them at log 2; exact resume. "
         "pretrained=False here: the paper's ResNet starts from ImageNet (pass weights=). 200 epochs is the "
         "code default (the paper's count is unverified)."
     ),
@@ -163,6 +165,7 @@ def build_toker21(recipe: Recipe) -> nn.Module:
         l1_weight=cfg.l1_weight,
         triplet_weight=cfg.triplet_weight,
         triplet_kwargs=dict(recipe.loss_kwargs),
+        geo_mask_m=recipe.geo_mask_m,
         spectral_norm=cfg.spectral_norm,
     )
 

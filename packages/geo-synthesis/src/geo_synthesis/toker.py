@@ -19,7 +19,7 @@ Convention:
       :meth:`~Toker21Model.configure_optimizers` (Adams ``"G"``, ``"D"``, ``"R"``) and
       :meth:`~Toker21Model.training_step` for :class:`geo_retrieval.training.Trainer`.
 
-    One iteration (:meth:`Toker21Model.training_step`), methods.md §3:
+    One iteration (:meth:`Toker21Model.training_step`), docs/methods.md#toker21:
 
     1. ``fake, resb6 = G(aerial)`` once; ``street = R_E(ground)`` once (with grad).
     2. **D step**: ``L_D = 0.5 [GAN(D(a, ground), real) + GAN(D(a, fake.detach()), fake)]``
@@ -27,13 +27,16 @@ Convention:
     3. **R step**: ``L_R = triplet(sa2(street), sa1(resb6.detach()))`` updates R_E, sa1, sa2.
     4. **G step** with D and R frozen: ``L_G = w_gan GAN(D(a, fake), real) + w_l1 |fake - ground|_1
        + w_ret triplet(sa2(street.detach()), sa1(resb6))`` (1, 100, 1000); gradients reach G's
-       encoder through ``resb6``.
+       encoder through ``resb6``. With ``geo_mask_m`` (the recipe's, 25 m as in Toker's CVACT
+       training) both triplet terms leave out negatives closer than that to the anchor, from the
+       batch's ``utm``.
 
     Deviations from the public code (defects fixed): the street ResNet runs once per iteration
     (Toker's runs it in the R step and again in the G step, updating BatchNorm statistics
     twice); the G step's street descriptor therefore uses the pre-R-step ResNet features (sa1 /
-    sa2 are re-evaluated with their updated weights, as in the original). The triplet loss masks
-    the diagonal instead of adding log 2 terms. Resume restores all three optimisers, the mining
+    sa2 are re-evaluated with their updated weights, as in the original). Toker's triplet
+    already zeroes the diagonal (no log 2 terms; ours matches); its CVACT geo mask multiplied
+    masked pairs by 0 (each still counted at log 2), ours leaves them out. Resume restores all three optimisers, the mining
     epoch and strict weights (the trainer's exact resume).
 """
 
@@ -46,6 +49,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from geo_retrieval.recipes import Recipe
 
 from .discriminators import PatchDiscriminator
 from .gan_losses import GANLoss
@@ -250,6 +255,7 @@ class Toker21Model(nn.Module):
         l1_weight: float = 100.0,
         triplet_weight: float = 1000.0,
         triplet_kwargs: Mapping[str, Any] | None = None,
+        geo_mask_m: float | None = None,
         spectral_norm: bool = True,
     ) -> None:
         super().__init__()
@@ -296,6 +302,9 @@ class Toker21Model(nn.Module):
         self.sa2 = create_head("safa", in_channels=int(probe.shape[1]), feature_size=feat, **head_kw)
         self.gan_loss = GANLoss(gan_kind, real_label=real_label, fake_label=fake_label)
         tk = {"alpha": 10.0, "schedule": TOKER_SCHEDULE, **dict(triplet_kwargs or {})}
+        if geo_mask_m is not None:
+            tk["min_distance_m"] = float(geo_mask_m)
+        self.geo_mask_m = None if geo_mask_m is None else float(geo_mask_m)
         if tk.get("hard_negative_ratio") is not None:
             tk.pop("schedule", None)
         self.triplet = create_loss("soft_margin_triplet", **tk)
@@ -334,7 +343,7 @@ class Toker21Model(nn.Module):
         return self.generator(aerial)[0]
 
     # -- training ------------------------------------------------------------------------------------
-    def configure_optimizers(self, recipe: Any) -> dict[str, torch.optim.Optimizer]:
+    def configure_optimizers(self, recipe: Recipe) -> dict[str, torch.optim.Optimizer]:
         """Three optimisers from ``recipe.optimizer`` (Toker: Adam, lr 1e-4, betas (0.5, 0.999)):
         ``"G"`` (generator), ``"D"`` (discriminator), ``"R"`` (street backbone + sa1 + sa2)."""
         from geo_retrieval.training import build_optimizer
@@ -347,19 +356,25 @@ class Toker21Model(nn.Module):
             "R": build_optimizer(r_params, cfg),
         }
 
-    def losses(self, ground: Tensor, aerial: Tensor) -> dict[str, Tensor]:
+    def losses(self, ground: Tensor, aerial: Tensor, utm: Tensor | None = None) -> dict[str, Tensor]:
         """All loss terms of one iteration *without* optimiser steps (analysis and tests).
 
         Returns ``{"D", "R", "G", "G_gan", "G_l1", "G_triplet"}`` built exactly as in
-        :meth:`training_step` (graphs kept; nothing is frozen or stepped).
+        :meth:`training_step` (graphs kept; nothing is frozen or stepped); ``utm`` (B, 2) metres as
+        in :meth:`training_step`.
         """
+        utm = self._mask_coords(utm)
         fake, resb6 = self.generator(aerial)
         street = self.street(ground)
         d_real, d_fake = self._d_pair(aerial, ground, fake.detach())
         out = {"D": self.gan_loss.discriminator_loss(d_real, d_fake)}
-        out["R"] = self.triplet(self.similarity(self.sa2(street), self.sa1(resb6.detach())))
-        out.update(self._g_terms(aerial, ground, fake, resb6, street.detach()))
+        out["R"] = self.triplet(self.similarity(self.sa2(street), self.sa1(resb6.detach())), utm=utm)
+        out.update(self._g_terms(aerial, ground, fake, resb6, street.detach(), utm))
         return out
+
+    def _mask_coords(self, utm: Tensor | None) -> Tensor | None:
+        """The coordinates the triplet's geo mask uses: ``utm`` when ``geo_mask_m`` is set, else None."""
+        return utm if self.geo_mask_m is not None else None
 
     def _d_pair(self, aerial: Tensor, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
         """Real and fake logits from one D forward (one spectral-norm power iteration)."""
@@ -367,11 +382,11 @@ class Toker21Model(nn.Module):
         return logits.chunk(2)
 
     def _g_terms(
-        self, aerial: Tensor, ground: Tensor, fake: Tensor, resb6: Tensor, street: Tensor
+        self, aerial: Tensor, ground: Tensor, fake: Tensor, resb6: Tensor, street: Tensor, utm: Tensor | None
     ) -> dict[str, Tensor]:
         gan = self.gan_loss.generator_loss(self.discriminator(aerial, fake))
         l1 = F.l1_loss(fake.float(), ground.float())
-        trip = self.triplet(self.similarity(self.sa2(street), self.sa1(resb6)))
+        trip = self.triplet(self.similarity(self.sa2(street), self.sa1(resb6)), utm=utm)
         total = self.gan_weight * gan + self.l1_weight * l1 + self.triplet_weight * trip
         return {"G": total, "G_gan": gan, "G_l1": l1, "G_triplet": trip}
 
@@ -387,6 +402,7 @@ class Toker21Model(nn.Module):
                 f"ground {tuple(ground.shape)} and polar aerial {tuple(aerial.shape)} must match"
             )
         self.triplet.set_epoch(int(getattr(trainer, "epoch", 0)))
+        utm = self._mask_coords(batch.get("utm"))  # the geo mask of both triplet terms (R and G steps)
         with trainer.autocast():
             fake, resb6 = self.generator(aerial)
             street = self.street(ground)  # the only street-branch forward of the iteration
@@ -401,14 +417,14 @@ class Toker21Model(nn.Module):
         # 2) R step: street branch + both heads; the generator's features are detached
         with trainer.autocast():
             g_desc, a_desc = self.sa2(street), self.sa1(resb6.detach())
-        loss_r = self.triplet(self.similarity(g_desc, a_desc))
+        loss_r = self.triplet(self.similarity(g_desc, a_desc), utm=utm)
         trainer.backward(loss_r)
         trainer.optimizer_step("R")
 
         # 3) G step with D and R frozen (they still pass gradients to the generator)
         with _frozen(self.discriminator, *self.retrieval_modules):
             with trainer.autocast():
-                terms = self._g_terms(aerial, ground, fake, resb6, street.detach())
+                terms = self._g_terms(aerial, ground, fake, resb6, street.detach(), utm)
             trainer.backward(terms["G"])
         trainer.optimizer_step("G")
         return {

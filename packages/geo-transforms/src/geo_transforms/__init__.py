@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .errors import MissingDependencyError, import_optional
 from .ground_plane import GroundPlaneView, ground_plane_homography, ground_plane_view
 from .mixed import (
     MixedParams,
@@ -48,6 +49,7 @@ from .presets import (
     list_polar_presets,
     register_polar_preset,
 )
+from .registry import Registry
 
 __all__ = [
     "GroundPlaneView",
@@ -84,4 +86,7 @@ __all__ = [
     "get_polar_preset",
     "list_polar_presets",
     "register_polar_preset",
+    "MissingDependencyError",
+    "Registry",
+    "import_optional",
 ]

@@ -25,7 +25,7 @@ Convention:
     A result records ``preset.record()`` (name, version, sizes, centre, steps) and the package
     version. Presets are frozen: a changed recipe is registered under a new ``version``.
 
-Registered presets (data-and-protocols.md §5):
+Registered presets (docs/protocols.md#preprocessing):
 
 ======================  =======  ===========  ======================================================
 name                    version  out (H, W)   steps
@@ -56,6 +56,7 @@ from torch import Tensor, nn
 
 from ._checks import check_image, check_size
 from .polar import Center, _center, polar_transform
+from .registry import Registry
 
 __all__ = [
     "PolarPreset",
@@ -169,35 +170,37 @@ class PolarPreset:
         return out
 
 
-_PRESETS: dict[str, dict[int, PolarPreset]] = {}
+_PRESETS: Registry[PolarPreset] = Registry("polar preset")  # keyed by identifier ``name@version``
 
 
-def register_polar_preset(preset: PolarPreset) -> PolarPreset:
-    """Add a preset to the registry; an existing (name, version) must not be redefined.
+def register_polar_preset(preset: PolarPreset, *, overwrite: bool = False) -> PolarPreset:
+    """Add a preset to the registry under ``name@version``.
+
+    Presets are frozen: a changed recipe gets a new ``version``. Registering an identifier that is
+    already registered raises ``ValueError`` unless ``overwrite=True`` (the toolkit's one registry
+    policy, :class:`~geo_transforms.registry.Registry`).
 
     Args:
         preset: the preset.
+        overwrite: replace an existing preset of the same name and version.
 
     Returns:
         The preset, so this can be used inline.
     """
     if not isinstance(preset, PolarPreset):
         raise TypeError(f"preset must be a PolarPreset, got {type(preset).__name__}")
-    versions = _PRESETS.setdefault(preset.name, {})
-    if preset.version in versions and versions[preset.version] != preset:
-        raise ValueError(f"preset {preset.identifier} is already registered with a different recipe")
-    versions[preset.version] = preset
-    return preset
+    return _PRESETS.register(preset.identifier, preset, overwrite=overwrite)
 
 
-def list_polar_presets() -> list[str]:
-    """Identifiers ``name@version`` of every registered preset, sorted.
+def list_polar_presets(filter: str | None = None) -> list[str]:
+    """Identifiers ``name@version`` of every registered preset, sorted (only those matching the
+    fnmatch ``filter`` if given).
 
     Example:
         >>> list_polar_presets()
         ['dsm@1', 'safa@1', 'toker_cvusa_legacy@1']
     """
-    return sorted(f"{name}@{v}" for name, versions in _PRESETS.items() for v in versions)
+    return _PRESETS.names(filter)
 
 
 def get_polar_preset(name: str) -> PolarPreset:
@@ -218,9 +221,9 @@ def get_polar_preset(name: str) -> PolarPreset:
     if not isinstance(name, str):
         raise TypeError(f"name must be a preset name string, got {type(name).__name__}")
     base, _, version = name.partition("@")
-    if base not in _PRESETS:
+    versions = {p.version: p for _, p in _PRESETS.items() if p.name == base}
+    if not versions:
         raise ValueError(f"unknown polar preset {name!r}; available: {list_polar_presets()}")
-    versions = _PRESETS[base]
     if not version:
         return versions[max(versions)]
     if not version.isdigit() or int(version) not in versions:

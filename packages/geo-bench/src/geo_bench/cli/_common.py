@@ -7,9 +7,35 @@ from __future__ import annotations
 
 import argparse
 import logging
-import pickle
+import sys
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
+
+import torch
+
+from geo_retrieval import cli_errors
+from geo_retrieval.cli_errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, USER_ERRORS
+
+from ..leaderboard.config import TINY_WORLD
+from ..leaderboard.data import WorldConfig
+from ..leaderboard.progress import ProgressBoard, ProgressView, progress_interval
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_USER_ERROR",
+    "USER_ERRORS",
+    "add_data_arguments",
+    "add_protocol_arguments",
+    "add_runtime_arguments",
+    "apply_runtime",
+    "check_device",
+    "guarded",
+    "progress_enabled",
+    "status_view",
+    "world_config",
+]
 
 log = logging.getLogger("geo_bench.cli")
 
@@ -20,8 +46,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, default_dataset: str 
                    help=f"dataset (default {default_dataset}: the embedded synthetic world, nothing to download)")
     g.add_argument("--root", help="dataset folder in its official layout (cvusa / cvact / vigor)")
     g.add_argument("--vigor-area", choices=["same", "cross"], default="same", help="VIGOR area split (default same)")
-    g.add_argument("--n-train", type=int, help="synthetic world: training cameras (default 1200, 10 %% held out for selection)")
-    g.add_argument("--n-test", type=int, help="synthetic world: test cameras (default 500)")
+    g.add_argument("--n-train", type=int, help="synthetic world: training cameras (default 1200)")
+    g.add_argument("--n-val", type=int, help="synthetic world: cameras of the val region that selects the "
+                   "checkpoint (default 250)")
+    g.add_argument("--n-test", type=int, help="synthetic world: test cameras, same-area and cross-area (default 500)")
     g.add_argument("--world-seed", type=int, default=0, help="synthetic world: world seed (default 0)")
     g.add_argument("--cache", metavar="DIR",
                    help="CVUSA / CVACT / VIGOR: a `geo-bench prepare` cache root (prepared with the default "
@@ -52,17 +80,14 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def world_config(args: argparse.Namespace, base: Any = None) -> Any:
-    from dataclasses import replace
-
-    from ..leaderboard.data import WorldConfig
-    from ..leaderboard.runner import TINY_WORLD
-
     world = base or (TINY_WORLD if getattr(args, "tiny", False) else WorldConfig())
     changes: dict[str, Any] = {"seed": args.world_seed}
     if getattr(args, "n_train", None):
         changes["n_train"] = args.n_train
     if getattr(args, "n_test", None):
         changes["n_test"] = args.n_test
+    if getattr(args, "n_val", None):
+        changes["n_val"] = args.n_val
     return replace(world, **changes)
 
 
@@ -76,8 +101,6 @@ def check_device(device: str | None) -> str:
         ValueError: not a torch device name, or a device this machine does not have (one line
             naming ``--device``, what was given and what is available).
     """
-    import torch
-
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     expected = "expected cpu, cuda, cuda:N or mps"
@@ -110,8 +133,6 @@ def apply_runtime(args: argparse.Namespace) -> None:
     else one thread when the run is on the CPU (measured: 0.07 s per safa-small step with 1 thread
     vs 0.33 s with 2 on the shared 2-core box; toker21 0.45 vs 1.8 s). Call it first, before any
     work, so a bad device fails in a second rather than after the data is loaded."""
-    import torch
-
     device = check_device(getattr(args, "device", None))
     threads = getattr(args, "threads", None)
     if threads is not None and threads < 1:
@@ -132,10 +153,6 @@ def status_view(active: bool) -> Any:
     Raises:
         ValueError: ``GEO_BENCH_PROGRESS_S`` is not a positive number.
     """
-    import time
-
-    from ..leaderboard.progress import ProgressBoard, ProgressView, progress_interval
-
     interval = progress_interval()
     t0 = time.perf_counter()
 
@@ -146,48 +163,21 @@ def status_view(active: bool) -> Any:
 
 
 def progress_enabled(args: argparse.Namespace) -> bool:
-    import sys
-
     return not getattr(args, "no_progress", False) and sys.stderr.isatty()
 
 
-#: Exit status of every verb for a fault the user can fix (bad argument, missing or malformed file,
-#: a checkpoint that does not fit); argparse uses the same status for bad options.
-EXIT_USER_ERROR = 2
-#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
-EXIT_INTERRUPTED = 130
-
-#: Errors a user can fix: reported in one line (``-v`` adds the traceback), exit status 2.
-#: ``OSError`` covers unreadable / unwritable files and full disks (the message names the file);
-#: ``pickle.UnpicklingError`` covers unsafe or garbage pickles (never unpickled further);
-#: ``ImportError`` a missing optional dependency (the message says what to install).
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, pickle.UnpicklingError, ImportError)
-
-
 def guarded(fn: Callable[[], int], *, interrupted: str = "nothing was written; run the same command again") -> int:
-    """Run a verb's work; faults a user can fix become one message on stderr and exit status 2.
+    """Run a verb's work; faults a user can fix become one logged message and exit status 2
+    (:func:`geo_retrieval.cli_errors.guarded`, logged on ``geo_bench.cli``; ``-v`` adds the
+    traceback).
 
     Args:
         fn: the verb's work, returning its exit status.
-        interrupted: what a rerun will do, printed after Ctrl-C (exit status 130).
+        interrupted: what a rerun will do, logged after Ctrl-C (exit status 130).
 
     Returns:
         ``fn()``'s status, :data:`EXIT_USER_ERROR` for a user-fixable fault (:data:`USER_ERRORS`),
         or :data:`EXIT_INTERRUPTED` after Ctrl-C. Other exceptions (bugs) propagate with their
         traceback.
     """
-    try:
-        return fn()
-    except KeyboardInterrupt:
-        log.error("interrupted: %s", interrupted)
-        return EXIT_INTERRUPTED
-    except USER_ERRORS as exc:
-        # the first line says what is wrong and where; further lines (a dataset's expected layout,
-        # the list of missing files) are details
-        message = str(exc).strip() or type(exc).__name__
-        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
-            message = f"{exc.filename}: {message}"
-        if isinstance(exc, pickle.UnpicklingError):
-            message = f"unsafe checkpoint refused (not unpickled): {message}"
-        log.error("%s", message, exc_info=log.isEnabledFor(logging.DEBUG))
-        return EXIT_USER_ERROR
+    return cli_errors.guarded(fn, interrupted=interrupted, logger=log)

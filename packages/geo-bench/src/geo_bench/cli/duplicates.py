@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 
+from ..datasets import find_exact_duplicates
 from ._common import guarded
 
 HELP = "list exact-duplicate image pairs of a CVUSA split (md5 of decoded pixels)"
@@ -35,8 +36,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..datasets import find_exact_duplicates
-
     pairs = find_exact_duplicates(
         args.root, args.split, views=tuple(args.views), split_file=args.split_file, progress=args.progress
     )

@@ -22,7 +22,23 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
+from pathlib import Path
 
+from rich.console import Console
+
+from geo_retrieval.checkpoint import load_model_weights, load_trainer_state
+from geo_retrieval.recipes import build
+from geo_retrieval.run_folder import RunLayout
+
+from ..leaderboard.checkpoints import resolve_run
+from ..leaderboard.config import RunConfig, config_hash, get_recipe_or_raise, open_datasets
+from ..leaderboard.evaluation import parse_protocols
+from ..leaderboard.protocol_tables import render_rich_tables, split_records
+from ..leaderboard.recording import evaluate_trained
+from ..leaderboard.table import render_rich
+from ..leaderboard.training import TrainedRun
+from ..store import ResultStore
 from ._common import (
     add_data_arguments,
     add_protocol_arguments,
@@ -51,13 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_runtime_arguments(parser)
 
 
-def _seed(run_dir, args: argparse.Namespace) -> int:
+def _seed(run_dir: Path, args: argparse.Namespace) -> int:
     if args.seed is not None:
         return int(args.seed)
-    state = run_dir / "last" / "trainer_state.pt"
+    state = RunLayout(run_dir).state()
     if state.is_file():
-        from geo_retrieval.checkpoint import load_trainer_state
-
         return int(load_trainer_state(state).get("seed", 0))
     return 0
 
@@ -67,27 +81,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from rich.console import Console
-
-    from geo_retrieval.recipes import build
-
-    from ..leaderboard.evaluation import parse_protocols
-    from ..leaderboard.protocol_tables import render_rich_tables, split_records
-    from ..leaderboard.runner import (
-        RunConfig,
-        TrainedRun,
-        config_hash,
-        evaluate_trained,
-        get_recipe_or_raise,
-        load_model_weights,
-        open_datasets,
-        resolve_run,
-    )
-    from ..leaderboard.table import render_rich
-    from ..store import ResultStore
-
     apply_runtime(args)
     found = resolve_run(args.checkpoint, recipe=args.recipe, variant=args.variant)
     weights, run_dir, variant, info = found.weights, found.run_dir, found.variant, found.info
@@ -98,7 +91,7 @@ def _run(args: argparse.Namespace) -> int:
                   world=world_config(args))
     model = build(recipe)
     digest = load_model_weights(model, weights)
-    _, test = open_datasets(cfg, None, progress=progress_enabled(args), need_train=False)
+    data = open_datasets(cfg, None, progress=progress_enabled(args), need_train=False)
     train_seconds = float(info.get("train_seconds", 0.0)) or 0.0
     run_ = TrainedRun(recipe, model, run_dir, info.get("config") or config_hash(recipe.to_dict(), cfg), train_seconds,
                       int(info.get("global_step", 0)), digest, info.get("selection_split"), info.get("best_R@1"))
@@ -106,8 +99,8 @@ def _run(args: argparse.Namespace) -> int:
     view = status_view(not progress_enabled(args))  # plain lines every 30 s when there are no bars
     view.update({"kind": "start", "recipe": recipe.name, "variant": variant})
     with view:
-        records = evaluate_trained(run_, test, cfg, progress=progress_enabled(args), source=str(weights),
-                                   queries_dir=store.path.parent / "queries", events=view.update)
+        records = evaluate_trained(run_, data.test, cfg, progress=progress_enabled(args), source=str(weights),
+                                   queries_dir=store.path.parent / "queries", events=view.update, cross=data.cross)
     for r in records:
         store.append(r)
     base, _, _ = split_records(records)

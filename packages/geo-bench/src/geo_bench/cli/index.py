@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..localize.index import TileIndex, build_index, load_checkpoint
 from ._common import add_runtime_arguments, apply_runtime, check_device, guarded, progress_enabled
 
 HELP = "cut georeferenced maps into tiles and embed them into a localisation index"
@@ -56,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..localize.index import TileIndex, build_index, load_checkpoint
-
     apply_runtime(args)
     for name in ("batch_size", "chunk", "flat_max", "nprobe"):
         if getattr(args, name) < 1:

@@ -2,9 +2,12 @@
 
 With no arguments: each installed recipe (safa, dsm, sample4geo, l2ltr, and toker21 / smdt when
 geo-synthesis is installed) in its SMALL variant is trained on the embedded synthetic world (rendered
-once, cached in OUT/cache), its checkpoint is selected on a held-out slice of the training region,
-and it is evaluated on the world's TEST region (a disjoint part of the city) with the orientation
-known and unknown (panoramas rolled by fixed, seeded shifts). 10.5 minutes measured on an idle
+once, cached in OUT/cache), its checkpoint is selected on the world's VAL region (a stripe of the
+training cities that shares no camera and no aerial pixel with train or test), and it is evaluated
+once, after training, on the world's TEST region (same-area: another stripe of the training
+cities, a dense downtown grid and a suburban sprawl) and on a CROSS-AREA city of another style (an
+organic small town never trained or selected on), with the orientation known and unknown
+(panoramas rolled by fixed, seeded shifts). 10.5 minutes measured on an idle
 2-core CPU, 17.5 under load (two recipes train at once, one process and one torch thread each;
 --jobs 1 runs them in turn; toker21's training alone takes most of it).
 
@@ -12,6 +15,7 @@ known and unknown (panoramas rolled by fixed, seeded shifts). 10.5 minutes measu
   geo-bench leaderboard --recipes safa,dsm --epochs 4     # a subset, shorter
   geo-bench leaderboard --tiny                            # smoke test (~1 min): tiny world, 1 epoch
   geo-bench leaderboard --seeds 0,1,2                     # three seeds + mean ± std per method
+  geo-bench leaderboard --world-seeds 0,1,2               # three synthetic worlds + mean ± std
   geo-bench leaderboard --protocols fov,corruption        # + limited FoV and corruption robustness
   geo-bench leaderboard --time-budget 60                  # every recipe trains for the same 60 s
   geo-bench leaderboard --dataset cvusa --root data/CVUSA --device cuda   # full variants, real data
@@ -19,7 +23,8 @@ known and unknown (panoramas rolled by fixed, seeded shifts). 10.5 minutes measu
 Outputs in --out (default leaderboard_run): results.jsonl (the results store: one record per
 evaluation, appended atomically), leaderboard.{md,csv,json}, leaderboard_recall.png (R@K curves),
 leaderboard_bar.png, leaderboard_examples.png (top-5 retrievals of the first 4 test queries per
-recipe, the true tile framed green). Measured rows carry data, seed, git commit and hardware, and
+recipe, the true tile framed green), leaderboard_selection.{md,json} (each run's val R@1 per epoch and
+the epoch selected: the evidence the small variants' settings are judged on). Measured rows carry data, seed, git commit and hardware, and
 the compute behind them (training seconds, optimiser steps, pairs seen); on CVUSA / CVACT / VIGOR
 the published numbers (geo-bench reported) are shown in a separate section, never mixed.
 
@@ -36,8 +41,32 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ..leaderboard.config import TINY, RunConfig, open_datasets
+from ..leaderboard.evaluation import parse_protocols
+from ..leaderboard.plots import plot_corruption_heatmap, plot_retrieval_examples, write_plots
+from ..leaderboard.progress import progress_interval
+from ..leaderboard.protocol_tables import (
+    corruption_rows,
+    render_rich_tables,
+    split_records,
+    write_protocol_tables,
+)
+from ..leaderboard.reported import reported_records
+from ..leaderboard.runner import run_leaderboard
+from ..leaderboard.seeds import SEED_METRICS, mean_std_text, seed_summary, write_seed_summary
+from ..leaderboard.selection import write_selection
+from ..leaderboard.table import render_rich, write_outputs
+from ..store import ResultStore
 from ._common import (
     add_data_arguments,
     add_protocol_arguments,
@@ -61,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: run the leaderboard once per seed "
                         "and also write OUT/leaderboard_seeds.{md,json} (mean ± std over seeds per method)")
+    parser.add_argument("--world-seeds", help="comma-separated synthetic-world seeds, e.g. 0,1,2: run the leaderboard "
+                        "once per world (cities, cameras, appearance) and also write OUT/leaderboard_worlds.{md,json} "
+                        "(mean ± std over worlds per method); combines with --seeds")
     parser.add_argument("--epochs", type=int, help="override every recipe's epochs")
     parser.add_argument("--batch-size", type=int, help="override every recipe's batch size")
     parser.add_argument("--split", help="evaluation split (default test; CVACT: val = CVACT_val)")
@@ -86,28 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-    from pathlib import Path
-
-    from rich.console import Console
-
-    from ..leaderboard.evaluation import parse_protocols
-    from ..leaderboard.plots import plot_corruption_heatmap, plot_retrieval_examples, write_plots
-    from ..leaderboard.progress import progress_interval
-    from ..leaderboard.protocol_tables import (
-        corruption_rows,
-        render_rich_tables,
-        split_records,
-        write_protocol_tables,
-    )
-    from ..leaderboard.reported import reported_records
-    from ..leaderboard.runner import TINY, RunConfig, open_datasets, run_leaderboard
-    from ..leaderboard.table import render_rich, write_outputs
-    from ..store import ResultStore
-
     apply_runtime(args)
-    import sys
-
     console = Console() if sys.stdout.isatty() else Console(width=200)
     synthetic = args.dataset == "synthetic"
     variant = args.variant or ("small" if synthetic else "full")
@@ -140,45 +151,58 @@ def _run(args: argparse.Namespace) -> int:
     failures: list[tuple[str, str]] = []
     jobs = args.jobs
     if jobs is None:
-        import os
-
-        import torch
-
         on_cpu = not (args.device or "").startswith("cuda") and not (args.device is None and torch.cuda.is_available())
         jobs = 2 if on_cpu and (os.cpu_count() or 1) >= 2 else 1
     seeds = _parse_seeds(args.seeds) if args.seeds else [cfg.seed]
+    world_seeds = _parse_seeds(args.world_seeds, "--world-seeds") if args.world_seeds else [cfg.world.seed]
+    if len(world_seeds) > 1 and not synthetic:
+        raise ValueError("--world-seeds applies to the synthetic world only")
     records = []
     examples: dict = {}
     live = console if sys.stdout.isatty() and not args.no_progress else None
-    for seed in seeds:
-        if len(seeds) > 1:
-            say(f"seed {seed}")
-        found: dict = {}
-        records += run_leaderboard(replace(cfg, seed=seed), out, recipes=recipes, baseline=not args.no_baseline,
-                                   store=store, progress=progress_enabled(args), on_event=say, failures=failures,
-                                   jobs=max(1, jobs), live_console=live, examples=found)
-        if not examples:  # the figure shows the first seed's models
-            examples = found
+    for world_seed in world_seeds:
+        for seed in seeds:
+            if len(seeds) > 1 or len(world_seeds) > 1:
+                say(f"world seed {world_seed}, seed {seed}" if synthetic else f"seed {seed}")
+            found: dict = {}
+            run_cfg = replace(cfg, seed=seed, world=replace(cfg.world, seed=world_seed))
+            records += run_leaderboard(run_cfg, out, recipes=recipes, baseline=not args.no_baseline,
+                                       store=store, progress=progress_enabled(args), on_event=say, failures=failures,
+                                       jobs=max(1, jobs), live_console=live, examples=found)
+            if not examples:  # the figure shows the first run's models
+                examples = found
     reported = []
     if not synthetic:
         split = cfg.test_split if args.dataset != "vigor" else f"{cfg.vigor_area}_area"
         reported = [r for r in reported_records(args.dataset) if r.split == split]
     seed_text = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]}"
+    if synthetic:
+        seed_text += (f", world seeds {', '.join(map(str, world_seeds))}" if len(world_seeds) > 1
+                      else f", world seed {world_seeds[0]}")
     title = f"Leaderboard: {args.dataset} {cfg.test_split}, {variant} variants, {seed_text}"
     base, _, corrupted = split_records(records)
     render_rich(base, reported, console=console, title=title)
     render_rich_tables(records, console)
     paths = write_outputs(base, reported, out)
     paths.update(write_protocol_tables(records, out))
+    paths.update(write_selection(base, out))
     if len(seeds) > 1:
-        from ..leaderboard.seeds import seed_summary, write_seed_summary
-
-        paths.update(write_seed_summary(base, out))
-        _print_seed_summary(seed_summary(base), console)
+        for world_seed in world_seeds:
+            mine = [r for r in base if (r.protocol.get("world") or {}).get("seed", world_seed) == world_seed]
+            stem = "leaderboard_seeds" if len(world_seeds) == 1 else f"leaderboard_seeds_world{world_seed}"
+            paths.update(write_seed_summary(mine, out, stem=stem))
+            _print_seed_summary(seed_summary(mine), console)
+    if len(world_seeds) > 1:
+        for seed in seeds:
+            mine = [r for r in base if r.provenance.seed == seed]
+            stem = "leaderboard_worlds" if len(seeds) == 1 else f"leaderboard_worlds_seed{seed}"
+            paths.update(write_seed_summary(mine, out, stem=stem, over="world_seed"))
+            _print_seed_summary(seed_summary(mine, over="world_seed"), console, over="world_seed")
     if not args.no_plots:
         paths.update(write_plots(base, out))
         if examples:
-            _, test = open_datasets(replace(cfg, seed=seeds[0]), out / "cache", need_train=False)
+            first = replace(cfg, seed=seeds[0], world=replace(cfg.world, seed=world_seeds[0]))
+            test = open_datasets(first, out / "cache", need_train=False).test
             paths["examples"] = plot_retrieval_examples(
                 examples, test, out / "leaderboard_examples.png",
                 title=f"Top-5 retrievals of the first test queries, orientation known, seed {seeds[0]} "
@@ -198,23 +222,20 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _parse_seeds(text: str) -> list[int]:
+def _parse_seeds(text: str, option: str = "--seeds") -> list[int]:
     try:
         seeds = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers such as 0,1,2, got {text!r}") from None
+        raise ValueError(f"{option} must be comma-separated integers such as 0,1,2, got {text!r}") from None
     if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds needs distinct integers such as 0,1,2, got {text!r}")
+        raise ValueError(f"{option} needs distinct integers such as 0,1,2, got {text!r}")
     return seeds
 
 
-def _print_seed_summary(summary: list[dict], console: object) -> None:
-    from rich.table import Table
-
-    from ..leaderboard.seeds import SEED_METRICS, mean_std_text
-
-    table = Table(title="Across seeds: mean ± sample std")
-    for head in ("method", "variant", "protocol", "seeds", *SEED_METRICS, "R@1 per seed"):
+def _print_seed_summary(summary: list[dict], console: object, over: str = "seed") -> None:
+    what = "world seeds" if over == "world_seed" else "seeds"
+    table = Table(title=f"Across {what}: mean ± sample std")
+    for head in ("method", "variant", "protocol", what, *SEED_METRICS, f"R@1 per {what[:-1]}"):
         table.add_column(head, justify="right" if head.startswith("R@") else "left", overflow="fold")
     for e in summary:
         cells = [mean_std_text(e, m) for m in SEED_METRICS]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..localize.locate import Localizer
 from ._common import add_runtime_arguments, apply_runtime, check_device, guarded
 
 HELP = "localise street-level images against a map index (JSON / GeoJSON / CSV / HTML, metrics with --truth)"
@@ -48,8 +49,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..localize.locate import Localizer
-
     apply_runtime(args)
     loc = Localizer(args.index, checkpoint=args.checkpoint, device=check_device(args.device))
     res = loc.locate(args.images, top_k=args.top_k, orientation=args.orientation, fov=args.fov, truth=args.truth,

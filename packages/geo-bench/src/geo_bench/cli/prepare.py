@@ -19,6 +19,7 @@ import argparse
 import logging
 from typing import Any
 
+from ..datasets import DATASETS, prepare_cache
 from ._common import guarded
 
 HELP = "decode and resize a dataset once into a memory-mappable, resumable uint8 cache"
@@ -96,8 +97,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..datasets import DATASETS, prepare_cache
-
     cls = DATASETS[args.dataset]
     splits = args.split or _DEFAULT_SPLITS[args.dataset]
     kw = dataset_kwargs(args)

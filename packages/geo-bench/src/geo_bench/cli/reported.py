@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..leaderboard.reported import reported_records
+from ..leaderboard.table import render_rich, to_csv, to_json, to_markdown
 from ._common import guarded
 
 HELP = "print the published results (with source tags) kept with geo-bench"
@@ -36,9 +38,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..leaderboard.reported import reported_records
-    from ..leaderboard.table import render_rich, to_csv, to_json, to_markdown
-
     records = reported_records(args.dataset, args.split)
     if args.verified_only:
         records = [r for r in records if not r.protocol.get("unverified")]

@@ -29,6 +29,9 @@ import argparse
 import logging
 from dataclasses import replace
 
+from ..world import AppearanceConfig, CityConfig, RenderConfig, SyntheticWorld
+from ..world.layouts import write_layout
+from ..world.preview import write_preview
 from ._common import guarded
 
 HELP = "generate the synthetic world in the CVUSA / CVACT / VIGOR layout, or a preview figure"
@@ -62,10 +65,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..world import AppearanceConfig, CityConfig, RenderConfig, SyntheticWorld
-    from ..world.layouts import write_layout
-    from ..world.preview import write_preview
-
     if args.layout is None and args.preview is None:
         raise ValueError("nothing to do: give --layout and --out, and/or --preview PNG")
     if args.layout is not None and not args.out:

@@ -25,9 +25,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from geo_retrieval.checkpoint import atomic_write_bytes
+from geo_retrieval.recipes import Recipe, list_recipes
+from geo_retrieval.run_folder import RUN_ARGS_FILE, RunLayout
+from geo_retrieval.training.trainer import check_resume, recover_checkpoint
+
+from ..leaderboard.config import RunConfig, get_recipe_or_raise, open_datasets
+from ..leaderboard.training import train_recipe
 from ._common import (
     add_data_arguments,
     add_runtime_arguments,
@@ -39,7 +47,6 @@ from ._common import (
 )
 
 HELP = "train one recipe (checkpoints in OUT/last and OUT/best; resumable)"
-RUN_ARGS = "run_args.json"
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +76,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from geo_retrieval.training.trainer import recover_checkpoint
-
-    from ..leaderboard.runner import RunConfig, get_recipe_or_raise, open_datasets, train_recipe
-
     if args.list:
         _print_recipes()
         return 0
@@ -90,31 +91,32 @@ def _run(args: argparse.Namespace) -> int:
                   world=world_config(args))
     view = status_view(not progress_enabled(args))  # plain lines when there are no bars
     out = Path(args.out or f"runs/{recipe.name}-{variant}-s{args.seed}")
-    recover_checkpoint(out / "last")  # a crash while last/ was being replaced may have left none
-    recover_checkpoint(out / "best")
-    last = out / "last" / "trainer_state.pt"
+    layout = RunLayout(out)
+    recover_checkpoint(layout.last)  # a crash while last/ was being replaced may have left none
+    recover_checkpoint(layout.best)
+    last = layout.state()
     if last.exists() and not args.resume:
         raise FileExistsError(f"{out} already holds a training run ({last}); pass --resume to continue it "
                               "or choose another --out")
     if args.resume and not last.exists():
-        raise FileNotFoundError(f"--resume: no checkpoint at {out / 'last'}; start without --resume")
+        raise FileNotFoundError(f"--resume: no checkpoint at {layout.last}; start without --resume")
     run_args = _run_args(args, recipe, variant, cfg)
     recorded = args.resume and _check_run_args(out, run_args)  # before the data is read
-    train_full, _ = open_datasets(cfg, out / "cache", progress=progress_enabled(args))
+    data = open_datasets(cfg, out / "cache", progress=progress_enabled(args))
     if not recorded:  # the start of the run (or the first resume of a run from before the record)
         _write_run_args(out, run_args, resume=args.resume)
     view.update({"kind": "queued", "recipe": recipe.name, "variant": variant, "epochs": int(recipe.epochs),
                  "budget_s": cfg.time_budget_s})
     view.update({"kind": "start", "recipe": recipe.name})
     with view:
-        run_ = train_recipe(recipe, train_full, cfg, out, resume=args.resume, progress=progress_enabled(args),
-                            events=view.update)
+        run_ = train_recipe(recipe, data.train, cfg, out, resume=args.resume, progress=progress_enabled(args),
+                            events=view.update, val=data.val)
     info = {"recipe": recipe.name, "variant": variant, "seed": cfg.seed, "data": cfg.data_dict(),
             "config": run_.config, "global_step": run_.global_step, "train_seconds": round(run_.train_seconds, 2),
             "selection_split": run_.selection_split, "best_R@1": run_.best_metric, "checkpoint": run_.checkpoint}
     if cfg.time_budget_s is not None:
         info.update({"time_budget_s": cfg.time_budget_s, "stopped_by_time_budget": run_.stopped_by_budget})
-    (out / "run.json").write_text(json.dumps(info, indent=1) + "\n")
+    layout.run_json.write_text(json.dumps(info, indent=1) + "\n")
     best = "none" if run_.best_metric is None else f"{run_.best_metric:.1f}"
     print(f"{recipe.name} ({variant}): {run_.global_step} steps in {run_.train_seconds:.0f} s; "
           f"held-out ({run_.selection_split}) R@1 {best}; checkpoints in {out}")
@@ -125,8 +127,6 @@ def _run(args: argparse.Namespace) -> int:
 
 def _print_recipes() -> None:
     """One line per registered recipe: its name and the variants ``--variant`` accepts."""
-    from geo_retrieval.recipes import list_recipes
-
     by_variant = {variant: set(list_recipes(variant)) for variant in ("small", "full")}
     names = list_recipes()
     width = max((len(name) for name in names), default=0)
@@ -145,7 +145,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
                          f"got {args.batch_size}")
 
 
-def _run_args(args: argparse.Namespace, recipe: Any, variant: str, cfg: Any) -> dict[str, Any]:
+def _run_args(args: argparse.Namespace, recipe: Recipe, variant: str, cfg: Any) -> dict[str, Any]:
     """What a run depends on besides the code: training arguments (effective values) and data
     arguments (only those the dataset uses; the root as an absolute path)."""
     record: dict[str, Any] = {"recipe": recipe.name, "variant": variant, "seed": args.seed,
@@ -161,18 +161,9 @@ def _run_args(args: argparse.Namespace, recipe: Any, variant: str, cfg: Any) -> 
     return record
 
 
-def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _check_run_args(out: Path, record: dict[str, Any]) -> bool:
-    """Compare a resume's arguments with ``OUT/run_args.json``.
+    """Compare a resume's arguments with ``OUT/run_args.json`` (the trainer's
+    :func:`~geo_retrieval.training.trainer.check_resume`, every argument on either side compared).
 
     Returns:
         Whether the run has a record (False for a run from before it existed).
@@ -180,26 +171,17 @@ def _check_run_args(out: Path, record: dict[str, Any]) -> bool:
     Raises:
         ResumeMismatchError: any difference, all listed as "name: run has X, now Y".
     """
-    from geo_retrieval.training.trainer import ResumeMismatchError
-
-    path = out / RUN_ARGS
+    path = RunLayout(out).run_args_json
     if not path.exists():
         return False
-    saved = _flatten(json.loads(path.read_text()))
-    now = json.loads(json.dumps(_flatten(record)))  # compare as stored (tuples become lists)
-    keys = [*now, *(key for key in saved if key not in now)]
-    differences = [(key, saved.get(key), now.get(key)) for key in keys if saved.get(key) != now.get(key)]
-    if differences:
-        raise ResumeMismatchError(out, differences, hint="choose another --out for a new run")
+    check_resume(out, json.loads(path.read_text()), record, hint="choose another --out for a new run")
     return True
 
 
 def _write_run_args(out: Path, record: dict[str, Any], *, resume: bool) -> None:
     """Write ``OUT/run_args.json`` atomically once the data is open, before training starts; a run
     from before the record gets it on its first resume, with a warning."""
-    from geo_retrieval.checkpoint import atomic_write_bytes
-
     if resume:
         log.warning("%s has no %s (started by an older geo-bench): its arguments cannot be checked; recording "
-                    "this resume's", out, RUN_ARGS)
-    atomic_write_bytes(out / RUN_ARGS, (json.dumps(record, indent=1) + "\n").encode())
+                    "this resume's", out, RUN_ARGS_FILE)
+    atomic_write_bytes(RunLayout(out).run_args_json, (json.dumps(record, indent=1) + "\n").encode())

@@ -2,19 +2,27 @@
 
 All datasets share one sample contract (``ground``, ``aerial``, ``id`` plus dataset keys), one
 resampling (Pillow antialiased bilinear to uint8), an on-the-fly polar option and a
-memory-mappable cache; see :mod:`geo_bench.datasets._common` and :mod:`geo_bench.datasets.cache`.
+memory-mappable cache; see :mod:`geo_bench.datasets.base` and :mod:`geo_bench.datasets.cache`.
 
 .. versionadded:: 0.1
 """
 
 from __future__ import annotations
 
-from ._common import INTERPOLATION, POLAR_SIZES, CrossViewDataset
-from .cache import CacheEntry, CacheError, open_cache, prepare_cache
+from .base import CrossViewDataset
+from .cache import CacheEntry, open_cache, prepare_cache
 from .cvact import CVACT, read_act_data
 from .cvusa import CVUSA, read_cvusa_split
 from .duplicates import DuplicatePair, find_exact_duplicates, image_md5
-from .errors import DatasetFormatError, DatasetNotFoundError, ImageDecodeError, MissingDependencyError
+from .errors import (
+    CacheError,
+    DatasetFormatError,
+    DatasetNotFoundError,
+    ImageDecodeError,
+    MissingDependencyError,
+)
+from .image_io import INTERPOLATION
+from .options import POLAR_SIZES
 from .vigor import VIGOR, VIGORGallery, parse_pano_latlon, parse_tile_latlon
 
 DATASETS: dict[str, type[CrossViewDataset]] = {"cvusa": CVUSA, "cvact": CVACT, "vigor": VIGOR}

@@ -38,16 +38,19 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-if TYPE_CHECKING:
-    from ._common import CrossViewDataset
+from geo_transforms import __version__ as _geo_transforms_version
 
-__all__ = ["CACHE_FORMAT", "CacheEntry", "CacheError", "open_cache", "prepare_cache"]
+from .. import __version__ as _geo_bench_version
+from .errors import CacheError
+
+__all__ = ["CACHE_FORMAT", "CacheEntry", "CacheError", "CacheableDataset", "open_cache", "prepare_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +59,52 @@ _VERIFY = ("lazy", "full", "meta")
 _REBUILD = "run `geo-bench prepare` again to rebuild it"
 
 
-class CacheError(ValueError):
-    """A cache entry does not match the dataset, is incomplete or fails its checksums.
+class CacheableDataset(Protocol):
+    """What the cache needs of a dataset; :class:`~geo_bench.datasets.base.CrossViewDataset` has it.
 
-    .. versionadded:: 0.1
+    The cache depends on this interface only, not on the dataset module (which imports the cache).
     """
+
+    _cache: CacheEntry | None
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def split(self) -> str: ...
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def ground_size(self) -> tuple[int, int] | None: ...
+
+    @property
+    def aerial_size(self) -> tuple[int, int] | None: ...
+
+    @property
+    def native_ground(self) -> tuple[int, int] | None: ...
+
+    @property
+    def native_aerial(self) -> tuple[int, int] | None: ...
+
+    @property
+    def protocol(self) -> dict[str, Any]: ...
+
+    @property
+    def aspect_mismatches(self) -> dict[str, int]: ...
+
+    def cache_key(self) -> str: ...
+
+    def cache_config(self) -> dict[str, Any]: ...
+
+    def view_ids(self) -> dict[str, list[str]]: ...
+
+    def load_view(self, view: str, i: int) -> Tensor: ...
 
 
 def _versions() -> dict[str, str]:
-    from geo_transforms import __version__ as gt_version
-
-    from .. import __version__
-
-    return {"geo-bench": __version__, "geo-transforms": gt_version}
+    return {"geo-bench": _geo_bench_version, "geo-transforms": _geo_transforms_version}
 
 
 def _atomic_json(path: Path, obj: dict[str, Any]) -> None:
@@ -88,7 +124,7 @@ def _tree_sha(chunks: list[str]) -> str:
     return hashlib.sha256("".join(chunks).encode()).hexdigest()
 
 
-def _entry_dir(cache: str | os.PathLike[str], dataset: CrossViewDataset) -> Path:
+def _entry_dir(cache: str | os.PathLike[str], dataset: CacheableDataset) -> Path:
     cache = Path(cache)
     if (cache / "manifest.json").is_file() or (cache / "progress.json").is_file():
         return cache
@@ -164,7 +200,7 @@ def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 def prepare_cache(
-    dataset: CrossViewDataset,
+    dataset: CacheableDataset,
     out: str | os.PathLike[str],
     *,
     chunk_size: int = 256,
@@ -237,8 +273,6 @@ def prepare_cache(
     )
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=total, initial=done, unit="img", desc=f"prepare {dataset.name} {dataset.split}")
     decoded: dict[str, int] = {}
     try:
@@ -279,7 +313,7 @@ def prepare_cache(
 
 
 def _prepare_view(
-    dataset: CrossViewDataset,
+    dataset: CacheableDataset,
     entry: Path,
     state: dict[str, Any],
     view: str,
@@ -332,7 +366,7 @@ def _prepare_view(
     return count
 
 
-def _report_aspect(dataset: CrossViewDataset, decoded: dict[str, int]) -> None:
+def _report_aspect(dataset: CacheableDataset, decoded: dict[str, int]) -> None:
     """Log how many of the decoded images had another aspect ratio than the dataset's files."""
     for view, n in dataset.aspect_mismatches.items():
         native = dataset.native_ground if view == "ground" else dataset.native_aerial
@@ -401,7 +435,7 @@ class CacheEntry:
 
 def open_cache(
     cache: str | os.PathLike[str],
-    dataset: CrossViewDataset,
+    dataset: CacheableDataset,
     *,
     verify: str = "lazy",
     query_ids: list[str] | None = None,

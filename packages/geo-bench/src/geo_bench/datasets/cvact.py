@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.io
 import torch
 
-from ._common import CrossViewDataset
-from .errors import DatasetFormatError, MissingDependencyError
+from .base import CrossViewDataset
+from .errors import DatasetFormatError
 
 __all__ = ["CVACT", "read_act_data"]
 
@@ -52,10 +53,6 @@ _CROPS: dict[str, tuple[float, float] | None] = {"middle_half": (0.25, 0.75), "n
 
 
 def _loadmat(path: Path) -> dict[str, Any]:
-    try:
-        import scipy.io
-    except ImportError as exc:  # pragma: no cover - scipy is a dependency of geo-bench
-        raise MissingDependencyError("reading ACT_data.mat needs scipy: pip install scipy") from exc
     try:
         return scipy.io.loadmat(path)
     except Exception as exc:  # scipy raises ValueError, TypeError, MatReadError, ... for a damaged file

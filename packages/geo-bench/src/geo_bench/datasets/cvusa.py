@@ -6,7 +6,7 @@ separate validation split). CSV rows are headerless ``aerial,panorama,annotation
 whitespace is stripped; the sample id is the file stem of column 0. Exact repeats of a row are
 dropped with one warning (each pair is kept once); two different rows with one id are refused.
 Images are expected at the released sizes' aspect ratios (panoramas 1232x224, aerials square): others
-are still resized, with one warning (see :mod:`geo_bench.datasets._common`). Panoramas are not cropped
+are still resized, with one warning (see :mod:`geo_bench.datasets.base`). Panoramas are not cropped
 (1232x224 W x H, full 360 degrees, north at the centre column, so ``"yaw"`` is 0). GPS comes from
 ``split_locations/all.csv`` when present (row ``id - 1`` belongs to image ``id``).
 
@@ -27,8 +27,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ._common import CrossViewDataset, read_rgb, resize_uint8, warn_repeats
+from .base import CrossViewDataset
 from .errors import DatasetFormatError
+from .image_io import read_rgb, resize_uint8
+from .splits import warn_repeats
 
 __all__ = ["CVUSA", "read_cvusa_split"]
 

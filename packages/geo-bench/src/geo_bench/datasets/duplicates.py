@@ -3,7 +3,7 @@
 Convention: every image of the split is decoded with Pillow (as stored, no RGB conversion, as
 GeoDTR's ``check_cvusa_duplicate.py`` hashes ``Image.open(path).tobytes()``) and its bytes hashed
 with MD5; images sharing a hash are reported as pairs, per view. Duplicated references score
-exactly equal in retrieval, which is why the tie rule matters (``data-and-protocols`` §6.7).
+exactly equal in retrieval, which is why the tie rule matters (see ``docs/protocols.md#cvusa``).
 
 .. versionadded:: 0.1
 """
@@ -16,7 +16,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._common import DatasetNotFoundError
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from .cvusa import CVUSA, read_cvusa_split
+from .errors import DatasetNotFoundError
 
 __all__ = ["DuplicatePair", "find_exact_duplicates", "image_md5"]
 
@@ -38,8 +42,6 @@ class DuplicatePair:
 
 def image_md5(path: str | os.PathLike[str]) -> str:
     """MD5 of the decoded pixels of ``path`` (mode as stored, e.g. RGB for JPEG)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as img:
             data = img.tobytes()  # pixel bytes only, as GeoDTR, so the hashes equal theirs
@@ -71,8 +73,6 @@ def find_exact_duplicates(
         pairs ``(view, id_a, id_b, md5, path_a, path_b)`` with ``id_a`` before ``id_b`` in CSV
         order; a group of k identical images gives its k-1 pairs against the first occurrence.
     """
-    from .cvusa import CVUSA, read_cvusa_split
-
     bad = [v for v in views if v not in ("aerial", "ground")]
     if bad:
         raise ValueError(f"views must be 'aerial' and/or 'ground', got {bad}")
@@ -85,8 +85,6 @@ def find_exact_duplicates(
     rows = read_cvusa_split(csv)
     items = [(v, Path(r[0]).stem, root / r[0 if v == "aerial" else 1]) for r in rows for v in views]
     if progress:
-        from tqdm.auto import tqdm
-
         items = tqdm(items, unit="img", desc=f"hash CVUSA {split}")
     first: dict[tuple[str, str], tuple[str, Path]] = {}
     pairs: dict[str, list[DuplicatePair]] = defaultdict(list)

@@ -6,6 +6,9 @@ line or sample where known) and says what was expected; further lines, where pre
 (the expected layout, the list of missing files). The command line reports such errors in one line
 with exit status 2.
 
+:class:`CacheError` (a ``ValueError``) covers the ``prepare`` cache (:mod:`geo_bench.datasets.cache`):
+an entry that does not match the dataset, is incomplete, damaged or fails its checksums.
+
 The errors raised while reading a sample (:class:`DatasetFormatError`, :class:`ImageDecodeError`)
 are constructible from their message alone (``cls(message)``), as torch's ``DataLoader`` needs to
 re-raise an error from a worker process.
@@ -18,7 +21,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["DatasetFormatError", "DatasetNotFoundError", "ImageDecodeError", "MissingDependencyError"]
+from geo_transforms.errors import MissingDependencyError  # the toolkit's one missing-dependency error
+
+__all__ = [
+    "CacheError",
+    "DatasetFormatError",
+    "DatasetNotFoundError",
+    "ImageDecodeError",
+    "MissingDependencyError",
+]
 
 
 class DatasetFormatError(ValueError):
@@ -77,8 +88,8 @@ class DatasetNotFoundError(FileNotFoundError):
         self.missing = str(missing)
 
 
-class MissingDependencyError(ImportError):
-    """An optional dependency needed by one reader is not installed.
+class CacheError(ValueError):
+    """A cache entry does not match the dataset, is incomplete or fails its checksums.
 
     .. versionadded:: 0.1
     """

@@ -46,8 +46,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ._common import CrossViewDataset, to_float, warn_repeats
-from .errors import DatasetFormatError, DatasetNotFoundError
+from .base import CrossViewDataset
+from .errors import CacheError, DatasetFormatError, DatasetNotFoundError
+from .image_io import to_float
+from .splits import warn_repeats
 
 __all__ = ["VIGOR", "VIGORGallery", "parse_pano_latlon", "parse_tile_latlon"]
 
@@ -303,8 +305,6 @@ class VIGOR(CrossViewDataset):
                     f"{len(absent)} gallery tile(s) listed in satellite_list.txt are missing",
                 )
         elif self._cache.ids("aerial") != self.gallery_ids:
-            from .cache import CacheError
-
             raise CacheError(f"cache {self._cache.path}: the cached gallery differs from satellite_list.txt")
         self.ids = [all_ids[k] for k in keep]
         self.pano_names = [names[k] for k in keep]

@@ -54,6 +54,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from geo_retrieval.checkpoint import atomic_write_bytes
+from geo_retrieval.embedding import embed
+from geo_retrieval.ranking import model_similarity
+from geo_retrieval.recipes import Recipe
 
 from ..metrics import (
     check_descriptors,
@@ -63,6 +66,7 @@ from ..metrics import (
     make_fov_queries,
     meter_level_accuracy,
     ranks_with_ties,
+    recall_curve,
     recall_from_ranks,
     tie_statistics,
     vigor_recall,
@@ -132,6 +136,10 @@ def expected_protocols(dataset: str, split: str, extra: Sequence[str] = ()) -> l
             per corruption of the fixed set (orientation known; all severities in one record; the
             queries corrupted), ``"corruption+refs"`` the same with the references corrupted too.
 
+    On the synthetic world every entry carries ``area``: ``"same"`` (the test region of the training
+    cities) and, for orientation known and unknown, ``"cross"`` (the cross-area city of another style;
+    evaluated on the world's ``cross`` split).
+
     Returns:
         A list of flag dicts, e.g. ``[{"orientation_known": True}, {"orientation_known": False}]``.
 
@@ -156,6 +164,9 @@ def expected_protocols(dataset: str, split: str, extra: Sequence[str] = ()) -> l
         if protocol in extra:
             out += [{"orientation_known": True, "corruption": name, "corruption_set": CORRUPTION_SET_VERSION,
                      "corrupted_views": views} for name in CORRUPTIONS]
+    if dataset == "synthetic":
+        out = [{**flags, "area": "same"} for flags in out]
+        out += [{"orientation_known": known, "area": "cross"} for known in (True, False)]
     return out
 
 
@@ -191,19 +202,13 @@ class EvalResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@torch.no_grad()
 def _embed(encode: Callable[[Tensor], Tensor], dataset: Dataset, key: str, prepare: Callable[[dict], dict] | None,
            batch_size: int, device: torch.device, progress: bool, desc: str) -> Tensor:
-    from tqdm.auto import tqdm
-
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator())
-    out = []
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-        if prepare is not None:
-            batch = prepare(batch)
-        out.append(encode(batch[key]).float())
-    return torch.cat(out)
+    """The (N, ...) float32 descriptors of view ``key`` of ``dataset`` on ``device``, in dataset order
+    (the one embedding loop, :func:`geo_retrieval.embedding.embed`)."""
+    out, _ = embed({key: encode}, dataset, batch_size=batch_size, prepare=prepare, device=device,
+                   progress=progress, desc=desc)
+    return out[key]
 
 
 class _GalleryAsPairs(Dataset):
@@ -236,9 +241,9 @@ class _QueriesOnly(Dataset):
 
 
 def _curve(metrics: dict[str, float], ranks: Tensor, n_ref: int) -> None:
-    for k in CURVE_KS:
-        if k <= n_ref and f"R@{k}" not in metrics:
-            metrics[f"R@{k}"] = 100.0 * float((ranks < k).double().mean())
+    ks = [k for k in CURVE_KS if k <= n_ref and f"R@{k}" not in metrics]
+    if ks:
+        metrics.update({f"R@{k}": v for k, v in zip(ks, recall_curve(ranks, ks).tolist())})
 
 
 def _metrics(d: dict[str, float | int]) -> dict[str, float]:
@@ -300,7 +305,7 @@ def _orientation(model: Any, g: Tensor, a: Tensor, shifts: list[int], width: int
 
 def evaluate_model(
     model: Any,
-    recipe: Any,
+    recipe: Recipe,
     dataset: str,
     test: Dataset,
     *,
@@ -311,6 +316,7 @@ def evaluate_model(
     source: str | None = None,
     protocols: Sequence[str] = (),
     queries_dir: str | Path | None = None,
+    area: str | None = None,
 ) -> list[EvalResult]:
     """Evaluate a trained cross-view model on the test split (see the module Convention).
 
@@ -326,9 +332,11 @@ def evaluate_model(
         source: the checkpoint (path or hash), named in a :class:`~geo_bench.metrics.DegenerateDescriptorsError`.
         protocols: optional protocols of :data:`EXTRA_PROTOCOLS` (``"fov"``, ``"corruption"``).
         queries_dir: where the FoV query files are read or made (needed with ``"fov"``).
+        area: on the synthetic world, which entries of :func:`expected_protocols` ``test`` answers:
+            ``"same"`` (the test region) or ``"cross"`` (the cross-area city); None runs them all.
 
     Returns:
-        One :class:`EvalResult` per protocol of :func:`expected_protocols`.
+        One :class:`EvalResult` per protocol of :func:`expected_protocols` (of ``area``).
 
     Raises:
         geo_bench.metrics.DegenerateDescriptorsError: the descriptors are collapsed (zero or tying).
@@ -339,7 +347,7 @@ def evaluate_model(
     model = model.to(device).eval()
     transform = BatchTransform.from_recipe(recipe)
     prepare = lambda b: transform(b, None, train=False)  # noqa: E731
-    similarity = model.similarity if getattr(model, "similarity_kind", "cosine") != "cosine" else None
+    similarity = model_similarity(model)
     name = f"{getattr(recipe, 'name', type(model).__name__)} ({getattr(recipe, 'variant', '?')})"
     if source:
         name += f", checkpoint {source}"
@@ -347,31 +355,37 @@ def evaluate_model(
     return _evaluate(model.encode_ground, model.encode_aerial, similarity, model, dataset, test, split, prepare,
                      device, batch_size, progress, orientation_aware=bool(getattr(recipe, "orientation_aware", False)),
                      name=name, protocols=protocols, queries_dir=queries_dir,
-                     fill=tuple(norm.mean) if norm is not None else None)
+                     fill=tuple(norm.mean) if norm is not None else None, area=area)
 
 
 def evaluate_baseline(baseline: Any, dataset: str, test: Dataset, *, split: str = "test", batch_size: int = 64,
                       progress: bool = False, protocols: Sequence[str] = (),
-                      queries_dir: str | Path | None = None) -> list[EvalResult]:
+                      queries_dir: str | Path | None = None, area: str | None = None) -> list[EvalResult]:
     """Evaluate a no-learning matcher (:class:`~geo_bench.baselines.ColourProfile`) like a model (the same
     protocols, tie statistics and collapse check); with unknown orientation it uses its orientation-aware
     ``aligned_similarity``."""
     return _evaluate(baseline.encode_ground, baseline.encode_aerial, baseline.similarity, baseline, dataset, test,
                      split, None, torch.device("cpu"), batch_size, progress, orientation_aware=True,
                      unknown_similarity=baseline.aligned_similarity, name=type(baseline).__name__,
-                     protocols=protocols, queries_dir=queries_dir)
+                     protocols=protocols, queries_dir=queries_dir, area=area)
 
 
 def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | None, model: Any, dataset: str,
               test: Dataset, split: str, prepare: Callable | None, device: torch.device, batch_size: int,
               progress: bool, *, orientation_aware: bool, unknown_similarity: Callable | None = None,
               name: str | None = None, protocols: Sequence[str] = (), queries_dir: str | Path | None = None,
-              fill: Sequence[float] | None = None) -> list[EvalResult]:
+              fill: Sequence[float] | None = None, area: str | None = None) -> list[EvalResult]:
     """One :class:`EvalResult` per entry of :func:`expected_protocols` (in its order); each result's
     protocol starts with the entry's flags. The references are embedded once; each query variant
     (rolled, limited-FoV, corrupted) costs one more embedding pass of the queries. Raises
     ``DegenerateDescriptorsError`` for collapsed descriptors."""
     entries = expected_protocols(dataset, split, protocols)
+    if area is not None:
+        if area not in ("same", "cross"):
+            raise ValueError(f"area must be 'same', 'cross' or None, got {area!r}")
+        entries = [f for f in entries if f.get("area") == area]
+        if not entries:
+            raise ValueError(f"{dataset} has no {area}-area protocol")
     if any("fov_protocol" in f for f in entries) and queries_dir is None:
         raise ValueError("the fov protocol needs a folder for its query files (queries_dir)")
     results: list[EvalResult] = []

@@ -43,6 +43,7 @@ def _curve(r: ResultRecord) -> tuple[list[int], list[float]]:
 
 
 def _pyplot():
+    # matplotlib stays lazy: heavy to import, and the Agg backend must be chosen before pyplot loads
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -54,7 +55,7 @@ def _pyplot():
 def _save_png(fig: Any, path: str | Path, **savefig: Any) -> Path:
     """Write ``fig`` as a PNG atomically (temporary file, fsync, rename: a killed run never leaves a
     half-written figure) and close it; the one writer of every figure here."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: heavy; loaded after _pyplot chose the Agg backend
 
     path = Path(path)
     try:

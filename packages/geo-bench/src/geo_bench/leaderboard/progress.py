@@ -44,6 +44,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from rich.live import Live
+from rich.table import Table
+
 __all__ = [
     "PROGRESS_ENV",
     "ProgressBoard",
@@ -342,8 +345,6 @@ class ProgressBoard:
 
     def rich_table(self, now: float | None = None) -> Any:
         """A ``rich.table.Table``: one row per recipe, the overall line as its caption."""
-        from rich.table import Table
-
         now = self.clock() if now is None else now
         table = Table(title="progress", caption=self.overall_line(now), expand=False)
         for head in ("recipe", "state", "step", "loss", "held-out R@1", "elapsed", "ETA"):
@@ -408,8 +409,6 @@ class ProgressView:
 
     def __enter__(self) -> ProgressView:
         if self.live:
-            from rich.live import Live
-
             self._live = Live(get_renderable=self._table, console=self.console, refresh_per_second=2, transient=True)
             self._live.__enter__()
         else:

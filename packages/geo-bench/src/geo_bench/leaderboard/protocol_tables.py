@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
 from geo_retrieval.checkpoint import atomic_write_bytes
 
@@ -153,8 +154,6 @@ def write_protocol_tables(records: Sequence[ResultRecord], out_dir: str | Path,
 
 def render_rich_tables(records: Sequence[ResultRecord], console: Any) -> None:
     """Print both tables on a rich console (nothing when no record has either protocol)."""
-    from rich.table import Table
-
     rows, fovs = fov_rows(records)
     if rows:
         t = Table(title="Limited field of view, orientation unknown: R@1 %")

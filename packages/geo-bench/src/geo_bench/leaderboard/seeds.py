@@ -7,6 +7,9 @@ Convention:
     values in seed order. A group with two records of the same seed is refused (it would count one
     seed twice). Rows are ordered like the leaderboard: orientation known first, then by mean R@1,
     best first. Written as ``leaderboard_seeds.md`` / ``.json`` by ``geo-bench leaderboard --seeds``.
+    ``over="world_seed"`` summarises over synthetic worlds instead (records of one training seed,
+    grouped by the world's configuration without its seed): ``leaderboard_worlds.md`` / ``.json`` by
+    ``geo-bench leaderboard --world-seeds``.
 """
 
 from __future__ import annotations
@@ -25,13 +28,21 @@ __all__ = ["SEED_METRICS", "mean_std_text", "seed_summary", "seeds_markdown", "w
 SEED_METRICS = ("R@1", "R@5", "R@10")
 
 
-def seed_summary(records: Sequence[ResultRecord]) -> list[dict[str, Any]]:
+def seed_summary(records: Sequence[ResultRecord], over: str = "seed") -> list[dict[str, Any]]:
     """One row per (method, variant, protocol, data): ``n_seeds``, ``seeds`` and, per metric in
-    :data:`SEED_METRICS`, ``<metric>_mean``, ``<metric>_std`` and ``<metric>_values``."""
+    :data:`SEED_METRICS`, ``<metric>_mean``, ``<metric>_std`` and ``<metric>_values``.
+
+    ``over``: ``"seed"`` (training seeds of one world) or ``"world_seed"`` (synthetic worlds, one
+    training seed; ``seeds`` then lists the world seeds)."""
+    if over not in ("seed", "world_seed"):
+        raise ValueError(f"over must be 'seed' or 'world_seed', got {over!r}")
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in measured_rows(records):
-        key = (row["method"], row["variant"], row["protocol"], row["data"])
-        groups.setdefault(key, []).append(row)
+        if over == "seed":
+            key = (row["method"], row["variant"], row["protocol"], row["data"])
+        else:
+            key = (row["method"], row["variant"], row["protocol"], f"{row['data_any_world']}, seed {row['seed']}")
+        groups.setdefault(key, []).append({**row, "seed": row[over]})
     out = []
     for (method, variant, protocol, data), rows in groups.items():
         seeds = [r["seed"] for r in rows]
@@ -60,25 +71,28 @@ def mean_std_text(entry: dict[str, Any], metric: str) -> str:
     return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
 
 
-def seeds_markdown(summary: Sequence[dict[str, Any]]) -> str:
+def seeds_markdown(summary: Sequence[dict[str, Any]], over: str = "seed") -> str:
     """A Markdown table: method, variant, protocol, seeds, R@1 / R@5 / R@10 as mean ± std, and the
-    per-seed R@1 values."""
-    lines = ["| method | variant | protocol | seeds | R@1 | R@5 | R@10 | R@1 per seed |", "|" + "---|" * 8]
+    per-seed R@1 values (``over="world_seed"``: per world)."""
+    what = "world seeds" if over == "world_seed" else "seeds"
+    lines = [f"| method | variant | protocol | {what} | R@1 | R@5 | R@10 | R@1 per {what[:-1]} |", "|" + "---|" * 8]
     for e in summary:
         per_seed = ", ".join(f"{v:.1f}" for v in e["R@1_values"])
         cells = [e["method"], e["variant"], e["protocol"], ", ".join(str(s) for s in e["seeds"]),
                  *(mean_std_text(e, m) for m in SEED_METRICS), per_seed]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n\nmean ± sample standard deviation over seeds (initialisation, data order, selection slice)\n"
+    note = ("synthetic worlds (cities, cameras, appearance), one training seed" if over == "world_seed"
+            else "training seeds (initialisation, data order, augmentation)")
+    return "\n".join(lines) + f"\n\nmean ± sample standard deviation over {note}\n"
 
 
 def write_seed_summary(records: Sequence[ResultRecord], out_dir: str | Path,
-                       stem: str = "leaderboard_seeds") -> dict[str, Path]:
+                       stem: str = "leaderboard_seeds", over: str = "seed") -> dict[str, Path]:
     """Write ``<stem>.md`` and ``<stem>.json`` (the rows of :func:`seed_summary`) into ``out_dir``."""
-    summary = seed_summary(records)
+    summary = seed_summary(records, over=over)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"seeds_markdown": out_dir / f"{stem}.md", "seeds_json": out_dir / f"{stem}.json"}
-    paths["seeds_markdown"].write_text(seeds_markdown(summary), encoding="utf-8")
-    paths["seeds_json"].write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    paths = {f"{stem}_markdown": out_dir / f"{stem}.md", f"{stem}_json": out_dir / f"{stem}.json"}
+    paths[f"{stem}_markdown"].write_text(seeds_markdown(summary, over=over), encoding="utf-8")
+    paths[f"{stem}_json"].write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     return paths

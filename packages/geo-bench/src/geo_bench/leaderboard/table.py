@@ -28,9 +28,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
+from rich.table import Table
 
 from ..records import ResultRecord
 
@@ -91,10 +95,10 @@ def _protocol_text(p: dict[str, Any]) -> str:
     fov = p.get("fov")
     if fov is not None and float(fov) != 360.0:
         parts.append(f"FoV {float(fov):g}°")
-    if p.get("cvact_test"):
+    if p.get("cvact_test") and p["cvact_test"] != "unknown":
         parts.append(f"CVACT_test {p['cvact_test']}")
-    elif p.get("cvact_test_note"):
-        parts.append(f"CVACT_test {p['cvact_test_note']}")
+    elif p.get("cvact_test") or p.get("cvact_test_note"):
+        parts.append(f"CVACT_test protocol {p.get('cvact_test_note') or 'unknown'}")
     if p.get("area"):
         parts.append(f"{p['area']}-area")
     if p.get("trained_on"):
@@ -102,7 +106,11 @@ def _protocol_text(p: dict[str, Any]) -> str:
     if p.get("conflict"):
         parts.append(f"conflicting source: {p['conflict']}")
     if p.get("top1pct_rule") == "int_plus_one":
-        parts.append("top-1% int+1")
+        parts.append("top-1% K=int(N/100)+1")
+    elif p.get("top1pct_rule") == "floor" and p.get("world") is None:  # the world rows all use floor
+        parts.append("top-1% K=floor(N/100)")
+    if p.get("selected_on_reported_split"):
+        parts.append("checkpoint selected on the reported split")
     if _number(p.get("time_budget_s")) is not None:
         parts.append(f"time budget {float(p['time_budget_s']):g} s")
     return ", ".join(parts) or "-"
@@ -123,14 +131,22 @@ def _hardware(hw: Any) -> str:
     return str(hw) if hw else "-"
 
 
-def _data(r: ResultRecord) -> str:
+def _data(r: ResultRecord, *, world_seed: bool = True) -> str:
+    """The data of a record in words (``world_seed=False`` leaves the world seed out: the across-world
+    summary groups the worlds of one configuration)."""
     world = r.protocol.get("world")
     if isinstance(world, dict):
         n_train = world.get("n_train")
-        holdout = world.get("holdout", 0)
-        n_val = round(n_train * holdout) if n_train else None
-        return (f"synthetic world seed {world.get('seed')}: {n_train - (n_val or 0)} train / {n_val} held-out / "
-                f"{r.n_query} test" if n_train else "synthetic world")
+        if not n_train:
+            return "synthetic world"
+        if "n_val" in world:  # val region, same- and cross-area test cities
+            styles = "+".join(world.get("styles") or ())
+            text = (f"synthetic world ({styles}; cross-area {world.get('cross_style')}): {n_train} train / "
+                    f"{world['n_val']} val region / {r.n_query} test")
+        else:  # before the val region: a held-out slice of train selected
+            n_val = round(n_train * world.get("holdout", 0))
+            text = f"synthetic world: {n_train - n_val} train / {n_val} held-out / {r.n_query} test"
+        return text.replace("synthetic world", f"synthetic world seed {world.get('seed')}", 1) if world_seed else text
     return f"{r.dataset} {r.split} ({r.n_query} queries / {r.n_reference} references)"
 
 
@@ -194,6 +210,8 @@ def measured_rows(records: Sequence[ResultRecord]) -> list[dict[str, Any]]:
             "dataset": r.dataset,
             "split": r.split,
             "data": _data(r),
+            "data_any_world": _data(r, world_seed=False),
+            "world_seed": (p.get("world") or {}).get("seed") if isinstance(p.get("world"), dict) else None,
             "seed": r.provenance.seed,
             "commit": r.provenance.commit,
             "hardware": _hardware(r.provenance.hardware),
@@ -346,12 +364,7 @@ def to_json(measured: Sequence[ResultRecord], reported: Sequence[ResultRecord] =
 def render_rich(measured: Sequence[ResultRecord], reported: Sequence[ResultRecord] = (), *, console: Any = None,
                 title: str = "Leaderboard") -> None:
     """Print the measured table and (separately) the reported table with rich."""
-    from rich.console import Console
-    from rich.table import Table
-
     if console is None:
-        import sys
-
         console = Console() if sys.stdout.isatty() else Console(width=200)
     m_rows = measured_rows(measured)
     if m_rows:

@@ -45,8 +45,15 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from geo_bench.leaderboard import get_recipe_or_raise, resolve_run
 from geo_bench.localize.maps import TileReader, open_maps, open_tile_folder, plan_tiles, to_latlon
+from geo_bench.metrics.faiss_backend import import_faiss
+from geo_retrieval.checkpoint import load_model_weights
+from geo_retrieval.recipes import Recipe, build
+from geo_retrieval.search import topk_search
+from geo_retrieval.training import BatchTransform
 
 __all__ = [
     "FORMAT",
@@ -81,14 +88,14 @@ class LoadedModel:
         model: the recipe's model in eval mode on ``device``.
         recipe: the recipe (``geo_retrieval.recipes.Recipe``).
         variant: ``"small"`` or ``"full"``.
-        digest: :func:`geo_bench.leaderboard.runner.weights_digest` of the weights.
+        digest: :func:`geo_retrieval.checkpoint.weights_digest` of the weights.
         weights: the weights file.
         run_info: the run folder's ``run.json`` (empty if none).
         device: torch device string.
     """
 
     model: nn.Module
-    recipe: Any
+    recipe: Recipe
     variant: str
     digest: str
     weights: Path
@@ -108,9 +115,6 @@ def load_checkpoint(checkpoint: str | Path, *, recipe: str | None = None, varian
     Raises:
         FileNotFoundError: no weights there. ValueError: unknown recipe or weights that do not fit.
     """
-    from geo_bench.leaderboard.runner import get_recipe_or_raise, load_model_weights, resolve_run
-    from geo_retrieval.recipes import build
-
     found = resolve_run(checkpoint, recipe=recipe, variant=variant)
     rec = get_recipe_or_raise(found.recipe, found.variant)
     model = build(rec)
@@ -133,8 +137,6 @@ def default_px(loaded: LoadedModel) -> int:
 
 def _prepare_aerial(loaded: LoadedModel, tiles: Tensor) -> Tensor:
     """(B, 3, px, px) uint8 tiles -> the recipe's prepared aerial input (evaluation preprocessing)."""
-    from geo_retrieval.training import BatchTransform
-
     transform = BatchTransform.from_recipe(loaded.recipe)
     h, w = loaded.recipe.ground_size
     dummy = torch.zeros(tiles.shape[0], 3, h, w, dtype=torch.uint8)
@@ -228,8 +230,6 @@ def build_index(
     Memory: one chunk of tiles and descriptors at a time, plus (N, 2) centres; the final
     ``descriptors.npy`` is filled chunk by chunk through a memory map.
     """
-    from tqdm.auto import tqdm
-
     out = Path(out)
     stride = float(stride_m) if stride_m is not None else float(tile_m) / 2
     px = int(px) if px is not None else default_px(loaded)
@@ -358,8 +358,6 @@ def write_faiss(out: Path, manifest: dict[str, Any], *, kind: str | None = None)
     IVF-PQ beyond (``nlist = min(4 sqrt(N), N / 39)`` lists, ``m = D / 8`` sub-quantisers of 8
     dimensions, 8 bits (fewer for small N), trained on at most 50,000 descriptors; searches re-rank
     ``RERANK x k`` IVF-PQ candidates exactly). Returns the manifest's faiss entry."""
-    from geo_bench.metrics.faiss_backend import import_faiss
-
     faiss = import_faiss()
     desc = np.load(out / "descriptors.npy", mmap_mode="r")
     n, d = desc.shape
@@ -439,8 +437,6 @@ class TileIndex:
     def faiss_index(self) -> Any:
         """The stored faiss index (loaded once); ``ValueError`` when the index has none."""
         if self._faiss is None:
-            from geo_bench.metrics.faiss_backend import import_faiss
-
             faiss = import_faiss()
             f = self.path / "faiss.index"
             if not f.is_file():
@@ -475,8 +471,6 @@ def search(index: TileIndex, query: Tensor, k: int, *, backend: str = "exact",
     Returns:
         ``(scores (N_q, k) float32, indices (N_q, k) int64)``, best first.
     """
-    from geo_retrieval.search import topk_search
-
     kk = min(int(k), len(index))
     if kk < 1:
         raise ValueError(f"top-k must be >= 1, got {k}")

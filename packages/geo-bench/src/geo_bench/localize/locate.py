@@ -54,8 +54,12 @@ from geo_bench.localize.index import (
     search,
 )
 from geo_bench.localize.maps import to_latlon
-from geo_bench.metrics.geo import great_circle_distance
+from geo_bench.localize.report import write_report
 from geo_bench.metrics.localisation import DEFAULT_RADII_M, position_distances, radius_recall
+from geo_retrieval.geodesy import great_circle_distance
+from geo_retrieval.search import dsm_orientations
+from geo_retrieval.training import BatchTransform
+from geo_transforms.panorama import fov_width, limit_fov
 
 __all__ = ["Candidate", "LocateResult", "Localizer", "QueryResult", "read_truth", "refine_position"]
 
@@ -165,8 +169,6 @@ class LocateResult:
         with open(paths["csv"], "w", newline="") as fh:
             csv.writer(fh).writerows(self.csv_rows())
         if html:
-            from geo_bench.localize.report import write_report
-
             if index is None:
                 raise ValueError("the HTML report needs the index")
             paths["html"] = write_report(self, index, out / "report.html")
@@ -269,8 +271,6 @@ class Localizer:
     # ---------------------------------------------------------------------------------- queries
     def _load_query(self, path: Path, fov: float | None) -> Tensor:
         """One image file -> (3, H, W) float in [0, 1] in the recipe's full panorama frame."""
-        from geo_transforms.panorama import fov_width, limit_fov
-
         if not path.is_file():
             raise FileNotFoundError(f"query image {path} does not exist")
         try:
@@ -301,8 +301,6 @@ class Localizer:
     def embed_queries(self, images: Sequence[str | Path], *, fov: float | None = None,
                       batch_size: int = 32) -> Tensor:
         """Image files -> (N, ...) float32 ground descriptors on the CPU (module Convention)."""
-        from geo_retrieval.training import BatchTransform
-
         transform = BatchTransform.from_recipe(self.model.recipe)
         px = int(self.tiles.manifest["tiling"]["px"])
         outs = []
@@ -361,8 +359,6 @@ class Localizer:
         scores, idx = search(self.tiles, q, top_k, backend=backend, similarity=sim)
         headings = None
         if aware and q.ndim == 4:
-            from geo_retrieval.search import dsm_orientations
-
             ref = _as_tensor(self.tiles.descriptors)
             headings = dsm_orientations(q, ref, idx, degrees=True).numpy()
         xy, ll = self.tiles.xy, self.tiles.latlon

@@ -23,6 +23,7 @@ rasterio and pyproj are optional: ``pip install 'geo-bench[map]'``.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,9 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
-from geo_bench.metrics.faiss_backend import MissingDependencyError
+from geo_transforms.errors import MissingDependencyError
 
 __all__ = [
     "MapGrid",
@@ -203,7 +205,7 @@ def open_maps(paths: list[str | Path], *, hash_files: bool = True) -> MapGrid:
     maps = []
     for path, crs, bounds, shape in infos:
         if warped:
-            from rasterio.warp import transform_bounds
+            from rasterio.warp import transform_bounds  # optional dependency (the `map` extra)
 
             bounds = transform_bounds(crs, grid_crs, *bounds, densify_pts=21)
         maps.append(MapInfo(str(path.resolve()), file_sha256(path) if hash_files else "", _crs_name(crs),
@@ -261,13 +263,14 @@ class TileReader:
             src = self._rasterio.open(self.grid.maps[k].path)
             view = src
             if self.grid.warped:
-                from rasterio.enums import Resampling
+                from rasterio.enums import Resampling  # optional dependency (the `map` extra)
 
                 view = self._rasterio.vrt.WarpedVRT(src, crs=self.grid.crs, resampling=Resampling.bilinear)
             self._open[k] = (src, view)
         return self._open[k][1]
 
     def read(self, xy: np.ndarray, map_index: np.ndarray, tile_m: float, px: int) -> np.ndarray:
+        # optional dependency (the `map` extra)
         from rasterio.enums import Resampling
         from rasterio.windows import from_bounds
 
@@ -329,8 +332,6 @@ class TileFolder:
 
     def read(self, start: int, end: int, px: int) -> np.ndarray:
         """Tiles ``start .. end`` as (B, 3, px, px) uint8 (Pillow bilinear, antialiased on downscale)."""
-        from PIL import Image, UnidentifiedImageError
-
         out = np.empty((end - start, 3, px, px), dtype=np.uint8)
         for j, f in enumerate(self.files[start:end]):
             try:
@@ -348,8 +349,6 @@ class TileFolder:
 
 def open_tile_folder(csv_path: str | Path) -> TileFolder:
     """Read a tile CSV (see :class:`TileFolder`); checks the columns and that every file exists."""
-    import csv
-
     path = Path(csv_path)
     if not path.is_file():
         raise FileNotFoundError(f"--tiles {path} does not exist")

@@ -46,7 +46,7 @@ def _thumb(path: str) -> str:
 
 
 def _heatmap(index: TileIndex, scores: np.ndarray, marks: dict[str, tuple[float, float] | None]) -> str:
-    import matplotlib
+    import matplotlib  # lazy: heavy, and the backend is chosen here before pyplot loads
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt

@@ -1,6 +1,7 @@
 """Retrieval metrics and evaluation protocols: exact chunked ranks, R@K / R@1%, tie statistics and the
 collapsed-descriptor check, CVACT_test protocols, DSM's limited-FoV / unknown-orientation protocol and
 VIGOR's hit rate and meter-level localisation, recall within a radius and top-1 metre errors.
+Distances on the sphere live in :mod:`geo_retrieval.geodesy`.
 
 Everything is re-exported here in one flat namespace; see each module for its Convention block.
 """
@@ -17,7 +18,7 @@ from geo_bench.metrics.degenerate import (
     zero_norm_share,
 )
 from geo_bench.metrics.faiss_backend import MissingDependencyError, faiss_knn
-from geo_bench.metrics.geo import EARTH_RADIUS_M, geo_tolerant_recall, great_circle_distance, utm_neighbours
+from geo_bench.metrics.geo import geo_tolerant_recall, utm_neighbours
 from geo_bench.metrics.localisation import (
     DEFAULT_RADII_M,
     LocalisationResult,
@@ -69,7 +70,6 @@ __all__ = [
     "DEGENERATE_TIE_SHARE",
     "DEGENERATE_ZERO_SHARE",
     "DEFAULT_RADII_M",
-    "EARTH_RADIUS_M",
     "LocalisationResult",
     "localisation_metrics",
     "position_distances",
@@ -94,7 +94,6 @@ __all__ = [
     "cvact_test_recall",
     "faiss_knn",
     "geo_tolerant_recall",
-    "great_circle_distance",
     "id_1to1_glob_ids",
     "localisation_errors",
     "make_fov_queries",

@@ -1,6 +1,6 @@
 """The three CVACT_test protocols, which give numbers that are not comparable with each other.
 
-Convention (``data-and-protocols.md`` §6.4):
+Convention (``docs/protocols.md#cvact_test-three-protocols``):
     - ``"utm_5m"``: queries and gallery are ``valSetAll`` (92,802); a retrieved aerial counts when its
       UTM lies within ``radius_m`` (5 m) of the query's UTM (OriCNN / DSM-era papers). Any radius can be
       asked for; the protocol name then becomes ``f"utm_{radius_m:g}m"``.

@@ -18,11 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from geo_transforms.errors import MissingDependencyError
+
 __all__ = ["MissingDependencyError", "faiss_hits", "faiss_knn", "import_faiss"]
-
-
-class MissingDependencyError(ImportError):
-    """An optional dependency needed by the requested feature is not installed."""
 
 
 def import_faiss() -> ModuleType:
@@ -32,7 +30,8 @@ def import_faiss() -> ModuleType:
     except ImportError as err:  # pragma: no cover - exercised by monkeypatching sys.modules
         raise MissingDependencyError(
             "backend='faiss' needs the faiss package: pip install 'geo-bench[faiss]' "
-            "(faiss-cpu; or faiss-gpu-cu12, never both). backend='torch' needs nothing extra."
+            "(faiss-cpu; or faiss-gpu-cu12, never both). backend='torch' needs nothing extra.",
+            extra="geo-bench[faiss]",
         ) from err
     return faiss
 

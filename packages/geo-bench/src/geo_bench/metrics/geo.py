@@ -1,4 +1,4 @@
-"""Geo-tolerant recall (CVACT_test ``utm_5m``) and great-circle distance.
+"""Geo-tolerant recall (CVACT_test ``utm_5m``).
 
 Convention:
     - Geo-tolerant hit: a query is a hit at K when at least one of its top-K references lies within
@@ -12,10 +12,8 @@ Convention:
       radius scores exactly as high (ties among near references are not ties against the query).
     - UTM coordinates are (easting, northing) in metres and must be float64: a float32 northing near
       6.1e6 m only resolves about 0.5 m.
-    - Great-circle distance: spherical law of cosines on (lat, lon) degrees, R = 6,371,004 m, the
-      cosine clipped to [-1, 1] before ``arccos`` (VIGOR ``evaluate_from_npy.py``). In float64 this
-      formula has a floor of about 0.1 m for coincident points (rounding of ``sin^2 + cos^2``), far
-      below VIGOR's first threshold (1.02 m); it is kept for comparability.
+    - Distances on the sphere (great-circle distance, the Earth radius) live in
+      :mod:`geo_retrieval.geodesy`.
 """
 
 from __future__ import annotations
@@ -40,10 +38,7 @@ from geo_bench.metrics.recall import (
     tie_statistics,
 )
 
-__all__ = ["EARTH_RADIUS_M", "geo_tolerant_recall", "great_circle_distance", "utm_neighbours"]
-
-#: Earth radius of VIGOR's ``gps2distance``, in metres.
-EARTH_RADIUS_M = 6_371_004.0
+__all__ = ["geo_tolerant_recall", "utm_neighbours"]
 
 
 def _float64_coords(x: object, name: str, n: int | None = None) -> np.ndarray:
@@ -185,30 +180,3 @@ def geo_tolerant_recall(
         tie_stats=stats,
     )
 
-
-def great_circle_distance(latlon_a: object, latlon_b: object, radius_m: float = EARTH_RADIUS_M) -> np.ndarray:
-    """Great-circle distance in metres between (lat, lon) points given in degrees.
-
-    Convention: spherical law of cosines, ``R * arccos(clip(sin a sin b + cos a cos b cos(dlon), -1, 1))``
-    in float64, R = 6,371,004 m as in VIGOR.
-
-    Args:
-        latlon_a: (..., 2) (lat, lon) degrees (array or tensor).
-        latlon_b: (..., 2), broadcastable with ``latlon_a``.
-        radius_m: sphere radius.
-
-    Returns:
-        (...) float64 numpy array of distances in metres.
-
-    Example:
-        >>> round(float(great_circle_distance([0.0, 0.0], [0.0, 1.0])), 1)
-        111195.0
-    """
-    a = np.asarray(latlon_a.detach().cpu() if isinstance(latlon_a, Tensor) else latlon_a, dtype=np.float64)
-    b = np.asarray(latlon_b.detach().cpu() if isinstance(latlon_b, Tensor) else latlon_b, dtype=np.float64)
-    if a.shape[-1:] != (2,) or b.shape[-1:] != (2,):
-        raise ValueError(f"latlon must be (..., 2) (lat, lon) degrees, got {a.shape} and {b.shape}")
-    lat_a, lon_a = np.deg2rad(a[..., 0]), np.deg2rad(a[..., 1])
-    lat_b, lon_b = np.deg2rad(b[..., 0]), np.deg2rad(b[..., 1])
-    c = np.sin(lat_a) * np.sin(lat_b) + np.cos(lat_a) * np.cos(lat_b) * np.cos(lon_a - lon_b)
-    return radius_m * np.arccos(np.clip(c, -1.0, 1.0))

@@ -8,7 +8,7 @@ Convention:
     - A reference's position is where it says the camera is: the tile centre for aerial tiles (the
       world's ``aerial_utm``, VIGOR's tile lat/lon), the camera position for CVACT's pairs. Positions
       are either planar metres (UTM easting, northing: Euclidean distance) or degrees (lat, lon:
-      great-circle distance on the sphere of :data:`~geo_bench.metrics.geo.EARTH_RADIUS_M`).
+      great-circle distance on the sphere of :data:`~geo_retrieval.geodesy.VIGOR_EARTH_RADIUS_M`).
     - ``R@k<r m`` (metric name ``"R@{k}<{r}m"``) = percent of queries for which at least one of the
       first ``k`` retrieved references lies *strictly* closer than ``r`` metres to the query's true
       position (the newer geo-localisation papers' "R@1 < 50 m"; with ``k = 1`` it is the accuracy
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from geo_bench.metrics.geo import great_circle_distance
 from geo_bench.metrics.recall import DEFAULT_MEMORY_BUDGET, Similarity, score_blocks
+from geo_retrieval.geodesy import great_circle_distance
 
 __all__ = [
     "DEFAULT_RADII_M",

@@ -1,6 +1,6 @@
 """DSM's unknown-orientation / limited-FoV protocol: fixed query sets and orientation metrics.
 
-Convention (``data-and-protocols.md`` §6.5, DSM ``input_data_*.py`` / ``cal_FOV_acc.py``):
+Convention (``docs/protocols.md#orientation-known-and-unknown``, DSM ``input_data_*.py`` / ``cal_FOV_acc.py``):
     - Panoramas are (B, C, H, W) with W = ``width`` (512 in DSM, after resizing to 128 x 512).
     - Per query, in order: ``shift = int(u * width * noise_deg / 360)`` with ``u`` the next draw of
       numpy's legacy RNG seeded with ``seed`` (DSM calls ``np.random.seed(2019)`` before the test scan;

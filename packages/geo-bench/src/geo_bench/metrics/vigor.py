@@ -1,6 +1,6 @@
 """VIGOR retrieval metrics (positive-only recall, hit rate) and meter-level localisation.
 
-Convention (``data-and-protocols.md`` §6.6, VIGOR ``evaluate_from_npy.py``, Sample4Geo):
+Convention (``docs/protocols.md#vigor``, VIGOR ``evaluate_from_npy.py``, Sample4Geo):
     - R@K and R@1% count only the positive tile (``positive`` (N_q,) is the gt index).
     - Hit rate: the top-1 tile is the positive or a semi-positive, implemented as "no reference other
       than the positive and the semi-positives scores strictly above the positive" (Sample4Geo). This
@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from geo_bench.metrics.geo import EARTH_RADIUS_M, great_circle_distance
 from geo_bench.metrics.recall import (
     DEFAULT_MEMORY_BUDGET,
     RecallResult,
@@ -39,6 +38,7 @@ from geo_bench.metrics.recall import (
     recall_from_ranks,
     tie_statistics,
 )
+from geo_retrieval.geodesy import VIGOR_EARTH_RADIUS_M, great_circle_distance
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -196,8 +196,8 @@ def vigor_offset_to_latlon(
         raise ValueError(f"offset_px must be {c.shape} like center_latlon, got {off.shape}")
     d = half_tile_px * meters_per_pixel
     lat = np.deg2rad(c[:, 0])
-    dlat = np.full_like(lat, d / EARTH_RADIUS_M)
-    cos_dlon = (np.cos(d / EARTH_RADIUS_M) - np.sin(lat) ** 2) / np.cos(lat) ** 2
+    dlat = np.full_like(lat, d / VIGOR_EARTH_RADIUS_M)
+    cos_dlon = (np.cos(d / VIGOR_EARTH_RADIUS_M) - np.sin(lat) ** 2) / np.cos(lat) ** 2
     dlon = np.arccos(np.clip(cos_dlon, -1.0, 1.0))
     unit = np.rad2deg(np.stack([dlat, dlon], axis=1))
     return c - unit * off / half_tile_px
@@ -302,7 +302,7 @@ def plot_meter_level_accuracy(
     Returns:
         The matplotlib ``Figure``.
     """
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: matplotlib is heavy and only needed to plot
 
     if isinstance(curves, MeterLevelCurve):
         curves = {"": curves}

@@ -3,18 +3,20 @@
 A procedural city (:mod:`.city`) is composed into two capture epochs (:mod:`.appearance`),
 rendered as north-up aerial tiles (:mod:`.render_aerial`) and equirectangular street-level
 panoramas (:mod:`.render_ground`), served in memory by :class:`SyntheticWorld` (:mod:`.dataset`)
-and written to disk in the real CVUSA / CVACT / VIGOR layouts (:mod:`.layouts`).
+and written to disk in the real CVUSA / CVACT / VIGOR layouts (:mod:`.layouts`). Its lat/lon
+come from :func:`geo_retrieval.geodesy.equirectangular_to_latlon`.
 """
 
 from __future__ import annotations
 
 from .appearance import AppearanceConfig, Capture, Epoch, jpeg_roundtrip, photometric
-from .city import CLASSES, PALETTE, City, CityConfig, latlon_to_utm, utm_to_latlon
+from .city import CITY_STYLES, CLASSES, PALETTE, City, CityConfig, city_style
 from .dataset import District, RenderConfig, SyntheticWorld, polar_views
 from .render_aerial import bilinear_lookup, render_aerial
 from .render_ground import march_distances, render_panorama
 
 __all__ = [
+    "CITY_STYLES",
     "CLASSES",
     "PALETTE",
     "AppearanceConfig",
@@ -26,12 +28,11 @@ __all__ = [
     "RenderConfig",
     "SyntheticWorld",
     "bilinear_lookup",
+    "city_style",
     "jpeg_roundtrip",
-    "latlon_to_utm",
     "march_distances",
     "photometric",
     "polar_views",
     "render_aerial",
     "render_panorama",
-    "utm_to_latlon",
 ]

@@ -7,7 +7,8 @@ Convention:
     pixel ``(r, c)`` has its centre at ``x = (c + 0.5) * res``, ``y = L - (r + 0.5) * res``
     (north up, like the aerial tiles). Metric world coordinates are a UTM-like local frame:
     ``easting = origin_utm[0] + offset[0] + x``, ``northing = origin_utm[1] + offset[1] + y``; see
-    :func:`utm_to_latlon` for the (documented, local equirectangular) conversion to lat/lon.
+    :func:`geo_retrieval.geodesy.equirectangular_to_latlon` for the (documented, local
+    equirectangular) conversion to lat/lon.
 
 The map is generated once per (config, seed) with vectorised torch code: a jittered road grid
 with dropped segments and diagonal avenues, blocks with zones (downtown, residential, park,
@@ -27,11 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from geo_retrieval.geodesy import equirectangular_to_latlon
+
 __all__ = [
     "BUILDING",
     "CAR",
     "CLASSES",
-    "EARTH_RADIUS_M",
     "GRASS",
     "PALETTE",
     "PARKING",
@@ -40,10 +42,10 @@ __all__ = [
     "SKY",
     "TREE",
     "WATER",
+    "CITY_STYLES",
     "City",
     "CityConfig",
-    "latlon_to_utm",
-    "utm_to_latlon",
+    "city_style",
 ]
 
 #: semantic classes shared by the aerial and ground label maps (index = label value)
@@ -65,9 +67,6 @@ PALETTE: Tensor = torch.tensor(
     dtype=torch.uint8,
 )
 
-#: sphere radius used for lat/lon (the one VIGOR's metre-level evaluation uses)
-EARTH_RADIUS_M = 6_371_004.0
-
 # zones of a block
 DOWNTOWN, RESIDENTIAL, PARK, LOT, INDUSTRIAL = range(5)
 
@@ -88,6 +87,15 @@ class CityConfig:
         ponds: whether parks may contain a pond.
         origin_utm: (easting, northing) of the south-west corner of district 0.
         origin_latlon: (lat, lon) in degrees of ``origin_utm``.
+        style: name of the city style (see :data:`CITY_STYLES`; informational, enters records).
+        zone_near, zone_far: probabilities of the five block zones (downtown, residential, park,
+            parking lot, industrial) at the district's core and at its outskirts; a block's zone
+            is drawn from their blend by its distance to the core.
+        core_radius: distance from the core (fraction of ``size_m``) where the blend is half-way.
+        height_scale: multiplier of every building height.
+        roof_palette, facade_palette: building colours (RGB in [0, 1]) drawn uniformly per
+            building, each scaled by a random brightness in [0.85, 1.15].
+        grass_rgb: albedo of grass.
     """
 
     size_m: float = 1000.0
@@ -103,6 +111,20 @@ class CityConfig:
     ponds: bool = True
     origin_utm: tuple[float, float] = (500_000.0, 4_400_000.0)
     origin_latlon: tuple[float, float] = (39.7446, -104.9950)
+    style: str = "mixed"
+    zone_near: tuple[float, float, float, float, float] = (0.55, 0.12, 0.10, 0.15, 0.08)
+    zone_far: tuple[float, float, float, float, float] = (0.06, 0.55, 0.16, 0.08, 0.15)
+    core_radius: float = 0.22
+    height_scale: float = 1.0
+    roof_palette: tuple[tuple[float, float, float], ...] = (
+        (0.55, 0.55, 0.55), (0.35, 0.35, 0.37), (0.62, 0.30, 0.22), (0.45, 0.30, 0.22), (0.70, 0.70, 0.68),
+        (0.25, 0.27, 0.30),
+    )
+    facade_palette: tuple[tuple[float, float, float], ...] = (
+        (0.78, 0.74, 0.66), (0.60, 0.35, 0.28), (0.85, 0.85, 0.82), (0.55, 0.58, 0.62), (0.72, 0.62, 0.48),
+        (0.40, 0.50, 0.60),
+    )
+    grass_rgb: tuple[float, float, float] = (0.30, 0.44, 0.18)
 
     def __post_init__(self) -> None:
         if self.size_m < 100:
@@ -111,41 +133,66 @@ class CityConfig:
             raise ValueError(f"resolution must be in [0.05, 2] m/px, got {self.resolution}")
         if not 20 <= self.block_m[0] <= self.block_m[1]:
             raise ValueError(f"block_m must be (lo, hi) with 20 <= lo <= hi, got {self.block_m}")
+        for name in ("zone_near", "zone_far"):
+            probs = getattr(self, name)
+            if len(probs) != 5 or min(probs) < 0 or sum(probs) <= 0:
+                raise ValueError(f"{name} must be 5 non-negative zone weights, not all 0, got {probs}")
+        for name in ("roof_palette", "facade_palette"):
+            if not getattr(self, name) or any(len(c) != 3 for c in getattr(self, name)):
+                raise ValueError(f"{name} must be a non-empty tuple of RGB triples, got {getattr(self, name)}")
+        if self.height_scale <= 0:
+            raise ValueError(f"height_scale must be > 0, got {self.height_scale}")
 
 
-def utm_to_latlon(utm: Tensor, origin_utm: tuple[float, float], origin_latlon: tuple[float, float]) -> Tensor:
-    """Convert local UTM-like metres to degrees with a local equirectangular projection.
+#: Named city styles for the cross-area protocol (the VIGOR cross-area analogue): districts that differ
+#: in street layout and widths, building footprints, heights and colours, vegetation and land use.
+#: ``"mixed"`` is :class:`CityConfig`'s default (a downtown core with residential outskirts).
+CITY_STYLES: dict[str, dict[str, object]] = {
+    "mixed": {},
+    # a dense downtown grid: short straight blocks, wide sidewalks, tall glass and concrete towers, few trees
+    "downtown": {
+        "block_m": (55.0, 85.0), "grid_tilt_deg": 1.5, "diagonals": 0, "drop_segment": 0.03, "sidewalk_m": 3.5,
+        "building_density": 1.8, "tree_density": 0.45, "car_density": 1.5, "ponds": False,
+        "zone_near": (0.85, 0.02, 0.05, 0.05, 0.03), "zone_far": (0.60, 0.10, 0.08, 0.12, 0.10),
+        "core_radius": 0.35, "height_scale": 1.3,
+        "roof_palette": ((0.50, 0.52, 0.55), (0.30, 0.31, 0.33), (0.62, 0.63, 0.62), (0.42, 0.47, 0.52)),
+        "facade_palette": ((0.45, 0.55, 0.65), (0.62, 0.64, 0.66), (0.35, 0.42, 0.50), (0.75, 0.74, 0.70)),
+    },
+    # a suburban sprawl: long blocks, many dropped segments (cul-de-sacs), narrow sidewalks, low houses
+    # with brown / red / dark roofs and pastel walls in green lots
+    "suburb": {
+        "block_m": (110.0, 170.0), "grid_tilt_deg": 6.0, "diagonals": 0, "drop_segment": 0.3, "sidewalk_m": 1.8,
+        "building_density": 0.9, "tree_density": 1.8, "car_density": 0.7, "ponds": True,
+        "zone_near": (0.05, 0.75, 0.12, 0.05, 0.03), "zone_far": (0.0, 0.80, 0.15, 0.03, 0.02),
+        "core_radius": 0.15, "height_scale": 0.8,
+        "roof_palette": ((0.40, 0.28, 0.20), (0.28, 0.29, 0.32), (0.58, 0.25, 0.20), (0.50, 0.42, 0.32)),
+        "facade_palette": ((0.90, 0.88, 0.80), (0.70, 0.80, 0.88), (0.92, 0.86, 0.62), (0.80, 0.72, 0.66)),
+        "grass_rgb": (0.26, 0.46, 0.16),
+    },
+    # an organic small town: short irregular blocks at odd angles, three diagonal streets, low stucco
+    # houses with terracotta roofs, dry grass
+    "town": {
+        "block_m": (45.0, 95.0), "grid_tilt_deg": 18.0, "diagonals": 3, "drop_segment": 0.35, "sidewalk_m": 1.5,
+        "building_density": 1.2, "tree_density": 1.2, "car_density": 0.6, "ponds": False,
+        "zone_near": (0.30, 0.50, 0.10, 0.05, 0.05), "zone_far": (0.0, 0.70, 0.20, 0.03, 0.07),
+        "core_radius": 0.18, "height_scale": 0.7,
+        "roof_palette": ((0.70, 0.36, 0.24), (0.62, 0.30, 0.20), (0.76, 0.46, 0.30), (0.55, 0.33, 0.25)),
+        "facade_palette": ((0.88, 0.80, 0.62), (0.93, 0.90, 0.84), (0.80, 0.64, 0.44), (0.85, 0.74, 0.56)),
+        "grass_rgb": (0.42, 0.45, 0.22),
+    },
+}
 
-    Convention: ``lat = lat0 + deg((n - n0) / R)``, ``lon = lon0 + deg((e - e0) / (R cos lat0))``
-    with ``R = EARTH_RADIUS_M``; exact enough (< 1 cm) over a few kilometres, which is all the
-    synthetic world spans. Computed in float64.
 
-    Args:
-        utm: (..., 2) easting, northing in metres.
-        origin_utm: (e0, n0).
-        origin_latlon: (lat0, lon0) in degrees.
-
-    Returns:
-        (..., 2) float64 latitude, longitude in degrees.
+def city_style(style: str, **changes: object) -> CityConfig:
+    """The :class:`CityConfig` of a named style (:data:`CITY_STYLES`), with ``changes`` applied.
 
     Example:
-        >>> utm_to_latlon(torch.tensor([[500000.0, 4400000.0]]), (500000.0, 4400000.0), (40.0, -105.0))
-        tensor([[  40., -105.]], dtype=torch.float64)
+        >>> city_style("town", size_m=500.0).diagonals
+        3
     """
-    utm = utm.to(torch.float64)
-    lat0, lon0 = origin_latlon
-    lat = lat0 + torch.rad2deg((utm[..., 1] - origin_utm[1]) / EARTH_RADIUS_M)
-    lon = lon0 + torch.rad2deg((utm[..., 0] - origin_utm[0]) / (EARTH_RADIUS_M * math.cos(math.radians(lat0))))
-    return torch.stack([lat, lon], dim=-1)
-
-
-def latlon_to_utm(latlon: Tensor, origin_utm: tuple[float, float], origin_latlon: tuple[float, float]) -> Tensor:
-    """Inverse of :func:`utm_to_latlon`: (..., 2) lat, lon degrees -> (..., 2) float64 easting, northing."""
-    latlon = latlon.to(torch.float64)
-    lat0, lon0 = origin_latlon
-    n = origin_utm[1] + torch.deg2rad(latlon[..., 0] - lat0) * EARTH_RADIUS_M
-    e = origin_utm[0] + torch.deg2rad(latlon[..., 1] - lon0) * EARTH_RADIUS_M * math.cos(math.radians(lat0))
-    return torch.stack([e, n], dim=-1)
+    if style not in CITY_STYLES:
+        raise ValueError(f"unknown city style {style!r}; available: {sorted(CITY_STYLES)}")
+    return CityConfig(**{**CITY_STYLES[style], "style": style, **changes})  # type: ignore[arg-type]
 
 
 def value_noise(n: int, cells: int, gen: torch.Generator, octaves: int = 1) -> Tensor:
@@ -243,7 +290,7 @@ class City:
 
     def latlon(self, xy: Tensor) -> Tensor:
         """District metres (..., 2) -> float64 (lat, lon) degrees."""
-        return utm_to_latlon(self.utm(xy), self.config.origin_utm, self.config.origin_latlon)
+        return equirectangular_to_latlon(self.utm(xy), self.config.origin_utm, self.config.origin_latlon)
 
     # ------------------------------------------------------------------ roads
     def _make_roads(self, gen: torch.Generator) -> None:
@@ -341,9 +388,9 @@ class City:
         cx = torch.bincount(bid.flatten(), weights=self._x.flatten(), minlength=nblk) / cnt
         cy = torch.bincount(bid.flatten(), weights=self._y.flatten(), minlength=nblk) / cnt
         d = torch.hypot(cx - centre[0], cy - centre[1]) / self.size
-        near = torch.tensor([0.55, 0.12, 0.10, 0.15, 0.08])
-        far = torch.tensor([0.06, 0.55, 0.16, 0.08, 0.15])
-        w = torch.sigmoid((d - 0.22) * 25)[:, None]
+        near = torch.tensor(self.config.zone_near)
+        far = torch.tensor(self.config.zone_far)
+        w = torch.sigmoid((d - self.config.core_radius) * 25)[:, None]
         probs = (1 - w) * near + w * far
         zone_of_block = torch.multinomial(probs, 1, generator=gen)[:, 0]
         self.zone = zone_of_block[bid].to(torch.uint8)
@@ -379,7 +426,7 @@ class City:
                 [0.0, 0.0, 0.0],
                 [0.30, 0.30, 0.32],  # road
                 [0.60, 0.58, 0.55],  # sidewalk
-                [0.30, 0.44, 0.18],  # grass
+                list(cfg.grass_rgb),  # grass
                 [0.16, 0.28, 0.36],  # water
                 [0.38, 0.38, 0.39],  # parking
             ]
@@ -434,18 +481,16 @@ class City:
             torch.exp(math.log(14) + 1.0 * u[:, 2] * math.log(6)),  # 14 .. 84 m, log-uniform
             torch.where(zone == INDUSTRIAL, 6 + 8 * u[:, 2], 4 + 5 * u[:, 2]),
         )
+        if cfg.height_scale != 1.0:
+            height = height * cfg.height_scale
         gap = torch.where(zone == DOWNTOWN, 1.0, torch.where(zone == INDUSTRIAL, 4.0, 3.0))
         gable = (zone == RESIDENTIAL) & (u[:, 3] < 0.7)
         # orientation follows the local road grid: use the nearest NS road's tilt, +90 deg at random
         ridx = self.lookup(self._road_index_for_orientation(), cxy, fill=0).long()
         nrm = self.roads.normal[ridx]
         angle = torch.atan2(nrm[:, 1], nrm[:, 0]) + (u[:, 4] < 0.5).float() * (math.pi / 2)
-        roof_pal = torch.tensor(
-            [[0.55, 0.55, 0.55], [0.35, 0.35, 0.37], [0.62, 0.30, 0.22], [0.45, 0.30, 0.22], [0.70, 0.70, 0.68], [0.25, 0.27, 0.30]]
-        )
-        facade_pal = torch.tensor(
-            [[0.78, 0.74, 0.66], [0.60, 0.35, 0.28], [0.85, 0.85, 0.82], [0.55, 0.58, 0.62], [0.72, 0.62, 0.48], [0.40, 0.50, 0.60]]
-        )
+        roof_pal = torch.tensor(cfg.roof_palette)
+        facade_pal = torch.tensor(cfg.facade_palette)
         roof = roof_pal[torch.randint(len(roof_pal), (m,), generator=gen)] * (0.85 + 0.3 * torch.rand(m, 1, generator=gen))
         facade = facade_pal[torch.randint(len(facade_pal), (m,), generator=gen)] * (0.85 + 0.3 * torch.rand(m, 1, generator=gen))
         # place big ones first, reject overlaps (loop over candidates; each stamp is a small window)

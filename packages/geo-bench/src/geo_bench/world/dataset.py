@@ -27,8 +27,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from geo_retrieval.geodesy import equirectangular_to_latlon
+from geo_transforms import polar_pixel_map, polar_transform
+
 from .appearance import AppearanceConfig, Epoch, jpeg_roundtrip, photometric
-from .city import City, CityConfig, utm_to_latlon
+from .city import City, CityConfig
 from .render_aerial import render_aerial
 from .render_ground import render_panorama
 
@@ -134,7 +137,10 @@ class SyntheticWorld(Dataset):
             sample, deterministic); stored per sample as ``"yaw"``.
         fov: horizontal field of view in degrees; less than 360 renders only the columns
             ``yaw +- fov / 2`` (width ``round(W * fov / 360)``).
-        city, appearance, render: the world, domain-gap and rendering configs.
+        city, appearance, render: the world, domain-gap and rendering configs. ``city`` may be a
+            sequence of configs (e.g. several :data:`~geo_bench.world.city.CITY_STYLES`): district
+            ``k`` is then built from ``city[k % len(city)]`` (all must share ``size_m``,
+            ``resolution`` and the UTM / lat-lon origins, so the districts tile one frame).
         split_fractions: easting proportions of train / val / test within each district.
         jpeg: JPEG-compress both views in memory (quality ``appearance.jpeg_quality``).
         transforms: callable applied to the whole sample dict.
@@ -166,7 +172,7 @@ class SyntheticWorld(Dataset):
         polar: bool = False,
         yaw: float | str = 0.0,
         fov: float = 360.0,
-        city: CityConfig | None = None,
+        city: CityConfig | Sequence[CityConfig] | None = None,
         appearance: AppearanceConfig | None = None,
         render: RenderConfig | None = None,
         split_fractions: tuple[float, float, float] = (0.6, 0.15, 0.25),
@@ -194,7 +200,17 @@ class SyntheticWorld(Dataset):
             render = replace(render, **over)
         self.split, self.num, self.seed = split, int(num), int(seed)
         self.polar, self.yaw, self.fov, self.jpeg = polar, yaw, float(fov), jpeg
-        self.city_config = city or CityConfig()
+        cities = (city,) if isinstance(city, CityConfig) else tuple(city) if city is not None else (CityConfig(),)
+        if not cities or not all(isinstance(c, CityConfig) for c in cities):
+            raise TypeError(f"city must be a CityConfig or a non-empty sequence of them, got {city!r}")
+        frame = {(c.size_m, c.resolution, c.origin_utm, c.origin_latlon) for c in cities}
+        if len(frame) > 1:
+            raise ValueError(
+                "the cities of one world must share size_m, resolution, origin_utm and origin_latlon (districts "
+                f"tile one frame), got {sorted(frame)}"
+            )
+        self.city_configs: tuple[CityConfig, ...] = cities
+        self.city_config = cities[0]  # the frame (size, resolution, origins) every district shares
         self.appearance = appearance or AppearanceConfig()
         self.render_config = render
         self.split_fractions = tuple(float(f) for f in split_fractions)
@@ -231,7 +247,8 @@ class SyntheticWorld(Dataset):
         # only the camera-placement fields of the render config matter to a district (cache key)
         rc = self.render_config
         key = RenderConfig(aerial_m=rc.aerial_m, camera_spacing=rc.camera_spacing, margin_m=rc.margin_m)
-        return district(self.city_config, self.appearance, self.seed, k, key, self.split_fractions)
+        city = self.city_configs[k % len(self.city_configs)]
+        return district(city, self.appearance, self.seed, k, key, self.split_fractions)
 
     def __len__(self) -> int:
         return self.num
@@ -332,7 +349,7 @@ class SyntheticWorld(Dataset):
             "aerial": aerial,
             "id": [self.ids[i] for i in indices],
             "utm": utm,
-            "latlon": utm_to_latlon(utm, cfg.origin_utm, cfg.origin_latlon),
+            "latlon": equirectangular_to_latlon(utm, cfg.origin_utm, cfg.origin_latlon),
             "aerial_utm": aerial_utm,
             "yaw": torch.tensor([p["yaw"] for p in params], dtype=torch.float32),
             "fov": torch.full((b,), self.fov, dtype=torch.float32),
@@ -347,8 +364,6 @@ class SyntheticWorld(Dataset):
 
 def polar_views(aerial: Tensor, aerial_seg: Tensor, out_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """Polar-transform aerial images (bilinear) and their labels (nearest), SAFA centre S/2."""
-    from geo_transforms import polar_pixel_map, polar_transform
-
     s = aerial.shape[-1]
     polar = polar_transform(aerial, out_size, center="safa")
     row, col = polar_pixel_map(s, out_size, center="safa")

@@ -1,7 +1,7 @@
 """Write the synthetic world to disk in the exact CVUSA, CVACT and VIGOR layouts.
 
 What each writer produces is what the real loaders (:mod:`geo_bench.datasets`) read; see
-``docs/data-and-protocols.md`` sections 1-3 for the real layouts.
+``docs/protocols.md`` (sections #cvusa, #cvact, #vigor) for the real layouts.
 
 - **CVUSA**: ``bingmap/19/<id>.jpg`` (aerial), ``streetview/panos/<id>.jpg`` (north-centred
   panorama, band ``elevation``), ``streetview/annotations/<id>.png`` (colour labels, see
@@ -55,13 +55,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.io
 import torch
 from PIL import Image
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from geo_bench.localize.maps import from_latlon, import_rasterio, to_latlon, utm_crs_for
+from geo_retrieval.geodesy import equirectangular_to_latlon
+
 from .appearance import AppearanceConfig, photometric
-from .city import PALETTE, CityConfig, utm_to_latlon
+from .city import PALETTE, CityConfig
 from .dataset import RenderConfig, SyntheticWorld, _mix
 from .render_aerial import render_aerial
 
@@ -154,7 +158,7 @@ def write_cvusa(
             _save(s["ground"], out / p, quality)
             _save_labels(s["ground_seg"], out / q)
             rows.append(f"{a},{p},{q}")
-            sat = utm_to_latlon(s["aerial_utm"], cfg.origin_utm, cfg.origin_latlon)
+            sat = equirectangular_to_latlon(s["aerial_utm"], cfg.origin_utm, cfg.origin_latlon)
             gps_rows.append([f"{sat[0]:.8f}", f"{sat[1]:.8f}", f"{s['latlon'][0]:.8f}", f"{s['latlon'][1]:.8f}",
                              f"{float(s['yaw']):.1f}"])
         (out / "splits" / csv_name).write_text("\n".join(rows) + "\n")
@@ -183,8 +187,6 @@ def write_cvact(
     progress: bool = True,
 ) -> dict[str, int]:
     """Write ``num`` pairs in the CVACT layout (60 / 15 / 25 % train / val / test). Returns split sizes."""
-    import scipy.io
-
     out = Path(out)
     render = render or replace(RenderConfig(), ground_size=(256, 512), elevation=(-90.0, 90.0))
     quality = (appearance or AppearanceConfig()).jpeg_quality
@@ -265,7 +267,7 @@ def write_vigor(
         gy = torch.arange(float(lo[1]), float(hi[1]) + 1e-6, step)
         centres = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1).reshape(-1, 2)
         tile_utm = dist.city.utm(centres)
-        tile_ll = utm_to_latlon(tile_utm, cfg.origin_utm, cfg.origin_latlon)
+        tile_ll = equirectangular_to_latlon(tile_utm, cfg.origin_utm, cfg.origin_latlon)
         tile_names = [f"satellite_{lat:.7f}_{lon:.7f}.png" for lat, lon in tile_ll.tolist()]
         # labels: the 4 tiles whose squares hold the panorama; positive = nearest centre
         labels = []
@@ -348,10 +350,8 @@ def write_map(
     Returns:
         ``{"queries": num, "map_px": side in pixels}``.
     """
-    from geo_bench.localize.maps import from_latlon, import_rasterio, to_latlon, utm_crs_for
-
     rasterio = import_rasterio()
-    from rasterio.transform import from_origin
+    from rasterio.transform import from_origin  # optional dependency (the `map` extra)
 
     out = Path(out)
     render = render or RenderConfig()

@@ -28,7 +28,7 @@ def write_preview(path: str | Path, world: SyntheticWorld, rows: int = 3, dpi: i
     Returns:
         The written path.
     """
-    import matplotlib
+    import matplotlib  # lazy: heavy, and the Agg backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

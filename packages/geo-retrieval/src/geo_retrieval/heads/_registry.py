@@ -1,4 +1,4 @@
-"""String-keyed head registry (one factory, loud failures)."""
+"""String-keyed head registry (one factory, loud failures; :class:`geo_transforms.registry.Registry`)."""
 
 from __future__ import annotations
 
@@ -7,42 +7,40 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from geo_transforms.registry import Registry
+
 __all__ = ["check_feature_map", "create_head", "list_heads", "register_head"]
 
-_HEADS: dict[str, Callable[..., nn.Module]] = {}
+_HEADS: Registry[Callable[..., nn.Module]] = Registry("head")
 
 
-def register_head(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a head class or builder under ``name``."""
-
-    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _HEADS:
-            raise ValueError(f"head {name!r} is already registered")
-        _HEADS[name] = fn
-        return fn
-
-    return deco
+def register_head(
+    name: str, *, overwrite: bool = False
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a head class or builder under ``name``; an existing name raises
+    ``ValueError`` unless ``overwrite=True``."""
+    return _HEADS.register(name, overwrite=overwrite)
 
 
-def list_heads() -> list[str]:
-    """Registered head names, sorted."""
-    return sorted(_HEADS)
+def list_heads(filter: str | None = None) -> list[str]:
+    """Registered head names, sorted (only those matching the fnmatch ``filter`` if given)."""
+    return _HEADS.names(filter)
 
 
 def create_head(name: str, **kwargs: Any) -> nn.Module:
     """Build the head registered as ``name``; ``kwargs`` go to its constructor.
 
     Heads are sized at build time from ``in_channels`` and, where they need it,
-    ``feature_size=(h, w)`` of the backbone's actual feature map.
+    ``feature_size=(h, w)`` of the backbone's actual feature map. An unknown name raises
+    ``ValueError`` listing the registered heads.
 
     Example:
+        >>> import torch
         >>> head = create_head("gem", in_channels=8)
         >>> head(torch.rand(2, 8, 3, 5)).shape
         torch.Size([2, 8])
     """
-    if name not in _HEADS:
-        raise ValueError(f"unknown head {name!r}; available: {list_heads()}")
-    return _HEADS[name](**kwargs)
+    return _HEADS.get(name)(**kwargs)
 
 
 def check_feature_map(

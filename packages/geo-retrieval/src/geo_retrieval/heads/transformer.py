@@ -28,6 +28,7 @@ class SelfCrossBlock(nn.Module):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         separate_key_norm: bool = True,
+        attn_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if dim % num_heads:
@@ -45,7 +46,7 @@ class SelfCrossBlock(nn.Module):
             nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
         )
         self.dropout = nn.Dropout(dropout)
-        self.attn_dropout = dropout
+        self.attn_dropout = float(attn_dropout)
 
     def forward(self, x: Tensor, key_source: Tensor | None = None) -> Tensor:
         b, n, d = x.shape
@@ -105,7 +106,10 @@ class TransformerHead(nn.Module):
         dim: model width (default: ``in_channels``).
         depth: number of blocks.
         num_heads: attention heads.
-        mlp_ratio, dropout: block options.
+        mlp_ratio, dropout: block options (``dropout``: after the embedding, the attention
+            projection and inside the MLP, ViT's ``dropout_rate``).
+        attn_dropout: dropout on the attention weights (ViT's ``attention_dropout_rate``; 0.0 in
+            the ViT / L2LTR configs).
         self_cross: L2LTR attention.
         out_dim: optional linear projection of the normalised CLS.
         pool: ``"token"`` (CLS output, L2LTR) or ``"avg"`` (mean of the patch tokens).
@@ -132,6 +136,7 @@ class TransformerHead(nn.Module):
         dropout: float = 0.0,
         self_cross: bool = True,
         out_dim: int | None = None,
+        attn_dropout: float = 0.0,
         pool: str = "token",
         pos_init: str = "normal",
     ) -> None:
@@ -155,7 +160,9 @@ class TransformerHead(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, self.dim))
         self.pos_drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            SelfCrossBlock(self.dim, num_heads, mlp_ratio, dropout, separate_key_norm=self_cross)
+            SelfCrossBlock(
+                self.dim, num_heads, mlp_ratio, dropout, separate_key_norm=self_cross, attn_dropout=attn_dropout
+            )
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(self.dim, eps=1e-6)

@@ -15,7 +15,10 @@ Convention:
     3. field of view: resize the panorama to ``ground_size`` then keep ``int(fov/360 * W)`` columns
        centred on column W/2 (geo-transforms' ``crop_fov``);
     4. aerial: polar transform to ``aerial_size`` (``polar=True``, square input) or resize;
-    5. per-view photometric augmentation (training): colour jitter, Gaussian blur, coarse dropout;
+    5. per-view photometric augmentation (training), batched: colour jitter (torchvision's
+       formulas, brightness then contrast then saturation, with ``kornia.enhance``), 5x5 Gaussian
+       blur (``kornia.filters.gaussian_blur2d``, replicate border), coarse dropout (rectangular
+       holes set to 0); the parameters are drawn from the generator, never from the global RNG;
     6. limited field of view at an unknown heading (training, ``fov_mode`` "random" or
        "curriculum", recipes with ``fov=360`` only): per sample a FoV in [lower bound, 360] and a
        window position; geo-transforms' ``limit_fov`` keeps the window in the full-width frame
@@ -28,170 +31,29 @@ Convention:
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
+from kornia.enhance import (
+    adjust_brightness_accumulative,
+    adjust_contrast_with_mean_subtraction,
+    adjust_saturation_with_gray_subtraction,
+)
+from kornia.filters import gaussian_blur2d
 from torch import Tensor
 
+from geo_transforms import polar_transform
 from geo_transforms.panorama import crop_fov, fov_width, limit_fov
 from geo_transforms.panorama import joint_hflip as _gt_joint_hflip
 from geo_transforms.panorama import joint_rotate as _gt_joint_rotate
 
-if TYPE_CHECKING:
-    from ..recipes import Recipe
+from ..config import Augmentation, Normalisation
+from ..recipes import Recipe
 
 __all__ = [
-    "FOV_MODES",
-    "Augmentation",
     "BatchTransform",
-    "Normalisation",
     "joint_hflip",
     "joint_rot90",
 ]
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """Per-channel ``(x - mean) / std`` on [0, 1] RGB images.
-
-    ``name`` records the convention: ``"imagenet"``, ``"minus_one_one"`` (mean = std = 0.5, Toker),
-    ``"caffe"`` (SAFA/DSM: mean subtraction on the 0-255 scale, no std; channel order kept RGB since
-    our backbones are not the TF VGG weights).
-    """
-
-    name: str = "imagenet"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-    @classmethod
-    def imagenet(cls) -> Normalisation:
-        return cls()
-
-    @classmethod
-    def minus_one_one(cls) -> Normalisation:
-        return cls("minus_one_one", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-
-    @classmethod
-    def caffe(cls) -> Normalisation:
-        return cls("caffe", (123.68 / 255, 116.779 / 255, 103.939 / 255), (1 / 255, 1 / 255, 1 / 255))
-
-
-FOV_MODES = ("fixed", "random", "curriculum")
-"""Values of :attr:`Augmentation.fov_mode`."""
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """Training augmentation of a recipe (all probabilities per sample; 0 disables).
-
-    Limited field of view with unknown orientation (``fov_mode``; one model for every FoV): the
-    ground input stays a full-width panorama frame; each training sample shows a window of
-    ``w = int(fov / 360 * W)`` columns (DSM's rule) at a random heading and every other column holds
-    the normalisation mean, i.e. 0 after normalisation (geo-transforms' ``limit_fov``; the
-    evaluation convention of geo-bench's limited-FoV protocol). Per sample: ``fov = 360 - (360 -
-    lower) * u`` with ``u`` uniform in [0, 1) (a FoV uniform in (lower, 360]), and a roll right by a
-    shift uniform in {0, ..., W - 1} (the window's position: unknown orientation). These draws come
-    last, after every other draw of the step, from the same seeded generator (resume stays exact).
-    The window is cut after the photometric augmentation, so jitter / blur / dropout act on the
-    whole panorama (a 5x5 blur mixes 2 hidden columns into each window edge) and the fill stays
-    exactly the mean.
-
-    - ``"fixed"`` (default): the recipe's ``fov`` as before (nothing masked, no extra draws).
-    - ``"random"``: ``lower = fov_min_deg`` throughout (ConGeo's ``random_fov`` trains 70-360
-      degrees, drawn per batch; here per sample).
-    - ``"curriculum"``: ``lower`` falls linearly from 360 to ``fov_min_deg`` as training progress
-      ``p`` (fractional epochs done / total epochs, passed by the trainer) goes from
-      ``fov_curriculum_start`` to ``fov_curriculum_end`` and stays at ``fov_min_deg`` after
-      (:meth:`fov_lower_deg`): easy wide views first, the narrowest last. The schedule is our
-      choice: SinGeo (Chen et al., CVPR 2026, arXiv 2603.09377, abstract and Fig. 1) trains one
-      model for every FoV and orientation with a curriculum, against random-FoV training that
-      "implicitly assum[es] all FoVs are equally difficult", but what we could read of it (the
-      abstract and introduction; its code is not released, github.com/Yangchen-nudt/SinGeo holds
-      only a README) states neither the schedule nor how a narrow view is fed to the model. The
-      defaults (linear over the first half of training, then the full range for the second half,
-      so training ends on the distribution that is evaluated) are ours.
-
-    Only recipes with ``fov=360`` may set ``fov_mode`` other than "fixed"; evaluation
-    (``train=False``) never masks.
-
-    Attributes:
-        hflip_p: joint horizontal flip.
-        rot90_p: joint rotation by k*90 degrees (panorama roll).
-        pano_shift_deg: random panorama roll in [0, pano_shift_deg) degrees (orientation unknown).
-        color_jitter: brightness/contrast/saturation strength s (factors in [1-s, 1+s]), per view.
-        color_jitter_p: probability of the colour jitter, per view and sample.
-        blur_p: probability of a 5x5 Gaussian blur (sigma in [0.1, 1.5]), per view and sample.
-        dropout_p: probability of coarse dropout (``dropout_holes`` holes of 10-20% size).
-        dropout_holes: (min, max) number of holes.
-        fov_mode: "fixed", "random" or "curriculum" (see above).
-        fov_min_deg: narrowest training FoV in degrees, in (0, 360] (70: DSM's narrowest test FoV).
-        fov_curriculum_start, fov_curriculum_end: training progress in [0, 1] (start < end) over
-            which the curriculum's lower bound falls from 360 to ``fov_min_deg``.
-    """
-
-    hflip_p: float = 0.0
-    rot90_p: float = 0.0
-    pano_shift_deg: float = 0.0
-    color_jitter: float = 0.0
-    color_jitter_p: float = 0.0
-    blur_p: float = 0.0
-    dropout_p: float = 0.0
-    dropout_holes: tuple[int, int] = (10, 25)
-    fov_mode: str = "fixed"
-    fov_min_deg: float = 70.0
-    fov_curriculum_start: float = 0.0
-    fov_curriculum_end: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.fov_mode not in FOV_MODES:
-            raise ValueError(f"fov_mode must be one of {FOV_MODES}, got {self.fov_mode!r}")
-        if not 0 < self.fov_min_deg <= 360:
-            raise ValueError(f"fov_min_deg must be in (0, 360] degrees, got {self.fov_min_deg}")
-        if not 0 <= self.fov_curriculum_start < self.fov_curriculum_end <= 1:
-            raise ValueError(
-                "fov_curriculum_start and fov_curriculum_end must satisfy 0 <= start < end <= 1, got "
-                f"start={self.fov_curriculum_start}, end={self.fov_curriculum_end}"
-            )
-
-    @property
-    def enabled(self) -> bool:
-        return self.fov_mode != "fixed" or any(
-            p > 0
-            for p in (
-                self.hflip_p,
-                self.rot90_p,
-                self.pano_shift_deg,
-                self.color_jitter_p,
-                self.blur_p,
-                self.dropout_p,
-            )
-        )
-
-    def fov_lower_deg(self, progress: float | None = None) -> float:
-        """Lower bound of the training FoV range (degrees) at training ``progress`` in [0, 1].
-
-        ``"fixed"``: 360 (no limited-FoV draws). ``"random"``: ``fov_min_deg``. ``"curriculum"``:
-        ``360 - (360 - fov_min_deg) * clamp((p - start) / (end - start), 0, 1)``; ``progress`` is
-        required and clamped to [0, 1].
-
-        Example:
-            >>> aug = Augmentation(fov_mode="curriculum", fov_min_deg=70.0)
-            >>> [aug.fov_lower_deg(p) for p in (0.0, 0.25, 0.5, 1.0)]
-            [360.0, 215.0, 70.0, 70.0]
-        """
-        if self.fov_mode == "fixed":
-            return 360.0
-        if self.fov_mode == "random":
-            return float(self.fov_min_deg)
-        if progress is None or not math.isfinite(progress):
-            raise ValueError(f"fov_mode='curriculum' needs the training progress in [0, 1], got {progress!r}")
-        p = min(max(float(progress), 0.0), 1.0)
-        start, end = self.fov_curriculum_start, self.fov_curriculum_end
-        t = min(max((p - start) / (end - start), 0.0), 1.0)
-        return 360.0 - (360.0 - float(self.fov_min_deg)) * t
 
 
 def joint_hflip(aerial: Tensor, ground: Tensor) -> tuple[Tensor, Tensor]:
@@ -358,8 +220,6 @@ class BatchTransform:
         if self.fov < 360:
             ground = crop_fov(ground, self.fov)
         if self.polar and aerial.shape[-1] == aerial.shape[-2]:
-            from geo_transforms import polar_transform
-
             aerial = polar_transform(aerial, self.aerial_size, center=self.polar_center)
         else:
             aerial = _resize(aerial, self.aerial_size)
@@ -402,44 +262,74 @@ class BatchTransform:
         return limit_fov(ground, fov.to(ground.device), shifts.to(ground.device), fill=fill)
 
     def _photometric(self, x: Tensor, draws: _Draws) -> Tensor:
+        """Colour jitter, Gaussian blur and coarse dropout of one view, batched on ``x``'s device.
+
+        The parameters are drawn from ``draws`` (the step's seeded generator, in a fixed order, for
+        the whole global batch) and applied with kornia's functional ops, so no op reads the global
+        RNG. (B, 3, H, W) in [0, 1] -> (B, 3, H, W) in [0, 1].
+        """
         aug = self.augmentation
         b, dev = x.shape[0], x.device
         if aug.color_jitter_p > 0 and aug.color_jitter > 0:
+            # torchvision's ColorJitter formulas (kornia.augmentation.ColorJitter's steps) in a fixed
+            # order: brightness (x * f), contrast (blend with the grayscale mean), saturation (blend
+            # with the grayscale); factors in [1 - s, 1 + s], exactly 1 for samples left alone
             on = (draws.rand() < aug.color_jitter_p).float()
             s = aug.color_jitter
             factors = [1.0 + on * (2 * draws.rand() - 1) * s for _ in range(3)]
-            bright, contrast, sat = (f.to(dev).view(b, 1, 1, 1) for f in factors)
-            x = (x * bright).clamp(0, 1)
-            mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            x = ((x - mean) * contrast + mean).clamp(0, 1)
-            gray = 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-            x = ((x - gray) * sat + gray).clamp(0, 1)
+            bright, contrast, sat = (f.to(dev, x.dtype).view(b, 1, 1, 1) for f in factors)
+            x = adjust_brightness_accumulative(x, bright)
+            x = adjust_contrast_with_mean_subtraction(x, contrast)
+            x = adjust_saturation_with_gray_subtraction(x, sat)
         if aug.blur_p > 0:
             on = draws.rand() < aug.blur_p
             sigma = 0.1 + 1.4 * draws.rand()
             if on.any():
-                r = torch.arange(-2, 3, dtype=torch.float32)
-                blurred = []
-                for i in on.nonzero().flatten().tolist():
-                    k1 = torch.exp(-(r**2) / (2 * float(sigma[i]) ** 2))
-                    k2 = (k1[:, None] * k1[None, :] / k1.sum() ** 2).to(dev, x.dtype)
-                    w = k2.expand(3, 1, 5, 5)
-                    blurred.append(F.conv2d(F.pad(x[i : i + 1], (2, 2, 2, 2), mode="replicate"), w, groups=3))
                 idx = on.nonzero().flatten().to(dev)
-                x = x.index_copy(0, idx, torch.cat(blurred))
+                sigma_yx = sigma[on].to(dev, x.dtype)[:, None].expand(-1, 2)  # (n, 2), isotropic
+                blurred = gaussian_blur2d(x.index_select(0, idx), (5, 5), sigma_yx, border_type="replicate")
+                x = x.index_copy(0, idx, blurred)
         if aug.dropout_p > 0:
             on = draws.rand() < aug.dropout_p
-            h, w = x.shape[-2:]
             lo, hi = aug.dropout_holes
             counts = draws.randint(lo, hi + 1)
             fracs = 0.1 + 0.1 * draws.rand(hi, 2)
             positions = draws.rand(hi, 2)
-            mask = torch.ones(b, 1, h, w)
-            for i in on.nonzero().flatten().tolist():
-                n = int(counts[i])
-                for (fh, fw), (ph, pw) in zip(fracs[i, :n].tolist(), positions[i, :n].tolist()):
-                    hh, ww = max(1, math.ceil(fh * h)), max(1, math.ceil(fw * w))
-                    top, left = int(ph * (h - hh + 1)), int(pw * (w - ww + 1))
-                    mask[i, :, top : top + hh, left : left + ww] = 0
-            x = x * mask.to(dev, x.dtype)
+            x = x * _dropout_mask(x.shape[-2:], on.to(dev), counts, fracs, positions).to(x.dtype)
         return x
+
+
+def _dropout_mask(
+    size: tuple[int, int], on: Tensor, counts: Tensor, fracs: Tensor, positions: Tensor
+) -> Tensor:
+    """Keep-mask of coarse dropout: 0 inside the holes, 1 elsewhere; no loop over samples or holes.
+
+    Sample ``i`` (when ``on[i]``) gets its first ``counts[i]`` holes; hole ``n`` is
+    ``ceil(fracs[i, n] * (H, W))`` pixels (at least 1) with its top-left corner at
+    ``floor(positions[i, n] * ((H, W) - hole + 1))`` (float64 arithmetic, so the holes are those of
+    the former per-hole loop). The union of the holes is a batched product of row and column
+    indicators.
+
+    Args:
+        size: image (H, W).
+        on: (B,) bool, samples that get holes.
+        counts: (B,) int64, number of holes per sample (at most N).
+        fracs, positions: (B, N, 2) floats in [0, 1), hole size fractions and positions (rows, cols).
+
+    Returns:
+        (B, 1, H, W) float32 mask on ``on``'s device (the hole geometry is computed on the CPU).
+    """
+    h, w = int(size[0]), int(size[1])
+    device = on.device
+    extent = torch.tensor([h, w], dtype=torch.float64)
+    sizes = torch.ceil(fracs.cpu().double() * extent).clamp_min(1)  # (B, N, 2)
+    starts = torch.floor(positions.cpu().double() * (extent - sizes + 1))  # (B, N, 2)
+    sizes, starts = sizes.long().to(device), starts.long().to(device)
+    holes = torch.arange(fracs.shape[1], device=device)
+    active = on[:, None] & (holes[None, :] < counts.to(device)[:, None])  # (B, N)
+    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
+    in_rows = (rows >= starts[..., :1]) & (rows < starts[..., :1] + sizes[..., :1])  # (B, N, H)
+    in_rows &= active[..., None]  # holes beyond a sample's count, or of a sample left alone, cover nothing
+    in_cols = (cols >= starts[..., 1:]) & (cols < starts[..., 1:] + sizes[..., 1:])  # (B, N, W)
+    covered = torch.bmm(in_rows.float().transpose(1, 2), in_cols.float())  # (B, H, W): holes covering a pixel
+    return (covered == 0).float()[:, None]

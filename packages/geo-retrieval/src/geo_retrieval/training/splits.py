@@ -2,7 +2,7 @@
 
 Convention:
     CVUSA and CVACT have no validation split, so model selection uses a seeded slice of train
-    (``data-and-protocols.md`` §6.8): ``holdout_ids`` sorts the ids, permutes them with numpy PCG64
+    (``docs/protocols.md#model-selection``): ``holdout_ids`` sorts the ids, permutes them with numpy PCG64
     seeded by ``seed``, and keeps the first ``round(fraction * N)`` (at least 1), returned sorted.
     The list can be committed (``save_id_list``) and reloaded, so the slice never drifts. The
     resulting subsets carry ``split`` names (``"train-holdout"`` by default) that the trainer

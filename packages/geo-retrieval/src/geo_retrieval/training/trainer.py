@@ -8,8 +8,9 @@ Convention:
       ``torch.Generator`` seeded from ``(seed, global_step)``.
     - **Step.** Default: ``g, a = model(ground, aerial)`` under autocast; descriptors gathered across
       ranks with gradient; ``sim = model.similarity(g, a)`` (Bg, Ba) in float32; ``loss(sim[, utm=])``
-      (``utm`` is passed when the batch has it and the loss accepts it: the CVACT 25 m geo mask;
-      ``min_distance_m=0`` in the loss kwargs disables it); ``loss.set_epoch(epoch)`` each epoch;
+      (``utm`` is passed when the batch has it and the recipe sets ``geo_mask_m``: negatives closer
+      than that radius are masked, as SAFA / DSM / Toker do on CVACT with 25 m; L2LTR and
+      Sample4Geo set none); ``loss.set_epoch(epoch)`` each epoch;
       backward (GradScaler for fp16); gradient clipping by norm or value; optimiser and per-step lr
       schedule (warm-up + cosine).
     - **Custom steps.** A model may define ``training_step(batch, trainer) -> dict`` (the returned
@@ -55,7 +56,7 @@ import secrets
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .. import distributed as ddp
 from ..checkpoint import (
     atomic_write_bytes,
     commit_directory,
@@ -76,6 +78,11 @@ from ..checkpoint import (
     save_weights,
     verify_checkpoint_pair,
 )
+from ..embedding import embed_dataset
+from ..protocols import ConfiguresOptimizers, CustomStepModel, PairDataset
+from ..ranking import model_similarity, retrieval_recall
+from ..recipes import Recipe
+from ..run_folder import INFO_FILE, STATE_FILE, WEIGHTS_FILE, RunLayout
 from ..sampling import (
     NeighbourBatchSampler,
     SimilarityBatchSampler,
@@ -83,9 +90,7 @@ from ..sampling import (
     geo_neighbours,
     rank_slice,
 )
-from . import ddp
 from .augment import BatchTransform
-from .evaluate import embed_dataset, recall_at_k
 from .schedules import build_lr_scheduler
 
 __all__ = [
@@ -94,15 +99,13 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "build_optimizer",
+    "check_resume",
     "recover_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
 
 _STATE_FORMAT = 1
-WEIGHTS_FILE = "model.safetensors"
-STATE_FILE = "trainer_state.pt"
-INFO_FILE = "info.json"
 EVAL_SHIFT_SEED = 20_200_614  # fixed query-set seed of the orientation-unknown evaluation
 
 
@@ -137,6 +140,52 @@ class ResumeMismatchError(ValueError):
             f"cannot resume {self.source}: it was started with other settings ({listed}); resume with the "
             f"settings it was started with, or {hint} (a run never mixes two configurations)"
         )
+
+
+def _flatten_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as one level, keys joined with dots (``{"world": {"seed": 0}}`` ->
+    ``{"world.seed": 0}``), values as JSON stores them (tuples become lists)."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten_settings(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.loads(json.dumps(value, default=str))
+    return flat
+
+
+def check_resume(
+    source: str | os.PathLike[str],
+    saved: Mapping[str, Any],
+    now: Mapping[str, Any],
+    *,
+    recorded_only: bool = False,
+    hint: str = "start a new run in another folder",
+) -> None:
+    """Refuse to resume a run with settings other than those it was started with.
+
+    Nested settings are compared key by key (``world.seed``), as JSON would store them.
+
+    Args:
+        source: the checkpoint or run folder (named in the error).
+        saved: the settings the run was started with.
+        now: the settings of this resume.
+        recorded_only: compare only the settings ``saved`` records (a run recorded before a setting
+            existed); else a setting only one side has differs too (``None`` on the other).
+        hint: what to do instead, ending the error message.
+
+    Raises:
+        ResumeMismatchError: every difference, as ``(name, started with, now)``.
+    """
+    old, new = _flatten_settings(saved), _flatten_settings(now)
+    keys = [*new] if recorded_only else [*new, *(key for key in old if key not in new)]
+    differences = [
+        (key, old.get(key), new.get(key))
+        for key in keys
+        if (key in old or not recorded_only) and old.get(key) != new.get(key)
+    ]
+    if differences:
+        raise ResumeMismatchError(source, differences, hint=hint)
 
 
 def _recipe_settings(recipe: Any) -> str:
@@ -285,9 +334,10 @@ class Trainer:
     """Train a cross-view model with a recipe (see module docstring).
 
     Args:
-        model: a :class:`~geo_retrieval.model.CrossViewModel`-like module (``forward(ground, aerial)
-            -> (g, a)`` and ``similarity(g, a) -> (Bg, Ba)``), or one with its own
-            ``training_step`` / ``configure_optimizers``.
+        model: a :class:`~geo_retrieval.protocols.CrossViewEncoder` module (``forward(ground, aerial)
+            -> (g, a)`` and ``similarity(g, a) -> (Bg, Ba)``), or a
+            :class:`~geo_retrieval.protocols.CustomStepModel` (optionally also
+            :class:`~geo_retrieval.protocols.ConfiguresOptimizers`).
         recipe: a :class:`~geo_retrieval.recipes.Recipe` (optimiser, schedule, epochs, batch size,
             clipping, AMP, augmentation, normalisation, sizes, loss, sampling).
         train_dataset: the training split (minus the held-out validation slice).
@@ -305,7 +355,7 @@ class Trainer:
         sampler: ``None`` (recipe's ``sampling.kind``), ``"unique"``, ``"gps"``, ``"similarity"``, or a
             ready batch sampler with ``set_epoch`` / ``state_dict`` / ``load_state_dict``.
         eval_every: evaluate every this many epochs (and after the last epoch).
-        selection_metric: metric of :func:`recall_at_k` used to pick ``best/``.
+        selection_metric: metric of :meth:`evaluate` used to pick ``best/``.
         val_split: name of the validation split (default: ``val_dataset.split`` or ``"val"``).
         max_steps: stop after this global step (saving ``last/``), e.g. to split a run in pieces.
         checkpoint_every: also save ``last/`` every this many steps (default: each epoch end only).
@@ -319,9 +369,9 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        recipe: Any,
-        train_dataset: Dataset,
-        val_dataset: Dataset | None = None,
+        recipe: Recipe,
+        train_dataset: PairDataset,
+        val_dataset: PairDataset | None = None,
         *,
         out_dir: str | os.PathLike[str],
         seed: int = 0,
@@ -359,7 +409,7 @@ class Trainer:
         if val_dataset is not None and val_dataset is train_dataset:
             raise ValueError("val_dataset must be held out from train_dataset, got the same object")
         self.device = ddp.init_distributed(device)
-        self.rank, self.world_size = ddp.get_rank(), ddp.get_world_size()
+        self.rank, self.world_size = ddp.rank(), ddp.world_size()
         self.is_main = self.rank == 0
         self.seed = int(seed)
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
@@ -394,12 +444,18 @@ class Trainer:
         self.raw_model = ddp.unwrap_model(model).to(self.device)
         if channels_last:
             self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
-        self.custom_step = callable(getattr(self.raw_model, "training_step", None))
-        self.custom_optim = callable(getattr(self.raw_model, "configure_optimizers", None))
+        self.custom_step = isinstance(self.raw_model, CustomStepModel)
+        self.custom_optim = isinstance(self.raw_model, ConfiguresOptimizers)
         self.loss_fn = loss if loss is not None else (None if self.custom_step else self._build_loss(recipe))
         if isinstance(self.loss_fn, nn.Module):
             self.loss_fn.to(self.device)
-        self._loss_takes_utm = self._accepts_utm(self.loss_fn)
+        # the geo-distance mask is the recipe's (``geo_mask_m``): utm reaches the loss only when it is set
+        self._loss_takes_utm = recipe.geo_mask_m is not None and self._accepts_utm(self.loss_fn)
+        if recipe.geo_mask_m is not None and self.loss_fn is not None and not self._loss_takes_utm:
+            raise ValueError(
+                f"recipe {recipe.name}/{recipe.variant} sets geo_mask_m={recipe.geo_mask_m} but its loss "
+                f"{recipe.loss!r} takes no utm= (no geo-distance mask); set geo_mask_m=None"
+            )
         if self.custom_optim:
             self.optimizers: dict[str, torch.optim.Optimizer] = dict(
                 self.raw_model.configure_optimizers(recipe)
@@ -446,14 +502,20 @@ class Trainer:
         np.random.seed(self.seed % 2**32)  # noqa: NPY002
         random.seed(self.seed)
         if resume:
-            self.load_checkpoint(self.out_dir / "last" if resume is True else Path(resume))
+            self.load_checkpoint(RunLayout(self.out_dir).last if resume is True else Path(resume))
 
     # -- construction helpers ---------------------------------------------------------------------
     @staticmethod
     def _build_loss(recipe: Any) -> Callable[..., Tensor]:
         from ..losses import create_loss
 
-        return create_loss(recipe.loss, **dict(recipe.loss_kwargs))
+        kwargs = dict(recipe.loss_kwargs)
+        loss = create_loss(recipe.loss, **kwargs)
+        # the geo-mask radius is the recipe's (an explicit loss_kwargs value wins); a loss without a
+        # mask is refused in __init__ when the recipe asks for one
+        if recipe.geo_mask_m is not None and hasattr(loss, "min_distance_m") and "min_distance_m" not in kwargs:
+            loss.min_distance_m = float(recipe.geo_mask_m)
+        return loss
 
     @staticmethod
     def _accepts_utm(loss: Callable[..., Tensor] | None) -> bool:
@@ -664,8 +726,9 @@ class Trainer:
             {"ground": g, "aerial": a}, f"the descriptors of {getattr(dataset, 'split', 'the dataset')!r}"
         )
         # ties count against the query: a collapsed model (all descriptors equal) must not score 100
-        result = recall_at_k(g, a, similarity=self.raw_model.similarity, ties="pessimistic")
-        out: dict[str, Any] = result.as_dict()
+        # the one recall implementation, scored as the leaderboard scores (model_similarity)
+        result = retrieval_recall(g, a, similarity=model_similarity(self.raw_model), ties="pessimistic")
+        out: dict[str, Any] = result.summary()
         if self.recipe.orientation_aware and self.recipe.augmentation.pano_shift_deg > 0:
             out["orientation"] = f"unknown (shifts seeded {EVAL_SHIFT_SEED})"
         return out
@@ -727,10 +790,7 @@ class Trainer:
         saved = state.get("run")
         if not isinstance(saved, dict):
             saved = {k: state[k] for k in ("seed", "recipe", "variant") if k in state}
-        now = self._run_settings()
-        differences = [(k, saved[k], now[k]) for k in now if k in saved and saved[k] != now[k]]
-        if differences:
-            raise ResumeMismatchError(source, differences)
+        check_resume(source, saved, self._run_settings(), recorded_only=True)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the trainer state (not the weights).
@@ -793,7 +853,7 @@ class Trainer:
             FloatingPointError: non-finite weights (the previous checkpoint is kept).
             ValueError: ``directory`` holds other files.
         """
-        directory = Path(directory) if directory is not None else self.out_dir / "last"
+        directory = Path(directory) if directory is not None else RunLayout(self.out_dir).last
         if self.is_main:
             present = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
             # leftovers of an interrupted atomic file write (".NAME.XXXX.tmp") go with the old folder
@@ -821,7 +881,7 @@ class Trainer:
                 save_trainer_state(state, tmp / STATE_FILE)
 
             commit_directory(directory, write)
-            _atomic_text(json.dumps(self.history, indent=1) + "\n", self.out_dir / "history.json")
+            _atomic_text(json.dumps(self.history, indent=1) + "\n", RunLayout(self.out_dir).history_json)
         ddp.barrier()
         return directory
 
@@ -839,7 +899,7 @@ class Trainer:
         if self.is_main:
             recover_checkpoint(directory)
             if directory.parent.resolve() == self.out_dir.resolve():
-                recover_checkpoint(self.out_dir / "best")
+                recover_checkpoint(RunLayout(self.out_dir).best)
         ddp.barrier()
         if not (directory / STATE_FILE).exists():
             raise FileNotFoundError(f"no trainer checkpoint at {directory} (expected {STATE_FILE})")
@@ -899,7 +959,7 @@ class Trainer:
             )
             _atomic_text(json.dumps(info, indent=1) + "\n", tmp / INFO_FILE)
 
-        commit_directory(self.out_dir / "best", write)
+        commit_directory(RunLayout(self.out_dir).best, write)
 
     def fit(self) -> TrainResult:
         """Train to ``epochs`` (or ``max_steps``), evaluating, selecting and checkpointing."""
@@ -910,7 +970,7 @@ class Trainer:
             recipe_json = getattr(self.recipe, "to_dict", None)
             if recipe_json is not None:
                 _atomic_text(
-                    json.dumps(recipe_json(), indent=1, default=str) + "\n", self.out_dir / "recipe.json"
+                    json.dumps(recipe_json(), indent=1, default=str) + "\n", RunLayout(self.out_dir).recipe_json
                 )
         self.raw_model.train()
         stopped = False
@@ -967,7 +1027,7 @@ class Trainer:
         except KeyboardInterrupt:
             self.train_seconds = time.perf_counter() - start_time
             if not self._in_step:
-                logger.warning("interrupted between steps: saving %s", self.out_dir / "last")
+                logger.warning("interrupted between steps: saving %s", RunLayout(self.out_dir).last)
                 self.save_checkpoint()
             else:
                 logger.warning("interrupted inside a step: keeping the previous checkpoint")

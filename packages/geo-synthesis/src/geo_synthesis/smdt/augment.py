@@ -1,15 +1,17 @@
 """SMDT's semantic keep / remove augmentation of ground panoramas (our design from the paper's description).
 
-SMDT (``methods.md`` §5.1) uses the ground segmentation for two augmentation modes: **keep**
-(only the trees, or only the road, survive) and **remove** (the sky is set to black). Probabilities
+SMDT (``docs/methods.md#what-smdt-released``) uses the ground segmentation for two augmentation modes: **keep**
+(only the trees, or only the road, survive on a **white** background, as in the paper's Fig. 2) and
+**remove** (the sky is set to **black**). Probabilities
 and where exactly the augmented panoramas enter training are *unverified*; we apply it to the
 ground panoramas of the retrieval step (:class:`~geo_synthesis.smdt.model.SMDTModel`).
 
 Convention:
     images (B, C, H, W) float; segmentations (B, H', W') int64 group indices (resized
-    nearest-neighbour to (H, W) when they differ). Masked-out pixels get ``fill`` (a float or one
-    value per channel): 0.0 is black for [0, 1] images; for normalised images pass the normalised
-    black, ``-mean / std`` (-1.0 for mean = std = 0.5). Per sample one mode is drawn from a seeded
+    nearest-neighbour to (H, W) when they differ). Masked-out pixels get a fill value per mode (a
+    float or one value per channel): ``keep_fill`` (white: 1.0 for [0, 1] images) for the keep
+    modes and ``remove_fill`` (black: 0.0) for the remove mode; for normalised images pass the
+    normalised values, ``(v - mean) / std`` (white 1.0 and black -1.0 for mean = std = 0.5). Per sample one mode is drawn from a seeded
     ``torch.Generator``: :data:`MODES` = ``("none", "keep_tree", "keep_road", "remove_sky")`` with
     probabilities ``(1 - p_keep_tree - p_keep_road - p_remove_sky, p_keep_tree, p_keep_road,
     p_remove_sky)``. Under the default grouping "tree" is the ``vegetation`` group (trees and
@@ -95,7 +97,9 @@ class SemanticAugment:
         p_keep_tree, p_keep_road, p_remove_sky: per-sample probabilities of the three modes (sum
             <= 1; the rest is "none").
         tree, road, sky: group indices of the tree (vegetation), road and sky masks.
-        fill: value of blacked-out pixels (normalised black for normalised images).
+        keep_fill: value of the pixels a keep mode blanks (white; the normalised white for
+            normalised images), as the paper's Fig. 2 shows.
+        remove_fill: value of the removed sky (black; the normalised black for normalised images).
     """
 
     p_keep_tree: float = 0.0
@@ -104,7 +108,8 @@ class SemanticAugment:
     tree: tuple[int, ...] = (2,)
     road: tuple[int, ...] = (1,)
     sky: tuple[int, ...] = (0,)
-    fill: float | tuple[float, ...] = 0.0
+    keep_fill: float | tuple[float, ...] = 1.0
+    remove_fill: float | tuple[float, ...] = 0.0
 
     def __post_init__(self) -> None:
         probs = (self.p_keep_tree, self.p_keep_road, self.p_remove_sky)
@@ -133,7 +138,7 @@ def semantic_augment(
     Args:
         image: (B, C, H, W) panoramas.
         seg: (B, H', W') group labels of the panoramas.
-        config: probabilities, class indices and fill.
+        config: probabilities, class indices and the two fills.
         generator: CPU generator for the draws (seed it for reproducible augmentation).
 
     Returns:
@@ -152,8 +157,9 @@ def semantic_augment(
     # mode k >= 1 when u falls in the k-th probability interval; u beyond the last edge is "none"
     modes = torch.where(u < edges[-1], torch.bucketize(u, edges, right=True) + 1, torch.zeros_like(u, dtype=torch.long))
     modes = modes.to(image.device)
-    fill = _fill_tensor(config.fill, image)
     tree, road, sky = (_member(labels, c)[:, None] for c in (config.tree, config.road, config.sky))
     m = modes.view(b, 1, 1, 1)
-    blank = ((m == 1) & ~tree) | ((m == 2) & ~road) | ((m == 3) & sky)
-    return torch.where(blank, fill, image), modes
+    kept_out = ((m == 1) & ~tree) | ((m == 2) & ~road)  # keep modes: everything else goes white
+    removed = (m == 3) & sky  # remove mode: the sky goes black
+    out = torch.where(kept_out, _fill_tensor(config.keep_fill, image), image)
+    return torch.where(removed, _fill_tensor(config.remove_fill, image), out), modes

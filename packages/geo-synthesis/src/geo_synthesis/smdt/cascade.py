@@ -58,7 +58,7 @@ Architecture = Literal["cascade", "single"]
 
 @dataclass(frozen=True)
 class CascadeConfig:
-    """Configuration of :class:`SMDTCascade` (defaults: PanoGAN's sizes, ``methods.md`` §5.2).
+    """Configuration of :class:`SMDTCascade` (defaults: PanoGAN's sizes, ``docs/methods.md#the-panogan-code-smdt-ships``).
 
     Attributes:
         num_classes: K segmentation groups.

@@ -3,7 +3,7 @@
 Convention:
     All generators map (B, C_in, H, W) -> (B, C_out, H, W) at the input's size; H and W must be
     divisible by ``2**num_downs``. The layout follows PanoGAN's ``UnetAFL_v5`` (SMDT's parent
-    code, ``methods.md`` §5.2) without its adversarial-feedback loops (SMDT runs ``loop_count 1``):
+    code, ``docs/methods.md#the-panogan-code-smdt-ships``) without its adversarial-feedback loops (SMDT runs ``loop_count 1``):
 
     - stem: conv3 s1, C_in -> ngf, IN, ReLU;
     - encoder level i (``num_downs`` of them): conv3 s1 -> avgpool3 s2 -> IN -> ReLU, channels

@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geo_retrieval.recipes import Recipe
+
 from .augment import SemanticAugment, semantic_augment
 from .cascade import CascadeConfig, SMDTCascade
 from .segmentation import ClassGrouping, SegmentationUNet, prepare_labels, world_grouping
@@ -214,7 +216,7 @@ class SMDTModel(nn.Module):
         return self.encode_ground(ground), self.encode_aerial(aerial)
 
     # -- training --------------------------------------------------------------------------------
-    def configure_optimizers(self, recipe: Any) -> dict[str, torch.optim.Optimizer]:
+    def configure_optimizers(self, recipe: Recipe) -> dict[str, torch.optim.Optimizer]:
         from geo_retrieval.training import build_optimizer
 
         cfg = self.config

@@ -17,7 +17,7 @@ Convention:
     aerial 256x256, U-Nets ngf 64 / 4 levels / 9 residual blocks / 512 channels, 3-scale patch Ds
     (ndf 64), BCE + 100 L1 per branch, Adam 2e-4 (0.5, 0.999); transformer retrieval at L2LTR's
     128x512 with L2LTR's trunk, head, triplet loss (alpha 10), AdamW and schedule; batch 32 (SMDT's
-    shipped default of 1 is the B = 1 NaN defect, ``methods.md`` §5.3); 200 epochs.
+    shipped default of 1 is the B = 1 NaN defect, ``docs/methods.md#the-transformer-as-shipped``); 200 epochs.
     Keep / remove augmentation probabilities (0.1 each) are our guess.
 
     ``small``: CPU-sized (about 0.3 s per step on one CPU thread): 32x128 GAN and transformer
@@ -37,8 +37,8 @@ from typing import Any
 
 from torch import nn
 
+from geo_retrieval.config import Normalisation
 from geo_retrieval.recipes import Recipe, get_recipe, register_builder, register_recipe
-from geo_retrieval.training.augment import Normalisation
 from geo_transforms import MixedParams
 
 from .augment import SemanticAugment
@@ -71,7 +71,7 @@ def _from_l2ltr(variant: str, **changes: Any) -> SMDTRecipe:
 
 def smdt_recipes() -> list[SMDTRecipe]:
     """The ``smdt`` recipes, ``full`` and ``small`` (see the module docstring)."""
-    black = -1.0  # black in [-1, 1] normalisation
+    white, black = 1.0, -1.0  # in [-1, 1] normalisation: keep modes blank to white, remove_sky to black
     full_cfg = SMDTConfig(
         cascade=CascadeConfig(
             num_classes=6, gan_size=(256, 1024), mixed=MixedParams(), architecture="cascade",
@@ -79,7 +79,7 @@ def smdt_recipes() -> list[SMDTRecipe]:
         ),
         retrieval_ground_size=(128, 512),
         retrieval_aerial_size=(128, 512),
-        semantic_aug=SemanticAugment(p_keep_tree=0.1, p_keep_road=0.1, p_remove_sky=0.1, fill=black),
+        semantic_aug=SemanticAugment(p_keep_tree=0.1, p_keep_road=0.1, p_remove_sky=0.1, keep_fill=white, remove_fill=black),
         segmenter_width=32,
         segmenter_depth=4,
     )
@@ -96,7 +96,7 @@ def smdt_recipes() -> list[SMDTRecipe]:
         source=_SOURCE,
         smdt=full_cfg,
         note=(
-            "Our design of SMDT from the paper's description (methods.md §5.1): mixed perspective-polar "
+            "Our design of SMDT from the paper's description (docs/methods.md#smdt): mixed perspective-polar "
             "aerial (geo-transforms MixedParams defaults, not calibrated to a dataset) -> G1 segmentation "
             "-> G2 ground-style image -> L2LTR transformer (l2ltr full trunk/head). GAN at PanoGAN's "
             "256x1024, transformer at 128x512. Unverified: loss weights, seg loss (L1 on probabilities), "
@@ -114,7 +114,7 @@ def smdt_recipes() -> list[SMDTRecipe]:
         ),
         retrieval_ground_size=(32, 128),
         retrieval_aerial_size=(32, 128),
-        semantic_aug=SemanticAugment(p_keep_tree=0.1, p_keep_road=0.1, p_remove_sky=0.1, fill=black),
+        semantic_aug=SemanticAugment(p_keep_tree=0.1, p_keep_road=0.1, p_remove_sky=0.1, keep_fill=white, remove_fill=black),
         segmenter_width=8,
         segmenter_depth=2,
         retrieval_start_epoch=5,

@@ -1,7 +1,7 @@
 """Semantic segmentation of ground panoramas for SMDT (our design; SMDT's segmentation was never released).
 
 SMDT (Tian et al., ICME'22) segments the ground panorama with "an existing method" into tree, road
-and sky masks (``methods.md`` §5.1); which network and which classes is *unverified*. We take the
+and sky masks (``docs/methods.md#what-smdt-released``); which network and which classes is *unverified*. We take the
 labels a dataset supplies (the geo-bench synthetic world's ``ground_seg``; CVUSA's colour
 annotation PNGs through :func:`colour_to_labels`), regroup them into SMDT's groups with an explicit
 table (:class:`ClassGrouping`), and train a compact U-Net (:class:`SegmentationUNet`) for data

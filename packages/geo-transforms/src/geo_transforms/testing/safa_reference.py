@@ -16,7 +16,7 @@ presets and the benchmark can be checked against it without the original reposit
 Only ``center`` is an addition: ``None`` keeps SAFA's S/2, a number replaces the centre (used to
 check ``center="pixel"``, (S-1)/2). The image layout is the script's: (S, S, C) numpy, any dtype
 (scipy's ``imread`` gave uint8); the result is float64 (H, W, C), not yet written to disk, so the
-writer's byte-scaling (data-and-protocols.md §5) is not part of this reference.
+writer's byte-scaling (docs/protocols.md#preprocessing) is not part of this reference.
 
 This module imports only numpy, so benchmarks can use it without pytest.
 """

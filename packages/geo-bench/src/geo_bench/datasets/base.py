@@ -1,5 +1,10 @@
-"""Shared pieces of the cross-view datasets: errors, image IO, resizing, the polar option and the
-base class.
+"""The base class of the cross-view datasets, and their shared conventions.
+
+The pieces it builds on each have their module: :mod:`~geo_bench.datasets.errors`,
+:mod:`~geo_bench.datasets.image_io` (decode, crop, resize, polar), :mod:`~geo_bench.datasets.options`
+(sizes and ``polar=``), :mod:`~geo_bench.datasets.splits` (split-file helpers) and
+:mod:`~geo_bench.datasets.cache` (the ``prepare`` cache, which sees a dataset only through
+:class:`~geo_bench.datasets.cache.CacheableDataset`).
 
 Convention (every dataset of :mod:`geo_bench.datasets`):
 
@@ -35,239 +40,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import struct
 import warnings
-import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .errors import DatasetFormatError, DatasetNotFoundError, ImageDecodeError, MissingDependencyError
+from .cache import CacheEntry, open_cache
+from .errors import CacheError, DatasetFormatError, DatasetNotFoundError
+from .image_io import INTERPOLATION, crop_to_rows, polar_uint8, read_rgb, resize_uint8, to_float
+from .options import PolarSpec, parse_polar, parse_size
 
-__all__ = [
-    "DatasetFormatError",
-    "DatasetNotFoundError",
-    "ImageDecodeError",
-    "MissingDependencyError",
-    "CrossViewDataset",
-    "PolarSpec",
-    "POLAR_SIZES",
-    "INTERPOLATION",
-    "parse_polar",
-    "parse_size",
-    "read_rgb",
-    "resize_uint8",
-]
-
-log = logging.getLogger(__name__)
-
-INTERPOLATION = "pillow-bilinear-antialiased"
-"""Name of the resampling used for every resize; recorded in each dataset's ``protocol``."""
+__all__ = ["ASPECT_TOLERANCE", "CrossViewDataset"]
 
 ASPECT_TOLERANCE = 0.01
 """Relative tolerance on an image's aspect ratio against the dataset's native one (rounding of
 pre-resized copies, e.g. 1231x224 for 1232x224); beyond it the loaders warn (see the module
 docstring)."""
-
-#: Named polar sizes accepted by ``polar=``. The geometry is always SAFA's (see module docstring);
-#: the name only fixes the output (H, W). ``toker_cvusa_legacy`` (render 224x1232, truncate,
-#: cubic-resize) is a geo-transforms preset, not a size, and is not produced by these loaders.
-POLAR_SIZES: dict[str, tuple[int, int]] = {"safa": (112, 616), "dsm": (128, 512)}
-
-
-# --------------------------------------------------------------------------------------------------
-# sizes and the polar option
-
-
-def parse_size(value: Sequence[int] | int | str | None, name: str) -> tuple[int, int] | None:
-    """``(H, W)`` from a pair, an int (square), ``"HxW"`` or None (native size, no resize)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        parts = value.lower().split("x")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise ValueError(f"{name} must look like 'HxW', got {value!r}")
-        value = (int(parts[0]), int(parts[1]))
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be (H, W), an int, 'HxW' or None, got {value!r}")
-    if isinstance(value, int):
-        value = (value, value)
-    try:
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be (H, W), an int, 'HxW' or None, got {value!r}") from None
-    if h <= 0 or w <= 0:
-        raise ValueError(f"{name} must be positive, got {(h, w)}")
-    return (h, w)
-
-
-class PolarSpec:
-    """Resolved ``polar=`` option: output size, the name recorded in results, and the centre."""
-
-    __slots__ = ("center", "name", "size")
-
-    def __init__(self, size: tuple[int, int], name: str, center: str) -> None:
-        self.size = size
-        self.name = name
-        self.center = center
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"preset": self.name, "size": list(self.size), "center": self.center}
-
-    def __repr__(self) -> str:
-        return f"PolarSpec(size={self.size}, name={self.name!r}, center={self.center!r})"
-
-
-def parse_polar(
-    polar: bool | str | Sequence[int] | None, ground_size: tuple[int, int] | None, center: str = "safa"
-) -> PolarSpec | None:
-    """Resolve ``polar=``.
-
-    Args:
-        polar: ``False``/``None`` (raw aerial), ``True`` (polar at the ground size, SAFA style),
-            a name in :data:`POLAR_SIZES` (``"safa"`` = 112x616, ``"dsm"`` = 128x512), ``"HxW"`` or
-            an ``(H, W)`` pair.
-        ground_size: the ground output size (used by ``True``).
-        center: ``"safa"`` (S/2) or ``"pixel"`` ((S-1)/2), passed to ``polar_transform``.
-    """
-    if center not in ("safa", "pixel"):
-        raise ValueError(f"polar_center must be 'safa' or 'pixel', got {center!r}")
-    if polar is None or polar is False:
-        return None
-    if polar is True:
-        if ground_size is None:
-            raise ValueError("polar=True takes the ground size, but ground_size is None; pass polar=(H, W)")
-        return PolarSpec(ground_size, f"{ground_size[0]}x{ground_size[1]}", center)
-    if isinstance(polar, str) and polar.lower() in POLAR_SIZES:
-        return PolarSpec(POLAR_SIZES[polar.lower()], polar.lower(), center)
-    if isinstance(polar, str) and "x" not in polar.lower():
-        raise ValueError(f"unknown polar preset {polar!r}; available: {sorted(POLAR_SIZES)} or 'HxW'")
-    size = parse_size(polar, "polar")
-    assert size is not None
-    return PolarSpec(size, f"{size[0]}x{size[1]}", center)
-
-
-# --------------------------------------------------------------------------------------------------
-# image IO
-
-
-#: What Pillow raises for a file it cannot decode (garbage, truncated, corrupt chunks).
-_DECODE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ValueError,
-    SyntaxError,
-    EOFError,
-    struct.error,
-    zlib.error,
-)
-
-
-def read_rgb(
-    path: Path, *, crop_rows: tuple[float, float] | None = None, sample: str | None = None
-):  # -> PIL.Image.Image
-    """Decode ``path`` with Pillow as RGB, optionally keeping the rows [a*H, b*H).
-
-    Args:
-        path: the image file.
-        crop_rows: (a, b) row fractions to keep, or None.
-        sample: the sample id, named in the error message.
-
-    Raises:
-        FileNotFoundError: the file does not exist (message names it).
-        ImageDecodeError: the file exists but cannot be decoded (garbage, truncated): one line
-            ``"cannot decode image FILE (sample ID): REASON; re-download or remove it"``. It is a
-            ``ValueError`` and an ``OSError``. Errors of the file system itself (permissions, I/O)
-            propagate as the ``OSError`` they are.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file not found: {str(path)!r}") from None
-    except (*_DECODE_ERRORS, Image.DecompressionBombError) as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise  # the file system's error (permission denied, I/O error), not the image's
-        reason = " ".join(str(exc).replace(f" {str(path)!r}", "").split()) or type(exc).__name__
-        where = f" (sample {sample})" if sample is not None else ""
-        # from None: the message says it all, and a DataLoader worker would copy PIL's traceback into it
-        raise ImageDecodeError(
-            f"cannot decode image {path}{where}: {reason}; re-download or remove it", path=path
-        ) from None
-    return rgb if crop_rows is None else _crop(rgb, crop_rows)
-
-
-def _crop(img, rows: tuple[float, float]):  # img: PIL.Image -> PIL.Image
-    """Keep the rows [floor(a*H), floor(b*H)) of ``img``."""
-    h = img.height
-    top, bottom = int(rows[0] * h), int(rows[1] * h)  # floor
-    return img.crop((0, top, img.width, bottom))
-
-
-def resize_uint8(img, size: tuple[int, int] | None, *, nearest: bool = False) -> Tensor:  # img: PIL.Image
-    """Resize a PIL image to ``size`` = (H, W) and return a (C, H, W) uint8 tensor.
-
-    Bilinear (antialiased on downscale, see module docstring), or nearest for label maps.
-    """
-    from PIL import Image
-
-    if size is not None and (img.height, img.width) != tuple(size):
-        resample = Image.NEAREST if nearest else Image.BILINEAR
-        img = img.resize((size[1], size[0]), resample=resample)
-    arr = np.asarray(img, dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-
-
-def polar_uint8(img, spec: PolarSpec) -> Tensor:  # img: PIL.Image
-    """Polar-transform a full-resolution square RGB aerial; returns (3, H, W) uint8."""
-    from geo_transforms import polar_transform
-
-    if img.width != img.height:
-        raise ValueError(f"polar=: the aerial must be square, got {img.width}x{img.height} (W x H)")
-    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()).float().div_(255.0)
-    with torch.no_grad():
-        p = polar_transform(x[None], spec.size, center=spec.center)[0]
-    return p.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def to_float(x: Tensor) -> Tensor:
-    """uint8 (C, H, W) -> float32 in [0, 1]."""
-    return x.to(torch.float32).div_(255.0)
-
-
-def warn_repeats(path: Path, repeats: Sequence[tuple[int, int, str]], what: str = "row") -> None:
-    """One ``UserWarning`` for the exact repeats dropped from the split file ``path``.
-
-    Args:
-        path: the split file.
-        repeats: ``(line, first_line, text)`` of every dropped repeat, in file order (1-based lines).
-        what: what a line holds (``"row"``, ``"tile name"``).
-    """
-    if not repeats:
-        return
-    line, first, text = repeats[0]
-    n = len(repeats)
-    warnings.warn(
-        f"{path}: {n} duplicate {what}{'' if n == 1 else 's'} dropped, each kept once (first: line {line} "
-        f"repeats line {first}: {text.strip()!r})",
-        UserWarning,
-        stacklevel=3,
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# base class
 
 
 class CrossViewDataset(Dataset):
@@ -313,13 +106,13 @@ class CrossViewDataset(Dataset):
         self.split = split
         self.transforms = transforms
         self.ground_size = parse_size(ground_size, "ground_size")
-        self.polar = parse_polar(polar, self.ground_size, polar_center)
+        self.polar: PolarSpec | None = parse_polar(polar, self.ground_size, polar_center)
         self.aerial_size = (
             self.polar.size if self.polar is not None else parse_size(aerial_size, "aerial_size")
         )
         self.on_missing = on_missing
         self.missing = 0
-        self._cache = None
+        self._cache: CacheEntry | None = None
         self._aspect_seen: dict[str, set[int]] = {}
         if not self.root.is_dir():
             raise DatasetNotFoundError(self.name, self.root, self.root, self.layout)
@@ -349,7 +142,7 @@ class CrossViewDataset(Dataset):
             img = read_rgb(path, sample=self._item_id(view, i))
             self._check_aspect(view, i, path, img)
             if self.ground_crop is not None:
-                img = _crop(img, self.ground_crop)
+                img = crop_to_rows(img, self.ground_crop)
             return resize_uint8(img, self.ground_size)
         if view == "aerial":
             path = self._aerial_path(i)
@@ -441,8 +234,6 @@ class CrossViewDataset(Dataset):
         """Open the cache entry for this configuration; returns the cached query ids (or None)."""
         if cache is None:
             return None
-        from .cache import open_cache
-
         self._cache = open_cache(cache, self, verify=verify)
         return self._cache.ids("ground")
 
@@ -462,8 +253,6 @@ class CrossViewDataset(Dataset):
         cached = self._attach_cache(cache, verify)
         if cached is None:
             return self._filter_missing(paths_of, len(all_ids))
-        from .cache import CacheError
-
         pos = {x: k for k, x in enumerate(all_ids)}
         unknown = [x for x in cached if x not in pos]
         keep = [pos[x] for x in cached if x in pos]
@@ -552,12 +341,9 @@ class CrossViewDataset(Dataset):
     info = protocol
 
     def plot(self, sample: dict[str, Any], show_titles: bool = True, suptitle: str | None = None):
-        """Plot a sample's ground and aerial views (and its annotation if present).
-
-        Returns:
-            a :class:`matplotlib.figure.Figure`.
-        """
-        import matplotlib.pyplot as plt
+        """Plot a sample's ground and aerial views (and its annotation if present); returns a
+        matplotlib ``Figure``."""
+        import matplotlib.pyplot as plt  # lazy: heavy and only needed to plot
 
         panels = [
             ("ground", sample["ground"]),

@@ -1,6 +1,9 @@
-"""Tiny stand-ins for tests of training code: a two-conv cross-view model, a loss with its own
-learnable parameter, and a CPU-sized recipe. Each trains for a few steps in well under a second on
-one CPU thread; use them to test trainers, callbacks and checkpoints, not to measure recall.
+"""Test doubles for code built on geo-retrieval (not part of the library's namespace).
+
+Tiny stand-ins for tests of training code: a two-conv cross-view model, a loss with its own
+learnable parameter, a CPU-sized recipe, and :class:`SyntheticPairs`, a learnable toy pair dataset
+(:mod:`geo_retrieval.testing.synthetic`). Each trains for a few steps in well under a second on one
+CPU thread; use them to test trainers, callbacks and checkpoints, not to measure recall.
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .recipes import GradClip, OptimizerConfig, Recipe, ScheduleConfig
-from .training.augment import Augmentation
-from .training.splits import split_holdout
-from .training.synthetic import SyntheticPairs
+from ..config import Augmentation
+from ..recipes import GradClip, OptimizerConfig, Recipe, ScheduleConfig
+from ..training.splits import split_holdout
+from .synthetic import SyntheticPairs
 
-__all__ = ["ScaledInfoNCE", "TinyCrossView", "assert_same_run", "tiny_pairs", "tiny_recipe"]
+__all__ = ["ScaledInfoNCE", "SyntheticPairs", "TinyCrossView", "assert_same_run", "tiny_pairs", "tiny_recipe"]
 
 
 class TinyCrossView(nn.Module):

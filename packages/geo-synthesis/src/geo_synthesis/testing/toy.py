@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from geo_transforms import MixedParams, mixed_perspective_polar
 
-from .segmentation import WORLD_CLASSES
+from ..smdt.segmentation import WORLD_CLASSES
 
 __all__ = ["AERIAL_PALETTE", "GROUND_PALETTE", "SMDTToyPairs"]
 

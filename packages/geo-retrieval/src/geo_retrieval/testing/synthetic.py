@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from geo_transforms import polar_transform
+
 __all__ = ["SyntheticPairs"]
 
 
@@ -58,8 +60,6 @@ class SyntheticPairs(Dataset):
         split: str = "train",
         id_offset: int = 0,
     ) -> None:
-        from geo_transforms import polar_transform
-
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         self.split = split

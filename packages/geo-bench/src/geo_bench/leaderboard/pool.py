@@ -1,0 +1,181 @@
+"""Train recipes in worker processes (``run_leaderboard(jobs=N)``, N > 1).
+
+Convention:
+    - **Workers.** Each recipe runs in its own spawned process (:func:`_worker`, with the parent's
+      torch thread count): it opens the data, trains (resuming from ``last/``), evaluates, appends
+      its records to the shared results store and writes its retrieval examples. The most expensive
+      recipes start first (:func:`_cost`).
+    - **Progress.** Workers put progress events (:mod:`.progress`) on a queue of the spawn context,
+      handed over by the pool initializer (:func:`_init_worker`); the parent waits in short slices
+      and folds them into its :class:`~.progress.ProgressView` (:func:`_drain`).
+    - **Stopping.** Ctrl-C or SIGTERM in the parent terminates the workers (:func:`_terminate_workers`);
+      a worker whose parent is gone (even killed with SIGKILL) exits (:func:`_exit_with_parent`).
+      Training resumes from ``last/`` on the next run, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue as queue_module
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geo_retrieval import recipes as registry
+
+from ..records import ResultRecord
+from ..store import ResultStore
+from .config import RunConfig, open_datasets
+from .examples import _write_examples
+from .progress import ProgressView
+from .recording import _done_message, evaluate_trained
+from .training import train_recipe
+
+__all__: list[str] = []
+
+
+def _cost(recipe: Any, n_train: int) -> float:
+    """Rough relative training cost, to start the longest runs first: optimiser steps, times 3 for
+    models with their own multi-network update (GANs)."""
+    steps = recipe.epochs * max(1, n_train // max(1, recipe.batch_size))
+    custom = registry.has_custom_builder(recipe.name)
+    return steps * (3.0 if custom else 1.0)
+
+
+def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """In a worker: a daemon thread that ends this process once ``parent_pid`` is gone (the parent
+    was killed, even with SIGKILL, and can no longer collect the result). Training resumes from
+    ``last/`` on the next run, so nothing is lost."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _terminate_workers(pool: Any) -> None:
+    """Stop a process pool's workers now (``shutdown`` alone waits for running tasks)."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        if proc.is_alive():
+            proc.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: In a worker process: the queue progress events go to (set by :func:`_init_worker`).
+_EVENTS: Any = None
+
+
+def _init_worker(events: Any) -> None:
+    """Pool initializer: keep the progress queue; never block the worker's exit on unsent events."""
+    global _EVENTS
+    _EVENTS = events
+    if events is not None:
+        events.cancel_join_thread()
+
+
+def _send(event: dict[str, Any]) -> None:
+    """Put a progress event on the worker's queue (best effort: progress never fails a run)."""
+    if _EVENTS is None:
+        return
+    try:
+        _EVENTS.put_nowait(event)
+    except Exception:  # a full or closed queue: drop the event
+        pass
+
+
+def _worker(recipe: Any, cfg: RunConfig, out_dir: str, run_dir: str, store_path: str, commit: str,
+            threads: int, parent_pid: int | None = None) -> tuple[list[dict[str, Any]], float]:
+    """One recipe in a spawned process: train (resuming), evaluate, append to the store, write its
+    retrieval examples; progress events go to the pool's queue (:func:`_init_worker`)."""
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
+    torch.set_num_threads(threads)
+    _send({"kind": "start", "recipe": recipe.name})
+    data = open_datasets(cfg, Path(out_dir) / "cache")
+    run = train_recipe(recipe, data.train, cfg, run_dir, resume=True, events=_send, val=data.val)
+    new = evaluate_trained(run, data.test, cfg, commit=commit, queries_dir=Path(out_dir) / "queries", events=_send,
+                           cross=data.cross)
+    store = ResultStore(store_path)
+    for r in new:
+        store.append(r)
+    _write_examples(run, data.test, cfg)
+    return [r.to_dict() for r in new], run.train_seconds
+
+
+def _drain(events: Any, view: ProgressView) -> None:
+    """Fold every queued progress event into ``view`` without blocking."""
+    while True:
+        try:
+            event = events.get_nowait()
+        except (queue_module.Empty, OSError, EOFError, ValueError):
+            return
+        if isinstance(event, dict):
+            view.update(event)
+
+
+def _run_parallel(pending: list[tuple[Any, Path]], cfg: RunConfig, out_dir: Path, store: ResultStore, commit: str,
+                  progress: bool, say: Callable[[str], None], failures: list[tuple[str, str]] | None, jobs: int,
+                  *, n_train: int, view: ProgressView) -> list[ResultRecord]:
+    """The recipes in ``jobs`` spawned processes; the parent waits in short slices, folding the
+    workers' progress events (a queue of the spawn context, handed over by the pool initializer)
+    into ``view``."""
+    pending = sorted(pending, key=lambda p: -_cost(p[0], n_train))
+    records: list[ResultRecord] = []
+    threads = torch.get_num_threads()
+    ctx = mp.get_context("spawn")
+    events = ctx.Queue()
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_init_worker, initargs=(events,))
+    poll_s = min(0.5, view.interval_s / 4)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # SIGTERM (a scheduler or `kill`) must stop the workers too, like Ctrl-C; only the main thread
+    # may install handlers.
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    try:
+        futures = {}
+        for recipe, run_dir in pending:
+            futures[pool.submit(_worker, recipe, cfg, str(out_dir), str(run_dir), str(store.path), commit,
+                                threads, os.getpid())] = recipe
+        say(f"training {', '.join(r.name for r, _ in pending)} in {jobs} processes ({threads} torch thread(s) each)")
+        waiting = set(futures)
+        while waiting:
+            done, waiting = wait(waiting, timeout=poll_s, return_when=FIRST_COMPLETED)
+            _drain(events, view)
+            for fut in done:
+                recipe = futures[fut]
+                try:
+                    dicts, train_seconds = fut.result()
+                except Exception as exc:
+                    view.update({"kind": "failed", "recipe": recipe.name, "error": f"{type(exc).__name__}: {exc}"})
+                    if failures is None:
+                        raise
+                    failures.append((recipe.name, f"{type(exc).__name__}: {exc}"))
+                    say(f"{recipe.name} ({recipe.variant}): FAILED ({type(exc).__name__}: {exc}); continuing")
+                    continue
+                new = [ResultRecord.from_dict(d) for d in dicts]
+                records += new
+                view.update({"kind": "done", "recipe": recipe.name, "r1": new[0].metrics.get("R@1")})
+                say(_done_message(recipe, train_seconds, new))
+    except BaseException:
+        say("stopping the training processes (a rerun resumes them from their last checkpoints)")
+        _terminate_workers(pool)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    pool.shutdown(wait=True)
+    _drain(events, view)
+    events.close()
+    return records

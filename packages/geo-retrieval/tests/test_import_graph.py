@@ -1,0 +1,144 @@
+"""The import graph among geo-retrieval's modules is acyclic, and declaring a recipe imports no training code.
+
+The graph is read from the source with :mod:`ast`, so it also holds the imports that run late (inside
+functions) or never (under ``TYPE_CHECKING``): a cycle hidden behind either still couples the modules.
+Edges: ``import a.b.c`` / ``from a.b import c`` point at the module imported (``a.b.c`` when it is a
+module, else ``a.b``) and at every package above it (Python runs their ``__init__`` first), except the
+packages above the importing module itself, which Python has initialised before it runs (``from .. import
+__version__`` or a package ``__init__`` re-exporting its submodules is no cycle).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = "geo_retrieval"
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted name -> source file of every module of the package (packages by their ``__init__``)."""
+    spec = importlib.util.find_spec(PACKAGE)  # does not run the package's __init__
+    assert spec is not None and spec.submodule_search_locations
+    root = Path(next(iter(spec.submodule_search_locations)))
+    modules = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = (PACKAGE, *path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _imported(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """Modules of the package that ``name`` (source ``path``) imports, anywhere in its source."""
+    is_package = path.name == "__init__.py"
+    here = name.split(".") if is_package else name.split(".")[:-1]  # the package relative imports start in
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here[: len(here) - (node.level - 1)]
+                base_name = ".".join([*base, node.module] if node.module else base)
+            else:
+                base_name = node.module or ""
+            targets.add(base_name)
+            targets.update(f"{base_name}.{alias.name}" for alias in node.names)
+    edges = set()
+    for target in targets:
+        if target not in modules:  # a name imported from a module, or outside the package
+            continue
+        for dep in (*_ancestors(target), target):
+            if dep != name and dep not in _ancestors(name):
+                edges.add(dep)
+    return edges
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as a closed path ``[a, b, ..., a]``, or None (iterative depth-first search)."""
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    for start in sorted(graph):
+        if start in state:
+            continue
+        path, stack = [start], [iter(sorted(graph[start]))]
+        state[start] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(graph.get(nxt, ()))))
+    return None
+
+
+def _run_isolated(code: str) -> set[str]:
+    """Run ``code`` in a fresh interpreter with the package as a bare namespace (its ``__init__``, which
+    imports everything, is not run); return the names in ``sys.modules`` afterwards."""
+    prelude = (
+        "import importlib.util, sys, types\n"
+        f"spec = importlib.util.find_spec({PACKAGE!r})\n"
+        f"pkg = types.ModuleType({PACKAGE!r}); pkg.__path__ = list(spec.submodule_search_locations)\n"
+        f"sys.modules[{PACKAGE!r}] = pkg\n"
+    )
+    epilogue = "\nprint('\\n'.join(sorted(sys.modules)))\n"
+    command = [sys.executable, "-c", prelude + code + epilogue]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return set(proc.stdout.split())
+
+
+class TestImportGraph:
+    def test_graph_is_read(self):
+        modules = _modules()
+        assert {f"{PACKAGE}.config", f"{PACKAGE}.recipes", f"{PACKAGE}.training.augment"} <= set(modules)
+        graph = {name: _imported(name, path, modules) for name, path in modules.items()}
+        assert f"{PACKAGE}.config" in graph[f"{PACKAGE}.recipes"]
+        assert f"{PACKAGE}.config" in graph[f"{PACKAGE}.training.augment"]
+
+    def test_acyclic(self):
+        modules = _modules()
+        graph = {name: _imported(name, path, modules) for name, path in modules.items()}
+        cycle = _find_cycle(graph)
+        assert cycle is None, "import cycle among geo-retrieval modules: " + " -> ".join(cycle or [])
+
+    def test_config_and_recipes_import_no_training_code(self):
+        graph_modules = _modules()
+        for name in (f"{PACKAGE}.config", f"{PACKAGE}.recipes"):
+            deps = _imported(name, graph_modules[name], graph_modules)
+            assert not any(d.startswith(f"{PACKAGE}.training") for d in deps), (name, sorted(deps))
+
+    def test_find_cycle_reports_a_cycle(self):
+        assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+        assert _find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+class TestImportIsolated:
+    def test_config_imports_no_tensor_code(self):
+        loaded = _run_isolated(f"import {PACKAGE}.config")
+        assert "torch" not in loaded
+        assert not any(m.startswith(f"{PACKAGE}.") and m != f"{PACKAGE}.config" for m in loaded)
+
+    @pytest.mark.slow  # a fresh interpreter importing torch: seconds
+    def test_declaring_a_recipe_imports_no_training_code(self):
+        loaded = _run_isolated(f"import {PACKAGE}.recipes")
+        assert f"{PACKAGE}.recipes" in loaded
+        assert not any(m.startswith(f"{PACKAGE}.training") for m in loaded), sorted(
+            m for m in loaded if m.startswith(PACKAGE)
+        )
