@@ -4,8 +4,11 @@ Sessions (``nox -l`` lists them):
 
 - ``tests(<package>)``: one per directory under ``packages/``; installs the package with its
   ``[test]`` extra and the sibling packages it depends on (from their local paths, never from an
-  index) into its own environment, then runs its tests. ``nox -t tests`` runs them all.
-- ``lint``: ruff over the whole tree (also tagged ``tests``, so ``nox -t tests`` lints too).
+  index) into its own environment, then runs its tests and every docstring example under its
+  ``src/`` (``pytest --doctest-modules``). ``nox -t tests`` runs them all.
+- ``lint``: ``ruff check`` over the whole tree and ``ruff format --check`` over ``packages``,
+  ``noxfile.py`` and ``docs`` (also tagged ``tests``, so ``nox -t tests`` lints too).
+- ``typecheck``: mypy over ``packages/*/src`` with the root ``mypy.ini`` (also tagged ``tests``).
 - ``bench(<package>)``: runs the benchmark scripts in ``packages/<package>/benchmarks/``.
 - ``leaderboard``: installs every package (geo-bench with ``[synthesis]``) and runs
   ``geo-bench leaderboard`` (posargs are passed through, e.g. ``nox -s leaderboard -- --tiny``).
@@ -107,23 +110,62 @@ def tests(session: nox.Session, package: str) -> None:
     forbidden = MUST_NOT_INSTALL.get(package, ())
     if forbidden:
         session.run(
-            "python", "-c",
+            "python",
+            "-c",
             "import importlib.metadata as m, sys\n"
             f"found = [n for n in {list(forbidden)!r} if any(True for _ in m.distributions(name=n))]\n"
             f"sys.exit(f'{package} pulled in {{found}}' if found else 0)",
         )
     extra = shlex.split(os.environ.get("PYTEST_ARGS", ""))
     session.run(
-        "python", "-m", "pytest", f"packages/{package}/tests", *extra, *session.posargs,
+        "python",
+        "-m",
+        "pytest",
+        f"packages/{package}/tests",
+        *extra,
+        *session.posargs,
+        env={"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"},
+    )
+    # every docstring example of the package (options: doctest_optionflags in its pyproject; the
+    # package-root conftest.py skips examples whose optional dependency is absent). posargs select
+    # tests, so they go to the run above only.
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "--doctest-modules",
+        f"packages/{package}/src",
+        *extra,
         env={"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"},
     )
 
 
 @nox.session(tags=["tests"])
 def lint(session: nox.Session) -> None:
-    """ruff check over all packages, the noxfile and the benchmarks."""
+    """``ruff check`` over all packages, the noxfile and the benchmarks; ``ruff format --check`` over the same."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".", *session.posargs)
+    session.run("ruff", "format", "--check", "packages", "noxfile.py", "docs")
+
+
+@nox.session(tags=["tests"])
+def typecheck(session: nox.Session) -> None:
+    """``mypy`` over ``packages/*/src`` with the root ``mypy.ini`` (also tagged ``tests``): installs every
+    package editable with its ``[test]`` extra (pytest, faiss, rasterio... so their own types are
+    seen) and mypy; posargs go to mypy."""
+    session.install(
+        "-e",
+        "packages/geo-transforms[test,testing]",
+        "-e",
+        "packages/geo-retrieval[test]",
+        "-e",
+        "packages/geo-synthesis[test]",
+        "-e",
+        "packages/geo-bench[test,synthesis]",
+        "mypy>=1.11",
+        "types-tqdm",
+    )
+    session.run("mypy", "--config-file", "mypy.ini", *session.posargs)
 
 
 @nox.session(tags=["bench"])
@@ -144,10 +186,18 @@ def leaderboard(session: nox.Session) -> None:
     print the leaderboard: ``nox -s leaderboard -- [geo-bench leaderboard options]``, e.g.
     ``nox -s leaderboard -- --tiny`` or ``-- --dataset cvusa --root data/CVUSA --device cuda``."""
     session.install(
-        "-e", "packages/geo-transforms", "-e", "packages/geo-retrieval", "-e", "packages/geo-synthesis",
-        "-e", "packages/geo-bench[synthesis]",
+        "-e",
+        "packages/geo-transforms",
+        "-e",
+        "packages/geo-retrieval",
+        "-e",
+        "packages/geo-synthesis",
+        "-e",
+        "packages/geo-bench[synthesis]",
     )
-    session.run("geo-bench", "leaderboard", *session.posargs, env={"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"})
+    session.run(
+        "geo-bench", "leaderboard", *session.posargs, env={"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    )
 
 
 @nox.session(tags=["docs"])
@@ -157,8 +207,25 @@ def docs(session: nox.Session) -> None:
     mkdocstrings (Google style). ``--strict`` turns every warning (a broken link, a docstring
     griffe cannot parse) into a failure; posargs go to ``mkdocs build``."""
     session.install(
-        "-e", "packages/geo-transforms", "-e", "packages/geo-retrieval", "-e", "packages/geo-synthesis",
-        "-e", "packages/geo-bench",
-        "mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "ruff>=0.6",
+        "-e",
+        "packages/geo-transforms",
+        "-e",
+        "packages/geo-retrieval",
+        "-e",
+        "packages/geo-synthesis",
+        "-e",
+        "packages/geo-bench",
+        "mkdocs>=1.6",
+        "mkdocs-material>=9.5",
+        "mkdocstrings[python]>=0.26",
+        "ruff>=0.6",
     )
-    session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
+    session.run(
+        "mkdocs",
+        "build",
+        "--strict",
+        "--site-dir",
+        "site",
+        *session.posargs,
+        env={"NO_MKDOCS_2_WARNING": "1"},
+    )

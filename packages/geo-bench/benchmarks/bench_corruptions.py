@@ -55,7 +55,9 @@ def _best_ms_per_image(fn, n_images: int, repeat: int, device: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=64, help="images per call")
     parser.add_argument("--size", default="128x512", help="panorama HxW")
     parser.add_argument("--repeat", type=int, default=1, help="timing repeats (the best is shown)")
@@ -76,27 +78,41 @@ def main(argv: list[str] | None = None) -> None:
     corrupt(x[:2], "gaussian_noise", 1, seed=0, sample_ids=ids[:2])  # warm-up (allocator, thread pool)
     kornia.filters.gaussian_blur2d(x[:2], (13, 13), (2.0, 2.0))
     copy_ms = _best_ms_per_image(lambda: x.clone(), args.batch, max(3, args.repeat), args.device)
-    blur_ms = _best_ms_per_image(lambda: kornia.filters.gaussian_blur2d(x, (13, 13), (2.0, 2.0)), args.batch,
-                                 max(3, args.repeat), args.device)
-    print(f"torch {torch.__version__}, kornia {kornia.__version__}, device {args.device}, "
-          f"threads {torch.get_num_threads()}, batch {args.batch} x 3 x {h} x {w}")
+    blur_ms = _best_ms_per_image(
+        lambda: kornia.filters.gaussian_blur2d(x, (13, 13), (2.0, 2.0)),
+        args.batch,
+        max(3, args.repeat),
+        args.device,
+    )
+    print(
+        f"torch {torch.__version__}, kornia {kornia.__version__}, device {args.device}, "
+        f"threads {torch.get_num_threads()}, batch {args.batch} x 3 x {h} x {w}"
+    )
     print(f"corruption set {corruption_set_hash()[:16]}")
-    print(f"reference copy {copy_ms:.3f} ms/image, kornia gaussian_blur2d (float32, 13x13) {blur_ms:.3f} ms/image")
+    print(
+        f"reference copy {copy_ms:.3f} ms/image, kornia gaussian_blur2d (float32, 13x13) {blur_ms:.3f} ms/image"
+    )
     sev_cols = "".join(f"{'sev ' + str(s):>9}" for s in range(1, 6))
     print(f"{'corruption':<18}{'group':<9}{sev_cols}{'mean':>9}{'x blur':>8}   (ms/image)")
     total = 0.0
     for name in names:
         times = []
         for severity in range(1, 6):
-            ms = _best_ms_per_image(lambda n=name, s=severity: corrupt(x, n, s, seed=0, sample_ids=ids),
-                                    args.batch, args.repeat, args.device)
+            ms = _best_ms_per_image(
+                lambda n=name, s=severity: corrupt(x, n, s, seed=0, sample_ids=ids),
+                args.batch,
+                args.repeat,
+                args.device,
+            )
             times.append(ms)
         mean = sum(times) / len(times)
         total += sum(times)
         cells = "".join(f"{t:>9.2f}" for t in times)
         print(f"{name:<18}{CORRUPTIONS[name].group:<9}{cells}{mean:>9.2f}{mean / blur_ms:>8.1f}", flush=True)
-    print(f"all {len(names)} x 5 conditions: {total:.1f} ms/image "
-          f"({total * args.batch / 1000:.1f} s for this batch)")
+    print(
+        f"all {len(names)} x 5 conditions: {total:.1f} ms/image "
+        f"({total * args.batch / 1000:.1f} s for this batch)"
+    )
 
 
 if __name__ == "__main__":

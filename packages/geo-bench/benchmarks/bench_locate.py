@@ -45,8 +45,15 @@ def _model(checkpoint: str | None) -> LoadedModel:
     recipe = get_recipe("safa", "small")
     torch.manual_seed(0)
     model = build(recipe).eval()
-    return LoadedModel(model, recipe, "small", weights_digest(model.state_dict()), Path("untrained-safa-small"),
-                       {"data": {"world": {"aerial_size": 128}}}, "cpu")
+    return LoadedModel(
+        model,
+        recipe,
+        "small",
+        weights_digest(model.state_dict()),
+        Path("untrained-safa-small"),
+        {"data": {"world": {"aerial_size": 128}}},
+        "cpu",
+    )
 
 
 def _child(checkpoint: str | None, threads: int, job: tuple[list[str], str, float, int] | None) -> float:
@@ -95,7 +102,9 @@ def _best(idx: TileIndex, q: torch.Tensor, backend: str, repeats: int = 3) -> fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--km2", type=int, nargs="+", default=[1, 25], help="areas (square numbers of km2)")
     parser.add_argument("--stride-m", type=float, default=16.0)
     parser.add_argument("--gsd", type=float, default=0.25, help="orthophoto m/px")
@@ -104,19 +113,32 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 64], help="IVF lists probed per query")
-    parser.add_argument("--noise", type=float, default=0.05,
-                        help="queries: tile descriptors plus N(0, noise) per dimension, renormalised (0.05 at "
-                             "D = 256 gives cosine ~0.78 to their tile, like real matches)")
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.05,
+        help="queries: tile descriptors plus N(0, noise) per dimension, renormalised (0.05 at "
+        "D = 256 gives cosine ~0.78 to their tile, like real matches)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench_locate_"))
     try:
         t = time.perf_counter()
         size = round(64.0 / args.gsd)
-        write_map(work / "base", 4, 0, render=RenderConfig(ground_size=(32, 128), aerial_size=size),
-                  city=CityConfig(size_m=1000), map_m=1000, progress=False)
-        print(f"1 km2 orthophoto at {args.gsd:g} m/px: {time.perf_counter() - t:.1f} s to render "
-              f"({(work / 'base' / 'map.tif').stat().st_size / 2**20:.1f} MiB GeoTIFF)")
+        write_map(
+            work / "base",
+            4,
+            0,
+            render=RenderConfig(ground_size=(32, 128), aerial_size=size),
+            city=CityConfig(size_m=1000),
+            map_m=1000,
+            progress=False,
+        )
+        print(
+            f"1 km2 orthophoto at {args.gsd:g} m/px: {time.perf_counter() - t:.1f} s to render "
+            f"({(work / 'base' / 'map.tif').stat().st_size / 2**20:.1f} MiB GeoTIFF)"
+        )
         for km2 in args.km2:
             side = round(km2**0.5)
             if side * side != km2:
@@ -131,25 +153,34 @@ def main() -> None:
                 pool.apply(_child, (args.checkpoint, args.threads, None))
             base_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             with ctx.Pool(1) as pool:
-                build_s = pool.apply(_child, (args.checkpoint, args.threads,
-                                              ([str(p) for p in maps], str(out), args.stride_m, args.batch_size)))
+                build_s = pool.apply(
+                    _child,
+                    (
+                        args.checkpoint,
+                        args.threads,
+                        ([str(p) for p in maps], str(out), args.stride_m, args.batch_size),
+                    ),
+                )
             rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             idx = TileIndex.load(out)
             n = len(idx)
-            print(f"\n{km2} km2 ({len(maps)} map file(s)), stride {args.stride_m:g} m: {n} tiles, build "
-                  f"{build_s:.1f} s = {n / build_s:.0f} tiles/s (incl. faiss {idx.manifest['faiss']['kind']}); "
-                  f"descriptors {(out / 'descriptors.npy').stat().st_size / 2**20:.1f} MiB; peak RSS of the "
-                  f"building process {rss / 1024:.0f} MiB (a process that only loads the model: "
-                  f"{base_rss / 1024:.0f} MiB)")
+            print(
+                f"\n{km2} km2 ({len(maps)} map file(s)), stride {args.stride_m:g} m: {n} tiles, build "
+                f"{build_s:.1f} s = {n / build_s:.0f} tiles/s (incl. faiss {idx.manifest['faiss']['kind']}); "
+                f"descriptors {(out / 'descriptors.npy').stat().st_size / 2**20:.1f} MiB; peak RSS of the "
+                f"building process {rss / 1024:.0f} MiB (a process that only loads the model: "
+                f"{base_rss / 1024:.0f} MiB)"
+            )
             rng = np.random.default_rng(0)
             desc = np.asarray(idx.descriptors)
             pick = rng.choice(n, min(args.queries, n), replace=False)
-            q = torch.from_numpy(desc[pick] + rng.normal(0, args.noise, (len(pick), desc.shape[1])).astype(np.float32))
+            q = torch.from_numpy(
+                desc[pick] + rng.normal(0, args.noise, (len(pick), desc.shape[1])).astype(np.float32)
+            )
             q = torch.nn.functional.normalize(q, dim=1)
             exact_s, _ = search(idx, q, 10, backend="exact")
             kth = exact_s[:, -1].numpy()
-            rows = [("exact torch", _best(idx, q, "exact"), 1.0,
-                     (out / "descriptors.npy").stat().st_size)]
+            rows = [("exact torch", _best(idx, q, "exact"), 1.0, (out / "descriptors.npy").stat().st_size)]
             for kind, nprobe in [("flat", 0)] + [("ivfpq", p) for p in args.nprobe]:
                 if kind == "ivfpq" and n < 39 * 4:
                     continue
@@ -165,11 +196,19 @@ def main() -> None:
                 got = np.einsum("qkd,qd->qk", desc[fi.numpy()], q.numpy())
                 recall = float(np.mean(got >= kth[:, None] - 1e-5))
                 lat = _best(idx, q, "faiss")
-                rows.append((f"faiss {kind} ({json.dumps(info)}; built in {fbuild:.1f} s)", lat, recall,
-                             (out / "faiss.index").stat().st_size))
+                rows.append(
+                    (
+                        f"faiss {kind} ({json.dumps(info)}; built in {fbuild:.1f} s)",
+                        lat,
+                        recall,
+                        (out / "faiss.index").stat().st_size,
+                    )
+                )
             for name, secs, recall, nbytes in rows:
-                print(f"  {name}: {1000 * secs / len(q):.3f} ms/query ({len(q)} queries, top-10), "
-                      f"recall@10 of exact {100 * recall:.0f} %, {nbytes / 2**20:.1f} MiB")
+                print(
+                    f"  {name}: {1000 * secs / len(q):.3f} ms/query ({len(q)} queries, top-10), "
+                    f"recall@10 of exact {100 * recall:.0f} %, {nbytes / 2**20:.1f} MiB"
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -98,8 +98,16 @@ def _child(n_q: int, n_ref: int, d: int, device: str, budget: int) -> None:
 
 def _peak_in_subprocess(n_q: int, n_ref: int, d: int, device: str, budget: int) -> float:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", f"{n_q}:{n_ref}:{d}", "--device", device, "--budget-mib",
-         str(budget / 2**20)],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            f"{n_q}:{n_ref}:{d}",
+            "--device",
+            device,
+            "--budget-mib",
+            str(budget / 2**20),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -108,7 +116,9 @@ def _peak_in_subprocess(n_q: int, n_ref: int, d: int, device: str, budget: int) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated N_q:N_ref:D triples")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--budget-mib", type=float, default=256.0, help="memory_budget of retrieval_recall")
@@ -121,9 +131,13 @@ def main(argv: list[str] | None = None) -> None:
         n_q, n_ref, d = (int(v) for v in args.child.split(":"))
         _child(n_q, n_ref, d, args.device, budget)
         return
-    print(f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
-          f"budget {args.budget_mib:g} MiB")
-    header = f"{'N_q x N_ref x D':>24} {'chunk':>6} {'bare mm s':>10} {'recall s':>9} {'ratio':>6} {'peak MiB':>9}"
+    print(
+        f"torch {torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
+        f"budget {args.budget_mib:g} MiB"
+    )
+    header = (
+        f"{'N_q x N_ref x D':>24} {'chunk':>6} {'bare mm s':>10} {'recall s':>9} {'ratio':>6} {'peak MiB':>9}"
+    )
     print(header)
     for size in args.sizes.split(","):
         n_q, n_ref, d = (int(v) for v in size.split(":"))
@@ -135,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
         del qry, ref
         peak = float("nan") if args.no_memory else _peak_in_subprocess(n_q, n_ref, d, args.device, budget)
         label = f"{n_q} x {n_ref} x {d}"
-        print(f"{label:>24} {chunk:>6} {bare:>10.3f} {full:>9.3f} {full / bare:>6.2f} {peak:>9.0f}", flush=True)
+        print(
+            f"{label:>24} {chunk:>6} {bare:>10.3f} {full:>9.3f} {full / bare:>6.2f} {peak:>9.0f}", flush=True
+        )
 
 
 if __name__ == "__main__":

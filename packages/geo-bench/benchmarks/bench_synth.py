@@ -17,15 +17,23 @@ from geo_bench.world import CityConfig, SyntheticWorld
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--district-m", type=float, default=1000.0)
     args = parser.parse_args()
     t0 = time.perf_counter()
-    ds = SyntheticWorld("train", 4 * args.batch, 0, city=CityConfig(size_m=args.district_m),
-                        ground_size=(128, 512), aerial_size=256)
+    ds = SyntheticWorld(
+        "train",
+        4 * args.batch,
+        0,
+        city=CityConfig(size_m=args.district_m),
+        ground_size=(128, 512),
+        aerial_size=256,
+    )
     ds.render_batch([0])  # composes the capture epochs
     print(f"district {args.district_m:g} m: generation + epochs {time.perf_counter() - t0:.1f} s")
     for threads in args.threads:
@@ -36,8 +44,10 @@ def main() -> None:
             t = time.perf_counter()
             ds.render_batch(idx)
             rates.append(args.batch / (time.perf_counter() - t))
-        print(f"threads={threads} batch={args.batch}: {max(rates):.1f} pairs/s (best of {args.repeats}; "
-              f"all {', '.join(f'{x:.1f}' for x in rates)})")
+        print(
+            f"threads={threads} batch={args.batch}: {max(rates):.1f} pairs/s (best of {args.repeats}; "
+            f"all {', '.join(f'{x:.1f}' for x in rates)})"
+        )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,18 @@ def _no_traceback(caplog) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     run = tmp_path_factory.mktemp("faults") / "safa"
-    argv = ["train", "safa", "--tiny", "--epochs", "1", "--out", str(run), "--no-progress", "--max-steps", "2"]
+    argv = [
+        "train",
+        "safa",
+        "--tiny",
+        "--epochs",
+        "1",
+        "--out",
+        str(run),
+        "--no-progress",
+        "--max-steps",
+        "2",
+    ]
     assert main(argv) == 0
     return run
 
@@ -54,8 +65,16 @@ def no_work(monkeypatch):
 class TestDevice:
     @pytest.mark.parametrize("verb", [["train", "safa"], ["evaluate", "--checkpoint", "x"], ["leaderboard"]])
     def test_not_a_device_is_refused_before_any_work(self, verb, no_work, caplog, tmp_path):
-        rc = main([*verb, "--tiny", "--device", "gpu", "--out" if verb[0] != "evaluate" else "--store",
-                   str(tmp_path / "o")])
+        rc = main(
+            [
+                *verb,
+                "--tiny",
+                "--device",
+                "gpu",
+                "--out" if verb[0] != "evaluate" else "--store",
+                str(tmp_path / "o"),
+            ]
+        )
         assert rc == EXIT_USER_ERROR
         assert "--device 'gpu' is not a device name" in _errors(caplog)
         _no_traceback(caplog)
@@ -78,7 +97,9 @@ class TestDevice:
 class TestArguments:
     def test_bogus_split_on_the_world(self, trained, tmp_path, caplog):
         store = tmp_path / "r.jsonl"
-        rc = main(["evaluate", "--checkpoint", str(trained), "--tiny", "--split", "bogus", "--store", str(store)])
+        rc = main(
+            ["evaluate", "--checkpoint", str(trained), "--tiny", "--split", "bogus", "--store", str(store)]
+        )
         assert rc == 2
         assert "--split 'bogus'" in _errors(caplog) and "'test'" in _errors(caplog)
         assert not store.exists()  # nothing stored under a label that was not measured
@@ -95,15 +116,30 @@ class TestArguments:
 
 class TestCheckpointFiles:
     def _evaluate(self, path, tmp_path):
-        return main(["evaluate", "--checkpoint", str(path), "--recipe", "safa", "--variant", "small", "--tiny",
-                     "--store", str(tmp_path / "r.jsonl")])
+        return main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(path),
+                "--recipe",
+                "safa",
+                "--variant",
+                "small",
+                "--tiny",
+                "--store",
+                str(tmp_path / "r.jsonl"),
+            ]
+        )
 
     @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
     def test_damaged_safetensors_is_named(self, damage, trained, tmp_path, caplog):
         data = (trained / "last" / "model.safetensors").read_bytes()
         bad = tmp_path / "model.safetensors"
-        bad.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"\x00not safetensors" * 64,
-                         "empty": b""}[damage])
+        bad.write_bytes(
+            {"truncated": data[: len(data) // 2], "garbage": b"\x00not safetensors" * 64, "empty": b""}[
+                damage
+            ]
+        )
         assert self._evaluate(bad, tmp_path) == 2
         msg = _errors(caplog)
         assert str(bad) in msg and "safetensors" in msg
@@ -150,7 +186,9 @@ class TestCheckpointFiles:
         run = tmp_path / "run"
         shutil.copytree(trained, run)
         (run / "recipe.json").write_text('{"name": "safa", "vari')
-        assert main(["evaluate", "--checkpoint", str(run), "--tiny", "--store", str(tmp_path / "r.jsonl")]) == 2
+        assert (
+            main(["evaluate", "--checkpoint", str(run), "--tiny", "--store", str(tmp_path / "r.jsonl")]) == 2
+        )
         msg = _errors(caplog)
         assert str(run / "recipe.json") in msg and "not valid JSON" in msg
         _no_traceback(caplog)
@@ -161,8 +199,11 @@ class TestCheckpointFiles:
         model = build(get_recipe("safa", "small"))
         src = trained / "last" / "model.safetensors"
         a = save_weights(_load(src), tmp_path / "a.safetensors", {"epoch": "1", "global_step": "7"})
-        b = save_weights(dict(reversed(list(_load(src).items()))), tmp_path / "b.safetensors",
-                         {"time": "later", "global_step": "9", "epoch": "2", "seed": "0"})
+        b = save_weights(
+            dict(reversed(list(_load(src).items()))),
+            tmp_path / "b.safetensors",
+            {"time": "later", "global_step": "9", "epoch": "2", "seed": "0"},
+        )
         assert a.read_bytes() != b.read_bytes()
         assert load_model_weights(model, a) == load_model_weights(model, b)
         state = _load(src)
@@ -178,18 +219,25 @@ def _load(path: Path) -> dict:
 
 
 class TestInterrupt:
-    @pytest.mark.parametrize(("verb", "hint"), [
-        (["train", "safa"], "--resume"),
-        (["evaluate", "--checkpoint", "RUN"], "nothing was added to the store"),
-        (["leaderboard"], "finished recipes are in the store"),
-    ])
+    @pytest.mark.parametrize(
+        ("verb", "hint"),
+        [
+            (["train", "safa"], "--resume"),
+            (["evaluate", "--checkpoint", "RUN"], "nothing was added to the store"),
+            (["leaderboard"], "finished recipes are in the store"),
+        ],
+    )
     def test_ctrl_c_is_one_line_and_130(self, verb, hint, trained, monkeypatch, caplog, tmp_path):
         def interrupt(*args, **kwargs):
             raise KeyboardInterrupt
 
         monkeypatch.setattr(leaderboard_config, "load_world_split", interrupt)
         argv = [str(trained) if a == "RUN" else a for a in verb]
-        out = ["--store", str(tmp_path / "r.jsonl")] if verb[0] == "evaluate" else ["--out", str(tmp_path / "o")]
+        out = (
+            ["--store", str(tmp_path / "r.jsonl")]
+            if verb[0] == "evaluate"
+            else ["--out", str(tmp_path / "o")]
+        )
         assert main([*argv, "--tiny", *out]) == EXIT_INTERRUPTED
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and errors[0].startswith("interrupted: ") and hint in errors[0]
@@ -199,9 +247,26 @@ class TestInterrupt:
         processes: one line on stderr, exit status 130, no traceback."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "geo_bench", "leaderboard", "--tiny", "--jobs", "2", "--recipes", "safa,dsm",
-             "--no-baseline", "--no-plots", "--out", str(tmp_path / "lb")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            [
+                sys.executable,
+                "-m",
+                "geo_bench",
+                "leaderboard",
+                "--tiny",
+                "--jobs",
+                "2",
+                "--recipes",
+                "safa,dsm",
+                "--no-baseline",
+                "--no-plots",
+                "--out",
+                str(tmp_path / "lb"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         deadline = time.monotonic() + 120
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -219,11 +284,41 @@ class TestInterrupt:
 def prepared(tmp_path_factory):
     """A CVUSA-layout folder prepared into a cache, then stripped of its images."""
     root = tmp_path_factory.mktemp("cvusa")
-    assert main(["synth", "--layout", "cvusa", "--out", str(root), "--num", "50", "--district-m", "400",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--layout",
+                "cvusa",
+                "--out",
+                str(root),
+                "--num",
+                "50",
+                "--district-m",
+                "400",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     cache = root.parent / f"{root.name}-cache"
-    assert main(["prepare", "cvusa", "--root", str(root), "--out", str(cache), "--split", "train", "val",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "cvusa",
+                "--root",
+                str(root),
+                "--out",
+                str(cache),
+                "--split",
+                "train",
+                "val",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     for folder in ("streetview", "bingmap", "polarmap"):
         for f in (root / folder).rglob("*.*"):
             f.unlink()
@@ -239,17 +334,88 @@ class TestPreparedCache:
         root, cache = prepared
         data = ["--dataset", "cvusa", "--root", str(root), "--variant", "small"]
         run = tmp_path / "run"
-        assert main(["train", "safa", *data, "--out", str(run), "--batch-size", "8", "--epochs", "1",
-                     "--max-steps", "2", "--no-progress"]) == 2  # the images are gone
+        assert (
+            main(
+                [
+                    "train",
+                    "safa",
+                    *data,
+                    "--out",
+                    str(run),
+                    "--batch-size",
+                    "8",
+                    "--epochs",
+                    "1",
+                    "--max-steps",
+                    "2",
+                    "--no-progress",
+                ]
+            )
+            == 2
+        )  # the images are gone
         assert "Dataset not found" in _errors(caplog)
-        assert main(["train", "safa", *data, "--cache", str(cache), "--out", str(run), "--batch-size", "8",
-                     "--epochs", "1", "--max-steps", "2", "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "safa",
+                    *data,
+                    "--cache",
+                    str(cache),
+                    "--out",
+                    str(run),
+                    "--batch-size",
+                    "8",
+                    "--epochs",
+                    "1",
+                    "--max-steps",
+                    "2",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         store = tmp_path / "r.jsonl"
-        assert main(["evaluate", "--checkpoint", str(run), *data, "--cache", str(cache), "--store", str(store),
-                     "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--checkpoint",
+                    str(run),
+                    *data,
+                    "--cache",
+                    str(cache),
+                    "--store",
+                    str(store),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         recs = ResultStore(store).records()
         assert [(r.dataset, r.split, r.n_query) for r in recs] == [("cvusa", "test", 10)]
         lb = tmp_path / "lb"
-        assert main(["leaderboard", *data, "--cache", str(cache), "--recipes", "safa", "--no-baseline",
-                     "--no-plots", "--batch-size", "8", "--epochs", "1", "--jobs", "1", "--out", str(lb)]) == 0
+        assert (
+            main(
+                [
+                    "leaderboard",
+                    *data,
+                    "--cache",
+                    str(cache),
+                    "--recipes",
+                    "safa",
+                    "--no-baseline",
+                    "--no-plots",
+                    "--batch-size",
+                    "8",
+                    "--epochs",
+                    "1",
+                    "--jobs",
+                    "1",
+                    "--out",
+                    str(lb),
+                ]
+            )
+            == 0
+        )
         assert json.loads((lb / "leaderboard.json").read_text())

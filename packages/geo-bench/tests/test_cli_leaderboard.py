@@ -39,8 +39,12 @@ class TestTinyLeaderboard:
     def test_every_recipe_and_the_baseline_under_both_protocols(self, tiny):
         out, _ = tiny
         recs = ResultStore(out / "results.jsonl").records()
-        expected = {(name, known, area) for name in [*_recipes(), BASELINE_NAME] for known in (True, False)
-                    for area in ("same", "cross")}
+        expected = {
+            (name, known, area)
+            for name in [*_recipes(), BASELINE_NAME]
+            for known in (True, False)
+            for area in ("same", "cross")
+        }
         assert {(r.recipe, r.protocol["orientation_known"], r.protocol["area"]) for r in recs} == expected
         assert len(recs) == len(expected)
 
@@ -75,7 +79,9 @@ class TestTinyLeaderboard:
     def test_compute_in_every_format(self, tiny):
         """Every row shows training time, optimiser steps and pairs seen (steps x batch size)."""
         out, _ = tiny
-        header = next(line for line in (out / "leaderboard.md").read_text().splitlines() if line.startswith("| method"))
+        header = next(
+            line for line in (out / "leaderboard.md").read_text().splitlines() if line.startswith("| method")
+        )
         assert "| train s | steps | pairs seen |" in header
         rows = list(csv.DictReader((out / "leaderboard.csv").open()))
         json_rows = json.loads((out / "leaderboard.json").read_text())["measured"]["rows"]
@@ -120,10 +126,22 @@ class TestTinyLeaderboard:
         assert "unknown recipe 'nosuch'" in msg and "sample4geo" in msg
 
     def test_missing_data(self, tmp_path, caplog):
-        assert main(["leaderboard", "--dataset", "cvusa", "--root", str(tmp_path / "CVUSA"), "--out", str(tmp_path)]) == 2
+        assert (
+            main(
+                [
+                    "leaderboard",
+                    "--dataset",
+                    "cvusa",
+                    "--root",
+                    str(tmp_path / "CVUSA"),
+                    "--out",
+                    str(tmp_path),
+                ]
+            )
+            == 2
+        )
         msg = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
         assert msg.startswith("Dataset not found")
-
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -159,8 +177,25 @@ def _workers(pid: int) -> list[int]:
 def test_killing_the_leaderboard_stops_the_training_processes(tmp_path, sig):
     """`kill` (SIGTERM: the handler stops them; SIGKILL: they notice their parent is gone) of a
     parallel leaderboard run must not leave its training processes behind."""
-    cmd = [sys.executable, "-m", "geo_bench", "leaderboard", "--tiny", "--out", str(tmp_path), "--jobs", "2",
-           "--recipes", "safa,dsm", "--epochs", "500", "--no-baseline", "--no-progress", "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "geo_bench",
+        "leaderboard",
+        "--tiny",
+        "--out",
+        str(tmp_path),
+        "--jobs",
+        "2",
+        "--recipes",
+        "safa,dsm",
+        "--epochs",
+        "500",
+        "--no-baseline",
+        "--no-progress",
+        "--threads",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     workers: list[int] = []
     try:
@@ -173,7 +208,11 @@ def test_killing_the_leaderboard_stops_the_training_processes(tmp_path, sig):
         # still importing torch under load has not started its parent watch yet, and a fixed sleep
         # made this test fail on a busy machine for that reason alone
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None and len(list(tmp_path.glob("runs/*/recipe.json"))) < 2:
+        while (
+            time.monotonic() < deadline
+            and proc.poll() is None
+            and len(list(tmp_path.glob("runs/*/recipe.json"))) < 2
+        ):
             time.sleep(0.5)
         assert len(list(tmp_path.glob("runs/*/recipe.json"))) == 2, "the two recipes never started training"
         time.sleep(1)
@@ -195,34 +234,74 @@ def test_killing_the_leaderboard_stops_the_training_processes(tmp_path, sig):
 def _record(recipe, seed, r1, known=True):
     from geo_bench.records import PROTOCOL_KEYS, ResultRecord, collect_provenance
 
-    proto = {k: None for k in PROTOCOL_KEYS} | {"orientation_known": known, "polar": False, "backbone": "b", "synthesis": False,
-             "world": {"seed": 0, "n_train": 10, "n_test": 5, "holdout": 0.2}}
+    proto = {k: None for k in PROTOCOL_KEYS} | {
+        "orientation_known": known,
+        "polar": False,
+        "backbone": "b",
+        "synthesis": False,
+        "world": {"seed": 0, "n_train": 10, "n_test": 5, "holdout": 0.2},
+    }
     metrics = {"R@1": r1, "R@5": r1 + 10.0, "R@10": r1 + 20.0}
-    return ResultRecord(recipe, "small", "synthetic", "test", proto, 5, 5, metrics,
-                        collect_provenance(seed=seed, train_seconds=1.0, eval_seconds=1.0))
+    return ResultRecord(
+        recipe,
+        "small",
+        "synthetic",
+        "test",
+        proto,
+        5,
+        5,
+        metrics,
+        collect_provenance(seed=seed, train_seconds=1.0, eval_seconds=1.0),
+    )
 
 
 def test_seed_summary_mean_and_sample_std():
     from geo_bench.leaderboard.seeds import mean_std_text, seed_summary, seeds_markdown
 
-    recs = [_record("a", 1, 12.0), _record("a", 0, 21.6), _record("b", 0, 30.0), _record("a", 0, 2.0, known=False)]
+    recs = [
+        _record("a", 1, 12.0),
+        _record("a", 0, 21.6),
+        _record("b", 0, 30.0),
+        _record("a", 0, 2.0, known=False),
+    ]
     rows = seed_summary(recs)
     assert [(r["method"], r["orientation_known"]) for r in rows] == [("b", True), ("a", True), ("a", False)]
     a = rows[1]
     assert a["seeds"] == [0, 1] and a["R@1_values"] == [21.6, 12.0] and a["n_seeds"] == 2
-    assert a["R@1_mean"] == pytest.approx(16.8) and a["R@1_std"] == pytest.approx(6.788225, rel=1e-6)  # ddof=1
+    assert a["R@1_mean"] == pytest.approx(16.8) and a["R@1_std"] == pytest.approx(
+        6.788225, rel=1e-6
+    )  # ddof=1
     assert a["R@5_mean"] == pytest.approx(26.8)
     assert rows[0]["R@1_std"] is None and mean_std_text(rows[0], "R@1") == "30.0"
     assert mean_std_text(a, "R@1") == "16.8 ± 6.8"
     md = seeds_markdown(rows)
-    assert "| a | small | orientation known | 0, 1 | 16.8 ± 6.8 | 26.8 ± 6.8 | 36.8 ± 6.8 | 21.6, 12.0 |" in md
+    assert (
+        "| a | small | orientation known | 0, 1 | 16.8 ± 6.8 | 26.8 ± 6.8 | 36.8 ± 6.8 | 21.6, 12.0 |" in md
+    )
     with pytest.raises(ValueError, match="more than one record for a seed"):
         seed_summary([_record("a", 0, 1.0), _record("a", 0, 2.0)])
 
 
 def test_leaderboard_seeds_writes_the_summary(tmp_path):
-    rc = main(["leaderboard", "--tiny", "--recipes", "safa", "--no-baseline", "--seeds", "0,1", "--out", str(tmp_path),
-               "--no-progress", "--no-plots", "--threads", "1", "--jobs", "1"])
+    rc = main(
+        [
+            "leaderboard",
+            "--tiny",
+            "--recipes",
+            "safa",
+            "--no-baseline",
+            "--seeds",
+            "0,1",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            "--no-plots",
+            "--threads",
+            "1",
+            "--jobs",
+            "1",
+        ]
+    )
     assert rc == 0
     summary = json.loads((tmp_path / "leaderboard_seeds.json").read_text())
     assert {(r["method"], tuple(r["seeds"])) for r in summary} == {("safa", (0, 1))}
@@ -230,16 +309,36 @@ def test_leaderboard_seeds_writes_the_summary(tmp_path):
     stored = ResultStore(tmp_path / "results.jsonl").records()
     for row in summary:
         area = "cross" if "cross-area" in row["protocol"] else "same"
-        vals = sorted(r.metrics["R@1"] for r in stored
-                      if r.protocol["orientation_known"] == row["orientation_known"] and r.protocol["area"] == area)
+        vals = sorted(
+            r.metrics["R@1"]
+            for r in stored
+            if r.protocol["orientation_known"] == row["orientation_known"] and r.protocol["area"] == area
+        )
         assert sorted(row["R@1_values"]) == vals
     assert "safa" in (tmp_path / "leaderboard_seeds.md").read_text()
 
 
 def test_leaderboard_world_seeds_writes_the_summary(tmp_path):
     """--world-seeds: one run per synthetic world, and mean ± std over the worlds per method."""
-    rc = main(["leaderboard", "--tiny", "--recipes", "safa", "--no-baseline", "--world-seeds", "0,1", "--out",
-               str(tmp_path), "--no-progress", "--no-plots", "--threads", "1", "--jobs", "1"])
+    rc = main(
+        [
+            "leaderboard",
+            "--tiny",
+            "--recipes",
+            "safa",
+            "--no-baseline",
+            "--world-seeds",
+            "0,1",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            "--no-plots",
+            "--threads",
+            "1",
+            "--jobs",
+            "1",
+        ]
+    )
     assert rc == 0
     stored = ResultStore(tmp_path / "results.jsonl").records()
     assert sorted({r.protocol["world"]["seed"] for r in stored}) == [0, 1]
@@ -248,8 +347,11 @@ def test_leaderboard_world_seeds_writes_the_summary(tmp_path):
     assert len(summary) == 4 and all(tuple(row["seeds"]) == (0, 1) for row in summary)
     for row in summary:
         area = "cross" if "cross-area" in row["protocol"] else "same"
-        by_world = sorted((r.protocol["world"]["seed"], r.metrics["R@1"]) for r in stored
-                          if r.protocol["orientation_known"] == row["orientation_known"] and r.protocol["area"] == area)
+        by_world = sorted(
+            (r.protocol["world"]["seed"], r.metrics["R@1"])
+            for r in stored
+            if r.protocol["orientation_known"] == row["orientation_known"] and r.protocol["area"] == area
+        )
         assert row["R@1_values"] == [v for _, v in by_world]
     assert "world seeds" in (tmp_path / "leaderboard_worlds.md").read_text()
 
@@ -267,14 +369,34 @@ def test_parallel_progress_lines_without_a_terminal(tmp_path):
 
     # 12 epochs of 4 steps: training lasts seconds, many progress intervals, also on an idle machine
     # (with 1 epoch the tiny run could finish between two 0.5 s lines)
-    cmd = [sys.executable, "-m", "geo_bench", "leaderboard", "--tiny", "--recipes", "safa,dsm", "--jobs", "2",
-           "--epochs", "12", "--out", str(tmp_path), "--no-baseline", "--no-plots", "--threads", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "geo_bench",
+        "leaderboard",
+        "--tiny",
+        "--recipes",
+        "safa,dsm",
+        "--jobs",
+        "2",
+        "--epochs",
+        "12",
+        "--out",
+        str(tmp_path),
+        "--no-baseline",
+        "--no-plots",
+        "--threads",
+        "1",
+    ]
     env = {**os.environ, "GEO_BENCH_PROGRESS_S": "0.2"}
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     for name in ("safa", "dsm"):
-        assert re.search(rf"\] {name} \(small\): training epoch \d+/12, step \d+/48, loss \d+\.\d+, .*ETA",
-                         proc.stdout), proc.stdout[-3000:]
+        assert re.search(
+            rf"\] {name} \(small\): training epoch \d+/12, step \d+/48, loss \d+\.\d+, .*ETA", proc.stdout
+        ), proc.stdout[-3000:]
     assert re.search(r"overall: \d/2 done, \d running, \d queued; .* elapsed, ETA", proc.stdout)
 
 
@@ -285,8 +407,18 @@ def test_time_budget_stops_training_early(tmp_path, capsys, monkeypatch):
     import re
 
     monkeypatch.setenv("GEO_BENCH_PROGRESS_S", "0.1")
-    common = ["leaderboard", "--tiny", "--recipes", "safa", "--no-baseline", "--no-plots", "--threads", "1",
-              "--jobs", "1"]
+    common = [
+        "leaderboard",
+        "--tiny",
+        "--recipes",
+        "safa",
+        "--no-baseline",
+        "--no-plots",
+        "--threads",
+        "1",
+        "--jobs",
+        "1",
+    ]
     assert main([*common, "--out", str(tmp_path / "full")]) == 0
     assert main([*common, "--out", str(tmp_path / "budget"), "--time-budget", "0.01"]) == 0
     printed = capsys.readouterr().out

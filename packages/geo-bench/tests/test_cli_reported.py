@@ -18,8 +18,11 @@ class TestReportedData:
         assert {r.dataset for r in recs} == {"cvusa", "cvact", "vigor"}
 
     def test_known_rows(self):
-        cvusa = {(r.recipe, r.protocol["polar"]): r for r in reported_records("cvusa", "test")
-                 if r.protocol["orientation_known"]}
+        cvusa = {
+            (r.recipe, r.protocol["polar"]): r
+            for r in reported_records("cvusa", "test")
+            if r.protocol["orientation_known"]
+        }
         safa = cvusa[("SAFA", True)]
         assert safa.metrics == {"R@1": 89.84, "R@5": 96.93, "R@10": 98.14, "R@1%": 99.64}
         assert safa.provenance.source == "[R] = [L]" and safa.protocol["unverified"] is False
@@ -32,7 +35,9 @@ class TestReportedData:
         assert test["OriCNN"].protocol["cvact_test"] == "utm_5m" and test["OriCNN"].protocol["unverified"]
         # limited FoV, orientation unknown (DSM table)
         fov = [r for r in reported_records("cvusa") if r.protocol["fov"] == 90.0]
-        assert len(fov) == 1 and fov[0].protocol["orientation_known"] is False and fov[0].metrics["R@1"] == 16.19
+        assert (
+            len(fov) == 1 and fov[0].protocol["orientation_known"] is False and fov[0].metrics["R@1"] == 16.19
+        )
         # VIGOR: the same-area source is verified, the cross-area one is not
         vig = {(r.recipe, r.split): r for r in reported_records("vigor")}
         assert vig[("Sample4Geo", "same_area")].metrics["R@1"] == 77.86

@@ -79,21 +79,42 @@ class TestEvaluate:
     def test_records_every_protocol(self, trained, tmp_path):
         run, _ = trained
         store = tmp_path / "results.jsonl"
-        assert main(["evaluate", "--checkpoint", str(run), "--tiny", "--store", str(store), "--no-progress"]) == 0
+        assert (
+            main(["evaluate", "--checkpoint", str(run), "--tiny", "--store", str(store), "--no-progress"])
+            == 0
+        )
         recs = ResultStore(store).records()
         assert sorted((r.protocol["orientation_known"], r.protocol["area"]) for r in recs) == [
-            (False, "cross"), (False, "same"), (True, "cross"), (True, "same")]
+            (False, "cross"),
+            (False, "same"),
+            (True, "cross"),
+            (True, "same"),
+        ]
         for r in recs:
             assert (r.recipe, r.variant, r.dataset, r.split) == ("safa", "small", "synthetic", "test")
             assert r.provenance.kind == "measured" and r.provenance.seed == 0 and r.provenance.commit
-            assert r.provenance.hardware and r.protocol["checkpoint"] and r.protocol["selection_split"] == "val"
+            assert (
+                r.provenance.hardware and r.protocol["checkpoint"] and r.protocol["selection_split"] == "val"
+            )
             assert r.n_query == r.n_reference == 20
             assert 0 <= r.metrics["R@1"] <= r.metrics["R@5"] <= r.metrics["R@10"] <= 100
 
     def test_mismatched_checkpoint(self, trained, tmp_path, caplog):
         run, _ = trained
-        rc = main(["evaluate", "--checkpoint", str(run), "--recipe", "dsm", "--variant", "small", "--tiny",
-                   "--store", str(tmp_path / "r.jsonl")])
+        rc = main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(run),
+                "--recipe",
+                "dsm",
+                "--variant",
+                "small",
+                "--tiny",
+                "--store",
+                str(tmp_path / "r.jsonl"),
+            ]
+        )
         assert rc == 2
         msg = _errors(caplog)
         assert "does not fit the recipe" in msg and ("missing keys" in msg or "shape mismatches" in msg)
@@ -108,8 +129,20 @@ class TestEvaluate:
                 return (os.mkdir, (str(marker),))
 
         torch.save({"weight": Evil()}, path)
-        rc = main(["evaluate", "--checkpoint", str(path), "--recipe", "safa", "--variant", "small", "--tiny",
-                   "--store", str(tmp_path / "r.jsonl")])
+        rc = main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(path),
+                "--recipe",
+                "safa",
+                "--variant",
+                "small",
+                "--tiny",
+                "--store",
+                str(tmp_path / "r.jsonl"),
+            ]
+        )
         assert rc == 2
         assert "unsafe checkpoint refused" in _errors(caplog)
         assert not marker.exists()
@@ -120,8 +153,19 @@ class TestEvaluate:
 
     def test_missing_data(self, trained, tmp_path, caplog):
         run, _ = trained
-        rc = main(["evaluate", "--checkpoint", str(run), "--dataset", "vigor", "--root", str(tmp_path / "nope"),
-                   "--store", str(tmp_path / "r.jsonl")])
+        rc = main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(run),
+                "--dataset",
+                "vigor",
+                "--root",
+                str(tmp_path / "nope"),
+                "--store",
+                str(tmp_path / "r.jsonl"),
+            ]
+        )
         assert rc == 2
         assert _errors(caplog).startswith("Dataset not found")
 

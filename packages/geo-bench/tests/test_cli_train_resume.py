@@ -38,7 +38,12 @@ def _errors(caplog):
 
 def test_data_arguments_are_recorded_at_the_start(trained):
     recorded = json.loads((trained / "run_args.json").read_text())
-    assert (recorded["recipe"], recorded["variant"], recorded["seed"], recorded["epochs"]) == ("safa", "small", 0, 2)
+    assert (recorded["recipe"], recorded["variant"], recorded["seed"], recorded["epochs"]) == (
+        "safa",
+        "small",
+        0,
+        2,
+    )
     assert recorded["dataset"] == "synthetic" and recorded["tiny"] is True
     assert recorded["world"]["seed"] == 0 and recorded["world"]["n_train"] == 72
 
@@ -54,9 +59,23 @@ def test_data_arguments_are_recorded_at_the_start(trained):
         ({"--n-train": "80"}, None, ["world.n_train: run has 72, now 80"]),
         ({}, ("--no-progress",), ["tiny: run has true, now false", "world.n_train: run has 72, now "]),
         ({"--dataset": "vigor", "--root": "somewhere"}, None, ["dataset: run has synthetic, now vigor"]),
-        ({"--seed": "2", "--world-seed": "3"}, None, ["seed: run has 0, now 2", "world.seed: run has 0, now 3"]),
+        (
+            {"--seed": "2", "--world-seed": "3"},
+            None,
+            ["seed: run has 0, now 2", "world.seed: run has 0, now 3"],
+        ),
     ],
-    ids=["seed", "epochs", "batch-size", "variant", "world-seed", "n-train", "not-tiny", "dataset", "several"],
+    ids=[
+        "seed",
+        "epochs",
+        "batch-size",
+        "variant",
+        "world-seed",
+        "n-train",
+        "not-tiny",
+        "dataset",
+        "several",
+    ],
 )
 def test_resume_with_other_arguments_is_refused(trained, caplog, changes, flags, expected):
     before = _state_bytes(trained)
@@ -76,7 +95,9 @@ def test_resume_of_a_run_without_recorded_arguments_records_them(trained, tmp_pa
     with caplog.at_level(logging.WARNING):
         assert main([*_argv({**_options(run), "--max-steps": "2"}), "--resume"]) == 0
     assert "run_args.json" in caplog.text
-    assert json.loads((run / "run_args.json").read_text()) == json.loads((trained / "run_args.json").read_text())
+    assert json.loads((run / "run_args.json").read_text()) == json.loads(
+        (trained / "run_args.json").read_text()
+    )
 
 
 def test_resume_recovers_a_folder_left_missing_by_a_crash(trained, tmp_path, caplog):
@@ -122,5 +143,8 @@ def test_bad_numbers_are_refused_before_any_work(tmp_path, caplog, option, value
 
 def test_a_run_that_cannot_read_its_data_records_nothing(tmp_path):
     run = tmp_path / "run"
-    assert main(["train", "safa", "--dataset", "cvusa", "--root", str(tmp_path / "nope"), "--out", str(run)]) == 2
+    assert (
+        main(["train", "safa", "--dataset", "cvusa", "--root", str(tmp_path / "nope"), "--out", str(run)])
+        == 2
+    )
     assert not (run / "run_args.json").exists()

@@ -178,7 +178,9 @@ class TestCVACTIndices:
         root = _copy(pristine, "cvact", tmp_path)
         path = root / "ACT_data.mat"
         path.write_bytes(path.read_bytes()[:300])
-        with pytest.raises(DatasetFormatError, match=r"cannot read .*ACT_data\.mat with scipy\.io\.loadmat") as err:
+        with pytest.raises(
+            DatasetFormatError, match=r"cannot read .*ACT_data\.mat with scipy\.io\.loadmat"
+        ) as err:
             CVACT(root, "train")
         assert err.value.path == str(path)
 
@@ -247,7 +249,8 @@ class TestSplitFiles:
         root = _copy(pristine, "cvusa", tmp_path)
         path = root / "splits/val-19zl.csv"
         path.write_text(
-            path.read_text() + "bingmap/19/0000009.jpg,streetview/panos/0000010.jpg,streetview/annotations/0000010.png\n"
+            path.read_text()
+            + "bingmap/19/0000009.jpg,streetview/panos/0000010.jpg,streetview/annotations/0000010.png\n"
         )
         with pytest.raises(DatasetFormatError, match=rf"{path}:5: .*0000009.*line 1"):
             CVUSA(root, "val", **SIZES)
@@ -395,7 +398,9 @@ class TestWorldCache:
         with caplog.at_level(logging.WARNING, logger="geo_bench.leaderboard.data"):
             _, again = load_world(WORLD, tmp_path, train=False)
         assert calls == ["test", "test"]
-        assert any(str(path) in r.getMessage() and "rendering again" in r.getMessage() for r in caplog.records)
+        assert any(
+            str(path) in r.getMessage() and "rendering again" in r.getMessage() for r in caplog.records
+        )
         assert torch.equal(again.ground, first.ground) and again.ids == first.ids
         _, third = load_world(WORLD, tmp_path, train=False)  # the rewritten cache is read
         assert calls == ["test", "test"] and torch.equal(third.aerial, first.aerial)
@@ -421,7 +426,9 @@ class TestImageSizes:
     def test_wrong_aspect_warned_once(self, pristine, tmp_path):
         root = _copy(pristine, "cvusa", tmp_path)
         for k in (2, 5):  # aspect 2 instead of 5.5
-            Image.new("RGB", (32, 16), FAKE["cvusa"].colour(k, "ground")).save(root / f"streetview/panos/{k:07d}.jpg")
+            Image.new("RGB", (32, 16), FAKE["cvusa"].colour(k, "ground")).save(
+                root / f"streetview/panos/{k:07d}.jpg"
+            )
         Image.new("RGB", (16, 8), (0, 0, 0)).save(root / "bingmap/19/0000007.jpg")  # not square
         ds = CVUSA(root, "train", **SIZES)
         with warnings.catch_warnings(record=True) as caught:

@@ -13,15 +13,25 @@ from geo_bench.leaderboard.plots import plot_retrieval_examples
 
 def _fake_test(n: int = 12) -> list[dict]:
     gen = torch.Generator().manual_seed(0)
-    return [{"ground": torch.rand(3, 16, 64, generator=gen) * 0.5, "aerial": torch.rand(3, 16, 16, generator=gen) * 0.5,
-             "id": f"q{i}"} for i in range(n)]
+    return [
+        {
+            "ground": torch.rand(3, 16, 64, generator=gen) * 0.5,
+            "aerial": torch.rand(3, 16, 16, generator=gen) * 0.5,
+            "id": f"q{i}",
+        }
+        for i in range(n)
+    ]
 
 
 def _examples(n_queries: int, *, hit: bool) -> dict:
     tops = [[q, 7, 8, 9, 10] if hit else [6, 7, 8, 9, 10] for q in range(n_queries)]
-    return {"query_index": list(range(n_queries)), "query_id": [f"q{q}" for q in range(n_queries)],
-            "true_index": list(range(n_queries)), "top_index": tops,
-            "top_score": [[0.9, 0.8, 0.7, 0.6, 0.5]] * n_queries}
+    return {
+        "query_index": list(range(n_queries)),
+        "query_id": [f"q{q}" for q in range(n_queries)],
+        "true_index": list(range(n_queries)),
+        "top_index": tops,
+        "top_score": [[0.9, 0.8, 0.7, 0.6, 0.5]] * n_queries,
+    }
 
 
 def _green_pixels(path) -> int:
@@ -42,8 +52,9 @@ class TestPlotRetrievalExamples:
     def test_layout_one_row_per_recipe_and_query(self, tmp_path):
         test = _fake_test()
         one = plot_retrieval_examples({"a": _examples(2, hit=True)}, test, tmp_path / "one.png")
-        two = plot_retrieval_examples({"a": _examples(2, hit=True), "b": _examples(2, hit=False)}, test,
-                                      tmp_path / "two.png")
+        two = plot_retrieval_examples(
+            {"a": _examples(2, hit=True), "b": _examples(2, hit=False)}, test, tmp_path / "two.png"
+        )
         with Image.open(one) as a, Image.open(two) as b:
             (w1, h1), (w2, h2) = a.size, b.size
         assert abs(w1 - w2) < 0.1 * w1  # same columns: the panorama and 5 tiles
@@ -78,10 +89,13 @@ def test_retrieval_examples_of_a_model(tmp_path):
     transform = BatchTransform.from_recipe(recipe)
     model.eval()
     with torch.no_grad():
+
         def prep(i):
             s = test[i]
-            return transform({"ground": s["ground"][None], "aerial": s["aerial"][None], "id": [s["id"]]}, None,
-                             train=False)
+            return transform(
+                {"ground": s["ground"][None], "aerial": s["aerial"][None], "id": [s["id"]]}, None, train=False
+            )
+
         a = torch.cat([model.encode_aerial(prep(j)["aerial"]) for j in range(len(test))])
         g = model.encode_ground(prep(0)["ground"])
     assert int((g @ a.T).argmax()) == ex["top_index"][0][0]

@@ -35,8 +35,16 @@ def _board(clock, jobs=2):
     board = ProgressBoard(jobs=jobs, clock=clock)
     board.update({"kind": "queued", "recipe": "safa", "variant": "small", "epochs": 4, "total_steps": 40})
     board.update({"kind": "queued", "recipe": "dsm", "variant": "small", "epochs": 2, "total_steps": 20})
-    board.update({"kind": "queued", "recipe": "toker21", "variant": "small", "epochs": 2, "total_steps": 10,
-                  "weight": 3.0})
+    board.update(
+        {
+            "kind": "queued",
+            "recipe": "toker21",
+            "variant": "small",
+            "epochs": 2,
+            "total_steps": 10,
+            "weight": 3.0,
+        }
+    )
     return board
 
 
@@ -46,8 +54,17 @@ class TestProgressBoard:
         assert {r.state for r in board.recipes.values()} == {"queued"}
         board.update({"kind": "start", "recipe": "safa"})
         assert board.recipes["safa"].state == "starting"
-        board.update({"kind": "step", "recipe": "safa", "epoch": 1, "epochs": 4, "step": 12, "loss": 0.5,
-                      "val_r1": 20.0})
+        board.update(
+            {
+                "kind": "step",
+                "recipe": "safa",
+                "epoch": 1,
+                "epochs": 4,
+                "step": 12,
+                "loss": 0.5,
+                "val_r1": 20.0,
+            }
+        )
         r = board.recipes["safa"]
         assert (r.state, r.epoch, r.step, r.loss, r.val_r1) == ("training", 1, 12, 0.5, 20.0)
         board.update({"kind": "evaluating", "recipe": "safa", "detail": "on test"})
@@ -64,7 +81,7 @@ class TestProgressBoard:
         clock.t += 20.0
         board.update({"kind": "step", "recipe": "safa", "epoch": 2, "step": 20, "loss": 0.25, "val_r1": 12.5})
         line = board.line("safa")
-        assert line.startswith("safa (small): training epoch 3/4, step 20/40, loss 0.2500, held-out R@1 12.5")
+        assert line.startswith("safa (small): training epoch 3/4, step 20/40, loss 0.2500, val R@1 12.5")
         assert "20 s elapsed" in line and "ETA 40 s" in line
 
     def test_eta_arithmetic(self, clock):
@@ -74,7 +91,7 @@ class TestProgressBoard:
             board.update({"kind": "step", "recipe": name, "step": 0})
         clock.t += 10.0
         board.update({"kind": "step", "recipe": "safa", "step": 10})  # 1 s / step, 30 steps left
-        board.update({"kind": "step", "recipe": "dsm", "step": 5})    # 2 s / step, 15 steps left
+        board.update({"kind": "step", "recipe": "dsm", "step": 5})  # 2 s / step, 15 steps left
         assert board.recipes["safa"].eta(clock.t) == pytest.approx(30.0)
         assert board.recipes["dsm"].eta(clock.t) == pytest.approx(30.0)
         clock.t += 5.0  # no new event: the ETA keeps counting down
@@ -101,7 +118,9 @@ class TestProgressBoard:
         for i in range(1, 400):  # 200 s of fake time, polled every 0.5 s, training steps now and then
             clock.t += 0.5
             if i % 7 == 0:
-                board.update({"kind": "step", "recipe": "safa", "step": i, "epoch": 0, "epochs": 4, "loss": 1.0})
+                board.update(
+                    {"kind": "step", "recipe": "safa", "step": i, "epoch": 0, "epochs": 4, "loss": 1.0}
+                )
             for line in board.plain_lines(30.0):
                 for name in seen:
                     if line.startswith(f"{name} (small):"):
@@ -179,8 +198,15 @@ def test_view_emits_plain_lines_from_its_thread():
 
 
 def _trainer(step, epoch=0, history=()):
-    return types.SimpleNamespace(epochs=2, steps_per_epoch=5, global_step=step, epoch=epoch, max_steps=None,
-                                 history=list(history), train_seconds=0.0)
+    return types.SimpleNamespace(
+        epochs=2,
+        steps_per_epoch=5,
+        global_step=step,
+        epoch=epoch,
+        max_steps=None,
+        history=list(history),
+        train_seconds=0.0,
+    )
 
 
 def test_progress_callback_events_and_throttle(clock):
@@ -193,8 +219,16 @@ def test_progress_callback_events_and_throttle(clock):
     cb(_trainer(6, epoch=1, history=[{"epoch": 0, "val/R@1": 25.0}]), {"loss_ret": 0.6})  # new epoch: sent
     cb(_trainer(10, epoch=1), {"loss": 0.5})  # the last step: sent
     assert [e["step"] for e in events] == [1, 3, 6, 10]
-    assert events[0] == {"kind": "step", "recipe": "safa", "epoch": 0, "epochs": 2, "step": 1, "total_steps": 10,
-                         "loss": 0.9, "val_r1": None}
+    assert events[0] == {
+        "kind": "step",
+        "recipe": "safa",
+        "epoch": 0,
+        "epochs": 2,
+        "step": 1,
+        "total_steps": 10,
+        "loss": 0.9,
+        "val_r1": None,
+    }
     assert events[2]["val_r1"] == 25.0 and events[2]["loss"] == 0.6
 
 
@@ -233,7 +267,20 @@ def test_train_and_evaluate_print_progress_without_a_terminal(tmp_path, capsys, 
     assert main(["train", "safa", "--tiny", "--epochs", "2", "--out", str(run), "--threads", "1"]) == 0
     printed = capsys.readouterr().out
     assert re.search(r"\] safa \(small\): training epoch [12]/2, step \d+/\d+, loss \d", printed), printed
-    assert main(["evaluate", "--checkpoint", str(run), "--tiny", "--store", str(tmp_path / "r.jsonl"),
-                 "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(run),
+                "--tiny",
+                "--store",
+                str(tmp_path / "r.jsonl"),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert re.search(r"\] safa \(small\): (starting|evaluating on test)", printed), printed

@@ -9,9 +9,14 @@ from geo_bench.records import PROTOCOL_KEYS, Provenance, ResultRecord
 
 
 def _record(run_dir, recipe="safa", known=True):
-    proto = {k: None for k in PROTOCOL_KEYS} | {"orientation_known": known, "selection_split": "val",
-                                                 "world": {"seed": 2, "n_train": 10, "n_val": 4, "n_test": 5}}
-    prov = Provenance("measured", seed=1, source=str(run_dir), commit="abc", hardware={"cpu": "x", "cores": 2})
+    proto = {k: None for k in PROTOCOL_KEYS} | {
+        "orientation_known": known,
+        "selection_split": "val",
+        "world": {"seed": 2, "n_train": 10, "n_val": 4, "n_test": 5},
+    }
+    prov = Provenance(
+        "measured", seed=1, source=str(run_dir), commit="abc", hardware={"cpu": "x", "cores": 2}
+    )
     return ResultRecord(recipe, "small", "synthetic", "test", proto, 5, 5, {"R@1": 50.0}, prov)
 
 

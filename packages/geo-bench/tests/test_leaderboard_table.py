@@ -22,14 +22,28 @@ from geo_bench.records import PROTOCOL_KEYS, Provenance, ResultRecord
 
 def _measured(recipe: str, r1: float, known: bool = True) -> ResultRecord:
     proto = {k: None for k in PROTOCOL_KEYS} | {
-        "polar": {"preset": "safa", "center": "safa", "size": [32, 128]}, "fov": 360.0, "orientation_known": known,
-        "top1pct_rule": "floor", "tie_rule": "optimistic", "backbone": "timm:resnet10t", "synthesis": False,
+        "polar": {"preset": "safa", "center": "safa", "size": [32, 128]},
+        "fov": 360.0,
+        "orientation_known": known,
+        "top1pct_rule": "floor",
+        "tie_rule": "optimistic",
+        "backbone": "timm:resnet10t",
+        "synthesis": False,
         "world": {"n_train": 100, "n_test": 50, "seed": 3, "holdout": 0.1},
     }
-    metrics = {f"R@{k}": min(100.0, r1 + 3 * k) for k in range(1, 21)} | {"R@1%": r1, "K_1pct": 1,
-                                                                         "train_pairs_per_s": 55.0}
-    prov = Provenance("measured", seed=7, commit="0123456789abcdef+dirty", hardware={"cpu": "TestCPU", "cores": 2},
-                      train_seconds=12.5, eval_seconds=0.5)
+    metrics = {f"R@{k}": min(100.0, r1 + 3 * k) for k in range(1, 21)} | {
+        "R@1%": r1,
+        "K_1pct": 1,
+        "train_pairs_per_s": 55.0,
+    }
+    prov = Provenance(
+        "measured",
+        seed=7,
+        commit="0123456789abcdef+dirty",
+        hardware={"cpu": "TestCPU", "cores": 2},
+        train_seconds=12.5,
+        eval_seconds=0.5,
+    )
     return ResultRecord(recipe, "small", "synthetic", "test", proto, 50, 50, metrics, prov)
 
 
@@ -41,9 +55,17 @@ def measured():
 class TestRows:
     def test_measured_rows_carry_provenance(self, measured):
         rows = measured_rows(measured)
-        assert [(r["method"], r["orientation_known"]) for r in rows] == [("dsm", True), ("safa", True), ("dsm", False)]
+        assert [(r["method"], r["orientation_known"]) for r in rows] == [
+            ("dsm", True),
+            ("safa", True),
+            ("dsm", False),
+        ]
         for r in rows:
-            assert r["seed"] == 7 and r["commit"].startswith("0123456789") and r["hardware"].startswith("TestCPU")
+            assert (
+                r["seed"] == 7
+                and r["commit"].startswith("0123456789")
+                and r["hardware"].startswith("TestCPU")
+            )
             assert r["data"] == "synthetic world seed 3: 90 train / 10 held-out / 50 test"
             assert r["polar"] == "yes 32x128" and r["backbone"] == "timm:resnet10t" and r["train_s"] == 12.5
 
@@ -69,9 +91,13 @@ class TestRows:
         assert "| train s | steps | pairs seen | eval s |" in md
         assert "| 12 | 40 | 640 | 0.5 |" in md and "| 12 | – | 688 | 0.5 |" in md
         csv_rows = list(csv.DictReader(io.StringIO(to_csv(measured))))
-        assert {(r["method"], r["train_steps"], r["pairs_seen"]) for r in csv_rows} >= {("safa", "40.0", "640.0")}
+        assert {(r["method"], r["train_steps"], r["pairs_seen"]) for r in csv_rows} >= {
+            ("safa", "40.0", "640.0")
+        }
         json_rows = json.loads(to_json(measured))["measured"]["rows"]
-        assert any(r["pairs_seen"] == 640.0 and r["train_steps"] == 40.0 and r["train_s"] == 12.5 for r in json_rows)
+        assert any(
+            r["pairs_seen"] == 640.0 and r["train_steps"] == 40.0 and r["train_s"] == 12.5 for r in json_rows
+        )
 
 
 class TestRender:
@@ -90,9 +116,16 @@ class TestRender:
         assert [r["section"] for r in rows] == ["measured"] * 3 + ["reported"] * len(reported)
         assert rows[0]["commit"] and rows[-1]["source"]
         data = json.loads(to_json(measured, reported))
-        assert len(data["measured"]["records"]) == 3 and data["reported"]["records"][0]["provenance"]["kind"] == "reported"
+        assert (
+            len(data["measured"]["records"]) == 3
+            and data["reported"]["records"][0]["provenance"]["kind"] == "reported"
+        )
         paths = write_outputs(measured, reported, tmp_path)
-        assert sorted(p.name for p in paths.values()) == ["leaderboard.csv", "leaderboard.json", "leaderboard.md"]
+        assert sorted(p.name for p in paths.values()) == [
+            "leaderboard.csv",
+            "leaderboard.json",
+            "leaderboard.md",
+        ]
         assert all(p.stat().st_size > 100 for p in paths.values())
 
     def test_rich_prints_both_tables(self, measured):
@@ -121,21 +154,34 @@ class TestTieFlag:
     @staticmethod
     def _tied(recipe: str, r1: float, r1_pessimistic: float, tie_share: float) -> ResultRecord:
         r = _measured(recipe, r1)
-        return ResultRecord(r.recipe, r.variant, r.dataset, r.split, r.protocol, r.n_query, r.n_reference,
-                            {**r.metrics, "R@1": r1, "R@1_pessimistic": r1_pessimistic, "tie_share": tie_share},
-                            r.provenance)
+        return ResultRecord(
+            r.recipe,
+            r.variant,
+            r.dataset,
+            r.split,
+            r.protocol,
+            r.n_query,
+            r.n_reference,
+            {**r.metrics, "R@1": r1, "R@1_pessimistic": r1_pessimistic, "tie_share": tie_share},
+            r.provenance,
+        )
 
     @pytest.fixture
     def records(self):
-        return [self._tied("collapsed", 100.0, 5.0, 100.0), self._tied("dupes", 40.0, 39.5, 0.6),
-                _measured("old", 30.0)]
+        return [
+            self._tied("collapsed", 100.0, 5.0, 100.0),
+            self._tied("dupes", 40.0, 39.5, 0.6),
+            _measured("old", 30.0),
+        ]
 
     def test_rows(self, records):
         rows = {r["method"]: r for r in measured_rows(records)}
         assert rows["collapsed"]["ties_flag"] and rows["collapsed"]["R@1_pessimistic"] == 5.0
         assert rows["collapsed"]["tie_share"] == 100.0
         assert not rows["dupes"]["ties_flag"]  # 0.5 points: within the tolerance
-        assert not rows["old"]["ties_flag"] and rows["old"]["R@1_pessimistic"] is None  # records without the stats
+        assert (
+            not rows["old"]["ties_flag"] and rows["old"]["R@1_pessimistic"] is None
+        )  # records without the stats
 
     def test_markdown_marker_and_footnote(self, records):
         md = to_markdown(records)

@@ -21,8 +21,9 @@ pytest.importorskip("rasterio")
 pytest.importorskip("pyproj")
 
 from geo_bench.cli import main
+from geo_bench.leaderboard.config import TINY_WORLD
 from geo_bench.localize import Localizer, TileIndex, build_index, load_checkpoint
-from geo_bench.world import CityConfig, RenderConfig
+from geo_bench.world import RenderConfig, city_style
 from geo_bench.world.layouts import write_map
 from geo_retrieval.geodesy import equirectangular_to_latlon, great_circle_distance
 
@@ -37,28 +38,69 @@ def _errors(caplog) -> str:
 
 @pytest.fixture(scope="module")
 def world_map(tmp_path_factory):
-    """A 500 m x 500 m orthophoto of the tiny world's district 0 (1 m/px) and 20 panoramas of its
-    training region."""
+    """A 600 m x 600 m orthophoto of the tiny world's district 0 (its first style, ``downtown``, 1 m/px)
+    and 20 panoramas of its training region."""
     out = tmp_path_factory.mktemp("map")
-    write_map(out, N_QUERIES, 0, render=RenderConfig(ground_size=(32, 128), aerial_size=64),
-              city=CityConfig(size_m=500), map_m=500, split="train", progress=False)
+    district_m = TINY_WORLD.district_m
+    write_map(
+        out,
+        N_QUERIES,
+        0,
+        render=RenderConfig(ground_size=(32, 128), aerial_size=64),
+        city=city_style(TINY_WORLD.styles[0], size_m=district_m),
+        map_m=district_m,
+        split="train",
+        progress=False,
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """safa small on the tiny world with 300 training cameras, 12 epochs (36 steps)."""
+    """``safa`` small on the tiny world with 300 training cameras, 12 epochs (36 steps)."""
     run = tmp_path_factory.mktemp("train") / "safa"
-    assert main(["train", "safa", "--tiny", "--n-train", "300", "--epochs", "12", "--out", str(run),
-                 "--no-progress", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "safa",
+                "--tiny",
+                "--n-train",
+                "300",
+                "--epochs",
+                "12",
+                "--out",
+                str(run),
+                "--no-progress",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     return run
 
 
 @pytest.fixture(scope="module")
 def built(trained, world_map, tmp_path_factory):
     out = tmp_path_factory.mktemp("idx") / "index"
-    assert main(["index", "--checkpoint", str(trained), "--map", str(world_map / "map.tif"), "--out", str(out),
-                 "--stride-m", STRIDE, "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "--checkpoint",
+                str(trained),
+                "--map",
+                str(world_map / "map.tif"),
+                "--out",
+                str(out),
+                "--stride-m",
+                STRIDE,
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -66,8 +108,22 @@ def built(trained, world_map, tmp_path_factory):
 def located(built, world_map, tmp_path_factory):
     out = tmp_path_factory.mktemp("loc")
     images = sorted(str(p) for p in (world_map / "queries").glob("*.jpg"))
-    assert main(["locate", "--index", str(built), *images, "--truth", str(world_map / "truth.csv"),
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "locate",
+                "--index",
+                str(built),
+                *images,
+                "--truth",
+                str(world_map / "truth.csv"),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -94,17 +150,37 @@ class TestMapLayout:
         rows = list(csv.DictReader(open(world_map / "truth.csv")))
         utm = np.array([[float(r["utm_e"]), float(r["utm_n"])] for r in rows])
         ll = np.array([[float(r["lat"]), float(r["lon"])] for r in rows])
-        lon, lat = Transformer.from_crs("EPSG:32613", "EPSG:4326", always_xy=True).transform(utm[:, 0], utm[:, 1])
+        lon, lat = Transformer.from_crs("EPSG:32613", "EPSG:4326", always_xy=True).transform(
+            utm[:, 0], utm[:, 1]
+        )
         np.testing.assert_allclose(ll, np.stack([lat, lon], 1), atol=1e-8)
         # the world's own local equirectangular lat/lon stay within a metre over the map
-        world = equirectangular_to_latlon(torch.from_numpy(utm), tuple(info["origin_utm"]), tuple(info["origin_latlon"])).numpy()
+        world = equirectangular_to_latlon(
+            torch.from_numpy(utm), tuple(info["origin_utm"]), tuple(info["origin_latlon"])
+        ).numpy()
         assert great_circle_distance(ll, world).max() < 1.0
-
 
     def test_cli(self, tmp_path, caplog):
         out = tmp_path / "m"
-        args = ["synth", "--layout", "map", "--out", str(out), "--num", "3", "--district-m", "500", "--aerial-size",
-                "64", "--ground-size", "32", "128", "--map-m", "200", "--no-progress"]
+        args = [
+            "synth",
+            "--layout",
+            "map",
+            "--out",
+            str(out),
+            "--num",
+            "3",
+            "--district-m",
+            "500",
+            "--aerial-size",
+            "64",
+            "--ground-size",
+            "32",
+            "128",
+            "--map-m",
+            "200",
+            "--no-progress",
+        ]
         assert main(args) == 0
         assert (out / "map.tif").is_file() and len(list((out / "queries").glob("*.jpg"))) == 3
         assert main([*args[:5], "--num", "500", *args[7:]]) == 2
@@ -115,10 +191,20 @@ class TestIndexAndLocate:
     def test_manifest(self, built, trained, world_map):
         idx = TileIndex.load(built)
         m = idx.manifest
-        assert m["model"]["recipe"] == "safa" and m["model"]["variant"] == "small" and m["model"]["weights_digest"]
+        assert (
+            m["model"]["recipe"] == "safa"
+            and m["model"]["variant"] == "small"
+            and m["model"]["weights_digest"]
+        )
         assert m["maps"][0]["sha256"] and m["maps"][0]["crs"] == "EPSG:32613"
-        assert m["tiling"] == {"crs": "EPSG:32613", "warped": False, "tile_m": 64.0, "stride_m": 8.0, "px": 64,
-                               "resampling": "gdal-bilinear"}
+        assert m["tiling"] == {
+            "crs": "EPSG:32613",
+            "warped": False,
+            "tile_m": 64.0,
+            "stride_m": 8.0,
+            "px": 64,
+            "resampling": "gdal-bilinear",
+        }
         assert len(idx) == N_SIDE**2
         assert idx.descriptors.dtype == np.float32 and idx.latlon.shape == (N_SIDE**2, 2)
         np.testing.assert_allclose(np.linalg.norm(idx.descriptors, axis=1), 1.0, atol=1e-4)
@@ -131,7 +217,14 @@ class TestIndexAndLocate:
         # expected error of a tile drawn at random, per query; its median over the queries
         random_median = float(np.median(great_circle_distance(truth[:, None, :], tiles[None]).mean(1)))
         metrics = res["metrics"]
-        for key in ("R@1<25m", "R@5<50m", "R@10<100m", "median_error_m", "p90_error_m", "refined_median_error_m"):
+        for key in (
+            "R@1<25m",
+            "R@5<50m",
+            "R@10<100m",
+            "median_error_m",
+            "p90_error_m",
+            "refined_median_error_m",
+        ):
             assert key in metrics
         assert metrics["median_error_m"] < 0.7 * random_median, (metrics, random_median)
         # the errors stored per query are the metric's inputs
@@ -159,8 +252,25 @@ class TestIndexAndLocate:
         import re
 
         images = sorted((world_map / "queries").glob("*.jpg"))[:2]
-        assert main(["locate", "--index", str(built), *map(str, images), "--truth", str(world_map / "truth.csv"),
-                     "--top-k", "3", "--html", "--out", str(tmp_path), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "locate",
+                    "--index",
+                    str(built),
+                    *map(str, images),
+                    "--truth",
+                    str(world_map / "truth.csv"),
+                    "--top-k",
+                    "3",
+                    "--html",
+                    "--out",
+                    str(tmp_path),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         page = (tmp_path / "report.html").read_text()
         assert "http://" not in page and "https://" not in page  # offline: nothing to fetch
         pngs = re.findall(r"src='data:image/png;base64,([^']+)'", page)
@@ -190,8 +300,23 @@ class TestIndexAndLocate:
             rows.append(f"t{j}.png,{lat:.10f},{lon:.10f}")
         (tmp_path / "tiles.csv").write_text("\n".join(rows) + "\n")
         out = tmp_path / "folder-index"
-        assert main(["index", "--checkpoint", str(trained), "--tiles", str(tmp_path / "tiles.csv"), "--out", str(out),
-                     "--px", "64", "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "index",
+                    "--checkpoint",
+                    str(trained),
+                    "--tiles",
+                    str(tmp_path / "tiles.csv"),
+                    "--out",
+                    str(out),
+                    "--px",
+                    "64",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         got = TileIndex.load(out)
         assert got.manifest["maps"] == [] and got.manifest["tiling"]["crs"] == "EPSG:32613"
         np.testing.assert_allclose(got.descriptors, idx.descriptors[pick], atol=1e-5)
@@ -204,20 +329,45 @@ class TestIndexAndLocate:
         fast = loc.locate(images, top_k=5, backend="faiss")
         for a, b in zip(exact.queries, fast.queries):
             assert [c.tile for c in a.candidates][:1] == [c.tile for c in b.candidates][:1]
-            np.testing.assert_allclose([c.score for c in a.candidates], [c.score for c in b.candidates], atol=1e-4)
+            np.testing.assert_allclose(
+                [c.score for c in a.candidates], [c.score for c in b.candidates], atol=1e-4
+            )
 
     def test_ivfpq_index(self, trained, world_map, tmp_path):
         out = tmp_path / "ivf"
-        assert main(["index", "--checkpoint", str(trained), "--map", str(world_map / "map.tif"), "--out", str(out),
-                     "--stride-m", STRIDE, "--flat-max", "1000", "--nprobe", "8", "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "index",
+                    "--checkpoint",
+                    str(trained),
+                    "--map",
+                    str(world_map / "map.tif"),
+                    "--out",
+                    str(out),
+                    "--stride-m",
+                    STRIDE,
+                    "--flat-max",
+                    "1000",
+                    "--nprobe",
+                    "8",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         idx = TileIndex.load(out)
         assert idx.manifest["faiss"]["kind"] == "ivfpq" and len(idx) == N_SIDE**2
         loc = Localizer(idx)
         images = sorted((world_map / "queries").glob("*.jpg"))
         exact = loc.locate(images, top_k=10, backend="exact")
         approx = loc.locate(images, top_k=10, backend="faiss")
-        overlap = np.mean([len({c.tile for c in a.candidates} & {c.tile for c in b.candidates}) / 10
-                           for a, b in zip(exact.queries, approx.queries)])
+        overlap = np.mean(
+            [
+                len({c.tile for c in a.candidates} & {c.tile for c in b.candidates}) / 10
+                for a, b in zip(exact.queries, approx.queries)
+            ]
+        )
         assert overlap >= 0.3, overlap  # approximate, but finds the same neighbourhood
 
     def test_fov_query(self, built, world_map, tmp_path):
@@ -239,7 +389,9 @@ class TestResume:
         out = tmp_path / "partial"
         loaded = load_checkpoint(trained)
         with pytest.raises(KeyboardInterrupt):
-            build_index(loaded, [world_map / "map.tif"], out, stride_m=8.0, chunk_tiles=1000, stop_after_chunks=2)
+            build_index(
+                loaded, [world_map / "map.tif"], out, stride_m=8.0, chunk_tiles=1000, stop_after_chunks=2
+            )
         assert sorted(p.name for p in (out / "chunks").glob("*.npy")) == ["000000.npy", "000001.npy"]
         first = np.load(out / "chunks" / "000000.npy")
         with pytest.raises(ValueError, match="incomplete"):
@@ -263,8 +415,22 @@ class TestResume:
 
         monkeypatch.setattr(index_mod, "embed_tiles", flaky)
         out = tmp_path / "cut"
-        args = ["index", "--checkpoint", str(trained), "--map", str(world_map / "map.tif"), "--out", str(out),
-                "--stride-m", STRIDE, "--chunk", "64", "--batch-size", "64", "--no-progress"]
+        args = [
+            "index",
+            "--checkpoint",
+            str(trained),
+            "--map",
+            str(world_map / "map.tif"),
+            "--out",
+            str(out),
+            "--stride-m",
+            STRIDE,
+            "--chunk",
+            "64",
+            "--batch-size",
+            "64",
+            "--no-progress",
+        ]
         assert main(args) == 130
         assert "run the same command again" in _errors(caplog)
         assert (out / "chunks" / "000000.npy").is_file()
@@ -280,7 +446,10 @@ class TestBadInput:
         bad = tmp_path / "nocrs.tif"
         with rasterio.open(bad, "w", driver="GTiff", width=100, height=100, count=3, dtype="uint8") as dst:
             dst.write(np.zeros((3, 100, 100), np.uint8))
-        assert main(["index", "--checkpoint", str(trained), "--map", str(bad), "--out", str(tmp_path / "i")]) == 2
+        assert (
+            main(["index", "--checkpoint", str(trained), "--map", str(bad), "--out", str(tmp_path / "i")])
+            == 2
+        )
         msg = _errors(caplog)
         assert "nocrs.tif" in msg and "no CRS" in msg and len(msg.splitlines()) == 1
 
@@ -294,8 +463,22 @@ class TestBadInput:
         profile.update(crs="EPSG:32614")
         with rasterio.open(other, "w", **profile) as dst:
             dst.write(data)
-        assert main(["index", "--checkpoint", str(trained), "--map", str(world_map / "map.tif"), "--map", str(other),
-                     "--out", str(tmp_path / "i")]) == 2
+        assert (
+            main(
+                [
+                    "index",
+                    "--checkpoint",
+                    str(trained),
+                    "--map",
+                    str(world_map / "map.tif"),
+                    "--map",
+                    str(other),
+                    "--out",
+                    str(tmp_path / "i"),
+                ]
+            )
+            == 2
+        )
         msg = _errors(caplog)
         assert "zone14.tif" in msg and "different CRSs" in msg and "EPSG:32614" in msg
 
@@ -319,30 +502,85 @@ class TestBadInput:
             key = next(k for k, v in state.items() if v.is_floating_point())
             state[key] = state[key] + 0.01
             save_file(state, f, metadata={"recipe": "safa", "variant": "small"})
-        assert main(["locate", "--index", str(built), str(next((world_map / "queries").glob("*.jpg"))),
-                     "--checkpoint", str(other), "--out", str(tmp_path / "o")]) == 2
+        assert (
+            main(
+                [
+                    "locate",
+                    "--index",
+                    str(built),
+                    str(next((world_map / "queries").glob("*.jpg"))),
+                    "--checkpoint",
+                    str(other),
+                    "--out",
+                    str(tmp_path / "o"),
+                ]
+            )
+            == 2
+        )
         assert "another model" in _errors(caplog)
         caplog.clear()
         copy = tmp_path / "idx"
         shutil.copytree(built, copy)
-        assert main(["index", "--checkpoint", str(other), "--map", str(world_map / "map.tif"), "--out", str(copy),
-                     "--stride-m", STRIDE, "--no-progress"]) == 2
+        assert (
+            main(
+                [
+                    "index",
+                    "--checkpoint",
+                    str(other),
+                    "--map",
+                    str(world_map / "map.tif"),
+                    "--out",
+                    str(copy),
+                    "--stride-m",
+                    STRIDE,
+                    "--no-progress",
+                ]
+            )
+            == 2
+        )
         assert "another model" in _errors(caplog) and str(copy) in _errors(caplog)
 
     def test_missing_files(self, built, trained, tmp_path, caplog):
-        assert main(["locate", "--index", str(built), str(tmp_path / "nope.jpg"), "--out", str(tmp_path / "o")]) == 2
+        assert (
+            main(["locate", "--index", str(built), str(tmp_path / "nope.jpg"), "--out", str(tmp_path / "o")])
+            == 2
+        )
         assert "nope.jpg" in _errors(caplog)
         caplog.clear()
-        assert main(["index", "--checkpoint", str(trained), "--map", str(tmp_path / "gone.tif"),
-                     "--out", str(tmp_path / "i")]) == 2
+        assert (
+            main(
+                [
+                    "index",
+                    "--checkpoint",
+                    str(trained),
+                    "--map",
+                    str(tmp_path / "gone.tif"),
+                    "--out",
+                    str(tmp_path / "i"),
+                ]
+            )
+            == 2
+        )
         assert "gone.tif" in _errors(caplog)
         caplog.clear()
         assert main(["locate", "--index", str(tmp_path / "noindex"), str(tmp_path / "x.jpg")]) == 2
         assert "noindex" in _errors(caplog)
         caplog.clear()
         (tmp_path / "tiles.csv").write_text("file,lat,lon\nlost.png,39.7,-105.0\n")
-        assert main(["index", "--checkpoint", str(trained), "--tiles", str(tmp_path / "tiles.csv"),
-                     "--out", str(tmp_path / "i")]) == 2
+        assert (
+            main(
+                [
+                    "index",
+                    "--checkpoint",
+                    str(trained),
+                    "--tiles",
+                    str(tmp_path / "tiles.csv"),
+                    "--out",
+                    str(tmp_path / "i"),
+                ]
+            )
+            == 2
+        )
         assert "lost.png" in _errors(caplog)
 
 
@@ -356,8 +594,9 @@ class TestOrientationAware:
         recipe = get_recipe("dsm", "small")
         torch.manual_seed(0)
         model = build(recipe).eval()
-        loaded = LoadedModel(model, recipe, "small", weights_digest(model.state_dict()), tmp_path / "untrained",
-                             {}, "cpu")
+        loaded = LoadedModel(
+            model, recipe, "small", weights_digest(model.state_dict()), tmp_path / "untrained", {}, "cpu"
+        )
         out = build_index(loaded, [world_map / "map.tif"], tmp_path / "dsm", stride_m=64.0, px=64)
         idx = TileIndex.load(out)
         assert idx.descriptors.ndim == 4 and idx.manifest["faiss"] is None  # maps, no faiss

@@ -21,8 +21,17 @@ def _write_map(path, crs="EPSG:32633", west=400_000.0, north=5_000_300.0, res=1.
     h, w = size
     rows, cols = np.mgrid[0:h, 0:w]
     data = np.stack([cols % 256, rows % 256, np.full_like(rows, 7)]).astype(np.uint8)
-    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=3, dtype="uint8", crs=crs,
-                       transform=from_origin(west, north, res, res)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=w,
+        height=h,
+        count=3,
+        dtype="uint8",
+        crs=crs,
+        transform=from_origin(west, north, res, res),
+    ) as dst:
         dst.write(data)
     return path
 
@@ -62,8 +71,17 @@ class TestTiling:
         from rasterio.transform import from_origin
 
         path = tmp_path / "wgs84.tif"
-        with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=3, dtype="uint8",
-                           crs="EPSG:4326", transform=from_origin(15.0, 48.002, 0.00002, 0.00002)) as dst:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=100,
+            height=100,
+            count=3,
+            dtype="uint8",
+            crs="EPSG:4326",
+            transform=from_origin(15.0, 48.002, 0.00002, 0.00002),
+        ) as dst:
             dst.write(np.full((3, 100, 100), 90, np.uint8))
         grid = open_maps([path])
         assert grid.warped and grid.crs == "EPSG:32633"
@@ -86,8 +104,17 @@ class TestTiling:
         from rasterio.transform import from_origin
 
         path = tmp_path / "grey.tif"
-        with rasterio.open(path, "w", driver="GTiff", width=10, height=10, count=1, dtype="uint8",
-                           crs="EPSG:32633", transform=from_origin(0, 10, 1, 1)) as dst:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=10,
+            height=10,
+            count=1,
+            dtype="uint8",
+            crs="EPSG:32633",
+            transform=from_origin(0, 10, 1, 1),
+        ) as dst:
             dst.write(np.zeros((1, 10, 10), np.uint8))
         with pytest.raises(ValueError, match=r"grey\.tif has 1 band"):
             open_maps([path])
@@ -115,7 +142,9 @@ class TestRefine:
         np.testing.assert_allclose(refine_position(xy, s, 64.0), expected)
 
     def test_single_or_tied(self):
-        np.testing.assert_array_equal(refine_position(np.array([[5.0, 6.0]]), np.array([0.3]), 64.0), [5.0, 6.0])
+        np.testing.assert_array_equal(
+            refine_position(np.array([[5.0, 6.0]]), np.array([0.3]), 64.0), [5.0, 6.0]
+        )
         xy = np.array([[5.0, 6.0], [10.0, 6.0]])
         np.testing.assert_array_equal(refine_position(xy, np.array([0.3, 0.3]), 64.0), [5.0, 6.0])
 

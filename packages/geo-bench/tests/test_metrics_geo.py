@@ -23,7 +23,13 @@ def _planted():
     """Five places. Query 0's best reference is 1 (3 m away), query 1's best is 3 (400 m away),
     query 2's best is itself, query 3 ties exactly between a reference 4 m away and a far one."""
     utm = np.array(
-        [[_E0, _N0], [_E0 + 3.0, _N0], [_E0 + 500.0, _N0], [_E0 + 500.0, _N0 + 400.0], [_E0 + 1000.0, _N0 + 4.0]]
+        [
+            [_E0, _N0],
+            [_E0 + 3.0, _N0],
+            [_E0 + 500.0, _N0],
+            [_E0 + 500.0, _N0 + 400.0],
+            [_E0 + 1000.0, _N0 + 4.0],
+        ]
     )
     ref = torch.eye(5)
     ref = torch.cat([ref, ref[3:4]])  # reference 5 duplicates reference 3 but lies far away

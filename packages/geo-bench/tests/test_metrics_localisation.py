@@ -35,8 +35,15 @@ def test_matches_a_dense_reference(chunk):
     rpos = g.uniform(0, 500, size=(60, 2))
     qpos = rpos + g.normal(scale=10, size=rpos.shape)
     ks, radii = (1, 5, 10), (25.0, 50.0, 100.0)
-    res = localisation_metrics(torch.tensor(q, dtype=torch.float32), torch.tensor(r, dtype=torch.float32),
-                               qpos, rpos, ks=ks, radii_m=radii, chunk_size=chunk)
+    res = localisation_metrics(
+        torch.tensor(q, dtype=torch.float32),
+        torch.tensor(r, dtype=torch.float32),
+        qpos,
+        rpos,
+        ks=ks,
+        radii_m=radii,
+        chunk_size=chunk,
+    )
     want, err = _dense_reference(q.astype(np.float32), r.astype(np.float32), qpos, rpos, ks, radii)
     for key, value in want.items():
         assert res.recall[key] == pytest.approx(value), key
@@ -57,7 +64,12 @@ def test_hand_case_counts_any_close_reference_not_the_true_one():
     pos = np.array([[0.0, 0.0], [30.0, 0.0], [0.0, 400.0]])
     res = localisation_metrics(q, d, pos, pos, ks=(1, 2), radii_m=(25.0, 50.0))
     assert res.errors_m.tolist() == [30.0, 30.0, 400.0]
-    assert res.recall == {"R@1<25m": 0.0, "R@2<25m": 100.0, "R@1<50m": pytest.approx(200 / 3), "R@2<50m": 100.0}
+    assert res.recall == {
+        "R@1<25m": 0.0,
+        "R@2<25m": 100.0,
+        "R@1<50m": pytest.approx(200 / 3),
+        "R@2<50m": 100.0,
+    }
 
 
 def test_strictly_closer_than_the_radius():
@@ -79,11 +91,14 @@ def test_topk_is_best_first_and_clipped():
     assert topk_references(q, d, 10).shape == (1, 4)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"coordinates": "xyz"}, "coordinates"),
-    ({"ks": (0,)}, "positive"),
-    ({"radii_m": (-1.0,)}, "radii"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"coordinates": "xyz"}, "coordinates"),
+        ({"ks": (0,)}, "positive"),
+        ({"radii_m": (-1.0,)}, "radii"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, match):
     d = torch.eye(3)
     pos = np.zeros((3, 2))

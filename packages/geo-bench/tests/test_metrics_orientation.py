@@ -45,7 +45,9 @@ class TestMakeFovQueries:
         assert set(make_fov_queries(50, 90, noise_deg=0).shifts) == {0}
         assert all(0 <= s < 512 for s in a.shifts)
 
-    @pytest.mark.parametrize(("fov", "width"), [(360, 512), (180, 256), (120, 170), (100, 142), (90, 128), (70, 99)])
+    @pytest.mark.parametrize(
+        ("fov", "width"), [(360, 512), (180, 256), (120, 170), (100, 142), (90, 128), (70, 99)]
+    )
     def test_crop_width(self, fov, width):
         assert make_fov_queries(1, fov).crop_width == width
 
@@ -138,8 +140,10 @@ class TestOrientation:
         assert r.within == pytest.approx(50.0) and r.exact == pytest.approx(100 * 2 / 6)
 
     def test_circular_error_deg(self):
-        np.testing.assert_allclose(circular_error_deg([359.0, 0.0, 90.0, 181.0], [1.0, 180.0, 270.0, 0.0]),
-                                   [2.0, 180.0, 180.0, 179.0])
+        np.testing.assert_allclose(
+            circular_error_deg([359.0, 0.0, 90.0, 181.0], [1.0, 180.0, 270.0, 0.0]),
+            [2.0, 180.0, 180.0, 179.0],
+        )
 
     def test_exception(self):
         with pytest.raises(ValueError, match="lie in"):

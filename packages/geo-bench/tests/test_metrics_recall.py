@@ -54,7 +54,7 @@ def _numpy_ranks(query: torch.Tensor, reference: torch.Tensor, gt: np.ndarray, t
 
 
 def _torchmetrics_recall(query, reference, gt, k, ties):
-    """torchmetrics oracle, scores mapped to (0, 2] as 1 + cos. Ties are broken by a nudge of the match
+    """The torchmetrics oracle, scores mapped to (0, 2] as 1 + cos. Ties are broken by a nudge of the match
     far smaller than any real score gap: up for optimistic, down for pessimistic."""
     q = torch.nn.functional.normalize(query.double(), dim=1)
     r = torch.nn.functional.normalize(reference.double(), dim=1)
@@ -241,7 +241,9 @@ class TestRetrievalRecall:
         res = retrieval_recall(ground, aerial, ks=(1, 5, 10), ties=ties)
         assert res.top1pct_k == 1  # floor(150 / 100)
         for k in (1, 5, 10):
-            assert res.recall_at[k] == pytest.approx(_torchmetrics_recall(ground, aerial, gt, k, ties), abs=1e-4)
+            assert res.recall_at[k] == pytest.approx(
+                _torchmetrics_recall(ground, aerial, gt, k, ties), abs=1e-4
+            )
 
     def test_result_fields_and_as_dict(self):
         ground, aerial, _ = _planted(n_q=300, n_extra=0)
@@ -251,7 +253,11 @@ class TestRetrievalRecall:
         assert list(d) == ["R@1", "R@5", "R@10", "R@1%", "K_1pct"]
         assert d["K_1pct"] == 3 and res.top1pct == res.recall_at.get(3, d["R@1%"])
         assert (res.n_query, res.n_reference, res.direction, res.ties, res.top1pct_rule) == (
-            300, 300, "g2a", "optimistic", "floor"
+            300,
+            300,
+            "g2a",
+            "optimistic",
+            "floor",
         )
         assert 0 <= d["R@1"] <= d["R@5"] <= d["R@10"] <= 100
         assert res.protocol_dict()["tie_rule"] == "optimistic"
@@ -264,8 +270,10 @@ class TestRetrievalRecall:
             assert res.recall_at[k] == pytest.approx(100.0 * np.mean(expected_ranks < k))
         assert res.top1pct == pytest.approx(100.0 * np.mean(expected_ranks < 1))
 
-    @pytest.mark.parametrize(("n", "floor_k", "plus_one_k"), [(8884, 88, 89), (10_000, 100, 101), (92_802, 928, 929),
-                                                            (50, 1, 1), (150, 1, 2)])
+    @pytest.mark.parametrize(
+        ("n", "floor_k", "plus_one_k"),
+        [(8884, 88, 89), (10_000, 100, 101), (92_802, 928, 929), (50, 1, 1), (150, 1, 2)],
+    )
     def test_top1pct_rules(self, n, floor_k, plus_one_k):
         assert top1pct_k(n) == floor_k
         assert top1pct_k(n, "int_plus_one") == plus_one_k

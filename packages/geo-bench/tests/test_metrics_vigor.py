@@ -133,7 +133,9 @@ class TestMeterLevel:
         assert full.thresholds.shape == full.accuracy.shape == (499,)
         expected = [100.0 * np.mean(errors < t) for t in vigor_thresholds()]
         np.testing.assert_allclose(full.accuracy, expected)
-        assert full.at(10.0) == pytest.approx(100.0 * np.mean(errors < full.thresholds[np.argmin(abs(full.thresholds - 10))]))
+        assert full.at(10.0) == pytest.approx(
+            100.0 * np.mean(errors < full.thresholds[np.argmin(abs(full.thresholds - 10))])
+        )
 
     def test_plot(self):
         from matplotlib.figure import Figure

@@ -38,8 +38,9 @@ H, W = 80, 320
 def _scene(b: int = 2, h: int = H, w: int = W, seed: int = 0) -> Tensor:
     """A smooth random scene with sharp edges, float32 in [0.05, 0.95], (b, 3, h, w)."""
     g = torch.Generator().manual_seed(seed)
-    smooth = F.interpolate(torch.rand(b, 3, h // 8, w // 8, generator=g), size=(h, w), mode="bilinear",
-                           align_corners=False)
+    smooth = F.interpolate(
+        torch.rand(b, 3, h // 8, w // 8, generator=g), size=(h, w), mode="bilinear", align_corners=False
+    )
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     checks = (((yy // 40) + (xx // 40)) % 2).float()
     return (0.1 + 0.45 * smooth + 0.4 * checks).clamp(0.05, 0.95)
@@ -49,9 +50,11 @@ def _golden_input() -> Tensor:
     """(1, 3, 56, 112) uint8 defined by integer arithmetic only (no float, no RNG): the same bytes on
     every machine and torch version."""
     y, x = np.meshgrid(np.arange(56), np.arange(112), indexing="ij")
-    channels = [((x - 56) ** 2 + (y - 28) ** 2) // 13 % 256,
-                (37 * x + 11 * y + 5 * ((x // 8 + y // 8) % 2) * 90) % 256,
-                np.where((x // 14 + y // 14) % 2 == 0, 40 + 2 * y, 210 - x)]
+    channels = [
+        ((x - 56) ** 2 + (y - 28) ** 2) // 13 % 256,
+        (37 * x + 11 * y + 5 * ((x // 8 + y // 8) % 2) * 90) % 256,
+        np.where((x // 14 + y // 14) % 2 == 0, 40 + 2 * y, 210 - x),
+    ]
     return torch.from_numpy(np.stack(channels).astype(np.uint8))[None]
 
 
@@ -83,10 +86,22 @@ def outputs(scene: Tensor) -> dict[tuple[str, int], Tensor]:
 class TestRegistry:
     def test_cvusa_c_list_and_groups(self):
         assert NAMES == [
-            "gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise",
-            "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-            "snow", "frost", "fog", "brightness", "spatter",
-            "contrast", "pixelate", "jpeg_compression",
+            "gaussian_noise",
+            "shot_noise",
+            "impulse_noise",
+            "speckle_noise",
+            "defocus_blur",
+            "glass_blur",
+            "motion_blur",
+            "zoom_blur",
+            "snow",
+            "frost",
+            "fog",
+            "brightness",
+            "spatter",
+            "contrast",
+            "pixelate",
+            "jpeg_compression",
         ]
         assert CORRUPTION_GROUPS == {
             "noise": ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"),
@@ -190,8 +205,13 @@ class TestDeterminism:
         for i in range(3):
             alone = corrupt(x[i : i + 1], name, 5, seed=2, sample_ids=[ids[i]])
             assert torch.equal(alone, whole[i : i + 1]), f"image {i} depends on its batch"
-        mixed = corrupt(torch.stack([x[2], _scene(1, 48, 96, seed=9)[0].to(device), x[0]]), name, 5, seed=2,
-                        sample_ids=["r", "z", "p"])
+        mixed = corrupt(
+            torch.stack([x[2], _scene(1, 48, 96, seed=9)[0].to(device), x[0]]),
+            name,
+            5,
+            seed=2,
+            sample_ids=["r", "z", "p"],
+        )
         assert torch.equal(mixed[0], whole[2]) and torch.equal(mixed[2], whole[0])
 
     def test_independent_of_threads(self):
@@ -210,10 +230,16 @@ class TestDeterminism:
         a = sample_generator(0, "fog", 3, "x").random(4)
         assert np.array_equal(a, sample_generator(0, "fog", 3, "x").random(4))
         assert np.array_equal(a, sample_generator(0, "fog", 3, b"x".decode()).random(4))
-        for other in (sample_generator(1, "fog", 3, "x"), sample_generator(0, "snow", 3, "x"),
-                      sample_generator(0, "fog", 4, "x"), sample_generator(0, "fog", 3, "y")):
+        for other in (
+            sample_generator(1, "fog", 3, "x"),
+            sample_generator(0, "snow", 3, "x"),
+            sample_generator(0, "fog", 4, "x"),
+            sample_generator(0, "fog", 3, "y"),
+        ):
             assert not np.array_equal(a, other.random(4))
-        assert np.array_equal(sample_generator(0, "fog", 3, 7).random(4), sample_generator(0, "fog", 3, "7").random(4))
+        assert np.array_equal(
+            sample_generator(0, "fog", 3, 7).random(4), sample_generator(0, "fog", 3, "7").random(4)
+        )
 
 
 # Golden SHA-256 of the uint8 bytes of corrupt(_golden_input(), name, severity, seed=2024,
@@ -309,7 +335,9 @@ class TestErrors:
             CORRUPTIONS["fog"](scene, 2)
         with pytest.raises(ValueError, match="one per image"):
             CORRUPTIONS["fog"](scene, 2, [np.random.default_rng(0)])
-        assert torch.equal(CORRUPTIONS["contrast"](scene, 2), corrupt(scene, "contrast", 2, seed=9, sample_ids=["x", "y"]))
+        assert torch.equal(
+            CORRUPTIONS["contrast"](scene, 2), corrupt(scene, "contrast", 2, seed=9, sample_ids=["x", "y"])
+        )
 
     def test_single_generator(self, scene):
         a = CORRUPTIONS["snow"](scene, 2, np.random.default_rng(3))
@@ -346,8 +374,9 @@ class TestRCE:
             relative_corruption_error(True, 1.0)  # type: ignore[arg-type]
 
     def test_summary(self):
-        table = summarise_corruptions(80.0, {"fog": [80, 60, 40, 40, 40], "contrast": {1: 80.0, 2: 72.0},
-                                             "gaussian_noise": [40.0] * 5})
+        table = summarise_corruptions(
+            80.0, {"fog": [80, 60, 40, 40, 40], "contrast": {1: 80.0, 2: 72.0}, "gaussian_noise": [40.0] * 5}
+        )
         assert list(table["corruptions"]) == ["gaussian_noise", "fog", "contrast"]  # registry order
         fog = table["corruptions"]["fog"]
         assert fog["group"] == "weather" and fog["R@1"] == {1: 80.0, 2: 60.0, 3: 40.0, 4: 40.0, 5: 40.0}
@@ -376,7 +405,12 @@ class _Pairs:
         return 3
 
     def __getitem__(self, i: int) -> dict:
-        return {"ground": self.ground[i], "aerial": self.aerial[i], "id": f"pair{i}", "utm": torch.tensor([i, 0.0])}
+        return {
+            "ground": self.ground[i],
+            "aerial": self.aerial[i],
+            "id": f"pair{i}",
+            "utm": torch.tensor([i, 0.0]),
+        }
 
 
 class TestCorruptedViews:
@@ -390,7 +424,9 @@ class TestCorruptedViews:
             assert out["id"] == clean["id"] and torch.equal(out["utm"], clean["utm"])
             assert out["ground"].dtype == torch.float32 and out["ground"].shape == clean["ground"].shape
             assert not torch.equal(out["ground"], clean["ground"])
-            expected = corrupt(clean["ground"][None], "motion_blur", 3, seed=0, sample_ids=[f"ground:pair{i}"])[0]
+            expected = corrupt(
+                clean["ground"][None], "motion_blur", 3, seed=0, sample_ids=[f"ground:pair{i}"]
+            )[0]
             assert torch.equal(out["ground"], expected)
 
     def test_aerial_only_keeps_uint8(self):
@@ -406,7 +442,9 @@ class TestCorruptedViews:
         batch = {"ground": base.ground, "aerial": base.aerial, "id": [f"pair{i}" for i in range(3)]}
         out = ds.apply(batch)
         for i in range(3):
-            assert torch.equal(out["ground"][i], ds[i]["ground"]) and torch.equal(out["aerial"][i], ds[i]["aerial"])
+            assert torch.equal(out["ground"][i], ds[i]["ground"]) and torch.equal(
+                out["aerial"][i], ds[i]["aerial"]
+            )
 
     def test_errors(self):
         base = _Pairs()

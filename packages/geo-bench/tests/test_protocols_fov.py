@@ -37,7 +37,9 @@ class TestQueryFiles:
         assert FovQueryFile.from_dict(json.loads(before)).sha256 == q.sha256
 
     def test_headings_do_not_depend_on_the_fov(self, tmp_path):
-        shifts = {fov: fov_query_file(tmp_path, "d", "s", IDS, fov, width=64)[0].shifts for fov in DEFAULT_FOVS}
+        shifts = {
+            fov: fov_query_file(tmp_path, "d", "s", IDS, fov, width=64)[0].shifts for fov in DEFAULT_FOVS
+        }
         assert len(set(shifts.values())) == 1
         # FoV 360 with DSM's seed is the leaderboard's "orientation unknown" query set
         assert shifts[360.0] == make_fov_queries(7, 360.0, 360.0, seed=ORIENTATION_SEED, width=64).shifts
@@ -93,8 +95,16 @@ class TestView:
 
 def test_matches_protocol_keeps_fov_records_apart():
     base = {"orientation_known": False}
-    fov = {"orientation_known": False, "fov": 90.0, "fov_protocol": "fov-1", "query_file_sha256": "ab"}
-    assert not matches_protocol(fov, base) and matches_protocol(fov, expected_protocols("synthetic", "test", ["fov"])[4])
+    fov = {
+        "orientation_known": False,
+        "fov": 90.0,
+        "fov_protocol": "fov-1",
+        "query_file_sha256": "ab",
+        "area": "same",
+    }
+    assert not matches_protocol(fov, base) and matches_protocol(
+        fov, expected_protocols("synthetic", "test", ["fov"])[4]
+    )
     with pytest.raises(ValueError, match="--protocols: unknown protocol"):
         expected_protocols("synthetic", "test", ["fov", "weather"])
 
@@ -112,7 +122,8 @@ def test_baseline_fov_records(tiny_test, tmp_path):
     # the same headings and the same pixels: FoV 360 reproduces the orientation-unknown protocol
     assert fov360.metrics["R@1"] == unknown.metrics["R@1"] and fov360.metrics["R@5"] == unknown.metrics["R@5"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        f"fov-synthetic-test-{f}deg-s2019.json" for f in ("180", "360", "70", "90")]
+        f"fov-synthetic-test-{f}deg-s2019.json" for f in ("180", "360", "70", "90")
+    ]
     assert res[-1].metrics["R@1"] <= res[2].metrics["R@1"]  # 70 degrees see less than 360
 
 
@@ -121,15 +132,28 @@ def test_leaderboard_with_protocols_end_to_end(tmp_path, capsys):
     FoV and corruption records, the tables and the heat map are written, the main table keeps only
     the base protocols, and a second run finds everything in the store."""
     out = tmp_path / "lb"
-    argv = ["leaderboard", "--tiny", "--recipes", "safa", "--protocols", "fov,corruption", "--jobs", "1",
-            "--out", str(out), "--no-progress"]
+    argv = [
+        "leaderboard",
+        "--tiny",
+        "--recipes",
+        "safa",
+        "--protocols",
+        "fov,corruption",
+        "--jobs",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     store = ResultStore(out / "results.jsonl")
     for recipe in ("safa", "colour-profile (no learning)"):
         recs = store.records(recipe=recipe)
-        assert len(recs) == 2 + len(DEFAULT_FOVS) + 16, recipe
+        assert len(recs) == 2 + len(DEFAULT_FOVS) + 16 + 2, recipe  # + orientation known / unknown cross-area
         corr = [r for r in recs if r.protocol.get("corruption")]
-        assert all("R@1_s5" in r.metrics and "RCE" in r.metrics and r.protocol["corruption_set"] for r in corr)
+        assert all(
+            "R@1_s5" in r.metrics and "RCE" in r.metrics and r.protocol["corruption_set"] for r in corr
+        )
     fov_md = (out / "leaderboard_fov.md").read_text()
     assert "R@1 @ 70" in fov_md and "safa" in fov_md
     assert "mRCE" in (out / "leaderboard_corruption.md").read_text()
@@ -137,7 +161,8 @@ def test_leaderboard_with_protocols_end_to_end(tmp_path, capsys):
     main_md = (out / "leaderboard.md").read_text()
     assert "gaussian_noise" not in main_md and "fov-1" not in main_md
     assert sorted(p.name for p in (out / "queries").glob("fov-*")) == [
-        f"fov-synthetic-test-{f}deg-s2019.json" for f in ("180", "360", "70", "90")]
+        f"fov-synthetic-test-{f}deg-s2019.json" for f in ("180", "360", "70", "90")
+    ]
     # the corrupted queries were computed once (16 x 5 files) and read back by the second model
     assert len(list((out / "queries" / "corrupted").glob("synthetic-test-*.npy"))) == 80
     n = len(store.records())
@@ -156,7 +181,9 @@ def test_corrupted_queries_cache_equals_on_the_fly(tmp_path):
     (path,) = tmp_path.glob("d-test-gaussian_noise-s3-*.npy")
     again = corrupted_queries(pairs, "gaussian_noise", 3, tmp_path, name="d-test")
     for i in range(4):
-        assert torch.equal(live[i]["ground"], cached[i]["ground"]) and torch.equal(cached[i]["ground"], again[i]["ground"])
+        assert torch.equal(live[i]["ground"], cached[i]["ground"]) and torch.equal(
+            cached[i]["ground"], again[i]["ground"]
+        )
         assert not torch.equal(live[i]["ground"], pairs[i]["ground"])
     path.write_bytes(b"damaged")  # a damaged cache file is computed again
     fixed = corrupted_queries(pairs, "gaussian_noise", 3, tmp_path, name="d-test")
@@ -166,11 +193,22 @@ def test_corrupted_queries_cache_equals_on_the_fly(tmp_path):
 def test_corruption_of_queries_and_references(tiny_test, tmp_path):
     """``corruption+refs`` corrupts the references as well: its records are told apart from the
     queries-only ones, and degrading both captures changes the numbers."""
-    res = evaluate_baseline(ColourProfile(), "synthetic", tiny_test, protocols=["corruption", "corruption+refs"],
-                            queries_dir=tmp_path)
+    res = evaluate_baseline(
+        ColourProfile(),
+        "synthetic",
+        tiny_test,
+        protocols=["corruption", "corruption+refs"],
+        queries_dir=tmp_path,
+    )
     q_only = {r.protocol["corruption"]: r for r in res if r.protocol.get("corrupted_views") == "ground"}
     both = {r.protocol["corruption"]: r for r in res if r.protocol.get("corrupted_views") == "ground+aerial"}
     assert len(q_only) == len(both) == 16
-    (flags,) = [f for f in expected_protocols("synthetic", "test", ["corruption+refs"]) if f.get("corruption") == "fog"]
-    assert matches_protocol(both["fog"].protocol, flags) and not matches_protocol(q_only["fog"].protocol, flags)
+    (flags,) = [
+        f
+        for f in expected_protocols("synthetic", "test", ["corruption+refs"])
+        if f.get("corruption") == "fog"
+    ]
+    assert matches_protocol(both["fog"].protocol, flags) and not matches_protocol(
+        q_only["fog"].protocol, flags
+    )
     assert any(both[c].metrics["R@1_s5"] != q_only[c].metrics["R@1_s5"] for c in both)

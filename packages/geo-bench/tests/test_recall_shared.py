@@ -19,8 +19,18 @@ class TestOneImplementation:
     and search share one recall and one embedding loop (geo_retrieval.embedding)."""
 
     def test_reexports_the_core(self):
-        for name in ("RecallResult", "TieStats", "ranks", "ranks_with_ties", "recall_curve", "recall_from_ranks",
-                     "score_blocks", "tie_statistics", "top1pct_k", "chunk_size_for"):
+        for name in (
+            "RecallResult",
+            "TieStats",
+            "ranks",
+            "ranks_with_ties",
+            "recall_curve",
+            "recall_from_ranks",
+            "score_blocks",
+            "tie_statistics",
+            "top1pct_k",
+            "chunk_size_for",
+        ):
             assert getattr(metrics, name) is getattr(ranking, name), name
         assert (top1pct_k(8884), top1pct_k(8884, "int_plus_one")) == (88, 89)
         assert (top1pct_k(10_000), top1pct_k(10_000, "int_plus_one")) == (100, 101)

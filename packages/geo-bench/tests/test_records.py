@@ -84,10 +84,28 @@ class TestResultRecord:
         again = ResultRecord.from_json(rec.to_json())
         assert again == rec
         d = json.loads(rec.to_json())
-        assert list(d) == ["recipe", "variant", "dataset", "split", "protocol", "n_query", "n_reference",
-                           "metrics", "provenance"]
-        assert set(d["provenance"]) == {"kind", "source", "seed", "commit", "packages", "hardware",
-                                        "train_seconds", "eval_seconds", "time"}
+        assert list(d) == [
+            "recipe",
+            "variant",
+            "dataset",
+            "split",
+            "protocol",
+            "n_query",
+            "n_reference",
+            "metrics",
+            "provenance",
+        ]
+        assert set(d["provenance"]) == {
+            "kind",
+            "source",
+            "seed",
+            "commit",
+            "packages",
+            "hardware",
+            "train_seconds",
+            "eval_seconds",
+            "time",
+        }
 
     def test_save_load(self, tmp_path):
         rec = _measured()
@@ -99,7 +117,9 @@ class TestResultRecord:
         g = torch.eye(300)
         res = retrieval_recall(g, g)
         proto = {**_PROTOCOL, **res.protocol_dict()}
-        rec = _measured(metrics=res.as_dict(), protocol=proto, n_query=res.n_query, n_reference=res.n_reference)
+        rec = _measured(
+            metrics=res.as_dict(), protocol=proto, n_query=res.n_query, n_reference=res.n_reference
+        )
         assert ResultRecord.from_json(rec.to_json()).metrics["K_1pct"] == 3
 
     def test_reported_may_omit_sizes_and_k(self):
@@ -113,7 +133,10 @@ class TestResultRecord:
             ({"provenance": Provenance(kind="measured", commit="abc", hardware={"cpu": "x"})}, r"\['seed'\]"),
             ({"provenance": Provenance(kind="measured", seed=1, hardware={"cpu": "x"})}, r"\['commit'\]"),
             ({"provenance": Provenance(kind="measured", seed=1, commit="abc")}, r"\['hardware'\]"),
-            ({"provenance": Provenance(kind="measured", seed=1.5, commit="abc", hardware="cpu")}, "seed must be an int"),
+            (
+                {"provenance": Provenance(kind="measured", seed=1.5, commit="abc", hardware="cpu")},
+                "seed must be an int",
+            ),
             ({"provenance": Provenance(kind="reported")}, "needs provenance.source"),
             ({"provenance": Provenance(kind="reported", source="  ")}, "needs provenance.source"),
             ({"provenance": Provenance(kind="reported", source="x", eval_seconds=-1)}, "eval_seconds"),
@@ -155,8 +178,15 @@ class TestResultRecord:
             rec.recipe = "other"  # type: ignore[misc]
 
     def test_protocol_keys_documented(self):
-        assert set(PROTOCOL_KEYS) == {"polar", "fov", "orientation_known", "top1pct_rule", "tie_rule",
-                                      "cvact_test", "labels"}
+        assert set(PROTOCOL_KEYS) == {
+            "polar",
+            "fov",
+            "orientation_known",
+            "top1pct_rule",
+            "tie_rule",
+            "cvact_test",
+            "labels",
+        }
 
 
 class TestProvenanceHelpers:

@@ -30,7 +30,9 @@ def test_missing_map_dependency_names_the_extra(monkeypatch):
         maps.import_pyproj()
 
 
-@pytest.mark.parametrize(("name", "synthesis"), [("safa", False), ("sample4geo", False), ("toker21", True), ("smdt", True)])
+@pytest.mark.parametrize(
+    ("name", "synthesis"), [("safa", False), ("sample4geo", False), ("toker21", True), ("smdt", True)]
+)
 def test_synthesis_and_cost_from_the_public_recipe_queries(name, synthesis):
     recipe = get_recipe(name, "small").replace(epochs=2, batch_size=4)
     assert uses_synthesis(recipe) is synthesis

@@ -7,14 +7,30 @@ import pytest
 from geo_bench.records import Provenance, ResultRecord
 from geo_bench.store import ResultStore, StoreWarning, run_key
 
-PROTO = {"polar": True, "fov": 360.0, "orientation_known": True, "top1pct_rule": "floor", "tie_rule": "optimistic",
-         "cvact_test": None, "labels": None}
+PROTO = {
+    "polar": True,
+    "fov": 360.0,
+    "orientation_known": True,
+    "top1pct_rule": "floor",
+    "tie_rule": "optimistic",
+    "cvact_test": None,
+    "labels": None,
+}
 
 
 def _record(i: int, *, pad: int = 0, commit: str = "abc") -> ResultRecord:
     prov = Provenance("measured", seed=i % 7, commit=commit, hardware={"cpu": "x" * pad, "cores": 2})
-    return ResultRecord(f"recipe{i}", "small", "synthetic", "test", {**PROTO, "config": f"c{i}"}, 10, 10,
-                        {"R@1": float(i % 100), "R@1%": 1.0, "K_1pct": 1}, prov)
+    return ResultRecord(
+        f"recipe{i}",
+        "small",
+        "synthetic",
+        "test",
+        {**PROTO, "config": f"c{i}"},
+        10,
+        10,
+        {"R@1": float(i % 100), "R@1%": 1.0, "K_1pct": 1},
+        prov,
+    )
 
 
 def _writer(path: str, worker: int, n: int) -> None:
@@ -48,8 +64,8 @@ class TestResultStore:
         store = ResultStore(tmp_path / "r.jsonl")
         store.append(_record(1))
         with open(store.path, "a") as fh:
-            fh.write('{"recipe": "half a line", "variant\n')       # line 2: truncated JSON
-            fh.write(json.dumps({"recipe": "x"}) + "\n")            # line 3: not a record
+            fh.write('{"recipe": "half a line", "variant\n')  # line 2: truncated JSON
+            fh.write(json.dumps({"recipe": "x"}) + "\n")  # line 3: not a record
         store.append(_record(2))
         with pytest.warns(StoreWarning) as caught:
             recs = store.records()
@@ -71,4 +87,6 @@ class TestResultStore:
             warnings.simplefilter("error", StoreWarning)  # a torn or interleaved line would warn
             recs = ResultStore(path).records()
         assert len(recs) == n_workers * n_each
-        assert {r.recipe for r in recs} == {f"recipe{w * 1000 + j}" for w in range(n_workers) for j in range(n_each)}
+        assert {r.recipe for r in recs} == {
+            f"recipe{w * 1000 + j}" for w in range(n_workers) for j in range(n_each)
+        }

@@ -19,14 +19,30 @@ from geo_bench.leaderboard.runner import run_leaderboard
 from geo_bench.records import PROTOCOL_KEYS, Provenance, ResultRecord
 from geo_bench.store import ResultStore, StoreWarning
 
-PROTO = {"polar": True, "fov": 360.0, "orientation_known": True, "top1pct_rule": "floor", "tie_rule": "optimistic",
-         "cvact_test": None, "labels": None}
+PROTO = {
+    "polar": True,
+    "fov": 360.0,
+    "orientation_known": True,
+    "top1pct_rule": "floor",
+    "tie_rule": "optimistic",
+    "cvact_test": None,
+    "labels": None,
+}
 
 
 def _record(i: int, *, commit: str = "abc") -> ResultRecord:
     prov = Provenance("measured", seed=i % 7, commit=commit, hardware={"cpu": "x", "cores": 2})
-    return ResultRecord(f"recipe{i}", "small", "synthetic", "test", {**PROTO, "config": f"c{i}"}, 10, 10,
-                        {"R@1": float(i % 100), "R@1%": 1.0, "K_1pct": 1}, prov)
+    return ResultRecord(
+        f"recipe{i}",
+        "small",
+        "synthetic",
+        "test",
+        {**PROTO, "config": f"c{i}"},
+        10,
+        10,
+        {"R@1": float(i % 100), "R@1%": 1.0, "K_1pct": 1},
+        prov,
+    )
 
 
 def _store_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
@@ -86,7 +102,7 @@ class TestBadLinesReportedOnce:
         store.append(_record(1))
         with open(store.path, "a") as fh:
             fh.write('{"recipe": "half a line", "variant\n')  # line 2
-            fh.write('{"recipe": "x"}\n')                       # line 3
+            fh.write('{"recipe": "x"}\n')  # line 3
         store.append(_record(2))
         caplog.set_level(logging.WARNING, logger="geo_bench.store")
         with warnings.catch_warnings(record=True) as caught:
@@ -106,20 +122,45 @@ class TestBadLinesReportedOnce:
             store.records()
 
 
-def _synthetic_record(known: bool, *, recipe: str = "safa", seed: int = 0, commit: str = "abc",
-                      config: str = "c0", area: str = "same") -> ResultRecord:
-    proto = {k: None for k in PROTOCOL_KEYS} | {"fov": 360.0, "orientation_known": known, "config": config,
-                                                 "top1pct_rule": "floor", "tie_rule": "optimistic", "area": area}
+def _synthetic_record(
+    known: bool,
+    *,
+    recipe: str = "safa",
+    seed: int = 0,
+    commit: str = "abc",
+    config: str = "c0",
+    area: str = "same",
+) -> ResultRecord:
+    proto = {k: None for k in PROTOCOL_KEYS} | {
+        "fov": 360.0,
+        "orientation_known": known,
+        "config": config,
+        "top1pct_rule": "floor",
+        "tie_rule": "optimistic",
+        "area": area,
+    }
     prov = Provenance("measured", seed=seed, commit=commit, hardware={"cpu": "x", "cores": 2})
-    return ResultRecord(recipe, "small", "synthetic", "test", proto, 20, 20,
-                        {"R@1": 10.0 if known else 5.0, "R@1%": 5.0, "K_1pct": 1}, prov)
+    return ResultRecord(
+        recipe,
+        "small",
+        "synthetic",
+        "test",
+        proto,
+        20,
+        20,
+        {"R@1": 10.0 if known else 5.0, "R@1%": 5.0, "K_1pct": 1},
+        prov,
+    )
 
 
 class TestDoneNeedsEveryProtocol:
     def test_expected_protocols(self):
         assert expected_protocols("synthetic", "test") == [
-            {"orientation_known": True, "area": "same"}, {"orientation_known": False, "area": "same"},
-            {"orientation_known": True, "area": "cross"}, {"orientation_known": False, "area": "cross"}]
+            {"orientation_known": True, "area": "same"},
+            {"orientation_known": False, "area": "same"},
+            {"orientation_known": True, "area": "cross"},
+            {"orientation_known": False, "area": "cross"},
+        ]
         for dataset, split in (("cvusa", "test"), ("cvact", "val"), ("vigor", "test")):
             assert expected_protocols(dataset, split) == [{"orientation_known": True}]
         assert expected_protocols("cvact", "test") == [{"orientation_known": True, "cvact_test": "utm_5m"}]
@@ -137,10 +178,18 @@ class TestDoneNeedsEveryProtocol:
         found, missing = _done(store, "safa", "small", TINY, "c0", "abc")
         assert missing == [{"orientation_known": False, "area": "same"}]
         assert [(r.protocol["orientation_known"], r.protocol["area"]) for r in found] == [
-            (True, "same"), (True, "cross"), (False, "cross")]
+            (True, "same"),
+            (True, "cross"),
+            (False, "cross"),
+        ]
         store.append(_synthetic_record(False))
         found, missing = _done(store, "safa", "small", TINY, "c0", "abc")
-        assert missing == [] and [r.protocol["orientation_known"] for r in found] == [True, False, True, False]
+        assert missing == [] and [r.protocol["orientation_known"] for r in found] == [
+            True,
+            False,
+            True,
+            False,
+        ]
 
     def test_a_rerun_protocol_counts_once(self, tmp_path):
         store = ResultStore(tmp_path / "r.jsonl")

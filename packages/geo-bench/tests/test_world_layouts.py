@@ -29,7 +29,9 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["vigor"] = root
     for layout, render in (("cvusa", PANO), ("cvact", SPHERE)):
         root = tmp_path_factory.mktemp(layout)
-        write_layout(layout, root, 10, 0, city=CITY, render=render, split_fractions=FRACTIONS, chunk=4, progress=False)
+        write_layout(
+            layout, root, 10, 0, city=CITY, render=render, split_fractions=FRACTIONS, chunk=4, progress=False
+        )
         out[layout] = root
     return out
 
@@ -39,7 +41,10 @@ class TestCVUSALayout:
         root = roots["cvusa"]
         rows = (root / "splits" / "train-19zl.csv").read_text().split()
         assert len(rows) == 8
-        assert rows[0] == "bingmap/19/0000001.jpg,streetview/panos/0000001.jpg,streetview/annotations/0000001.png"
+        assert (
+            rows[0]
+            == "bingmap/19/0000001.jpg,streetview/panos/0000001.jpg,streetview/annotations/0000001.png"
+        )
         test_rows = (root / "splits" / "val-19zl.csv").read_text().split()
         assert test_rows[0].startswith("bingmap/19/0000009.jpg")
         gps = np.loadtxt(root / "split_locations" / "all.csv", delimiter=",")
@@ -98,7 +103,9 @@ class TestVIGORLayout:
     def test_positive_tile_holds_panorama(self, roots: dict[str, Path]) -> None:
         from geo_bench.datasets.vigor import parse_pano_latlon, parse_tile_latlon
 
-        for line in (roots["vigor"] / "splits" / "Seattle" / "pano_label_balanced.txt").read_text().splitlines():
+        for line in (
+            (roots["vigor"] / "splits" / "Seattle" / "pano_label_balanced.txt").read_text().splitlines()
+        ):
             cols = line.split()
             lat, lon = parse_pano_latlon(cols[0])
             tiles = [parse_tile_latlon(cols[k]) for k in (1, 4, 7, 10)]
@@ -113,8 +120,25 @@ class TestVIGORLayout:
 
 def test_cli_synth_writes_layout(tmp_path: Path) -> None:
     out = tmp_path / "cvusa"
-    rc = main(["synth", "--layout", "cvusa", "--out", str(out), "--num", "3", "--district-m", "400",
-               "--ground-size", "16", "64", "--aerial-size", "32", "--no-progress"])
+    rc = main(
+        [
+            "synth",
+            "--layout",
+            "cvusa",
+            "--out",
+            str(out),
+            "--num",
+            "3",
+            "--district-m",
+            "400",
+            "--ground-size",
+            "16",
+            "64",
+            "--aerial-size",
+            "32",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     assert len(list((out / "streetview" / "panos").glob("*.jpg"))) == 3
     assert main(["synth"]) == 2

@@ -29,7 +29,10 @@ CITY = CityConfig(size_m=400)
 def _empty_epoch(n: int = 400, res: float = 0.5) -> SimpleNamespace:
     """A flat grass world (no roads) with nothing on it; tests stamp objects into it."""
     return SimpleNamespace(
-        n=n, res=res, size=n * res, capture=Capture(),
+        n=n,
+        res=res,
+        size=n * res,
+        capture=Capture(),
         height=torch.zeros(n, n, dtype=torch.float16),
         cls=torch.full((n, n), GRASS, dtype=torch.uint8),
         kind=torch.zeros(n, n, dtype=torch.uint8),
@@ -66,7 +69,9 @@ class TestGeometry:
         ep = _empty_epoch()
         cam = torch.tensor([[100.0, 100.0]])
         _stamp_tower(ep, 100 + dx, 100 + dy)
-        _, seg, depth = render_panorama(ep, cam, torch.tensor([2.0]), torch.tensor([0.0]), (64, 256), steps=96)
+        _, seg, depth = render_panorama(
+            ep, cam, torch.tensor([2.0]), torch.tensor([0.0]), (64, 256), steps=96
+        )
         col = _building_column(seg[0])
         err = min(abs(col - column * 256), 256 - abs(col - column * 256))
         assert err < 3, (col, column * 256)
@@ -82,12 +87,16 @@ class TestGeometry:
     def test_yaw_rotates_columns(self) -> None:
         ep = _empty_epoch()
         _stamp_tower(ep, 120.0, 100.0)  # due east
-        _, seg, _ = render_panorama(ep, torch.tensor([[100.0, 100.0]]), torch.tensor([2.0]), torch.tensor([90.0]), (32, 128))
+        _, seg, _ = render_panorama(
+            ep, torch.tensor([[100.0, 100.0]]), torch.tensor([2.0]), torch.tensor([90.0]), (32, 128)
+        )
         assert abs(_building_column(seg[0]) - 64) < 3  # facing east: the tower is in the centre column
 
     def test_horizon_sky_and_ground(self) -> None:
         ep = _empty_epoch()
-        _, seg, depth = render_panorama(ep, torch.tensor([[100.0, 100.0]]), torch.tensor([2.0]), torch.tensor([0.0]), (32, 128))
+        _, seg, depth = render_panorama(
+            ep, torch.tensor([[100.0, 100.0]]), torch.tensor([2.0]), torch.tensor([0.0]), (32, 128)
+        )
         assert (seg[0, :16] == SKY).all() and (seg[0, 16:] == GRASS).all()
         assert (depth[0, :16] == 0).all()
         # ground depth grows towards the horizon: d = h / tan(-elevation)
@@ -98,7 +107,9 @@ class TestGeometry:
         ep = _empty_epoch()
         _stamp_tower(ep, 115.0, 100.0, half=2.0, height=10.0)  # small building in front
         _stamp_tower(ep, 160.0, 100.0, half=6.0, height=60.0)  # tall one behind
-        _, seg, depth = render_panorama(ep, torch.tensor([[100.0, 100.0]]), torch.tensor([2.0]), torch.tensor([0.0]), (64, 256))
+        _, seg, depth = render_panorama(
+            ep, torch.tensor([[100.0, 100.0]]), torch.tensor([2.0]), torch.tensor([0.0]), (64, 256)
+        )
         east = seg[0, :, 192]
         d = depth[0, :, 192]
         near = (east == BUILDING) & (d < 20)
@@ -112,7 +123,9 @@ class TestGeometry:
         with pytest.raises(ValueError, match="cams"):
             render_panorama(ep, torch.zeros(2), torch.ones(1), torch.zeros(1), (8, 32))
         with pytest.raises(ValueError, match="elevation"):
-            render_panorama(ep, torch.zeros(1, 2), torch.ones(1), torch.zeros(1), (8, 32), elevation=(10, -10))
+            render_panorama(
+                ep, torch.zeros(1, 2), torch.ones(1), torch.zeros(1), (8, 32), elevation=(10, -10)
+            )
         with pytest.raises(ValueError, match="centres"):
             render_aerial(ep, torch.zeros(3), 8, 0.5)
         with pytest.raises(ValueError, match="img"):
@@ -162,7 +175,9 @@ class TestConsistency:
 
         _, pseg = polar_views(b["aerial"], b["aerial_seg"], (h, w))
         classes = (ROAD, BUILDING, TREE, GRASS)
-        g = torch.stack([(b["ground_seg"][:, h // 2 :] == c).float().mean(1) for c in classes], 1)  # (B, C, W)
+        g = torch.stack(
+            [(b["ground_seg"][:, h // 2 :] == c).float().mean(1) for c in classes], 1
+        )  # (B, C, W)
         a = torch.stack([(pseg == c).float().mean(1) for c in classes], 1)
 
         def corr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

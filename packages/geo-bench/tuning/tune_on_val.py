@@ -47,7 +47,9 @@ def _l2ltr_pos_normal() -> Recipe:
 def _smdt_g2_seg() -> Recipe:
     recipe: Any = get_recipe("smdt", "small")
     smdt = recipe.smdt
-    return recipe.replace(smdt=dataclasses.replace(smdt, cascade=dataclasses.replace(smdt.cascade, g2_input="seg")))
+    return recipe.replace(
+        smdt=dataclasses.replace(smdt, cascade=dataclasses.replace(smdt.cascade, g2_input="seg"))
+    )
 
 
 def _safa_8_epochs() -> Recipe:
@@ -72,7 +74,9 @@ def _resolve(name: str) -> tuple[str, Recipe]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("ablations", nargs="+", help="ablation names (see above)")
     parser.add_argument("--out", default="tune_run", help="output folder (default tune_run)")
     parser.add_argument("--world-seed", type=int, default=0, help="world seed (default 0)")
@@ -91,13 +95,25 @@ def main(argv: list[str] | None = None) -> int:
         history = json.loads((run_dir / "history.json").read_text())
         curve = [float(e["val/R@1"]) for e in history if "val/R@1" in e]
         best = max(range(len(curve)), key=lambda i: (curve[i], -i))
-        row = {"ablation": name, "recipe": recipe.name, "change": change, "world_seed": args.world_seed,
-               "seed": args.seed, "config": config, "val_curve": curve, "selected_epoch": best + 1,
-               "best_val_R@1": curve[best], "train_seconds": round(run.train_seconds, 1)}
+        row = {
+            "ablation": name,
+            "recipe": recipe.name,
+            "change": change,
+            "world_seed": args.world_seed,
+            "seed": args.seed,
+            "config": config,
+            "val_curve": curve,
+            "selected_epoch": best + 1,
+            "best_val_R@1": curve[best],
+            "train_seconds": round(run.train_seconds, 1),
+        }
         with (out / "tuning.jsonl").open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
-        print(f"{name:24s} {recipe.name:10s} {change:45s} best val R@1 {curve[best]:5.1f} "
-              f"(epoch {best + 1}/{len(curve)}), {run.train_seconds:.0f} s", flush=True)
+        print(
+            f"{name:24s} {recipe.name:10s} {change:45s} best val R@1 {curve[best]:5.1f} "
+            f"(epoch {best + 1}/{len(curve)}), {run.train_seconds:.0f} s",
+            flush=True,
+        )
     return 0
 
 

@@ -153,7 +153,7 @@ class TestAtomicWrite:
 
 
 def test_atomic_writes_get_the_usual_file_mode(tmp_path):
-    """mkstemp creates 0600 files; a checkpoint, a figure or a JSON written atomically must be as
+    """``mkstemp`` creates 0600 files; a checkpoint, a figure or a JSON written atomically must be as
     readable as one written with open() (0666 & ~umask), e.g. for the other users of a shared run folder."""
     import os
 

@@ -163,8 +163,11 @@ class TestConvertCliFaults:
         _fake_toker(tmp_path / "toker.pth")
         data = (tmp_path / "toker.pth").read_bytes()
         bad = tmp_path / "bad.pth"
-        bad.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"this is no checkpoint" * 9,
-                         "empty": b""}[damage])
+        bad.write_bytes(
+            {"truncated": data[: len(data) // 2], "garbage": b"this is no checkpoint" * 9, "empty": b""}[
+                damage
+            ]
+        )
         rc, err = self._run(["toker", str(bad), str(tmp_path / "out")], capsys)
         assert rc == 2 and err.count("\n") == 1 and str(bad) in err
         assert "unsafe" not in err  # damaged is not the same fault as dangerous
@@ -192,4 +195,3 @@ class TestConvertCliFaults:
         (tmp_path / "taken").write_text("x")
         rc, err = self._run(["toker", str(tmp_path / "toker.pth"), str(tmp_path / "taken")], capsys)
         assert rc == 2 and "taken" in err and err.count("\n") == 1
-

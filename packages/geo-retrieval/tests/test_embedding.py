@@ -85,8 +85,12 @@ class TestOneLoop:
         model = TinyCrossView()
         trainer = Trainer(model, tiny_recipe(), train, val, out_dir=tmp_path, seed=1, loss=ScaledInfoNCE())
         g, a, ids = trainer.embed(val)
-        g2, a2, ids2 = embed_dataset(model, val, prepare=lambda b: trainer.transform(b, None, train=False),
-                                     batch_size=trainer.eval_batch_size)
+        g2, a2, ids2 = embed_dataset(
+            model,
+            val,
+            prepare=lambda b: trainer.transform(b, None, train=False),
+            batch_size=trainer.eval_batch_size,
+        )
         assert torch.equal(g, g2) and torch.equal(a, a2) and ids == ids2
         # search: the same loop over the prepared images
         batches = [trainer.transform(b, None, train=False) for b in DataLoader(val, batch_size=3)]

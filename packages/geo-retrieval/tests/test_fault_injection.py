@@ -25,7 +25,7 @@ from geo_retrieval.checkpoint import (
     save_trainer_state,
     save_weights,
 )
-from geo_retrieval.recipes import OptimizerConfig, SamplingConfig, ScheduleConfig
+from geo_retrieval.config import OptimizerConfig, SamplingConfig, ScheduleConfig
 from geo_retrieval.testing import ScaledInfoNCE, TinyCrossView, assert_same_run, tiny_pairs, tiny_recipe
 from geo_retrieval.training import Augmentation, Trainer
 from geo_retrieval.training import trainer as trainer_module

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from geo_retrieval.recipes import OptimizerConfig, ScheduleConfig
+from geo_retrieval.config import OptimizerConfig, ScheduleConfig
 from geo_retrieval.testing import ScaledInfoNCE, TinyCrossView, assert_same_run, tiny_pairs, tiny_recipe
 from geo_retrieval.training import Augmentation, BatchTransform, Trainer
 from geo_retrieval.training.augment import _Draws, _resize

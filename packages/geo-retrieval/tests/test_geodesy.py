@@ -78,9 +78,13 @@ class TestGreatCircle:
         # the law of cosines in float64 has a floor of about 0.1 m at zero distance (VIGOR's formula)
         assert great_circle_distance([10.0, 20.0], [10.0, 20.0]) < 0.15
         assert great_circle_distance([0.0, 0.0], [0.0, 0.0]) == 0.0
-        np.testing.assert_allclose(great_circle_distance([0.0, 0.0], [0.0, 180.0]), np.pi * VIGOR_EARTH_RADIUS_M)
+        np.testing.assert_allclose(
+            great_circle_distance([0.0, 0.0], [0.0, 180.0]), np.pi * VIGOR_EARTH_RADIUS_M
+        )
         # by hand: one degree on the VIGOR sphere = 6,371,004 * pi / 180 = 111,194.996 m
-        assert float(great_circle_distance([0.0, 0.0], [1.0, 0.0])) == pytest.approx(111_194.9964577288, abs=1e-6)
+        assert float(great_circle_distance([0.0, 0.0], [1.0, 0.0])) == pytest.approx(
+            111_194.9964577288, abs=1e-6
+        )
         d = great_circle_distance(torch.tensor([[41.0, -87.0]], dtype=torch.float64), [[41.0, -87.0]])
         assert np.isfinite(d).all() and d.shape == (1,)
 
@@ -94,7 +98,9 @@ class TestEquirectangular:
     origin_latlon = (40.0, -105.0)
 
     def test_origin(self):
-        ll = equirectangular_to_latlon(torch.tensor([[500_000.0, 4_400_000.0]]), self.origin_xy, self.origin_latlon)
+        ll = equirectangular_to_latlon(
+            torch.tensor([[500_000.0, 4_400_000.0]]), self.origin_xy, self.origin_latlon
+        )
         assert ll.dtype == torch.float64
         assert ll.tolist() == [[40.0, -105.0]]
 
@@ -118,5 +124,7 @@ class TestEquirectangular:
         torch.testing.assert_close(gc, metres, rtol=1e-4, atol=0.0)
 
     def test_radius(self):
-        ll = equirectangular_to_latlon(torch.tensor([[0.0, 1.0]]), (0.0, 0.0), (0.0, 0.0), radius_m=180.0 / math.pi)
+        ll = equirectangular_to_latlon(
+            torch.tensor([[0.0, 1.0]]), (0.0, 0.0), (0.0, 0.0), radius_m=180.0 / math.pi
+        )
         assert ll[0].tolist() == pytest.approx([1.0, 0.0])

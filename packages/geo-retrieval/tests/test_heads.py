@@ -187,11 +187,15 @@ class TestTransformerHead(BaseTester):
 
     def test_pos_init_and_pool_options(self):
         torch.manual_seed(0)
-        head = TransformerHead(in_channels=4, feature_size=(2, 4), dim=8, depth=1, num_heads=2, pos_init="sincos")
+        head = TransformerHead(
+            in_channels=4, feature_size=(2, 4), dim=8, depth=1, num_heads=2, pos_init="sincos"
+        )
         self.assert_close(head.pos_embed[0, 1:].detach(), sincos_pos_embed_2d(8, (2, 4)))
         assert torch.all(head.pos_embed[0, 0] == 0)
         assert head.pos_embed.requires_grad  # an initialisation, still learned
-        avg = TransformerHead(in_channels=4, feature_size=(2, 4), dim=8, depth=1, num_heads=2, pool="avg").eval()
+        avg = TransformerHead(
+            in_channels=4, feature_size=(2, 4), dim=8, depth=1, num_heads=2, pool="avg"
+        ).eval()
         x = torch.rand(3, 4, 2, 4)
         tokens = []
         avg.norm.register_forward_pre_hook(lambda m, a: tokens.append(a[0]))

@@ -6,6 +6,9 @@ Edges: ``import a.b.c`` / ``from a.b import c`` point at the module imported (``
 module, else ``a.b``) and at every package above it (Python runs their ``__init__`` first), except the
 packages above the importing module itself, which Python has initialised before it runs (``from .. import
 __version__`` or a package ``__init__`` re-exporting its submodules is no cycle).
+
+Imports go at the top of modules: a function-level import is refused unless it names one of
+:data:`LAZY_IMPORTS_ALLOWED` (optional dependencies, torch internals some builds lack).
 """
 
 from __future__ import annotations
@@ -19,6 +22,19 @@ from pathlib import Path
 import pytest
 
 PACKAGE = "geo_retrieval"
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# Modules that may be imported inside a function (and their submodules), each with its reason. The
+# geo-synthesis recipes come through ``importlib.metadata`` entry points (``ep.load()``), not an import
+# statement, so they need no entry here.
+LAZY_IMPORTS_ALLOWED = {
+    # optional dependency (the `faiss` / `faiss-gpu` extras); FaissIndex raises MissingDependencyError
+    "faiss",
+    # importable only on torch builds with distributed support; used only inside a process group
+    "torch.distributed.nn.functional",
+    # private torch module, absent from some builds and versions (feature-detected, else None)
+    "torch.distributed._functional_collectives",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -88,6 +104,30 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def _function_level_imports(root: Path) -> list[tuple[str, int, str]]:
+    """``(file, line, module)`` of every import statement inside a function body in the ``*.py`` files
+    under ``root``; relative imports keep their leading dots (``from ..losses import x`` -> ``..losses``)."""
+    found: list[tuple[str, int, str]] = []
+
+    def visit(node: ast.AST, name: str, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if in_function and isinstance(child, ast.Import):
+                found.extend((name, child.lineno, alias.name) for alias in child.names)
+            elif in_function and isinstance(child, ast.ImportFrom):
+                found.append((name, child.lineno, "." * child.level + (child.module or "")))
+            function = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            visit(child, name, in_function or function)
+
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        visit(tree, path.relative_to(root.parent).as_posix(), False)
+    return found
+
+
+def _lazy_allowed(module: str) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in LAZY_IMPORTS_ALLOWED)
+
+
 def _run_isolated(code: str) -> set[str]:
     """Run ``code`` in a fresh interpreter with the package as a bare namespace (its ``__init__``, which
     imports everything, is not run); return the names in ``sys.modules`` afterwards."""
@@ -123,6 +163,47 @@ class TestImportGraph:
         for name in (f"{PACKAGE}.config", f"{PACKAGE}.recipes"):
             deps = _imported(name, graph_modules[name], graph_modules)
             assert not any(d.startswith(f"{PACKAGE}.training") for d in deps), (name, sorted(deps))
+
+    def test_imports_at_top_of_modules(self):
+        local = _function_level_imports(SRC / PACKAGE)
+        bad = [f"{path}:{line}: {module}" for path, line, module in local if not _lazy_allowed(module)]
+        assert not bad, "import these at the top of the module (or allow-list an optional dependency):\n" + (
+            "\n".join(bad)
+        )
+
+    def test_lazy_allow_list_is_current(self):
+        modules = [module for _, _, module in _function_level_imports(SRC / PACKAGE)]
+        unused = {
+            n for n in LAZY_IMPORTS_ALLOWED if not any(m == n or m.startswith(n + ".") for m in modules)
+        }
+        assert not unused, (
+            f"no function-level import of {sorted(unused)} is left: drop it from LAZY_IMPORTS_ALLOWED"
+        )
+
+    def test_function_level_import_scan(self, tmp_path):
+        package = tmp_path / "pkg"
+        package.mkdir()
+        (package / "m.py").write_text(
+            "import os\n"
+            "def f():\n"
+            "    import faiss.contrib, sys\n"
+            "    from ..losses import create_loss\n"
+            "    def g():\n"
+            "        from numpy import asarray\n"
+            "class C:\n"
+            "    import json\n"
+            "    def m(self):\n"
+            "        import tqdm\n"
+        )
+        assert _function_level_imports(package) == [
+            ("pkg/m.py", 3, "faiss.contrib"),
+            ("pkg/m.py", 3, "sys"),
+            ("pkg/m.py", 4, "..losses"),
+            ("pkg/m.py", 6, "numpy"),
+            ("pkg/m.py", 10, "tqdm"),
+        ]
+        assert _lazy_allowed("faiss") and _lazy_allowed("faiss.contrib")
+        assert not _lazy_allowed("..losses") and not _lazy_allowed("faissx") and not _lazy_allowed("torch")
 
     def test_find_cycle_reports_a_cycle(self):
         assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]

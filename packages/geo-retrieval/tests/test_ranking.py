@@ -73,7 +73,9 @@ class TestTop1pctK:
     def test_pinned_gallery_sizes(self, n, floor_k, plus_one_k):
         # ceil(N/100) would give 89 at 8,884 but 100 (not 101) at 10,000: int_plus_one differs from it
         assert (top1pct_k(n), top1pct_k(n, "int_plus_one")) == (floor_k, plus_one_k)
-        r = torch.full((n,), floor_k, dtype=torch.long)  # every match at rank floor_k: a hit only for K > floor_k
+        r = torch.full(
+            (n,), floor_k, dtype=torch.long
+        )  # every match at rank floor_k: a hit only for K > floor_k
         assert recall_from_ranks(r, n).as_dict()["R@1%"] == 0.0
         res = recall_from_ranks(r, n, top1pct_rule="int_plus_one")
         assert (res.top1pct_k, res.top1pct_rule) == (plus_one_k, "int_plus_one")
@@ -100,14 +102,24 @@ class TestTrainerValidation:
     def test_evaluate_is_retrieval_recall_of_its_descriptors(self, tmp_path):
         torch.manual_seed(0)
         train, val = tiny_pairs()
-        trainer = Trainer(TinyCrossView(), tiny_recipe(), train, val, out_dir=tmp_path, seed=1, loss=ScaledInfoNCE())
+        trainer = Trainer(
+            TinyCrossView(), tiny_recipe(), train, val, out_dir=tmp_path, seed=1, loss=ScaledInfoNCE()
+        )
         metrics = trainer.evaluate()
         g, a, ids = trainer.embed(val)
         assert len(ids) == len(val) == g.shape[0] == a.shape[0]
         expected = retrieval_recall(g, a, ties="pessimistic").summary()
         assert metrics == expected
         assert list(metrics) == [
-            "R@1", "R@5", "R@10", "R@1%", "K_1pct", "top1pct_rule", "n_query", "n_reference", "ties",
+            "R@1",
+            "R@5",
+            "R@10",
+            "R@1%",
+            "K_1pct",
+            "top1pct_rule",
+            "n_query",
+            "n_reference",
+            "ties",
         ]
         assert (metrics["ties"], metrics["top1pct_rule"], metrics["K_1pct"]) == ("pessimistic", "floor", 1)
 

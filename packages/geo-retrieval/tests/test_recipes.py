@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from geo_retrieval import recipes
-from geo_retrieval.recipes import GradClip, build, get_recipe, list_recipes, register_recipe
+from geo_retrieval.config import GradClip
+from geo_retrieval.recipes import build, get_recipe, list_recipes, register_recipe
 
 BUILTIN = ("safa", "dsm", "sample4geo", "l2ltr")
 
@@ -193,6 +194,14 @@ class TestMethodFidelity:
         assert recipe.head_kwargs["dropout"] == 0.1 and recipe.head_kwargs["attn_dropout"] == 0.0
         from geo_retrieval.heads import create_head
 
-        head = create_head("transformer", in_channels=8, feature_size=(2, 4), dim=8, depth=1, num_heads=2,
-                           dropout=0.1, attn_dropout=0.0)
+        head = create_head(
+            "transformer",
+            in_channels=8,
+            feature_size=(2, 4),
+            dim=8,
+            depth=1,
+            num_heads=2,
+            dropout=0.1,
+            attn_dropout=0.0,
+        )
         assert head.blocks[0].attn_dropout == 0.0 and head.blocks[0].dropout.p == 0.1

@@ -65,14 +65,18 @@ class TestDuplicatePolicy:
             assert isinstance(create_loss("test_l1"), nn.L1Loss) and "test_l1" in list_losses()
         finally:
             losses._LOSSES.unregister("test_l1")
-        with pytest.raises(ValueError, match=r"unknown loss 'test_l1'; available: \['infonce', 'soft_margin_triplet'\]"):
+        with pytest.raises(
+            ValueError, match=r"unknown loss 'test_l1'; available: \['infonce', 'soft_margin_triplet'\]"
+        ):
             create_loss("test_l1")
 
     def test_recipe(self):
         r = get_recipe("safa", "small").replace(name="test_registry_recipe")
         register_recipe(r)
         try:
-            with pytest.raises(ValueError, match=r"recipe 'test_registry_recipe/small' is already registered"):
+            with pytest.raises(
+                ValueError, match=r"recipe 'test_registry_recipe/small' is already registered"
+            ):
                 register_recipe(r)
             assert register_recipe(r.replace(epochs=3), overwrite=True).epochs == 3
         finally:
@@ -86,12 +90,18 @@ class TestDuplicatePolicy:
             return nn.Identity()
 
         try:
-            with pytest.raises(ValueError, match=r"recipe builder 'test_registry_builder' is already registered"):
+            with pytest.raises(
+                ValueError, match=r"recipe builder 'test_registry_builder' is already registered"
+            ):
                 register_builder("test_registry_builder")(make)
             register_builder("test_registry_builder", overwrite=True)(make)
             r = get_recipe("safa", "small").replace(name="test_registry_builder")
             assert isinstance(build(r), nn.Identity)
-            assert get_builder(r) is make and has_custom_builder(r) and has_custom_builder("test_registry_builder")
+            assert (
+                get_builder(r) is make
+                and has_custom_builder(r)
+                and has_custom_builder("test_registry_builder")
+            )
             assert builder_package(r) == make.__module__.partition(".")[0]  # the builder's package
         finally:
             recipes._BUILDERS.unregister("test_registry_builder")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from geo_retrieval.recipes import OptimizerConfig, SamplingConfig, ScheduleConfig
+from geo_retrieval.config import OptimizerConfig, SamplingConfig, ScheduleConfig
 from geo_retrieval.testing import ScaledInfoNCE, TinyCrossView, assert_same_run, tiny_pairs, tiny_recipe
 from geo_retrieval.training import Augmentation, Trainer
 
@@ -31,7 +31,14 @@ def make(out_dir, data, model_seed=0, **kwargs):
     torch.manual_seed(model_seed)
     train, val = data
     return Trainer(
-        TinyCrossView(dropout=0.2), RECIPE, train, val, out_dir=out_dir, seed=7, loss=ScaledInfoNCE(), **kwargs
+        TinyCrossView(dropout=0.2),
+        RECIPE,
+        train,
+        val,
+        out_dir=out_dir,
+        seed=7,
+        loss=ScaledInfoNCE(),
+        **kwargs,
     )
 
 

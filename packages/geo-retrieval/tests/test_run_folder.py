@@ -74,8 +74,9 @@ class TestLoadModelWeights:
         torch.manual_seed(0)
         src, dst = nn.Linear(3, 2), nn.Linear(3, 2)
         a = save_weights(src, tmp_path / "a.safetensors", {"global_step": "1"})
-        b = save_weights(dict(reversed(list(src.state_dict().items()))), tmp_path / "b.safetensors",
-                         {"global_step": "9"})
+        b = save_weights(
+            dict(reversed(list(src.state_dict().items()))), tmp_path / "b.safetensors", {"global_step": "9"}
+        )
         digest = load_model_weights(dst, a)
         assert torch.equal(dst.weight, src.weight)
         assert digest == load_model_weights(dst, b) == weights_digest(src.state_dict())
@@ -88,14 +89,18 @@ class TestLoadModelWeights:
 
     def test_prefixes_are_stripped(self, tmp_path):
         src = nn.Linear(3, 2)
-        path = save_weights({f"module.{k}": v for k, v in src.state_dict().items()}, tmp_path / "w.safetensors")
+        path = save_weights(
+            {f"module.{k}": v for k, v in src.state_dict().items()}, tmp_path / "w.safetensors"
+        )
         load_model_weights(nn.Linear(3, 2), path)
 
     def test_mismatch_names_keys_and_shapes(self, tmp_path):
         path = save_weights(nn.Linear(3, 2), tmp_path / "w.safetensors")
         with pytest.raises(CheckpointMismatchError, match=r"shape mismatches: weight: checkpoint \(2, 3\)"):
             load_model_weights(nn.Linear(4, 2), path)
-        with pytest.raises(CheckpointMismatchError, match=r"missing keys: 0.bias, 0.weight; unexpected keys: bias, weight"):
+        with pytest.raises(
+            CheckpointMismatchError, match=r"missing keys: 0.bias, 0.weight; unexpected keys: bias, weight"
+        ):
             load_model_weights(nn.Sequential(nn.Linear(3, 2)), path)
 
     def test_non_finite_values_are_refused(self, tmp_path):
@@ -119,8 +124,12 @@ class TestCheckResume:
 
     def test_every_difference_is_listed(self):
         with pytest.raises(ResumeMismatchError) as err:
-            check_resume("run", {"seed": 0, "world": {"seed": 1}, "tiny": True}, {"seed": 2, "world": {"seed": 3}},
-                         hint="choose another --out")
+            check_resume(
+                "run",
+                {"seed": 0, "world": {"seed": 1}, "tiny": True},
+                {"seed": 2, "world": {"seed": 3}},
+                hint="choose another --out",
+            )
         assert err.value.differences == [("seed", 0, 2), ("world.seed", 1, 3), ("tiny", True, None)]
         assert "choose another --out" in str(err.value)
 
@@ -169,6 +178,8 @@ class TestGuarded:
 
     def test_unsafe_pickle_is_marked(self):
         assert user_error_message(UnsafeCheckpointError("x.pt", ["os.system"])).startswith(
-            "unsafe checkpoint refused (not unpickled): refusing to load 'x.pt'")
+            "unsafe checkpoint refused (not unpickled): refusing to load 'x.pt'"
+        )
         assert user_error_message(pickle.UnpicklingError()) == (
-            "unsafe checkpoint refused (not unpickled): UnpicklingError")
+            "unsafe checkpoint refused (not unpickled): UnpicklingError"
+        )

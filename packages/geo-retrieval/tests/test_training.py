@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geo_retrieval.recipes import GradClip, OptimizerConfig, SamplingConfig, ScheduleConfig
+from geo_retrieval.config import GradClip, OptimizerConfig, SamplingConfig, ScheduleConfig
 from geo_retrieval.testing import SyntheticPairs, TinyCrossView, tiny_recipe
 from geo_retrieval.training import (
     Augmentation,
@@ -179,13 +179,20 @@ class TestTrainer:
                 return infonce(sim)
 
         loss = Recording()
-        Trainer(TinyCrossView(), tiny_recipe(epochs=3, geo_mask_m=25.0), train, out_dir=tmp_path, loss=loss).fit()
+        Trainer(
+            TinyCrossView(), tiny_recipe(epochs=3, geo_mask_m=25.0), train, out_dir=tmp_path, loss=loss
+        ).fit()
         assert loss.epochs == [0, 1, 2]
         assert loss.utm_shapes == [(8, 2)] * 12
         # no geo mask in the recipe (L2LTR, Sample4Geo): the coordinates never reach the loss
         loss = Recording()
-        Trainer(TinyCrossView(), tiny_recipe(epochs=1, geo_mask_m=None), train, out_dir=tmp_path / "nomask",
-                loss=loss).fit()
+        Trainer(
+            TinyCrossView(),
+            tiny_recipe(epochs=1, geo_mask_m=None),
+            train,
+            out_dir=tmp_path / "nomask",
+            loss=loss,
+        ).fit()
         assert loss.utm_shapes == [None] * 4
 
     def test_geo_mask_radius_comes_from_the_recipe(self, pairs, tmp_path):
@@ -194,7 +201,9 @@ class TestTrainer:
         assert Trainer(TinyCrossView(), recipe, train, out_dir=tmp_path).loss_fn.min_distance_m == 40.0
         # a loss that cannot take a geo mask is refused rather than silently trained without one
         with pytest.raises(ValueError, match="geo_mask_m"):
-            Trainer(TinyCrossView(), tiny_recipe(loss="infonce", geo_mask_m=25.0), train, out_dir=tmp_path / "x")
+            Trainer(
+                TinyCrossView(), tiny_recipe(loss="infonce", geo_mask_m=25.0), train, out_dir=tmp_path / "x"
+            )
 
     def test_fit_checkpoints_and_records(self, pairs, tmp_path):
         train, val = pairs
@@ -344,8 +353,10 @@ class TestTrainer:
 
         class Staged(TinyCrossView):
             def configure_optimizers(self, recipe):
-                return {"ground": torch.optim.SGD(self.g.parameters(), lr=0.1),
-                        "aerial": torch.optim.SGD(self.a.parameters(), lr=0.1)}
+                return {
+                    "ground": torch.optim.SGD(self.g.parameters(), lr=0.1),
+                    "aerial": torch.optim.SGD(self.a.parameters(), lr=0.1),
+                }
 
             def training_step(self, batch, trainer):
                 g, a = self(batch["ground"], batch["aerial"])

@@ -14,7 +14,7 @@ SCRIPT = textwrap.dedent(
     import torch
 
     torch.set_num_threads(1)
-    from geo_retrieval.recipes import ScheduleConfig
+    from geo_retrieval.config import ScheduleConfig
     from geo_retrieval.testing import ScaledInfoNCE, SyntheticPairs, TinyCrossView, tiny_recipe
     from geo_retrieval.training import Trainer, split_holdout
 

@@ -90,12 +90,20 @@ def run_one(size: str, what: str, device: torch.device, batch: int, repeats: int
     else:
         peak, total = peak_rss_mb() - base, peak_rss_mb()
     return {
-        "size": size, "what": what, "batch": batch, "device": str(device), "threads": torch.get_num_threads(),
-        "median_s": statistics.median(times), "min_s": min(times), "peak_growth_mb": round(peak, 1),
+        "size": size,
+        "what": what,
+        "batch": batch,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "peak_growth_mb": round(peak, 1),
         "peak_total_mb": round(total, 1),
-        "params_m": {"generators": sum(p.numel() for p in cascade.generator_parameters()) / 1e6,
-                     "discriminators": sum(p.numel() for p in cascade.discriminator_parameters()) / 1e6,
-                     "retrieval": sum(p.numel() for p in model.retrieval.parameters()) / 1e6},
+        "params_m": {
+            "generators": sum(p.numel() for p in cascade.generator_parameters()) / 1e6,
+            "discriminators": sum(p.numel() for p in cascade.discriminator_parameters()) / 1e6,
+            "retrieval": sum(p.numel() for p in model.retrieval.parameters()) / 1e6,
+        },
     }
 
 
@@ -104,7 +112,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sizes", default="full,small")
     parser.add_argument("--what", default="d,g,step")
-    parser.add_argument("--batch-full", type=int, default=None, help="default: 1 on CPU (2 for 'step'), 4 on CUDA")
+    parser.add_argument(
+        "--batch-full", type=int, default=None, help="default: 1 on CPU (2 for 'step'), 4 on CUDA"
+    )
     parser.add_argument("--batch-small", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -125,8 +135,16 @@ def main() -> None:
                 batch = args.batch_full
             else:
                 batch = 4 if device.type == "cuda" else (2 if what == "step" else 1)
-            cmd = [sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats),
-                   "--one", f"{size}:{what}:{batch}"]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--device",
+                args.device,
+                "--repeats",
+                str(args.repeats),
+                "--one",
+                f"{size}:{what}:{batch}",
+            ]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             res = subprocess.run(cmd, capture_output=True, text=True)
@@ -134,9 +152,12 @@ def main() -> None:
                 print(f"{size}/{what}: failed\n{res.stderr[-2000:]}", file=sys.stderr)
                 continue
             r = json.loads(res.stdout.strip().splitlines()[-1])
-            print(f"{r['size']:>5} {r['what']:>4}  batch {r['batch']:>2}  {r['device']} x{r['threads']}  "
-                  f"median {r['median_s']:.3f} s  (min {r['min_s']:.3f})  peak +{r['peak_growth_mb']:.0f} MB "
-                  f"(total {r['peak_total_mb']:.0f} MB)  params M {r['params_m']}", flush=True)
+            print(
+                f"{r['size']:>5} {r['what']:>4}  batch {r['batch']:>2}  {r['device']} x{r['threads']}  "
+                f"median {r['median_s']:.3f} s  (min {r['min_s']:.3f})  peak +{r['peak_growth_mb']:.0f} MB "
+                f"(total {r['peak_total_mb']:.0f} MB)  params M {r['params_m']}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -55,11 +55,15 @@ class TestKeepRemove:
 class TestSemanticAugment:
     def test_modes_applied_per_sample(self):
         image, seg = planted(b=64)
-        cfg = SemanticAugment(p_keep_tree=0.25, p_keep_road=0.25, p_remove_sky=0.25, keep_fill=1.0, remove_fill=0.0)
+        cfg = SemanticAugment(
+            p_keep_tree=0.25, p_keep_road=0.25, p_remove_sky=0.25, keep_fill=1.0, remove_fill=0.0
+        )
         out, modes = semantic_augment(image, seg, cfg, generator=torch.Generator().manual_seed(3))
         assert set(modes.tolist()) == {0, 1, 2, 3}
         for i, m in enumerate(modes.tolist()):
-            rows_kept = {"none": [0, 1, 2, 3], "keep_tree": [1], "keep_road": [2], "remove_sky": [1, 2, 3]}[MODES[m]]
+            rows_kept = {"none": [0, 1, 2, 3], "keep_tree": [1], "keep_road": [2], "remove_sky": [1, 2, 3]}[
+                MODES[m]
+            ]
             for r in range(4):
                 if r in rows_kept:
                     assert torch.equal(out[i, :, r], image[i, :, r])
@@ -75,7 +79,9 @@ class TestSemanticAugment:
         cfg = SemanticAugment(p_keep_tree=1.0)
         out, _ = semantic_augment(image, seg, cfg, generator=torch.Generator().manual_seed(0))
         assert (out[:, :, 0] == 1.0).all() and torch.equal(out[:, :, 1], image[:, :, 1])
-        out, _ = semantic_augment(image, seg, SemanticAugment(p_remove_sky=1.0), generator=torch.Generator().manual_seed(0))
+        out, _ = semantic_augment(
+            image, seg, SemanticAugment(p_remove_sky=1.0), generator=torch.Generator().manual_seed(0)
+        )
         assert (out[:, :, 0] == 0.0).all() and torch.equal(out[:, :, 1:], image[:, :, 1:])
 
     def test_seeded_and_probabilities(self):

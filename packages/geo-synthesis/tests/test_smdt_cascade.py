@@ -21,8 +21,18 @@ SIZE = (16, 64)
 
 
 def tiny_config(**changes):
-    base = dict(num_classes=K, gan_size=SIZE, mixed=MixedParams(meters_per_pixel=0.8), ngf=4, num_downs=2,
-                n_blocks=1, max_channels=16, ndf=4, d_layers=2, d_scales=1)
+    base = dict(
+        num_classes=K,
+        gan_size=SIZE,
+        mixed=MixedParams(meters_per_pixel=0.8),
+        ngf=4,
+        num_downs=2,
+        n_blocks=1,
+        max_channels=16,
+        ndf=4,
+        d_layers=2,
+        d_scales=1,
+    )
     base.update(changes)
     return CascadeConfig(**base)
 
@@ -168,7 +178,7 @@ class TestCascadeWiring:
         c.set_discriminators_trainable(True)
         assert grad_norm(c.discriminator_parameters()) == 0.0
         assert grad_norm(c.g1.parameters()) > 0 and grad_norm(c.g2.parameters()) > 0
-        expected = (logs["loss_g_adv1"] + logs["loss_g_adv2"] + 100 * logs["l1_image"] + 100 * logs["l1_seg"])
+        expected = logs["loss_g_adv1"] + logs["loss_g_adv2"] + 100 * logs["l1_image"] + 100 * logs["l1_seg"]
         torch.testing.assert_close(logs["loss_g"], expected)
         assert all(p.requires_grad for p in c.discriminator_parameters())
 

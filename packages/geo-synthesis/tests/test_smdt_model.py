@@ -22,10 +22,25 @@ SIZE = (16, 64)
 
 
 def tiny_recipe(**smdt_changes) -> SMDTRecipe:
-    cascade = CascadeConfig(num_classes=6, gan_size=SIZE, mixed=MixedParams(meters_per_pixel=0.8), ngf=4,
-                            num_downs=2, n_blocks=1, max_channels=16, ndf=4, d_layers=2, d_scales=1)
-    cfg = SMDTConfig(cascade=cascade, retrieval_ground_size=SIZE, retrieval_aerial_size=SIZE,
-                     segmenter_width=4, segmenter_depth=1)
+    cascade = CascadeConfig(
+        num_classes=6,
+        gan_size=SIZE,
+        mixed=MixedParams(meters_per_pixel=0.8),
+        ngf=4,
+        num_downs=2,
+        n_blocks=1,
+        max_channels=16,
+        ndf=4,
+        d_layers=2,
+        d_scales=1,
+    )
+    cfg = SMDTConfig(
+        cascade=cascade,
+        retrieval_ground_size=SIZE,
+        retrieval_aerial_size=SIZE,
+        segmenter_width=4,
+        segmenter_depth=1,
+    )
     cfg = SMDTConfig(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, **smdt_changes})
     return get_recipe("smdt", "small").replace(ground_size=SIZE, aerial_size=(32, 32), batch_size=4, smdt=cfg)
 
@@ -117,8 +132,11 @@ class TestSMDTModel:
     def test_retrieval_is_detached_from_the_gan_by_default(self):
         batch = make_batch()
         grads = {}
-        for name, changes in {"detached": {}, "no_retrieval": {"retrieval_start_epoch": 1},
-                              "flow": {"retrieval_grad_to_gan": True}}.items():
+        for name, changes in {
+            "detached": {},
+            "no_retrieval": {"retrieval_start_epoch": 1},
+            "flow": {"retrieval_grad_to_gan": True},
+        }.items():
             model, recipe = make_model(**changes)
             trainer = StubTrainer(model, recipe)
             torch.manual_seed(1)

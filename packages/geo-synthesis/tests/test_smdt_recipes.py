@@ -21,8 +21,17 @@ def test_registered_through_the_entry_point():
 def test_full_variant_values():
     r = get_recipe("smdt", "full")
     l2ltr = get_recipe("l2ltr", "full")
-    for name in ("backbone", "backbone_kwargs", "head", "head_kwargs", "loss", "loss_kwargs", "optimizer",
-                 "schedule", "grad_clip"):
+    for name in (
+        "backbone",
+        "backbone_kwargs",
+        "head",
+        "head_kwargs",
+        "loss",
+        "loss_kwargs",
+        "optimizer",
+        "schedule",
+        "grad_clip",
+    ):
         assert getattr(r, name) == getattr(l2ltr, name), name
     assert r.ground_size == (256, 1024) and r.aerial_size == (256, 256) and not r.polar
     assert r.normalisation == Normalisation.minus_one_one()

@@ -23,8 +23,15 @@ class TestClassGrouping:
         g = world_grouping()
         assert g.groups == SMDT_GROUPS
         expected = {
-            "sky": "sky", "road": "road", "sidewalk": "road", "parking": "road", "grass": "vegetation",
-            "tree": "vegetation", "building": "building", "car": "vehicle", "water": "other",
+            "sky": "sky",
+            "road": "road",
+            "sidewalk": "road",
+            "parking": "road",
+            "grass": "vegetation",
+            "tree": "vegetation",
+            "building": "building",
+            "car": "vehicle",
+            "water": "other",
         }
         labels = torch.arange(len(WORLD_CLASSES))[None, None]
         grouped = g(labels)[0, 0].tolist()
@@ -100,7 +107,11 @@ class TestSegmentationUNet:
         gen = torch.Generator().manual_seed(0)
         n, h, w = 16, 16, 32
         world = torch.tensor([0, 1, 7])  # sky, road, tree
-        which = torch.randint(0, 3, (n, h // 4, w // 4), generator=gen).repeat_interleave(4, 1).repeat_interleave(4, 2)
+        which = (
+            torch.randint(0, 3, (n, h // 4, w // 4), generator=gen)
+            .repeat_interleave(4, 1)
+            .repeat_interleave(4, 2)
+        )
         colours = torch.tensor([[0.6, 0.8, 1.0], [0.3, 0.3, 0.3], [0.1, 0.5, 0.1]])
         images = colours[which].permute(0, 3, 1, 2) + 0.05 * torch.randn(n, 3, h, w, generator=gen)
         labels = world[which]

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from geo_retrieval.recipes import ScheduleConfig, build, get_recipe
+from geo_retrieval.config import ScheduleConfig
+from geo_retrieval.recipes import build, get_recipe
 from geo_retrieval.training import Trainer
 from geo_synthesis.callbacks import SynthesisGridCallback
 from geo_synthesis.metrics import ssim
@@ -22,13 +23,33 @@ MIXED = MixedParams(meters_per_pixel=0.8)  # the full geometry scaled to a 32 px
 
 
 def tiny_recipe(epochs=1, gan_lr=1e-3, batch_size=8, width=8):
-    cascade = CascadeConfig(num_classes=6, gan_size=SIZE, mixed=MIXED, ngf=width, num_downs=2, n_blocks=1,
-                            max_channels=4 * width, ndf=width, d_layers=2, d_scales=1)
-    cfg = SMDTConfig(cascade=cascade, retrieval_ground_size=SIZE, retrieval_aerial_size=SIZE, gan_lr=gan_lr,
-                     segmenter_width=4, segmenter_depth=1)
+    cascade = CascadeConfig(
+        num_classes=6,
+        gan_size=SIZE,
+        mixed=MIXED,
+        ngf=width,
+        num_downs=2,
+        n_blocks=1,
+        max_channels=4 * width,
+        ndf=width,
+        d_layers=2,
+        d_scales=1,
+    )
+    cfg = SMDTConfig(
+        cascade=cascade,
+        retrieval_ground_size=SIZE,
+        retrieval_aerial_size=SIZE,
+        gan_lr=gan_lr,
+        segmenter_width=4,
+        segmenter_depth=1,
+    )
     return get_recipe("smdt", "small").replace(
-        ground_size=SIZE, aerial_size=(32, 32), batch_size=batch_size, epochs=epochs,
-        schedule=ScheduleConfig("constant"), smdt=cfg,
+        ground_size=SIZE,
+        aerial_size=(32, 32),
+        batch_size=batch_size,
+        epochs=epochs,
+        schedule=ScheduleConfig("constant"),
+        smdt=cfg,
     )
 
 
@@ -100,12 +121,14 @@ def test_checkpoint_and_exact_resume(tmp_path):
 
     full = Trainer(fresh(), recipe, train, val, out_dir=tmp_path / "a", seed=3, device="cpu", progress=False)
     full.fit()
-    first = Trainer(fresh(), recipe, train, val, out_dir=tmp_path / "b", seed=3, device="cpu", progress=False,
-                    max_steps=3)
+    first = Trainer(
+        fresh(), recipe, train, val, out_dir=tmp_path / "b", seed=3, device="cpu", progress=False, max_steps=3
+    )
     first.fit()
     assert first.global_step == 3
-    resumed = Trainer(fresh(), recipe, train, val, out_dir=tmp_path / "b", seed=3, device="cpu", progress=False,
-                      resume=True)
+    resumed = Trainer(
+        fresh(), recipe, train, val, out_dir=tmp_path / "b", seed=3, device="cpu", progress=False, resume=True
+    )
     assert resumed.global_step == 3 and resumed.epoch == 1  # mid-epoch 1 (2 steps per epoch)
     resumed.fit()
     a, b = full.raw_model.state_dict(), resumed.raw_model.state_dict()

@@ -90,7 +90,9 @@ def test_empty_batch_gradient(device):
 
 
 HUGE = (100_000, 100_000)
-TOO_BIG = r"out_size \(100000, 100000\) asks for 10,000,000,000 pixels per image, above the limit of 67,108,864"
+TOO_BIG = (
+    r"out_size \(100000, 100000\) asks for 10,000,000,000 pixels per image, above the limit of 67,108,864"
+)
 ROTATIONS = (torch.zeros(1, 1, dtype=torch.float64),) * 4
 
 

@@ -54,7 +54,9 @@ class TestPolarPresets(BaseTester):
 
     def test_versioning(self):
         v1 = get_polar_preset("safa")
-        with pytest.raises(ValueError, match=r"polar preset 'safa@1' is already registered; pass overwrite=True"):
+        with pytest.raises(
+            ValueError, match=r"polar preset 'safa@1' is already registered; pass overwrite=True"
+        ):
             register_polar_preset(dataclasses.replace(v1, center="pixel"))
         # one registry policy: any existing identifier raises (a changed recipe gets a new version) ...
         with pytest.raises(ValueError, match="already registered"):

@@ -27,7 +27,9 @@ class TestRegistry:
     def test_duplicate_raises_unless_overwrite(self):
         reg = Registry[int]("loss")
         reg.register("a", 1)
-        with pytest.raises(ValueError, match=r"loss 'a' is already registered; pass overwrite=True to replace it"):
+        with pytest.raises(
+            ValueError, match=r"loss 'a' is already registered; pass overwrite=True to replace it"
+        ):
             reg.register("a", 1)  # even the same entry: one policy, no silent no-op
         with pytest.raises(ValueError, match="already registered"):
             reg.register("a")(2)
@@ -76,14 +78,18 @@ class TestRegistry:
 
 class TestMissingDependencyError:
     def test_is_import_error_with_extra(self):
-        with pytest.raises(ImportError, match=r"maps needs no_such_module_xyz: pip install 'geo-bench\[map\]'") as info:
+        with pytest.raises(
+            ImportError, match=r"maps needs no_such_module_xyz: pip install 'geo-bench\[map\]'"
+        ) as info:
             import_optional("no_such_module_xyz.sub", extra="geo-bench[map]", purpose="maps")
         assert isinstance(info.value, MissingDependencyError)
         assert info.value.extra == "geo-bench[map]" and info.value.name == "no_such_module_xyz.sub"
 
     def test_hint_and_success(self):
         with pytest.raises(MissingDependencyError, match=r"\[faiss\]' \(never both\)$"):
-            import_optional("no_such_module_xyz", extra="geo-retrieval[faiss]", purpose="search", hint="(never both)")
+            import_optional(
+                "no_such_module_xyz", extra="geo-retrieval[faiss]", purpose="search", hint="(never both)"
+            )
         assert import_optional("math", extra="x[y]", purpose="z").sqrt(4.0) == 2.0
 
     def test_preview_raises_it(self, monkeypatch):

@@ -58,7 +58,7 @@ class ColourProfile:
             raise ValueError(f"sectors must be >= 2, got {sectors}")
         if bands < 1:
             raise ValueError(f"bands must be >= 1, got {bands}")
-        self.sectors, self.bands, self.polar_size = int(sectors), int(bands), tuple(polar_size)
+        self.sectors, self.bands, self.polar_size = int(sectors), int(bands), (polar_size[0], polar_size[1])
 
     def config(self) -> dict[str, object]:
         """The options, for the results record."""

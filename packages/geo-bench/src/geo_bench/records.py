@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from geo_retrieval.ranking import TIE_RULES, TOP1PCT_RULES
+
 __all__ = [
     "PROTOCOL_KEYS",
     "Provenance",
@@ -47,8 +49,17 @@ __all__ = [
 #: Protocol keys every record carries (values may be ``None`` where a flag does not apply).
 PROTOCOL_KEYS = ("polar", "fov", "orientation_known", "top1pct_rule", "tie_rule", "cvact_test", "labels")
 _KINDS = ("measured", "reported")
-_DEFAULT_PACKAGES = ("torch", "kornia", "timm", "numpy", "faiss-cpu", "geo-transforms", "geo-retrieval",
-                     "geo-synthesis", "geo-bench")
+_DEFAULT_PACKAGES = (
+    "torch",
+    "kornia",
+    "timm",
+    "numpy",
+    "faiss-cpu",
+    "geo-transforms",
+    "geo-retrieval",
+    "geo-synthesis",
+    "geo-bench",
+)
 _JSON_SCALARS = (str, int, float, bool, type(None))
 
 
@@ -170,20 +181,26 @@ class ResultRecord:
             if not isinstance(value, str) or not value:
                 raise RecordValidationError(f"{name} must be a non-empty string, got {value!r}")
         if not isinstance(self.provenance, Provenance):
-            raise RecordValidationError(f"provenance must be a Provenance, got {type(self.provenance).__name__}")
+            raise RecordValidationError(
+                f"provenance must be a Provenance, got {type(self.provenance).__name__}"
+            )
         self.provenance.validate()
         measured = self.provenance.kind == "measured"
         if not isinstance(self.protocol, Mapping):
             raise RecordValidationError(f"protocol must be a dict, got {type(self.protocol).__name__}")
         missing = [k for k in PROTOCOL_KEYS if k not in self.protocol]
         if missing:
-            raise RecordValidationError(f"protocol is missing {missing} (use None where a flag does not apply)")
-        _check_json_value(dict(self.protocol), "protocol")
-        if self.protocol.get("tie_rule") not in (None, "optimistic", "pessimistic"):
-            raise RecordValidationError(f"protocol.tie_rule must be optimistic or pessimistic, got {self.protocol['tie_rule']!r}")
-        if self.protocol.get("top1pct_rule") not in (None, "floor", "int_plus_one"):
             raise RecordValidationError(
-                f"protocol.top1pct_rule must be floor or int_plus_one, got {self.protocol['top1pct_rule']!r}"
+                f"protocol is missing {missing} (use None where a flag does not apply)"
+            )
+        _check_json_value(dict(self.protocol), "protocol")
+        if self.protocol.get("tie_rule") not in (None, *TIE_RULES):
+            raise RecordValidationError(
+                f"protocol.tie_rule must be {' or '.join(TIE_RULES)}, got {self.protocol['tie_rule']!r}"
+            )
+        if self.protocol.get("top1pct_rule") not in (None, *TOP1PCT_RULES):
+            raise RecordValidationError(
+                f"protocol.top1pct_rule must be {' or '.join(TOP1PCT_RULES)}, got {self.protocol['top1pct_rule']!r}"
             )
         for name in ("n_query", "n_reference"):
             value = getattr(self, name)
@@ -218,8 +235,17 @@ class ResultRecord:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ResultRecord:
         """Build and validate a record from a dict such as ``json.loads(record.to_json())``."""
-        expected = {"recipe", "variant", "dataset", "split", "protocol", "n_query", "n_reference", "metrics",
-                    "provenance"}
+        expected = {
+            "recipe",
+            "variant",
+            "dataset",
+            "split",
+            "protocol",
+            "n_query",
+            "n_reference",
+            "metrics",
+            "provenance",
+        }
         if not isinstance(d, Mapping):
             raise RecordValidationError(f"a record must be a JSON object, got {type(d).__name__}")
         missing, extra = expected - set(d), set(d) - expected
@@ -281,7 +307,13 @@ def git_commit(path: str | Path | None = None) -> str:
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10, env=env, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=env,
+            check=True,
         ).stdout.strip()
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],

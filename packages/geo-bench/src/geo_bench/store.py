@@ -1,14 +1,14 @@
-"""The results store: an append-only JSON-lines file of :class:`~geo_bench.records.ResultRecord`.
+r"""The results store: an append-only JSON-lines file of :class:`~geo_bench.records.ResultRecord`.
 
 Convention:
     - One record per line, UTF-8, ``ResultRecord.to_json()`` (compact, no newlines inside).
-    - **Appends are atomic**: the whole line (record + ``"\\n"``) is written with a single
+    - **Appends are atomic**: the whole line (record + ``"\n"``) is written with a single
       ``os.write`` on a descriptor opened with ``O_APPEND``, while holding an exclusive
       ``fcntl.flock`` on the file, so several processes appending at once never interleave or
       truncate each other's lines (POSIX; on platforms without ``fcntl`` only ``O_APPEND`` is used).
     - **Appends start on a fresh line**: a writer that crashed mid-line leaves a torn tail (the bytes
-      after the last ``"\\n"``). The next append, under the lock, sees that the file does not end with
-      ``"\\n"`` and writes ``"\\n"`` before its record in the same single write, so the torn tail becomes a
+      after the last ``"\n"``). The next append, under the lock, sees that the file does not end with
+      ``"\n"`` and writes ``"\n"`` before its record in the same single write, so the torn tail becomes a
       line of its own and is never glued to new data. Nothing is removed: the torn bytes stay in the
       file (readers skip them as a bad line). The append reports it once with a :class:`StoreWarning`
       (and the log) naming the file, the byte offset and the line number.
@@ -86,8 +86,8 @@ def _is_record(raw: bytes) -> bool:
 
 
 def _torn_tail(fd: int, size: int) -> tuple[int, int, bytes] | None:
-    """``(byte offset, line number, bytes)`` of the tail after the last ``"\\n"`` of an open file of
-    ``size`` bytes, or None when the file is empty or ends with ``"\\n"``. Reads at explicit offsets
+    r"""``(byte offset, line number, bytes)`` of the tail after the last ``"\n"`` of an open file of
+    ``size`` bytes, or None when the file is empty or ends with ``"\n"``. Reads at explicit offsets
     (``os.pread``); the whole file is scanned (in 1 MiB chunks) only when it is torn."""
     if size == 0 or _pread(fd, 1, size - 1) == b"\n":
         return None
@@ -163,11 +163,16 @@ class ResultStore:
                     offset, number, raw = torn
                     data = b"\n" + data
                     if _is_record(raw):  # e.g. a hand edit dropped the final newline: nothing is torn
-                        log.info("%s: line %d had no final newline; ended it before appending", self.path, number)
+                        log.info(
+                            "%s: line %d had no final newline; ended it before appending", self.path, number
+                        )
                     elif _first_report(self.path, number, raw):
-                        _report(f"{self.path}: torn last line {number} ({len(raw)} bytes from byte {offset}, no "
-                                "newline; a writer crashed mid-write?) was ended with a newline and is kept as "
-                                "a bad line; the new record starts on the next line", stacklevel=2)
+                        _report(
+                            f"{self.path}: torn last line {number} ({len(raw)} bytes from byte {offset}, no "
+                            "newline; a writer crashed mid-write?) was ended with a newline and is kept as "
+                            "a bad line; the new record starts on the next line",
+                            stacklevel=2,
+                        )
                 written = os.write(fd, data)
                 if written != len(data):  # pragma: no cover - regular files write in full
                     raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
@@ -203,8 +208,10 @@ class ResultStore:
                 record = ResultRecord.from_dict(json.loads(raw.decode("utf-8", errors="replace")))
             except (json.JSONDecodeError, RecordValidationError, TypeError, ValueError) as err:
                 if _first_report(self.path, number, raw):
-                    _report(f"{self.path}: line {number} is not a valid result record and was skipped ({err})",
-                            stacklevel=2)
+                    _report(
+                        f"{self.path}: line {number} is not a valid result record and was skipped ({err})",
+                        stacklevel=2,
+                    )
                 continue
             yield record
 
@@ -216,7 +223,7 @@ class ResultStore:
             ok = True
             for key, value in match.items():
                 if key.startswith("protocol__"):
-                    got = record.protocol.get(key[len("protocol__"):])
+                    got = record.protocol.get(key[len("protocol__") :])
                 else:
                     got = getattr(record, key)
                 if got != value:

@@ -25,7 +25,8 @@ from .checkpoint import (
     unwrap_state_dict,
     verify_checkpoint_pair,
 )
-from .config import Augmentation, Normalisation
+from .cli_errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, USER_ERRORS, guarded, user_error_message
+from .config import Augmentation, GradClip, Normalisation, OptimizerConfig, SamplingConfig, ScheduleConfig
 from .convert import bake_spectral_norm, convert_toker
 from .distributed import all_gather_with_grad, barrier, is_distributed, is_main_process, rank, world_size
 from .embedding import embed, embed_dataset
@@ -78,6 +79,7 @@ from .ranking import (
     top1pct_k,
 )
 from .recipes import Recipe, build_recipe, get_recipe, list_recipes, register_recipe
+from .run_folder import RunLayout, locate_weights
 from .sampling import (
     GPSNeighbourBatchSampler,
     NeighbourBatchSampler,
@@ -89,15 +91,32 @@ from .sampling import (
 from .search import FaissIndex, MissingDependencyError, dsm_orientations, extract_descriptors, topk_search
 from .training import (
     BatchTransform,
+    ResumeMismatchError,
     StopTraining,
     Trainer,
     TrainResult,
+    check_resume,
     holdout_ids,
+    recover_checkpoint,
     split_holdout,
 )
 
 __all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_USER_ERROR",
+    "USER_ERRORS",
     "Augmentation",
+    "GradClip",
+    "OptimizerConfig",
+    "ResumeMismatchError",
+    "RunLayout",
+    "SamplingConfig",
+    "ScheduleConfig",
+    "check_resume",
+    "guarded",
+    "locate_weights",
+    "recover_checkpoint",
+    "user_error_message",
     "AvgHead",
     "Backbone",
     "ConfiguresOptimizers",

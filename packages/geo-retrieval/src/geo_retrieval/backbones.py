@@ -40,8 +40,14 @@ from torch import Tensor, nn
 from geo_transforms.registry import Registry
 
 from .checkpoint import load_weights, strip_prefixes, unwrap_state_dict
+from .heads.dsm import circular_w_padding_
 
 __all__ = ["Backbone", "create_backbone", "list_backbones", "register_backbone"]
+
+#: A timm model: an ``nn.Module`` plus timm's feature API (``feature_info``, ``forward_features``,
+#: ``forward_intermediates``, ``prune_intermediate_layers``, ViT ``patch_embed``...), which neither
+#: ``nn.Module``'s type nor timm's ``create_model`` (typed ``nn.Module``) declares.
+TimmModel = Any
 
 
 class Backbone(nn.Module):
@@ -60,11 +66,11 @@ class Backbone(nn.Module):
         num_prefix_tokens: class/register tokens of a ViT (0 for CNNs).
     """
 
-    def __init__(self, model: nn.Module, out_index: int, kind: str, name: str = "") -> None:
+    def __init__(self, model: TimmModel, out_index: int, kind: str, name: str = "") -> None:
         super().__init__()
         if kind not in ("features", "vit", "pooled"):
             raise ValueError(f"kind must be 'features', 'vit' or 'pooled', got {kind!r}")
-        self.model = model
+        self.model: TimmModel = model
         self.out_index = out_index
         self.kind = kind
         self.name = name
@@ -198,8 +204,6 @@ def create_backbone(
         **kwargs,
     )
     if circular_w:
-        from .heads.dsm import circular_w_padding_
-
         circular_w_padding_(backbone)
     return backbone
 
@@ -215,8 +219,8 @@ def _timm_model(
     weights: str | os.PathLike[str] | None,
     strict: bool = True,
     **timm_kwargs: Any,
-) -> nn.Module:
-    """timm model without classifier; local weights go through timm's pretrained route."""
+) -> TimmModel:
+    """A timm model without classifier; local weights go through timm's pretrained route."""
     overlay = None
     state_dict = None
     if weights is not None:
@@ -231,7 +235,7 @@ def _timm_model(
         if "Unknown model" in str(err):
             raise ValueError(f"timm has no model {timm_name!r}") from err
         raise
-    if state_dict is not None and strict:
+    if state_dict is not None and weights is not None and strict:
         # timm relaxes strictness when it drops the classifier (num_classes=0): check ourselves.
         missing = sorted(k for k in model.state_dict() if k not in state_dict)
         if missing:
@@ -242,7 +246,7 @@ def _timm_model(
     return model
 
 
-def _resolve_index(model: nn.Module, out_index: int, cut: str | None) -> int:
+def _resolve_index(model: TimmModel, out_index: int, cut: str | None) -> int:
     info = list(model.feature_info)
     if cut is not None:
         modules = [f["module"] for f in info]
@@ -255,7 +259,7 @@ def _resolve_index(model: nn.Module, out_index: int, cut: str | None) -> int:
     return out_index % n
 
 
-def _freeze(model: nn.Module, index: int, frozen_stages: int) -> None:
+def _freeze(model: TimmModel, index: int, frozen_stages: int) -> None:
     """Freeze every parameter computed before feature level ``frozen_stages`` (exclusive end)."""
     if frozen_stages <= 0:
         return
@@ -292,7 +296,9 @@ def _cnn(
     return _feature_level(model, name, out_index, cut, frozen_stages)
 
 
-def _feature_level(model: nn.Module, name: str, out_index: int, cut: str | None, frozen_stages: int) -> Backbone:
+def _feature_level(
+    model: TimmModel, name: str, out_index: int, cut: str | None, frozen_stages: int
+) -> Backbone:
     """Keep a timm features model up to one level (pruning the rest), freeze its first stages, wrap it."""
     index = _resolve_index(model, out_index, cut)
     model.prune_intermediate_layers([index], prune_head=True)

@@ -37,7 +37,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import safetensors.torch
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
 __all__ = [
@@ -381,7 +383,7 @@ def _dedupe_storage(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     seen: set[tuple[int, int]] = set()
     for key, t in state_dict.items():
         t = t.detach()
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset()) if t.numel() else (0, id(t))
+        ident = (t.untyped_storage().data_ptr(), int(t.storage_offset())) if t.numel() else (0, id(t))
         if (
             not t.is_contiguous()
             or ident in seen
@@ -412,8 +414,6 @@ def save_weights(
     Returns:
         ``Path(path)``.
     """
-    from safetensors.torch import save
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"save_weights writes safetensors; path must end in .safetensors, got {path.name!r}")
@@ -424,14 +424,12 @@ def save_weights(
     if bad:
         raise TypeError(f"metadata must be dict[str, str]; offending entries: {bad}")
     state = _dedupe_storage(strip_prefixes(_state_dict_of(module_or_state_dict)))
-    data = save(state, metadata=metadata)
+    data = safetensors.torch.save(state, metadata=metadata)
     return atomic_write_bytes(path, data)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The ``dict[str, str]`` metadata of a ``.safetensors`` file (without reading tensors)."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(os.fspath(path), framework="pt") as fh:
             return dict(fh.metadata() or {})
@@ -487,11 +485,8 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
         raise FileNotFoundError(f"no weights file at {os.fspath(path)!r}")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
-            return load_file(os.fspath(path), device="cpu")
+            return safetensors.torch.load_file(os.fspath(path), device="cpu")
         except SafetensorError as err:
             raise CorruptCheckpointError(path, "safetensors", str(err)) from None
     if suffix in _PICKLE_SUFFIXES:
@@ -529,8 +524,11 @@ def load_model_weights(model: nn.Module, path: str | os.PathLike[str]) -> str:
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(state)) if tuple(state[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or shapes:
 
         def few(items: list[str]) -> str:

@@ -1,4 +1,5 @@
-"""Frozen configuration dataclasses that recipes declare: input normalisation and training augmentation.
+"""Frozen configuration dataclasses that recipes declare: input normalisation, training augmentation,
+optimiser, lr schedule, gradient clipping and batch sampling.
 
 Convention:
     configs only: this module imports no tensor code and nothing else of geo-retrieval, so declaring a
@@ -12,7 +13,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["FOV_MODES", "Augmentation", "Normalisation"]
+__all__ = [
+    "FOV_MODES",
+    "Augmentation",
+    "GradClip",
+    "Normalisation",
+    "OptimizerConfig",
+    "SamplingConfig",
+    "ScheduleConfig",
+]
 
 
 @dataclass(frozen=True)
@@ -154,3 +163,48 @@ class Augmentation:
         start, end = self.fov_curriculum_start, self.fov_curriculum_end
         t = min(max((p - start) / (end - start), 0.0), 1.0)
         return 360.0 - (360.0 - float(self.fov_min_deg)) * t
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Optimiser: ``name`` in adam / adamw / sgd (``betas[0]`` is SGD's momentum)."""
+
+    name: str = "adamw"
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Per-step lr schedule: linear warm-up (``warmup_steps``, or ``warmup_epochs`` x steps per
+    epoch), then ``kind`` = ``"cosine"`` (to ``min_factor`` at ``total_steps``, default the whole
+    run) or ``"constant"``."""
+
+    kind: str = "constant"
+    warmup_steps: int = 0
+    warmup_epochs: float = 0.0
+    min_factor: float = 0.0
+    total_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class GradClip:
+    """Gradient clipping: ``kind="norm"`` (global L2 norm) or ``"value"`` (element-wise)."""
+
+    kind: str = "norm"
+    value: float = 1.0
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Batch composition: ``"unique"`` (shuffled unique-ID batches), ``"gps"`` (geographic hard
+    negatives) or ``"similarity"`` (GPS first, then descriptor neighbours recomputed every
+    ``similarity_every`` epochs), Sample4Geo's ``n_near`` + ``n_far`` of ``neighbour_range``."""
+
+    kind: str = "unique"
+    n_near: int = 32
+    n_far: int = 32
+    neighbour_range: int = 128
+    similarity_every: int = 4

@@ -31,7 +31,14 @@ from . import __version__
 from .checkpoint import _safe_torch_load, save_weights, strip_prefixes
 from .cli_errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, USER_ERRORS, guarded
 
-__all__ = ["EXIT_INTERRUPTED", "EXIT_USER_ERROR", "TOKER_COMPONENTS", "bake_spectral_norm", "convert_toker", "main"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_USER_ERROR",
+    "TOKER_COMPONENTS",
+    "bake_spectral_norm",
+    "convert_toker",
+    "main",
+]
 
 TOKER_COMPONENTS: dict[str, str] = {
     "generator_model_dict": "generator",
@@ -170,8 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # a file the user gave is missing, unsafe, damaged or of another kind (TypeError: not a state
     # dict of tensors): one ``error:`` line on stderr, exit status 2
-    return guarded(work, interrupted="finished components are complete files; run the same command again",
-                   errors=(*USER_ERRORS, TypeError), report=lambda line: print(line, file=sys.stderr))
+    return guarded(
+        work,
+        interrupted="finished components are complete files; run the same command again",
+        errors=(*USER_ERRORS, TypeError),
+        report=lambda line: print(line, file=sys.stderr),
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

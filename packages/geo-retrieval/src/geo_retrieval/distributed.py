@@ -116,7 +116,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def all_gather_with_grad(tensor: Tensor, group: object | None = None) -> Tensor:
+def all_gather_with_grad(tensor: Tensor, group: dist.ProcessGroup | None = None) -> Tensor:
     """Concatenate ``tensor`` from every rank along dim 0, keeping the autograd graph.
 
     Each rank receives (W * B, ...) in rank order and gradients flow back to every rank's slice,
@@ -148,6 +148,8 @@ def all_gather_with_grad(tensor: Tensor, group: object | None = None) -> Tensor:
         # functional collectives may return an async tensor; make it concrete before use
         wait = getattr(out, "wait", None)
         return wait() if callable(wait) else out
+    # lazy: torch.distributed.nn imports only on builds with distributed support (and pulls in rpc);
+    # reached only inside an initialised process group
     from torch.distributed.nn.functional import all_gather
 
     with warnings.catch_warnings():
@@ -156,7 +158,7 @@ def all_gather_with_grad(tensor: Tensor, group: object | None = None) -> Tensor:
 
 
 def _functional_gather() -> Callable[..., Tensor] | None:
-    try:
+    try:  # lazy: a private torch module, present (with this name) only on some builds and versions
         from torch.distributed._functional_collectives import all_gather_single_autograd
     except (ImportError, AttributeError):
         return None

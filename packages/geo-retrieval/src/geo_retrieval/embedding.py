@@ -24,13 +24,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from .distributed import is_main_process, unwrap_model
+
+if TYPE_CHECKING:
+    from .protocols import CrossViewEncoder
 
 __all__ = ["embed", "embed_dataset"]
 
@@ -141,8 +145,6 @@ def embed(
         >>> out[None].shape, ids
         (torch.Size([5, 2]), [])
     """
-    from tqdm.auto import tqdm
-
     if not encoders:
         raise ValueError("encoders must name at least one encode function")
     if batch_size < 1:
@@ -219,7 +221,7 @@ def embed_dataset(
         >>> g.shape, a.shape, len(ids)
         (torch.Size([3, 16]), torch.Size([3, 16]), 3)
     """
-    net = unwrap_model(model)
+    net = cast("CrossViewEncoder", unwrap_model(model))
     out, ids = embed(
         {"ground": net.encode_ground, "aerial": net.encode_aerial},
         dataset,

@@ -224,7 +224,7 @@ class InfoNCELoss(nn.Module):
 
     def forward(self, similarity: Tensor) -> Tensor:
         b = _check_square(similarity)
-        scale = self.logit_scale
+        scale: Tensor = self.logit_scale
         if self.max_logit_scale is not None:
             scale = scale.clamp(max=self.max_logit_scale)
         logits = scale.exp().to(similarity.dtype) * similarity

@@ -288,7 +288,9 @@ def _prepare(query: Tensor, reference: Tensor, similarity: Similarity | None) ->
     _check_tensor(query, "query")
     _check_tensor(reference, "reference")
     if query.device != reference.device:
-        raise ValueError(f"query and reference must be on one device, got {query.device} and {reference.device}")
+        raise ValueError(
+            f"query and reference must be on one device, got {query.device} and {reference.device}"
+        )
     if query.shape[0] == 0 or reference.shape[0] == 0:
         raise ValueError(
             f"query and reference must be non-empty, got {tuple(query.shape)} and {tuple(reference.shape)}"
@@ -348,6 +350,7 @@ def _blocks(
                 block = q @ prep.reference.T
                 block.div_(prep.ref_norm)
         if prep.dup_members is not None:
+            assert prep.dup_sources is not None  # set together with dup_members
             dup_scores = block.index_select(1, prep.dup_sources)
             if prep.similarity is None:
                 block.index_copy_(1, prep.dup_members, dup_scores)
@@ -423,7 +426,12 @@ class _Counter:
         b, m = block.shape
         if m >= self._float_limit:
             return (block > threshold).sum(1) if strict else (block >= threshold).sum(1)
-        if self._buf is None or self._buf.shape[0] < b or self._buf.shape[1] != m or self._buf.device != block.device:
+        if (
+            self._buf is None
+            or self._buf.shape[0] < b
+            or self._buf.shape[1] != m
+            or self._buf.device != block.device
+        ):
             self._buf = torch.empty(b, m, dtype=torch.float32, device=block.device)
         out = self._buf[:b]
         (torch.gt if strict else torch.ge)(block, threshold, out=out)
@@ -460,9 +468,13 @@ def tie_statistics(optimistic: Tensor, pessimistic: Tensor) -> TieStats:
     for name, r in (("optimistic", optimistic), ("pessimistic", pessimistic)):
         _check_tensor(r, name)
         if r.ndim != 1 or r.numel() == 0 or r.dtype.is_floating_point or r.dtype == torch.bool:
-            raise ValueError(f"{name} ranks must be a non-empty (N,) integer tensor, got {tuple(r.shape)} {r.dtype}")
+            raise ValueError(
+                f"{name} ranks must be a non-empty (N,) integer tensor, got {tuple(r.shape)} {r.dtype}"
+            )
     if optimistic.shape != pessimistic.shape:
-        raise ValueError(f"optimistic {tuple(optimistic.shape)} and pessimistic {tuple(pessimistic.shape)} ranks differ in shape")
+        raise ValueError(
+            f"optimistic {tuple(optimistic.shape)} and pessimistic {tuple(pessimistic.shape)} ranks differ in shape"
+        )
     if bool((pessimistic < optimistic).any()):
         raise ValueError("pessimistic ranks can never be below the optimistic ranks of the same queries")
     n = optimistic.numel()
@@ -690,7 +702,11 @@ def retrieval_recall(
     stats = None
     if tie_stats:
         opt, pess = ranks_with_ties(
-            query, reference, gt_index=gt_index, chunk_size=chunk_size, similarity=similarity,
+            query,
+            reference,
+            gt_index=gt_index,
+            chunk_size=chunk_size,
+            similarity=similarity,
             memory_budget=memory_budget,
         )
         r = opt if ties == "optimistic" else pess

@@ -22,17 +22,24 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import importlib.metadata
 import json
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from geo_transforms.panorama import fov_width
 from geo_transforms.registry import Registry
 
-from .config import Augmentation, Normalisation
+from .config import Augmentation, GradClip, Normalisation, OptimizerConfig, SamplingConfig, ScheduleConfig
+from .model import build_model
+
+if TYPE_CHECKING:
+    from geo_transforms.polar import Center
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -56,51 +63,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "geo_retrieval.recipes"
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """Optimiser: ``name`` in adam / adamw / sgd (``betas[0]`` is SGD's momentum)."""
-
-    name: str = "adamw"
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    eps: float = 1e-8
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """Per-step lr schedule: linear warm-up (``warmup_steps``, or ``warmup_epochs`` x steps per
-    epoch), then ``kind`` = ``"cosine"`` (to ``min_factor`` at ``total_steps``, default the whole
-    run) or ``"constant"``."""
-
-    kind: str = "constant"
-    warmup_steps: int = 0
-    warmup_epochs: float = 0.0
-    min_factor: float = 0.0
-    total_steps: int | None = None
-
-
-@dataclass(frozen=True)
-class GradClip:
-    """Gradient clipping: ``kind="norm"`` (global L2 norm) or ``"value"`` (element-wise)."""
-
-    kind: str = "norm"
-    value: float = 1.0
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Batch composition: ``"unique"`` (shuffled unique-ID batches), ``"gps"`` (geographic hard
-    negatives) or ``"similarity"`` (GPS first, then descriptor neighbours recomputed every
-    ``similarity_every`` epochs), Sample4Geo's ``n_near`` + ``n_far`` of ``neighbour_range``."""
-
-    kind: str = "unique"
-    n_near: int = 32
-    n_far: int = 32
-    neighbour_range: int = 128
-    similarity_every: int = 4
 
 
 @dataclass(frozen=True)
@@ -148,7 +110,7 @@ class Recipe:
     head_kwargs: Mapping[str, Any] = field(default_factory=dict)
     loss_kwargs: Mapping[str, Any] = field(default_factory=dict)
     polar_preset: str | None = None
-    polar_center: str = "safa"
+    polar_center: Center = "safa"
     orientation_aware: bool = False
     geo_mask_m: float | None = None
     fov: float = 360.0
@@ -238,10 +200,9 @@ def _load_entry_points() -> None:
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED = True
-    import sys
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    # the plugins' (geo-synthesis') modules are imported here, on the first lookup, not when this module
+    # loads: they import this registry themselves
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()
         except Exception:  # a broken plugin must not break the registry
@@ -334,8 +295,6 @@ def builder_package(recipe: Recipe | str) -> str:
 
 
 def _input_sizes(recipe: Recipe) -> tuple[tuple[int, int], tuple[int, int]]:
-    from geo_transforms.panorama import fov_width
-
     ground_w = fov_width(recipe.fov, recipe.ground_size[1])
     return (recipe.ground_size[0], ground_w), tuple(recipe.aerial_size)  # type: ignore[return-value]
 
@@ -352,8 +311,6 @@ build_recipe = build  # the name re-exported by ``geo_retrieval`` (``build`` alo
 
 
 def _build_cross_view(recipe: Recipe) -> nn.Module:
-    from .model import build_model
-
     ground_size, aerial_size = _input_sizes(recipe)
     return build_model(
         backbone=recipe.backbone,
@@ -577,7 +534,8 @@ _BUILTIN: list[Recipe] = [
             "pos_init": "sincos",
         },
         aerial_size=_SMALL_PANO,
-        note=_CPU_NOTE + "narrow ResNet-10-T cut at layer2 per view + a 2-layer, 128-d self-cross transformer "
+        note=_CPU_NOTE
+        + "narrow ResNet-10-T cut at layer2 per view + a 2-layer, 128-d self-cross transformer "
         "(no dropout; position embedding initialised with 2-D sin-cos instead of ViT weights, which a "
         "randomly initialised small model needs to use the layout at all); AdamW 1e-3 (weight decay 0.03) "
         "+ cosine, clip norm 5, 32 epochs.",

@@ -40,6 +40,7 @@ __all__ = [
     "similarity_neighbours",
 ]
 
+
 def _group_codes(groups: Sequence[Any] | Tensor | None, n: int) -> np.ndarray:
     if groups is None:
         return np.arange(n, dtype=np.int64)

@@ -14,12 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from geo_transforms.errors import MissingDependencyError
 
 from .embedding import _default_device, _owners, embed
+from .heads.dsm import _check_pair, dsm_shift_to_degrees
 
 __all__ = [
     "FaissIndex",
@@ -69,7 +71,9 @@ def extract_descriptors(
         (N, ...) float32 descriptors (or DSM maps), in input order.
     """
     device = torch.device(device) if device is not None else _default_device(_owners([encode_fn]))
-    autocast_dtype = (amp_dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)) if amp else None
+    autocast_dtype = (
+        (amp_dtype or (torch.float16 if device.type == "cuda" else torch.bfloat16)) if amp else None
+    )
     out, _ = embed(
         {key: encode_fn},
         loader_or_tensor,
@@ -140,13 +144,14 @@ def topk_search(
             kk = min(k, s.shape[1])
             top_s, top_i = s.topk(kk, dim=1)
             top_i = top_i + rs
-            if best_s is None:
+            if best_s is None or best_i is None:  # the first reference chunk (both are set together)
                 best_s, best_i = top_s, top_i
             else:
                 cat_s = torch.cat([best_s, top_s], dim=1)
                 cat_i = torch.cat([best_i, top_i], dim=1)
                 best_s, pos = cat_s.topk(min(k, cat_s.shape[1]), dim=1)
                 best_i = cat_i.gather(1, pos)
+        assert best_s is not None and best_i is not None  # n_ref >= k >= 1: every block saw references
         all_scores.append(best_s)
         all_idx.append(best_i)
     return torch.cat(all_scores), torch.cat(all_idx)
@@ -172,8 +177,6 @@ def dsm_orientations(
         (Nq, k): shift s such that ground column v aligns with aerial column (s + v) mod W
         (see :mod:`geo_retrieval.heads.dsm`).
     """
-    from .heads.dsm import _check_pair, dsm_shift_to_degrees
-
     _check_pair(ground_maps, aerial_maps)
     if indices.ndim != 2 or indices.shape[0] != ground_maps.shape[0]:
         raise ValueError(
@@ -200,7 +203,7 @@ def dsm_orientations(
 
 def _import_faiss() -> Any:
     try:
-        import faiss  # type: ignore[import-not-found]
+        import faiss  # optional dependency (the `faiss` / `faiss-gpu` extras)
     except ImportError as err:
         raise MissingDependencyError(
             "faiss is not installed; install the extra: pip install 'geo-retrieval[faiss]' "
@@ -253,8 +256,6 @@ class FaissIndex:
         return int(self.index.ntotal)
 
     def _prepare(self, x: Tensor | Any, name: str) -> Any:
-        import numpy as np
-
         arr = x.detach().float().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float32)
         if arr.ndim != 2 or arr.shape[1] != self.dim:
             raise ValueError(f"{name} must be (N, {self.dim}), got {tuple(arr.shape)}")

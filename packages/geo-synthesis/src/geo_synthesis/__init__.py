@@ -15,6 +15,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .callbacks import SynthesisGridCallback
+from .datasets import IMAGE_EXTENSIONS, PairedImageFolder
 from .discriminators import MultiScaleDiscriminator, PatchDiscriminator, patch_output_size
 from .gan_losses import GAN_LOSS_KINDS, GANLoss, gan_loss
 from .grids import image_grid, load_image, save_image_grid, to_uint8
@@ -78,6 +79,8 @@ __all__ = [
     "smdt_recipes",
     "world_grouping",
     "GAN_LOSS_KINDS",
+    "IMAGE_EXTENSIONS",
+    "PairedImageFolder",
     "TOKER_SCHEDULE",
     "ConvLayer",
     "GANLoss",

@@ -28,10 +28,16 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from geo_retrieval.recipes import Recipe
+from geo_retrieval.checkpoint import load_weights, read_metadata
+from geo_retrieval.recipes import Recipe, build, get_recipe
+from geo_retrieval.run_folder import WEIGHTS_FILE, RunLayout
+from geo_retrieval.training import BatchTransform, Trainer, split_holdout
 
+from .callbacks import SynthesisGridCallback
 from .datasets import IMAGE_EXTENSIONS, PairedImageFolder
+from .grids import load_image, save_image_grid
 
 __all__ = ["load_model", "main"]
 
@@ -40,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 def _weights_file(checkpoint: Path) -> Path:
     if checkpoint.is_dir():
-        checkpoint = checkpoint / "model.safetensors"
+        checkpoint = checkpoint / WEIGHTS_FILE
     if not checkpoint.is_file():
         raise FileNotFoundError(
             f"no weights at {checkpoint} (give a checkpoint directory or a .safetensors file)"
@@ -50,7 +56,7 @@ def _weights_file(checkpoint: Path) -> Path:
 
 def _like(template: Any, value: Any) -> Any:
     """``value`` (from JSON) converted to the type of ``template`` (dataclasses, tuples)."""
-    if dataclasses.is_dataclass(template) and isinstance(value, dict):
+    if dataclasses.is_dataclass(template) and not isinstance(template, type) and isinstance(value, dict):
         kw = {
             f.name: _like(getattr(template, f.name), value[f.name])
             for f in dataclasses.fields(template)
@@ -70,10 +76,8 @@ def _like(template: Any, value: Any) -> Any:
 def _run_recipe(weights: Path, name: str, variant: str) -> Recipe:
     """The registered recipe, updated with the run's ``recipe.json`` (written by the Trainer next to
     ``last/``) when it exists and names the same recipe."""
-    from geo_retrieval.recipes import get_recipe
-
     rec = get_recipe(name, variant)
-    path = weights.parent.parent / "recipe.json"
+    path = RunLayout(weights.parent.parent).recipe_json  # RUN/last/model.safetensors -> RUN/recipe.json
     if path.is_file():
         data = json.loads(path.read_text())
         if data.get("name") == name and data.get("variant") == variant:
@@ -87,9 +91,6 @@ def load_model(checkpoint: str | Path, recipe: str | None = None, variant: str |
     The recipe defaults to the one recorded in the weights' metadata, with the sizes and options of
     the run's ``recipe.json`` when present (runs with a modified recipe). Loading is strict.
     """
-    from geo_retrieval.checkpoint import load_weights, read_metadata
-    from geo_retrieval.recipes import build
-
     path = _weights_file(Path(checkpoint))
     meta = read_metadata(path)
     name = recipe or meta.get("recipe")
@@ -118,8 +119,6 @@ def _images(paths: Sequence[str], folder: str | None) -> list[Path]:
 
 def _stack_resized(paths: Sequence[Path]) -> Tensor:
     """Load images and stack them; differing sizes are resized to the first one's."""
-    from .grids import load_image
-
     imgs = [load_image(p) for p in paths]
     size = imgs[0].shape[-2:]
     imgs = [
@@ -132,12 +131,6 @@ def _stack_resized(paths: Sequence[Path]) -> Tensor:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
-    from geo_retrieval.training import BatchTransform
-
-    from .grids import save_image_grid
-
     aerial_paths = _images(args.aerial, args.aerial_dir)
     if not aerial_paths:
         raise SystemExit("no aerial images: give --aerial IMG... or --aerial-dir DIR")
@@ -172,11 +165,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from geo_retrieval.recipes import build, get_recipe
-    from geo_retrieval.training import Trainer, split_holdout
-
-    from .callbacks import SynthesisGridCallback
-
     recipe = get_recipe(args.recipe, args.variant)
     data = PairedImageFolder(args.data)
     train, val = split_holdout(data, fraction=args.val_fraction, seed=args.seed)
@@ -260,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``geo-synthesis`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status (2 on a user error)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:

@@ -11,6 +11,7 @@ Convention:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -123,7 +124,7 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, condition: Tensor | None, image: Tensor) -> Tensor:
         x = _concat(condition, image, self.in_channels)
-        h, w = patch_output_size(tuple(x.shape[-2:]), self.n_layers)
+        h, w = patch_output_size((x.shape[-2], x.shape[-1]), self.n_layers)
         if h < 1 or w < 1:
             raise ValueError(f"input {tuple(x.shape[-2:])} too small for {self.n_layers} stride-2 layers")
         return self.model(x)
@@ -196,4 +197,4 @@ class MultiScaleDiscriminator(nn.Module):
 
     @property
     def scales(self) -> Sequence[PatchDiscriminator]:
-        return list(self.discriminators)
+        return cast("list[PatchDiscriminator]", list(self.discriminators))  # ModuleList iterates as Module

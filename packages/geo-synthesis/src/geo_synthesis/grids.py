@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 __all__ = ["image_grid", "load_image", "save_image_grid", "to_uint8"]
@@ -48,7 +49,7 @@ def image_grid(
     Example:
         >>> grid = image_grid([torch.zeros(2, 3, 8, 8), torch.zeros(2, 3, 8, 16)], padding=1)
         >>> grid.shape
-        (19, 28, 3)
+        (19, 27, 3)
     """
     if not columns:
         raise ValueError("columns must not be empty")
@@ -74,8 +75,6 @@ def image_grid(
             grid[y : y + img.shape[0], x : x + w] = img
             x += w + padding
     if labels:
-        from PIL import Image, ImageDraw
-
         pil = Image.fromarray(grid)
         draw = ImageDraw.Draw(pil)
         x = padding
@@ -103,8 +102,6 @@ def save_image_grid(
         padding: pixels between cells.
         labels: optional column titles.
     """
-    from PIL import Image
-
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"path must end in .png, got {path.name!r}")
@@ -122,8 +119,6 @@ def save_image_grid(
 
 def load_image(path: str | os.PathLike[str]) -> Tensor:
     """An RGB image file as a (3, H, W) float32 tensor in [0, 1]."""
-    from PIL import Image
-
     with Image.open(path) as im:
         arr = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0

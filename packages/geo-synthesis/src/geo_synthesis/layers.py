@@ -51,11 +51,9 @@ def sn_conv2d(
         torch.Size([1, 8, 5, 5])
     """
     conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
-    return _spectral_norm(conv) if spectral_norm else conv
-
-
-def _has_weight(m: nn.Module) -> bool:
-    return isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+    if spectral_norm:
+        _spectral_norm(conv)  # registers the parametrisation on conv in place (and returns conv)
+    return conv
 
 
 @torch.no_grad()
@@ -67,10 +65,10 @@ def init_normal_(module: nn.Module, std: float = 0.02) -> nn.Module:
     modules (self-attention's gamma) are untouched. Returns ``module``.
     """
     for m in module.modules():
-        if not _has_weight(m):
+        if not isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             continue
         if parametrize.is_parametrized(m, "weight"):
-            m.parametrizations.weight.original.normal_(0.0, std)
+            m.get_parameter("parametrizations.weight.original").normal_(0.0, std)
         else:
             m.weight.normal_(0.0, std)
         if m.bias is not None:

@@ -32,9 +32,10 @@ from typing import Any
 
 from torch import nn
 
-from geo_retrieval.config import Augmentation, Normalisation
-from geo_retrieval.recipes import OptimizerConfig, Recipe, ScheduleConfig, register_builder
+from geo_retrieval.config import Augmentation, Normalisation, OptimizerConfig, ScheduleConfig
+from geo_retrieval.recipes import Recipe, register_builder
 
+from .smdt.recipes import smdt_recipes
 from .toker import TOKER_SCHEDULE, Toker21Model
 
 __all__ = ["Toker21Config", "Toker21Recipe", "build_toker21", "register_all", "toker21_recipes"]
@@ -150,7 +151,7 @@ def build_toker21(recipe: Recipe) -> nn.Module:
     head_kwargs: dict[str, Any] = dict(recipe.head_kwargs)
     num_heads = int(head_kwargs.pop("num_heads", 8))
     return Toker21Model(
-        image_size=tuple(recipe.ground_size),
+        image_size=(recipe.ground_size[0], recipe.ground_size[1]),
         gen_base=cfg.gen_base,
         n_res=cfg.n_res,
         disc_base=cfg.disc_base,
@@ -178,8 +179,5 @@ def register_all(registry: object = None) -> list[Recipe]:
     convention and unused.
     """
     recipes: list[Recipe] = list(toker21_recipes())
-    # SMDT (geo_synthesis.smdt.recipes) adds its recipes on the next line.
-    from .smdt.recipes import smdt_recipes  # importing it registers the smdt builder
-
     recipes += smdt_recipes()
     return recipes

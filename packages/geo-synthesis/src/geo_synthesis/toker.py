@@ -44,13 +44,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geo_retrieval.backbones import create_backbone
+from geo_retrieval.heads import create_head
+from geo_retrieval.losses import SoftMarginTripletLoss, create_loss
 from geo_retrieval.recipes import Recipe
+from geo_retrieval.training import build_optimizer
 
 from .discriminators import PatchDiscriminator
 from .gan_losses import GANLoss
@@ -259,10 +263,6 @@ class Toker21Model(nn.Module):
         spectral_norm: bool = True,
     ) -> None:
         super().__init__()
-        from geo_retrieval.backbones import create_backbone
-        from geo_retrieval.heads import create_head
-        from geo_retrieval.losses import create_loss
-
         h, w = int(image_size[0]), int(image_size[1])
         if h % 8 or w % 8 or h < 16 or w < 16:
             raise ValueError(f"image_size must be (H, W) divisible by 8 and >= 16, got {tuple(image_size)}")
@@ -307,7 +307,7 @@ class Toker21Model(nn.Module):
         self.geo_mask_m = None if geo_mask_m is None else float(geo_mask_m)
         if tk.get("hard_negative_ratio") is not None:
             tk.pop("schedule", None)
-        self.triplet = create_loss("soft_margin_triplet", **tk)
+        self.triplet = cast(SoftMarginTripletLoss, create_loss("soft_margin_triplet", **tk))
         self.gan_weight, self.l1_weight, self.triplet_weight = (
             float(gan_weight),
             float(l1_weight),
@@ -346,8 +346,6 @@ class Toker21Model(nn.Module):
     def configure_optimizers(self, recipe: Recipe) -> dict[str, torch.optim.Optimizer]:
         """Three optimisers from ``recipe.optimizer`` (Toker: Adam, lr 1e-4, betas (0.5, 0.999)):
         ``"G"`` (generator), ``"D"`` (discriminator), ``"R"`` (street backbone + sa1 + sa2)."""
-        from geo_retrieval.training import build_optimizer
-
         cfg = recipe.optimizer
         r_params = [p for m in self.retrieval_modules for p in m.parameters() if p.requires_grad]
         return {

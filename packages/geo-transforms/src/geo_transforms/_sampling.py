@@ -31,7 +31,9 @@ def normalise_pixel_grid(x: Tensor, y: Tensor, height: int, width: int) -> Tenso
     return torch.stack((2.0 * x / (width - 1) - 1.0, 2.0 * y / (height - 1) - 1.0), dim=-1)
 
 
-def sample_grid(image: Tensor, grid: Tensor, *, mode: str = "bilinear", padding_mode: str = "zeros") -> Tensor:
+def sample_grid(
+    image: Tensor, grid: Tensor, *, mode: str = "bilinear", padding_mode: str = "zeros"
+) -> Tensor:
     """Sample ``image`` (B, C, H_in, W_in) at a normalised grid (1 or B, H, W, 2) -> (B, C, H, W).
 
     A grid with batch size 1 is expanded over the batch, so one cached buffer serves every image.

@@ -50,4 +50,6 @@ def import_optional(module: str, *, extra: str, purpose: str, hint: str = "") ->
         return importlib.import_module(module)
     except ImportError as err:
         message = f"{purpose} needs {module.partition('.')[0]}: pip install '{extra}'"
-        raise MissingDependencyError(message + (f" {hint}" if hint else ""), extra=extra, name=module) from err
+        raise MissingDependencyError(
+            message + (f" {hint}" if hint else ""), extra=extra, name=module
+        ) from err

@@ -109,7 +109,8 @@ def _ground_grid(
     size: int, views: list[Tensor], height: Tensor, mpp: Tensor, out_size: tuple[int, int], c: float
 ) -> tuple[Tensor, Tensor]:
     """Normalised (B', h, V*w, 2) grid and (B', h, V*w) validity mask."""
-    rays = camera_rays(*views, out_size)
+    yaw, pitch, fov, roll = views
+    rays = camera_rays(yaw, pitch, fov, roll, out_size)
     col, row, below = _aerial_from_rays(rays, height, mpp, size, c)
     valid = below & (col >= 0.0) & (col <= size - 1.0) & (row >= 0.0) & (row <= size - 1.0)
     grid = normalise_pixel_grid(col, row, size, size)
@@ -177,7 +178,8 @@ def ground_plane_homography(
     views = _broadcast_views({n: _view_tensor(p, n, device) for n, p in zip(names, params)}, None)
     # R @ K^-1 from the rays of the principal point and of unit pixel steps (exact: rays are affine in x, y)
     h_out, w_out = out_size
-    rays = camera_rays(*views, (h_out, w_out))  # (B', V, h, w, 3)
+    v_yaw, v_pitch, v_fov, v_roll = views
+    rays = camera_rays(v_yaw, v_pitch, v_fov, v_roll, (h_out, w_out))  # (B', V, h, w, 3)
     origin = rays[:, :, 0, 0]
     dx = rays[:, :, 0, 1] - origin if w_out > 1 else None
     dy = rays[:, :, 1, 0] - origin if h_out > 1 else None
@@ -277,6 +279,14 @@ def ground_plane_view(
 
 class GroundPlaneView(nn.Module):
     """Module form of :func:`ground_plane_view`; stores the views and options only."""
+
+    # set in __init__ as buffers (tensors) or plain attributes (numbers)
+    yaw: float | tuple[float, ...] | Tensor
+    fov: float | tuple[float, ...] | Tensor
+    pitch: float | tuple[float, ...] | Tensor
+    roll: float | tuple[float, ...] | Tensor
+    camera_height: float | Tensor
+    meters_per_pixel: float | Tensor
 
     def __init__(
         self,

@@ -259,7 +259,8 @@ def _apply(aerial: Tensor, out_size: tuple[int, int], params: MixedParams) -> Te
         return polar_transform(aerial, out_size, center=params.center)
     size = aerial.shape[-1]
     if params.is_static:
-        params = MixedParams(*(float(v) for v in _values(params)), center=params.center)
+        near, height, mpp, blend = (float(v) for v in _values(params))
+        params = MixedParams(near, height, mpp, blend, center=params.center)
         grid = _cached_mixed_grid(size, out_size, params, aerial.device, _grid_dtype(aerial.dtype))
     else:
         row, col = mixed_pixel_map(size, out_size, params, device=aerial.device)
@@ -271,7 +272,7 @@ def _apply(aerial: Tensor, out_size: tuple[int, int], params: MixedParams) -> Te
     return _sample_precise(aerial, grid)
 
 
-def _values(params: MixedParams) -> tuple[float | Tensor, ...]:
+def _values(params: MixedParams) -> tuple[float | Tensor, float | Tensor, float | Tensor, float | Tensor]:
     return (params.near_fraction, params.camera_height, params.meters_per_pixel, params.blend)
 
 
@@ -283,6 +284,12 @@ class MixedPerspectivePolar(nn.Module):
         >>> m.params.to_dict()["near_fraction"]
         0.4
     """
+
+    # set in __init__ as parameters, buffers (tensors) or plain attributes (numbers)
+    near_fraction: float | Tensor
+    camera_height: float | Tensor
+    meters_per_pixel: float | Tensor
+    blend: float | Tensor
 
     def __init__(
         self,
@@ -309,7 +316,9 @@ class MixedPerspectivePolar(nn.Module):
     @property
     def params(self) -> MixedParams:
         """The mapping's parameters as a frozen record."""
-        return MixedParams(*(getattr(self, name) for name in _NAMES), center=self.center)
+        return MixedParams(
+            self.near_fraction, self.camera_height, self.meters_per_pixel, self.blend, center=self.center
+        )
 
     def forward(self, aerial: Tensor) -> Tensor:
         check_image(aerial, "aerial", square=True)

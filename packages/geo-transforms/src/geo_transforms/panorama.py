@@ -248,7 +248,7 @@ def limit_fov(
     b, c, h, w = panorama.shape
     device = panorama.device
     fov = _per_sample(fov_deg, b, device, "fov_deg", integer=False)
-    if not isinstance(fov_deg, Tensor) and not 0 < fov_deg <= 360:  # type: ignore[operator]
+    if not isinstance(fov_deg, Tensor) and not 0 < fov_deg <= 360:
         raise ValueError(f"fov_deg must be in (0, 360] degrees, got {fov_deg}")
     if isinstance(fov_deg, Tensor) and b and not bool(((fov > 0) & (fov <= 360)).all()):
         bad = fov[~((fov > 0) & (fov <= 360))][0].item()

@@ -216,7 +216,8 @@ def _perspective_pixel_map(
 ) -> Tensor:
     """Normalised (B', h, V*w, 2) grid into the circularly padded (H, W+1) panorama."""
     height, width = size
-    rays = camera_rays(*views, out_size)
+    yaw, pitch, fov, roll = views
+    rays = camera_rays(yaw, pitch, fov, roll, out_size)
     east, north, up = rays.unbind(-1)
     bearing = torch.rad2deg(torch.atan2(east, north))  # clockwise from north, (-180, 180]
     elevation = torch.rad2deg(torch.atan2(up, torch.sqrt(east * east + north * north)))
@@ -249,7 +250,7 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _grid_dtype(dtype: torch.dtype) -> torch.dtype:
-    """dtype of the cached sampling grid for images of ``dtype``: float32 for fp16 / bf16.
+    """The dtype of the cached sampling grid for images of ``dtype``: float32 for fp16 / bf16.
 
     Half-precision normalised coordinates are off by up to 2**-9 (bf16) of the image size, i.e.
     more than a pixel on a 750 px tile, so low-precision images are sampled in float32.
@@ -332,6 +333,12 @@ class PanoramaToPerspective(nn.Module):
     Tensor parameters are registered as buffers (so ``.to(device)`` moves them); wrap them in
     :class:`torch.nn.Parameter` yourself to learn them.
     """
+
+    # set in __init__ as buffers (tensors) or plain attributes (numbers)
+    yaw: float | tuple[float, ...] | Tensor
+    pitch: float | tuple[float, ...] | Tensor
+    fov: float | tuple[float, ...] | Tensor
+    roll: float | tuple[float, ...] | Tensor
 
     def __init__(
         self,

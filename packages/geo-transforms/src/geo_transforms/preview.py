@@ -33,7 +33,7 @@ from .ground_plane import ground_plane_view
 from .mixed import MixedParams, mixed_perspective_polar
 from .patterns import _segment_mask
 from .perspective import panorama_to_perspective
-from .polar import polar_transform
+from .polar import Center, polar_transform
 
 __all__ = ["BEARINGS", "LABEL_HEIGHT", "render_preview"]
 
@@ -44,7 +44,7 @@ BEARINGS = (0.0, 90.0, 180.0, 270.0)
 
 
 def _pil() -> Any:
-    try:
+    try:  # lazy: Pillow is optional here (the `preview` extra)
         from PIL import Image, ImageDraw
     except ImportError as err:  # pragma: no cover - exercised only without Pillow
         raise MissingDependencyError(
@@ -98,7 +98,7 @@ def render_preview(
     meters_per_pixel: float = 0.1,
     near_fraction: float = 0.4,
     blend: float = 0.25,
-    center: str = "safa",
+    center: Center = "safa",
     elevation_range: tuple[float, float] = (90.0, -90.0),
 ) -> Any:
     """Compose the preview grid (see the module docstring) as a ``PIL.Image`` (RGB).
@@ -128,7 +128,7 @@ def render_preview(
     aerial = aerial.float().clamp(0.0, 1.0)
     batch = aerial[None]
     size = aerial.shape[-1]
-    MixedParams(near_fraction, camera_height, meters_per_pixel, blend, center)  # type: ignore[arg-type]  # validates
+    MixedParams(near_fraction, camera_height, meters_per_pixel, blend, center)  # validates
 
     strips: list[tuple[str, Tensor]] = []
     small = _fit(aerial, (side, side))
@@ -145,7 +145,7 @@ def render_preview(
             f"polar {height}x{width} (col 0 south, W/2 north, clockwise)",
             polar_transform(batch, polar_size, center=center)[0],
         )
-    )  # type: ignore[arg-type]
+    )
     mixed = mixed_perspective_polar(
         batch,
         polar_size,
@@ -153,7 +153,7 @@ def render_preview(
         camera_height=camera_height,
         meters_per_pixel=meters_per_pixel,
         blend=blend,
-        center=center,  # type: ignore[arg-type]
+        center=center,
     )[0]
     strips.append(
         (
@@ -169,7 +169,7 @@ def render_preview(
         camera_height=camera_height,
         meters_per_pixel=meters_per_pixel,
         pitch=pitch,
-        center=center,  # type: ignore[arg-type]
+        center=center,
     )[0]
     strips.append((f"ground plane, yaw 0/90/180/270, fov {fov}, pitch {pitch}", _hstack(list(views), width)))
     if pano is not None:
@@ -201,7 +201,9 @@ def render_preview(
     return canvas
 
 
-if __name__ == "__main__":  # ``python -m geo_transforms.preview``, as documented; the CLI is geo_transforms.cli
+if (
+    __name__ == "__main__"
+):  # ``python -m geo_transforms.preview``, as documented; the CLI is geo_transforms.cli
     from .cli import main
 
     raise SystemExit(main())

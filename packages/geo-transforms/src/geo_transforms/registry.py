@@ -81,7 +81,9 @@ class Registry(Generic[T]):
 
         def add(entry: T) -> T:
             if name in self._entries and not overwrite:
-                raise ValueError(f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it")
+                raise ValueError(
+                    f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it"
+                )
             self._entries[name] = entry
             return entry
 

@@ -42,6 +42,7 @@ VERBS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``geo-bench`` argument parser: one sub-command per entry of ``VERBS``."""
     parser = argparse.ArgumentParser(
         prog="geo-bench",
         description="Cross-view geo-localisation benchmark: datasets, evaluation and the leaderboard.",
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``geo-bench`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verb is None:

@@ -42,40 +42,62 @@ log = logging.getLogger("geo_bench.cli")
 
 def add_data_arguments(parser: argparse.ArgumentParser, *, default_dataset: str = "synthetic") -> None:
     g = parser.add_argument_group("data")
-    g.add_argument("--dataset", choices=["synthetic", "cvusa", "cvact", "vigor"], default=default_dataset,
-                   help=f"dataset (default {default_dataset}: the embedded synthetic world, nothing to download)")
+    g.add_argument(
+        "--dataset",
+        choices=["synthetic", "cvusa", "cvact", "vigor"],
+        default=default_dataset,
+        help=f"dataset (default {default_dataset}: the embedded synthetic world, nothing to download)",
+    )
     g.add_argument("--root", help="dataset folder in its official layout (cvusa / cvact / vigor)")
-    g.add_argument("--vigor-area", choices=["same", "cross"], default="same", help="VIGOR area split (default same)")
+    g.add_argument(
+        "--vigor-area", choices=["same", "cross"], default="same", help="VIGOR area split (default same)"
+    )
     g.add_argument("--n-train", type=int, help="synthetic world: training cameras (default 1200)")
-    g.add_argument("--n-val", type=int, help="synthetic world: cameras of the val region that selects the "
-                   "checkpoint (default 250)")
-    g.add_argument("--n-test", type=int, help="synthetic world: test cameras, same-area and cross-area (default 500)")
+    g.add_argument(
+        "--n-val",
+        type=int,
+        help="synthetic world: cameras of the val region that selects the checkpoint (default 250)",
+    )
+    g.add_argument(
+        "--n-test", type=int, help="synthetic world: test cameras, same-area and cross-area (default 500)"
+    )
     g.add_argument("--world-seed", type=int, default=0, help="synthetic world: world seed (default 0)")
-    g.add_argument("--cache", metavar="DIR",
-                   help="CVUSA / CVACT / VIGOR: a `geo-bench prepare` cache root (prepared with the default "
-                        "sizes, no --polar) read instead of decoding the images; synthetic world: where the "
-                        "rendered world is cached (default OUT/cache for train and leaderboard, none for evaluate)")
-    g.add_argument("--tiny", action="store_true",
-                   help="tiny synthetic world for smoke tests (72 train / 20 test cameras, 32x128 panoramas; "
-                        "leaderboard: also 1 epoch, batch 16)")
+    g.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="CVUSA / CVACT / VIGOR: a `geo-bench prepare` cache root (prepared with the default "
+        "sizes, no --polar) read instead of decoding the images; synthetic world: where the "
+        "rendered world is cached (default OUT/cache for train and leaderboard, none for evaluate)",
+    )
+    g.add_argument(
+        "--tiny",
+        action="store_true",
+        help="tiny synthetic world for smoke tests (72 train / 20 test cameras, 32x128 panoramas; "
+        "leaderboard: also 1 epoch, batch 16)",
+    )
 
 
 def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     """``--protocols fov,corruption``: the optional evaluation protocols (no retraining)."""
     parser.add_argument(
-        "--protocols", metavar="NAMES",
+        "--protocols",
+        metavar="NAMES",
         help="also evaluate these protocols, comma-separated: fov (FoV 360/180/90/70 with orientation unknown, "
-             "from fixed query files kept in queries/ next to the results), corruption (16 corruptions x 5 "
-             "severities of the queries, relative corruption error) and corruption+refs (the references "
-             "corrupted too); e.g. --protocols fov,corruption")
+        "from fixed query files kept in queries/ next to the results), corruption (16 corruptions x 5 "
+        "severities of the queries, relative corruption error) and corruption+refs (the references "
+        "corrupted too); e.g. --protocols fov,corruption",
+    )
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("runtime")
     g.add_argument("--device", help="cpu, cuda, cuda:1... (default: CUDA when available)")
-    g.add_argument("--threads", type=int,
-                   help="torch intra-op threads (default on CPU: 1; the small models run 4-7x slower with 2 "
-                        "threads on a shared 2-core machine; on CUDA: torch's choice)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op threads (default on CPU: 1; the small models run 4-7x slower with 2 "
+        "threads on a shared 2-core machine; on CUDA: torch's choice)",
+    )
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -112,14 +134,19 @@ def check_device(device: str | None) -> str:
         return str(parsed)
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            built = f"torch {torch.__version__}, built for CUDA {torch.version.cuda}" if torch.version.cuda else (
-                f"torch {torch.__version__}, a CPU-only build")
-            raise ValueError(f"--device {device!r}: CUDA is not available on this machine ({built}); "
-                             "use --device cpu")
+            built = (
+                f"torch {torch.__version__}, built for CUDA {torch.version.cuda}"
+                if torch.version.cuda
+                else (f"torch {torch.__version__}, a CPU-only build")
+            )
+            raise ValueError(
+                f"--device {device!r}: CUDA is not available on this machine ({built}); use --device cpu"
+            )
         count = torch.cuda.device_count()
         if parsed.index is not None and parsed.index >= count:
-            raise ValueError(f"--device {device!r}: this machine has {count} CUDA device(s) (cuda:0 to "
-                             f"cuda:{count - 1})")
+            raise ValueError(
+                f"--device {device!r}: this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})"
+            )
         return str(parsed)
     if parsed.type == "mps":
         if not torch.backends.mps.is_available():
@@ -166,7 +193,9 @@ def progress_enabled(args: argparse.Namespace) -> bool:
     return not getattr(args, "no_progress", False) and sys.stderr.isatty()
 
 
-def guarded(fn: Callable[[], int], *, interrupted: str = "nothing was written; run the same command again") -> int:
+def guarded(
+    fn: Callable[[], int], *, interrupted: str = "nothing was written; run the same command again"
+) -> int:
     """Run a verb's work; faults a user can fix become one logged message and exit status 2
     (:func:`geo_retrieval.cli_errors.guarded`, logged on ``geo_bench.cli``; ``-v`` adds the
     traceback).

@@ -20,6 +20,7 @@ HELP = "list exact-duplicate image pairs of a CVUSA split (md5 of decoded pixels
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``geo-bench duplicates`` to ``parser``."""
     parser.add_argument("dataset", choices=["cvusa"], help="dataset (only cvusa)")
     parser.add_argument("--root", required=True, help="CVUSA root")
     parser.add_argument(
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``geo-bench duplicates`` on the parsed ``args``; returns the exit status (2 for a fault the user can fix, 130 after Ctrl-C)."""
     return guarded(lambda: _run(args), interrupted="nothing was written; run the same command again")
 
 

@@ -56,12 +56,21 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="run folder, best/ or last/ folder, or weights file")
+    """Add the options of ``geo-bench evaluate`` to ``parser``."""
+    parser.add_argument(
+        "--checkpoint", required=True, help="run folder, best/ or last/ folder, or weights file"
+    )
     parser.add_argument("--recipe", help="recipe name (default: from the checkpoint)")
-    parser.add_argument("--variant", choices=["small", "full"], help="recipe variant (default: from the checkpoint)")
+    parser.add_argument(
+        "--variant", choices=["small", "full"], help="recipe variant (default: from the checkpoint)"
+    )
     parser.add_argument("--split", help="split to evaluate (default test; CVACT: val = CVACT_val)")
-    parser.add_argument("--seed", type=int, help="training seed to record (default: from the trainer state, else 0)")
-    parser.add_argument("--store", default="results.jsonl", help="results store to append to (default results.jsonl)")
+    parser.add_argument(
+        "--seed", type=int, help="training seed to record (default: from the trainer state, else 0)"
+    )
+    parser.add_argument(
+        "--store", default="results.jsonl", help="results store to append to (default results.jsonl)"
+    )
     add_protocol_arguments(parser)
     add_data_arguments(parser)
     add_runtime_arguments(parser)
@@ -77,7 +86,10 @@ def _seed(run_dir: Path, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return guarded(lambda: _run(args), interrupted="nothing was added to the store; run the same command again")
+    """Run ``geo-bench evaluate`` on the parsed ``args``; returns the exit status (2 for a fault the user can fix, 130 after Ctrl-C)."""
+    return guarded(
+        lambda: _run(args), interrupted="nothing was added to the store; run the same command again"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -85,22 +97,49 @@ def _run(args: argparse.Namespace) -> int:
     found = resolve_run(args.checkpoint, recipe=args.recipe, variant=args.variant)
     weights, run_dir, variant, info = found.weights, found.run_dir, found.variant, found.info
     recipe = get_recipe_or_raise(found.recipe, variant)
-    cfg = replace(RunConfig(dataset=args.dataset, root=args.root, variant=variant, seed=_seed(run_dir, args),
-                            eval_split=args.split, device=args.device, vigor_area=args.vigor_area,
-                            cache=args.cache, protocols=parse_protocols(args.protocols)),
-                  world=world_config(args))
+    cfg = replace(
+        RunConfig(
+            dataset=args.dataset,
+            root=args.root,
+            variant=variant,
+            seed=_seed(run_dir, args),
+            eval_split=args.split,
+            device=args.device,
+            vigor_area=args.vigor_area,
+            cache=args.cache,
+            protocols=parse_protocols(args.protocols),
+        ),
+        world=world_config(args),
+    )
     model = build(recipe)
     digest = load_model_weights(model, weights)
     data = open_datasets(cfg, None, progress=progress_enabled(args), need_train=False)
     train_seconds = float(info.get("train_seconds", 0.0)) or 0.0
-    run_ = TrainedRun(recipe, model, run_dir, info.get("config") or config_hash(recipe.to_dict(), cfg), train_seconds,
-                      int(info.get("global_step", 0)), digest, info.get("selection_split"), info.get("best_R@1"))
+    run_ = TrainedRun(
+        recipe,
+        model,
+        run_dir,
+        info.get("config") or config_hash(recipe.to_dict(), cfg),
+        train_seconds,
+        int(info.get("global_step", 0)),
+        digest,
+        info.get("selection_split"),
+        info.get("best_R@1"),
+    )
     store = ResultStore(args.store)
     view = status_view(not progress_enabled(args))  # plain lines every 30 s when there are no bars
     view.update({"kind": "start", "recipe": recipe.name, "variant": variant})
     with view:
-        records = evaluate_trained(run_, data.test, cfg, progress=progress_enabled(args), source=str(weights),
-                                   queries_dir=store.path.parent / "queries", events=view.update, cross=data.cross)
+        records = evaluate_trained(
+            run_,
+            data.test,
+            cfg,
+            progress=progress_enabled(args),
+            source=str(weights),
+            queries_dir=store.path.parent / "queries",
+            events=view.update,
+            cross=data.cross,
+        )
     for r in records:
         store.append(r)
     base, _, _ = split_records(records)

@@ -28,7 +28,7 @@ the epoch selected: the evidence the small variants' settings are judged on). Me
 the compute behind them (training seconds, optimiser steps, pairs seen); on CVUSA / CVACT / VIGOR
 the published numbers (geo-bench reported) are shown in a separate section, never mixed.
 
-Progress: on a terminal a live table (per recipe: state, epoch, step, loss, held-out R@1, elapsed,
+Progress: on a terminal a live table (per recipe: state, epoch, step, loss, val R@1, elapsed,
 ETA; overall ETA below); otherwise (logs, CI) one line per running recipe every 30 s
 (GEO_BENCH_PROGRESS_S=SECONDS changes the interval).
 
@@ -83,38 +83,60 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``geo-bench leaderboard`` to ``parser``."""
     parser.add_argument("--out", default="leaderboard_run", help="output folder (default leaderboard_run)")
     parser.add_argument("--recipes", help="comma-separated recipe names (default: every registered recipe)")
-    parser.add_argument("--variant", choices=["small", "full"],
-                        help="recipe variant (default small on the synthetic world, full on real data)")
+    parser.add_argument(
+        "--variant",
+        choices=["small", "full"],
+        help="recipe variant (default small on the synthetic world, full on real data)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2: run the leaderboard once per seed "
-                        "and also write OUT/leaderboard_seeds.{md,json} (mean ± std over seeds per method)")
-    parser.add_argument("--world-seeds", help="comma-separated synthetic-world seeds, e.g. 0,1,2: run the leaderboard "
-                        "once per world (cities, cameras, appearance) and also write OUT/leaderboard_worlds.{md,json} "
-                        "(mean ± std over worlds per method); combines with --seeds")
+    parser.add_argument(
+        "--seeds",
+        help="comma-separated seeds, e.g. 0,1,2: run the leaderboard once per seed "
+        "and also write OUT/leaderboard_seeds.{md,json} (mean ± std over seeds per method)",
+    )
+    parser.add_argument(
+        "--world-seeds",
+        help="comma-separated synthetic-world seeds, e.g. 0,1,2: run the leaderboard "
+        "once per world (cities, cameras, appearance) and also write OUT/leaderboard_worlds.{md,json} "
+        "(mean ± std over worlds per method); combines with --seeds",
+    )
     parser.add_argument("--epochs", type=int, help="override every recipe's epochs")
     parser.add_argument("--batch-size", type=int, help="override every recipe's batch size")
     parser.add_argument("--split", help="evaluation split (default test; CVACT: val = CVACT_val)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the colour-profile baseline")
     parser.add_argument("--store", help="results store (default OUT/results.jsonl)")
     parser.add_argument("--no-plots", action="store_true", help="do not write the PNG figures")
-    parser.add_argument("--jobs", type=int,
-                        help="recipes trained at once, one process each (default: 2 on a CPU with >= 2 cores, "
-                             "else 1); results go to the same store")
-    parser.add_argument("--time-budget", type=float, metavar="S",
-                        help="train every recipe for at most S wall-clock seconds (the same budget for all; "
-                             "recorded in the protocol and the config hash; best/ is still selected on the "
-                             "held-out slice)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        help="recipes trained at once, one process each (default: 2 on a CPU with >= 2 cores, "
+        "else 1); results go to the same store",
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="S",
+        help="train every recipe for at most S wall-clock seconds (the same budget for all; "
+        "recorded in the protocol and the config hash; best/ is still selected on the "
+        "world's val region, or the held-out slice of real data)",
+    )
     add_protocol_arguments(parser)
     add_data_arguments(parser)
     add_runtime_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    return guarded(lambda: _run(args), interrupted=(
-        "finished recipes are in the store; run the same command again to resume (finished recipes are "
-        "skipped, interrupted trainings continue from their last checkpoint)"))
+    """Run ``geo-bench leaderboard`` on the parsed ``args``; returns the exit status (2 for a fault the user can fix, 130 after Ctrl-C)."""
+    return guarded(
+        lambda: _run(args),
+        interrupted=(
+            "finished recipes are in the store; run the same command again to resume (finished recipes are "
+            "skipped, interrupted trainings continue from their last checkpoint)"
+        ),
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -122,16 +144,16 @@ def _run(args: argparse.Namespace) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=200)
     synthetic = args.dataset == "synthetic"
     variant = args.variant or ("small" if synthetic else "full")
-    base = TINY if args.tiny else RunConfig()
+    defaults = TINY if args.tiny else RunConfig()
     cfg = replace(
-        base,
+        defaults,
         dataset=args.dataset,
         root=args.root,
         variant=variant,
         seed=args.seed,
-        epochs=args.epochs if args.epochs is not None else base.epochs,
-        batch_size=args.batch_size if args.batch_size is not None else base.batch_size,
-        world=world_config(args, base.world),
+        epochs=args.epochs if args.epochs is not None else defaults.epochs,
+        batch_size=args.batch_size if args.batch_size is not None else defaults.batch_size,
+        world=world_config(args, defaults.world),
         eval_split=args.split,
         device=args.device,
         vigor_area=args.vigor_area,
@@ -151,7 +173,9 @@ def _run(args: argparse.Namespace) -> int:
     failures: list[tuple[str, str]] = []
     jobs = args.jobs
     if jobs is None:
-        on_cpu = not (args.device or "").startswith("cuda") and not (args.device is None and torch.cuda.is_available())
+        on_cpu = not (args.device or "").startswith("cuda") and not (
+            args.device is None and torch.cuda.is_available()
+        )
         jobs = 2 if on_cpu and (os.cpu_count() or 1) >= 2 else 1
     seeds = _parse_seeds(args.seeds) if args.seeds else [cfg.seed]
     world_seeds = _parse_seeds(args.world_seeds, "--world-seeds") if args.world_seeds else [cfg.world.seed]
@@ -166,9 +190,19 @@ def _run(args: argparse.Namespace) -> int:
                 say(f"world seed {world_seed}, seed {seed}" if synthetic else f"seed {seed}")
             found: dict = {}
             run_cfg = replace(cfg, seed=seed, world=replace(cfg.world, seed=world_seed))
-            records += run_leaderboard(run_cfg, out, recipes=recipes, baseline=not args.no_baseline,
-                                       store=store, progress=progress_enabled(args), on_event=say, failures=failures,
-                                       jobs=max(1, jobs), live_console=live, examples=found)
+            records += run_leaderboard(
+                run_cfg,
+                out,
+                recipes=recipes,
+                baseline=not args.no_baseline,
+                store=store,
+                progress=progress_enabled(args),
+                on_event=say,
+                failures=failures,
+                jobs=max(1, jobs),
+                live_console=live,
+                examples=found,
+            )
             if not examples:  # the figure shows the first run's models
                 examples = found
     reported = []
@@ -177,8 +211,11 @@ def _run(args: argparse.Namespace) -> int:
         reported = [r for r in reported_records(args.dataset) if r.split == split]
     seed_text = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]}"
     if synthetic:
-        seed_text += (f", world seeds {', '.join(map(str, world_seeds))}" if len(world_seeds) > 1
-                      else f", world seed {world_seeds[0]}")
+        seed_text += (
+            f", world seeds {', '.join(map(str, world_seeds))}"
+            if len(world_seeds) > 1
+            else f", world seed {world_seeds[0]}"
+        )
     title = f"Leaderboard: {args.dataset} {cfg.test_split}, {variant} variants, {seed_text}"
     base, _, corrupted = split_records(records)
     render_rich(base, reported, console=console, title=title)
@@ -204,16 +241,23 @@ def _run(args: argparse.Namespace) -> int:
             first = replace(cfg, seed=seeds[0], world=replace(cfg.world, seed=world_seeds[0]))
             test = open_datasets(first, out / "cache", need_train=False).test
             paths["examples"] = plot_retrieval_examples(
-                examples, test, out / "leaderboard_examples.png",
+                examples,
+                test,
+                out / "leaderboard_examples.png",
                 title=f"Top-5 retrievals of the first test queries, orientation known, seed {seeds[0]} "
-                      "(green: the true tile)")
+                "(green: the true tile)",
+            )
         if corrupted:
             rows, names = corruption_rows(corrupted)
-            cells = {f"{r['method']} ({r['variant']}, seed {r['seed']})": {n: r[n] for n in names if n in r}
-                     for r in rows}
+            cells = {
+                f"{r['method']} ({r['variant']}, seed {r['seed']})": {n: r[n] for n in names if n in r}
+                for r in rows
+            }
             paths["corruption_heatmap"] = plot_corruption_heatmap(
-                cells, out / "leaderboard_corruption.png",
-                title="Corruption robustness: R@1 % (mean over 5 severities), orientation known")
+                cells,
+                out / "leaderboard_corruption.png",
+                title="Corruption robustness: R@1 % (mean over 5 severities), orientation known",
+            )
     say("written: " + ", ".join(str(p) for p in paths.values()) + f"; store {store.path}")
     if synthetic:
         console.print("Published numbers on CVUSA / CVACT / VIGOR: geo-bench reported", markup=False)
@@ -239,6 +283,12 @@ def _print_seed_summary(summary: list[dict], console: object, over: str = "seed"
         table.add_column(head, justify="right" if head.startswith("R@") else "left", overflow="fold")
     for e in summary:
         cells = [mean_std_text(e, m) for m in SEED_METRICS]
-        table.add_row(e["method"], e["variant"], e["protocol"], ", ".join(map(str, e["seeds"])), *cells,
-                      ", ".join(f"{v:.1f}" for v in e["R@1_values"]))
+        table.add_row(
+            e["method"],
+            e["variant"],
+            e["protocol"],
+            ", ".join(map(str, e["seeds"])),
+            *cells,
+            ", ".join(f"{v:.1f}" for v in e["R@1_values"]),
+        )
     console.print(table)  # type: ignore[attr-defined]

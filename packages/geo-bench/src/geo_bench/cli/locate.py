@@ -28,37 +28,57 @@ HELP = "localise street-level images against a map index (JSON / GeoJSON / CSV /
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``geo-bench locate`` to ``parser``."""
     parser.add_argument("--index", required=True, help="index folder written by geo-bench index")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="query images")
-    parser.add_argument("--orientation", choices=["known", "unknown"], default="known",
-                        help="known: north-centred panoramas (default); unknown: recorded, headings from "
-                             "orientation-aware recipes")
-    parser.add_argument("--fov", type=float, metavar="DEG", help="limited horizontal field of view in degrees")
+    parser.add_argument(
+        "--orientation",
+        choices=["known", "unknown"],
+        default="known",
+        help="known: north-centred panoramas (default); unknown: recorded, headings from "
+        "orientation-aware recipes",
+    )
+    parser.add_argument(
+        "--fov", type=float, metavar="DEG", help="limited horizontal field of view in degrees"
+    )
     parser.add_argument("--top-k", type=int, default=10, help="candidates per query (default 10)")
     parser.add_argument("--truth", metavar="CSV", help="true positions: id and/or file, lat, lon")
     parser.add_argument("--out", default="located", help="output folder (default located/)")
-    parser.add_argument("--search", choices=["exact", "faiss"], default="exact",
-                        help="exact torch search (the reference, default) or the index's faiss index")
+    parser.add_argument(
+        "--search",
+        choices=["exact", "faiss"],
+        default="exact",
+        help="exact torch search (the reference, default) or the index's faiss index",
+    )
     parser.add_argument("--html", action="store_true", help="also write a self-contained report.html")
     parser.add_argument("--checkpoint", help="weights to use (default: the checkpoint recorded in the index)")
     add_runtime_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``geo-bench locate`` on the parsed ``args``; returns the exit status (2 for a fault the user can fix, 130 after Ctrl-C)."""
     return guarded(lambda: _run(args), interrupted="nothing was written; run the same command again")
 
 
 def _run(args: argparse.Namespace) -> int:
     apply_runtime(args)
     loc = Localizer(args.index, checkpoint=args.checkpoint, device=check_device(args.device))
-    res = loc.locate(args.images, top_k=args.top_k, orientation=args.orientation, fov=args.fov, truth=args.truth,
-                     backend=args.search)
+    res = loc.locate(
+        args.images,
+        top_k=args.top_k,
+        orientation=args.orientation,
+        fov=args.fov,
+        truth=args.truth,
+        backend=args.search,
+    )
     paths = res.save(args.out, html=args.html, index=loc.tiles)
     for q in res.queries:
         best = q.candidates[0]
         err = "" if q.error_m is None else f"  error {q.error_m:.1f} m (refined {q.refined_error_m:.1f} m)"
         head = "" if best.heading_deg is None else f"  heading {best.heading_deg:.1f} deg"
-        print(f"{q.id}: {q.refined_latlon[0]:.6f}, {q.refined_latlon[1]:.6f}  score {best.score:.3f}{head}{err}")
+        print(
+            f"{q.id}: {q.refined_latlon[0]:.6f}, {q.refined_latlon[1]:.6f}  score {best.score:.3f}{head}{err}"
+        )
     if res.metrics:
         print(json.dumps({k: round(v, 2) for k, v in res.metrics.items()}))
     print("written: " + ", ".join(str(p) for p in paths.values()))

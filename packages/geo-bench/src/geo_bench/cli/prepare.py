@@ -7,7 +7,7 @@ written and checksummed in chunks, so an interrupted run continues where it stop
 command is run again. Load it with the same options plus cache=CACHE, e.g.
 
   geo-bench prepare cvusa --root data/CVUSA --out cache/ --split val --polar safa
-  >>> CVUSA("data/CVUSA", "val", polar="safa", cache="cache/")
+  then, in Python: CVUSA("data/CVUSA", "val", polar="safa", cache="cache/")
 
 Sizes default to the dataset class's defaults (CVUSA/CVACT ground 112x616, aerial 256x256;
 VIGOR 320x640 / 320x320). Resampling: Pillow antialiased bilinear, rounded to uint8.
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``geo-bench prepare`` to ``parser``."""
     parser.add_argument("dataset", choices=["cvusa", "cvact", "vigor"], help="which dataset")
     parser.add_argument("--root", required=True, help="dataset root (the official layout)")
     parser.add_argument(
@@ -92,8 +93,10 @@ _DEFAULT_SPLITS = {"cvusa": ("train", "val"), "cvact": ("train", "val", "test"),
 
 
 def run(args: argparse.Namespace) -> int:
-    return guarded(lambda: _run(args),
-                   interrupted="finished chunks are kept; run the same command again to resume")
+    """Run ``geo-bench prepare`` on the parsed ``args``; returns the exit status (2 for a fault the user can fix, 130 after Ctrl-C)."""
+    return guarded(
+        lambda: _run(args), interrupted="finished chunks are kept; run the same command again to resume"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -105,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
         entry = prepare_cache(ds, args.out, chunk_size=args.chunk_size, progress=args.progress)
         views = ds.view_ids()
         print(
-            f"{cls.name} {split}: N={len(ds)} queries, {len(views['aerial'])} aerials"
+            f"{ds.name} {split}: N={len(ds)} queries, {len(views['aerial'])} aerials"
             f"{f', {ds.missing} missing' if ds.missing else ''} -> {entry}"
         )
     return 0

@@ -26,14 +26,22 @@ HELP = "print the published results (with source tags) kept with geo-bench"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``geo-bench reported`` to ``parser``."""
     parser.add_argument("--dataset", choices=["cvusa", "cvact", "vigor"], help="only this dataset")
-    parser.add_argument("--split", help="only this split (cvusa: test; cvact: val, test; vigor: same_area, cross_area)")
+    parser.add_argument(
+        "--split", help="only this split (cvusa: test; cvact: val, test; vigor: same_area, cross_area)"
+    )
     parser.add_argument("--verified-only", action="store_true", help="leave out rows marked unverified")
-    parser.add_argument("--format", choices=["rich", "markdown", "csv", "json"], default="rich",
-                        help="output format (default rich: a terminal table)")
+    parser.add_argument(
+        "--format",
+        choices=["rich", "markdown", "csv", "json"],
+        default="rich",
+        help="output format (default rich: a terminal table)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``geo-bench reported`` on the parsed ``args``; returns the exit status (2 for a fault the user can fix, 130 after Ctrl-C)."""
     return guarded(lambda: _run(args))
 
 

@@ -40,28 +40,50 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layout", choices=["cvusa", "cvact", "vigor", "map"], help="on-disk layout to write")
+    """Add the options of ``geo-bench synth`` to ``parser``."""
+    parser.add_argument(
+        "--layout", choices=["cvusa", "cvact", "vigor", "map"], help="on-disk layout to write"
+    )
     parser.add_argument("--out", help="output folder (created)")
     parser.add_argument("--num", type=int, default=100, help="number of pairs (VIGOR: panoramas per city)")
     parser.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
-    parser.add_argument("--ground-size", nargs=2, type=int, metavar=("H", "W"),
-                        help="panorama size (default 128 512; CVACT/VIGOR 256 512, full sphere)")
-    parser.add_argument("--aerial-size", type=int, default=256, help="aerial tile side in pixels (default 256)")
-    parser.add_argument("--aerial-m", type=float, default=64.0, help="aerial tile width in metres (default 64)")
-    parser.add_argument("--district-m", type=float, default=1000.0, help="side of one city district in metres")
+    parser.add_argument(
+        "--ground-size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="panorama size (default 128 512; CVACT/VIGOR 256 512, full sphere)",
+    )
+    parser.add_argument(
+        "--aerial-size", type=int, default=256, help="aerial tile side in pixels (default 256)"
+    )
+    parser.add_argument(
+        "--aerial-m", type=float, default=64.0, help="aerial tile width in metres (default 64)"
+    )
+    parser.add_argument(
+        "--district-m", type=float, default=1000.0, help="side of one city district in metres"
+    )
     parser.add_argument("--gap", type=float, default=1.0, help="domain-gap strength in [0, 1] (default 1)")
     parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of written images")
     parser.add_argument("--chunk", type=int, default=32, help="samples rendered per chunk (memory bound)")
-    parser.add_argument("--map-m", type=float,
-                        help="map layout: side of the square orthophoto in metres (default: the district, at most 1000)")
+    parser.add_argument(
+        "--map-m",
+        type=float,
+        help="map layout: side of the square orthophoto in metres (default: the district, at most 1000)",
+    )
     parser.add_argument("--preview", metavar="PNG", help="write a preview figure of a few samples to PNG")
     parser.add_argument("--preview-rows", type=int, default=3, help="samples in the preview (default 3)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    return guarded(lambda: _run(args), interrupted=(
-        "finished chunks are kept; run the same command again (the same seed writes the same files)"))
+    """Run ``geo-bench synth`` on the parsed ``args``; returns the exit status (2 for a fault the user can fix, 130 after Ctrl-C)."""
+    return guarded(
+        lambda: _run(args),
+        interrupted=(
+            "finished chunks are kept; run the same command again (the same seed writes the same files)"
+        ),
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -78,13 +100,29 @@ def _run(args: argparse.Namespace) -> int:
     if args.ground_size:
         render = replace(render, ground_size=tuple(args.ground_size))
     if args.preview:
-        world = SyntheticWorld("train", max(1, args.preview_rows), args.seed, city=city, appearance=appearance,
-                               render=replace(render, ground_size=(128, 512), elevation=(-45.0, 45.0)))
+        world = SyntheticWorld(
+            "train",
+            max(1, args.preview_rows),
+            args.seed,
+            city=city,
+            appearance=appearance,
+            render=replace(render, ground_size=(128, 512), elevation=(-45.0, 45.0)),
+        )
         path = write_preview(args.preview, world, rows=args.preview_rows)
         print(f"preview written to {path}")
     if args.layout:
         extra = {"map_m": args.map_m} if args.layout == "map" else {}
-        counts = write_layout(args.layout, args.out, args.num, args.seed, render=render, city=city,
-                              appearance=appearance, chunk=args.chunk, progress=not args.no_progress, **extra)
+        counts = write_layout(
+            args.layout,
+            args.out,
+            args.num,
+            args.seed,
+            render=render,
+            city=city,
+            appearance=appearance,
+            chunk=args.chunk,
+            progress=not args.no_progress,
+            **extra,
+        )
         print(f"{args.layout} layout written to {args.out}: {counts}")
     return 0

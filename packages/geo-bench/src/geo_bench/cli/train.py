@@ -1,4 +1,5 @@
-"""Train one recipe and keep its checkpoints (selection on a held-out slice of train, never test).
+"""Train one recipe and keep its checkpoints (selected on the world's val region, or on a held-out slice of
+real data's train split; never on test).
 
 RECIPE is a registered recipe name (safa, dsm, sample4geo, l2ltr; toker21 and smdt with
 geo-synthesis installed). The small variant trains on the embedded synthetic world in minutes on
@@ -12,7 +13,7 @@ a CPU; the full variant is the paper's configuration for CVUSA / CVACT / VIGOR o
 
 OUT (default runs/RECIPE-VARIANT-sSEED) receives run_args.json (the arguments the run was started
 with), last/ (weights + full trainer state, committed together every epoch), best/ (the weights
-with the best held-out R@1), history.json and recipe.json. Resuming with --resume continues bit
+with the best val R@1), history.json and recipe.json. Resuming with --resume continues bit
 for bit; it must repeat the run's arguments (recipe, variant, seed, epochs, batch size, dataset,
 root, world, VIGOR area; --max-steps, --device and --threads may change) and refuses any
 difference, listing them: a new configuration needs another --out. Without --resume an existing
@@ -52,27 +53,43 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", metavar="RECIPE", nargs="?",
-                        help="recipe name (geo-bench train --list shows them)")
-    parser.add_argument("--list", action="store_true", help="list the registered recipes and their variants, then exit")
-    parser.add_argument("--variant", choices=["small", "full"],
-                        help="small (CPU-sized) or full (the paper's); default small on synthetic, full otherwise")
+    """Add the options of ``geo-bench train`` to ``parser``."""
+    parser.add_argument(
+        "recipe", metavar="RECIPE", nargs="?", help="recipe name (geo-bench train --list shows them)"
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="list the registered recipes and their variants, then exit"
+    )
+    parser.add_argument(
+        "--variant",
+        choices=["small", "full"],
+        help="small (CPU-sized) or full (the paper's); default small on synthetic, full otherwise",
+    )
     parser.add_argument("--out", help="run folder (default runs/RECIPE-VARIANT-sSEED)")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (saving last/)")
-    parser.add_argument("--time-budget", type=float, metavar="S",
-                        help="stop after S wall-clock seconds of training (saving last/; counts a resumed run's "
-                             "earlier seconds)")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="S",
+        help="stop after S wall-clock seconds of training (saving last/; counts a resumed run's "
+        "earlier seconds)",
+    )
     add_data_arguments(parser)
     add_runtime_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    return guarded(lambda: _run(args), interrupted=(
-        "the last completed checkpoint is kept in OUT/last; run the same command with --resume to continue"))
+    """Run ``geo-bench train`` on the parsed ``args``; returns the exit status (2 for a fault the user can fix, 130 after Ctrl-C)."""
+    return guarded(
+        lambda: _run(args),
+        interrupted=(
+            "the last completed checkpoint is kept in OUT/last; run the same command with --resume to continue"
+        ),
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -85,10 +102,20 @@ def _run(args: argparse.Namespace) -> int:
     apply_runtime(args)
     variant = args.variant or ("small" if args.dataset == "synthetic" else "full")
     recipe = get_recipe_or_raise(args.recipe, variant, epochs=args.epochs, batch_size=args.batch_size)
-    cfg = replace(RunConfig(dataset=args.dataset, root=args.root, variant=variant, seed=args.seed,
-                            max_steps=args.max_steps, device=args.device, vigor_area=args.vigor_area,
-                            cache=args.cache, time_budget_s=args.time_budget),
-                  world=world_config(args))
+    cfg = replace(
+        RunConfig(
+            dataset=args.dataset,
+            root=args.root,
+            variant=variant,
+            seed=args.seed,
+            max_steps=args.max_steps,
+            device=args.device,
+            vigor_area=args.vigor_area,
+            cache=args.cache,
+            time_budget_s=args.time_budget,
+        ),
+        world=world_config(args),
+    )
     view = status_view(not progress_enabled(args))  # plain lines when there are no bars
     out = Path(args.out or f"runs/{recipe.name}-{variant}-s{args.seed}")
     layout = RunLayout(out)
@@ -96,8 +123,10 @@ def _run(args: argparse.Namespace) -> int:
     recover_checkpoint(layout.best)
     last = layout.state()
     if last.exists() and not args.resume:
-        raise FileExistsError(f"{out} already holds a training run ({last}); pass --resume to continue it "
-                              "or choose another --out")
+        raise FileExistsError(
+            f"{out} already holds a training run ({last}); pass --resume to continue it "
+            "or choose another --out"
+        )
     if args.resume and not last.exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {layout.last}; start without --resume")
     run_args = _run_args(args, recipe, variant, cfg)
@@ -105,23 +134,51 @@ def _run(args: argparse.Namespace) -> int:
     data = open_datasets(cfg, out / "cache", progress=progress_enabled(args))
     if not recorded:  # the start of the run (or the first resume of a run from before the record)
         _write_run_args(out, run_args, resume=args.resume)
-    view.update({"kind": "queued", "recipe": recipe.name, "variant": variant, "epochs": int(recipe.epochs),
-                 "budget_s": cfg.time_budget_s})
+    view.update(
+        {
+            "kind": "queued",
+            "recipe": recipe.name,
+            "variant": variant,
+            "epochs": int(recipe.epochs),
+            "budget_s": cfg.time_budget_s,
+        }
+    )
     view.update({"kind": "start", "recipe": recipe.name})
     with view:
-        run_ = train_recipe(recipe, data.train, cfg, out, resume=args.resume, progress=progress_enabled(args),
-                            events=view.update, val=data.val)
-    info = {"recipe": recipe.name, "variant": variant, "seed": cfg.seed, "data": cfg.data_dict(),
-            "config": run_.config, "global_step": run_.global_step, "train_seconds": round(run_.train_seconds, 2),
-            "selection_split": run_.selection_split, "best_R@1": run_.best_metric, "checkpoint": run_.checkpoint}
+        run_ = train_recipe(
+            recipe,
+            data.train,
+            cfg,
+            out,
+            resume=args.resume,
+            progress=progress_enabled(args),
+            events=view.update,
+            val=data.val,
+        )
+    info = {
+        "recipe": recipe.name,
+        "variant": variant,
+        "seed": cfg.seed,
+        "data": cfg.data_dict(),
+        "config": run_.config,
+        "global_step": run_.global_step,
+        "train_seconds": round(run_.train_seconds, 2),
+        "selection_split": run_.selection_split,
+        "best_R@1": run_.best_metric,
+        "checkpoint": run_.checkpoint,
+    }
     if cfg.time_budget_s is not None:
         info.update({"time_budget_s": cfg.time_budget_s, "stopped_by_time_budget": run_.stopped_by_budget})
     layout.run_json.write_text(json.dumps(info, indent=1) + "\n")
     best = "none" if run_.best_metric is None else f"{run_.best_metric:.1f}"
-    print(f"{recipe.name} ({variant}): {run_.global_step} steps in {run_.train_seconds:.0f} s; "
-          f"held-out ({run_.selection_split}) R@1 {best}; checkpoints in {out}")
-    print(f"evaluate: geo-bench evaluate --checkpoint {out} --dataset {args.dataset}"
-          + (f" --root {args.root}" if args.root else ""))
+    print(
+        f"{recipe.name} ({variant}): {run_.global_step} steps in {run_.train_seconds:.0f} s; "
+        f"selection ({run_.selection_split}) R@1 {best}; checkpoints in {out}"
+    )
+    print(
+        f"evaluate: geo-bench evaluate --checkpoint {out} --dataset {args.dataset}"
+        + (f" --root {args.root}" if args.root else "")
+    )
     return 0
 
 
@@ -141,16 +198,23 @@ def _check_numbers(args: argparse.Namespace) -> None:
         if value is not None and value < 1:
             raise ValueError(f"{option} must be a positive integer, got {value}")
     if args.batch_size is not None and args.batch_size < 2:
-        raise ValueError(f"--batch-size must be at least 2 (the other pairs of a batch are its negatives), "
-                         f"got {args.batch_size}")
+        raise ValueError(
+            f"--batch-size must be at least 2 (the other pairs of a batch are its negatives), "
+            f"got {args.batch_size}"
+        )
 
 
 def _run_args(args: argparse.Namespace, recipe: Recipe, variant: str, cfg: Any) -> dict[str, Any]:
     """What a run depends on besides the code: training arguments (effective values) and data
     arguments (only those the dataset uses; the root as an absolute path)."""
-    record: dict[str, Any] = {"recipe": recipe.name, "variant": variant, "seed": args.seed,
-                              "epochs": int(recipe.epochs), "batch_size": int(recipe.batch_size),
-                              "dataset": args.dataset}
+    record: dict[str, Any] = {
+        "recipe": recipe.name,
+        "variant": variant,
+        "seed": args.seed,
+        "epochs": int(recipe.epochs),
+        "batch_size": int(recipe.batch_size),
+        "dataset": args.dataset,
+    }
     if args.dataset == "synthetic":
         record["tiny"] = bool(args.tiny)
         record["world"] = cfg.world.to_dict()
@@ -182,6 +246,10 @@ def _write_run_args(out: Path, record: dict[str, Any], *, resume: bool) -> None:
     """Write ``OUT/run_args.json`` atomically once the data is open, before training starts; a run
     from before the record gets it on its first resume, with a warning."""
     if resume:
-        log.warning("%s has no %s (started by an older geo-bench): its arguments cannot be checked; recording "
-                    "this resume's", out, RUN_ARGS_FILE)
+        log.warning(
+            "%s has no %s (started by an older geo-bench): its arguments cannot be checked; recording "
+            "this resume's",
+            out,
+            RUN_ARGS_FILE,
+        )
     atomic_write_bytes(RunLayout(out).run_args_json, (json.dumps(record, indent=1) + "\n").encode())

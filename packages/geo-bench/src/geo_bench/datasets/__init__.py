@@ -9,6 +9,8 @@ memory-mappable cache; see :mod:`geo_bench.datasets.base` and :mod:`geo_bench.da
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .base import CrossViewDataset
 from .cache import CacheEntry, open_cache, prepare_cache
 from .cvact import CVACT, read_act_data
@@ -25,7 +27,8 @@ from .image_io import INTERPOLATION
 from .options import POLAR_SIZES
 from .vigor import VIGOR, VIGORGallery, parse_pano_latlon, parse_tile_latlon
 
-DATASETS: dict[str, type[CrossViewDataset]] = {"cvusa": CVUSA, "cvact": CVACT, "vigor": VIGOR}
+#: name -> loader class, called ``(root, split, **options)`` (the base class declares no constructor)
+DATASETS: dict[str, Callable[..., CrossViewDataset]] = {"cvusa": CVUSA, "cvact": CVACT, "vigor": VIGOR}
 """Name (lower case, as on the command line) -> dataset class."""
 
 __all__ = [

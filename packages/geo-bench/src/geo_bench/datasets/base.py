@@ -84,6 +84,8 @@ class CrossViewDataset(Dataset):
     default_ground_size: ClassVar[tuple[int, int] | None] = None
     default_aerial_size: ClassVar[tuple[int, int] | None] = None
     ground_crop: tuple[float, float] | None = None
+    #: the sample ids, in order (filled by the subclass)
+    ids: list[str]
 
     def _init_common(
         self,
@@ -253,6 +255,7 @@ class CrossViewDataset(Dataset):
         cached = self._attach_cache(cache, verify)
         if cached is None:
             return self._filter_missing(paths_of, len(all_ids))
+        assert self._cache is not None  # attached with the ids it lists
         pos = {x: k for k, x in enumerate(all_ids)}
         unknown = [x for x in cached if x not in pos]
         keep = [pos[x] for x in cached if x in pos]

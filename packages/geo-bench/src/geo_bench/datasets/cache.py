@@ -38,7 +38,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -131,7 +131,7 @@ def _entry_dir(cache: str | os.PathLike[str], dataset: CacheableDataset) -> Path
     return cache / dataset.cache_key()
 
 
-def _load_array(path: Path, mode: str = "r", shape: list[int] | None = None) -> np.ndarray:
+def _load_array(path: Path, mode: Literal["r", "r+"] = "r", shape: list[int] | None = None) -> np.ndarray:
     """``np.load(path, mmap_mode=mode)`` of a cache array, checked against ``shape`` (uint8).
 
     Raises:
@@ -342,6 +342,7 @@ def _prepare_view(
         state["views"][view] = s
         _atomic_json(prog_path, state)
     arr = _load_array(path, "r+", s["shape"])
+    assert isinstance(arr, np.memmap)  # np.load with mmap_mode opens a memory map
     item_shape = tuple(s["shape"][1:])
     count = 0
     for k in range(n_chunks):
@@ -376,7 +377,14 @@ def _report_aspect(dataset: CacheableDataset, decoded: dict[str, int]) -> None:
         log.warning(
             "%s %s: %d of the %d %s images prepared by this run have another aspect ratio than %s's %s "
             "(the first is named in the warning above); the cache holds them %s",
-            dataset.name, dataset.split, n, decoded.get(view, n), view, dataset.name, shown, into,
+            dataset.name,
+            dataset.split,
+            n,
+            decoded.get(view, n),
+            view,
+            dataset.name,
+            shown,
+            into,
         )
 
 

@@ -67,7 +67,7 @@ def _loadmat(path: Path) -> dict[str, Any]:
 
 
 def _strings(arr: np.ndarray) -> list[str]:
-    """panoIds as Python strings, whether stored as a char matrix or a cell array."""
+    """``panoIds`` as Python strings, whether stored as a char matrix or a cell array."""
     arr = np.asarray(arr)
     if arr.dtype.kind == "U":
         return [str(s).rstrip() for s in arr.ravel()]

@@ -114,7 +114,7 @@ class CVUSA(CrossViewDataset):
     (ground lat, lon, float64 (2,)) and ``aerial_latlon`` (float64 (2,)).
 
     Example:
-        >>> ds = CVUSA("data/CVUSA", "test", polar="safa")  # doctest: +SKIP
+        >>> ds = CVUSA("data/CVUSA", "test", polar="safa")  # needs the dataset on disk  # doctest: +SKIP
         >>> ds[0]["aerial"].shape  # doctest: +SKIP
         torch.Size([3, 112, 616])
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,9 @@ def find_exact_duplicates(
     if not csv.is_file():
         raise DatasetNotFoundError("CVUSA", root, csv, CVUSA.layout)
     rows = read_cvusa_split(csv)
-    items = [(v, Path(r[0]).stem, root / r[0 if v == "aerial" else 1]) for r in rows for v in views]
+    items: Iterable[tuple[str, str, Path]] = [
+        (v, Path(r[0]).stem, root / r[0 if v == "aerial" else 1]) for r in rows for v in views
+    ]
     if progress:
         items = tqdm(items, unit="img", desc=f"hash CVUSA {split}")
     first: dict[tuple[str, str], tuple[str, Path]] = {}

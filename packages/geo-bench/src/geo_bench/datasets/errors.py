@@ -48,7 +48,9 @@ class DatasetFormatError(ValueError):
     .. versionadded:: 0.1
     """
 
-    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None, line: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, path: str | os.PathLike[str] | None = None, line: int | None = None
+    ) -> None:
         super().__init__(message)
         self.path = None if path is None else str(path)
         self.line = line

@@ -21,6 +21,7 @@ from __future__ import annotations
 import struct
 import zlib
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from PIL import Image
 from torch import Tensor
 
 from geo_transforms import polar_transform
+from geo_transforms.polar import Center
 
 from .errors import ImageDecodeError
 from .options import PolarSpec
@@ -47,6 +49,8 @@ _DECODE_ERRORS: tuple[type[BaseException], ...] = (
     struct.error,
     zlib.error,
 )
+#: What reading an image may raise besides a missing file: a decode error or a decompression bomb.
+_READ_ERRORS: tuple[type[BaseException], ...] = (*_DECODE_ERRORS, Image.DecompressionBombError)
 
 
 def read_rgb(
@@ -72,7 +76,7 @@ def read_rgb(
             rgb = img.convert("RGB")
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {str(path)!r}") from None
-    except (*_DECODE_ERRORS, Image.DecompressionBombError) as exc:
+    except _READ_ERRORS as exc:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise  # the file system's error (permission denied, I/O error), not the image's
         reason = " ".join(str(exc).replace(f" {str(path)!r}", "").split()) or type(exc).__name__
@@ -97,7 +101,7 @@ def resize_uint8(img, size: tuple[int, int] | None, *, nearest: bool = False) ->
     Bilinear (antialiased on downscale, see module docstring), or nearest for label maps.
     """
     if size is not None and (img.height, img.width) != tuple(size):
-        resample = Image.NEAREST if nearest else Image.BILINEAR
+        resample = Image.Resampling.NEAREST if nearest else Image.Resampling.BILINEAR
         img = img.resize((size[1], size[0]), resample=resample)
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
@@ -111,7 +115,9 @@ def polar_uint8(img, spec: PolarSpec) -> Tensor:  # img: PIL.Image
         raise ValueError(f"polar=: the aerial must be square, got {img.width}x{img.height} (W x H)")
     x = torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()).float().div_(255.0)
     with torch.no_grad():
-        p = polar_transform(x[None], spec.size, center=spec.center)[0]
+        p = polar_transform(x[None], spec.size, center=cast(Center, spec.center))[
+            0
+        ]  # validated by parse_polar
     return p.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 

@@ -201,7 +201,7 @@ class VIGOR(CrossViewDataset):
                 raise ValueError(
                     "labels='corrected' needs labels_dir= (the directory of corrected split files)"
                 )
-            self.labels_dir = Path(labels_dir)
+            self.labels_dir: Path | None = Path(labels_dir)
             if not self.labels_dir.is_dir():
                 raise FileNotFoundError(f"VIGOR labels_dir not found: {str(self.labels_dir)!r}")
         elif labels_dir is not None:

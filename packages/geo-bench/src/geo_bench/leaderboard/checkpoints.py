@@ -38,14 +38,18 @@ def read_run_json(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); it was written by `geo-bench train`: restore it, "
-                         "or pass --recipe NAME --variant small|full and --seed N instead") from None
+        raise ValueError(
+            f"{path} is not valid JSON ({exc}); it was written by `geo-bench train`: restore it, "
+            "or pass --recipe NAME --variant small|full and --seed N instead"
+        ) from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
     return data
 
 
-def resolve_run(checkpoint: str | Path, *, recipe: str | None = None, variant: str | None = None) -> RunFolder:
+def resolve_run(
+    checkpoint: str | Path, *, recipe: str | None = None, variant: str | None = None
+) -> RunFolder:
     """Find the weights of ``checkpoint`` (a run folder written by ``geo-bench train``, whose
     ``best/`` weights are used, else ``last/``; a ``best/`` or ``last/`` folder; or a weights file)
     and tell its recipe: ``recipe`` / ``variant`` when given, else the run's ``recipe.json``, else

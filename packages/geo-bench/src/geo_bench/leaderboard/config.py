@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from geo_retrieval import recipes as registry
-from geo_retrieval.recipes import get_recipe, list_recipes
+from geo_retrieval.recipes import Recipe, get_recipe, list_recipes
 
 from .data import DATASET_NAMES, WorldConfig, load_world_split, open_real_dataset
 from .evaluation import parse_protocols
@@ -45,7 +45,9 @@ __all__ = [
 ]
 
 #: The CI smoke-test world: a tiny district, tiny images, one epoch of a few steps per recipe.
-TINY_WORLD = WorldConfig(n_train=72, n_val=12, n_test=20, ground_size=(32, 128), aerial_size=64, district_m=600.0)
+TINY_WORLD = WorldConfig(
+    n_train=72, n_val=12, n_test=20, ground_size=(32, 128), aerial_size=64, district_m=600.0
+)
 
 
 #: The splits a run may be evaluated on, per dataset (the first is the default). The synthetic
@@ -113,12 +115,16 @@ class RunConfig:
         if self.time_budget_s is not None:
             budget = float(self.time_budget_s)
             if not (budget > 0 and math.isfinite(budget)):
-                raise ValueError(f"--time-budget must be a positive number of seconds, got {self.time_budget_s}")
+                raise ValueError(
+                    f"--time-budget must be a positive number of seconds, got {self.time_budget_s}"
+                )
             object.__setattr__(self, "time_budget_s", budget)
         splits = EVAL_SPLITS[self.dataset]
         if self.eval_split is not None and self.eval_split not in splits:
-            raise ValueError(f"--split {self.eval_split!r}: {self.dataset} is evaluated on "
-                             f"{' or '.join(map(repr, splits))}")
+            raise ValueError(
+                f"--split {self.eval_split!r}: {self.dataset} is evaluated on "
+                f"{' or '.join(map(repr, splits))}"
+            )
 
     @property
     def test_split(self) -> str:
@@ -130,8 +136,12 @@ class RunConfig:
         """The data part of the configuration (enters :func:`config_hash`)."""
         if self.dataset == "synthetic":
             return {"dataset": "synthetic", "world": self.world.to_dict()}
-        d: dict[str, Any] = {"dataset": self.dataset, "root": str(self.root), "holdout": self.holdout,
-                             "eval_split": self.test_split}
+        d: dict[str, Any] = {
+            "dataset": self.dataset,
+            "root": str(self.root),
+            "holdout": self.holdout,
+            "eval_split": self.test_split,
+        }
         if self.dataset == "vigor":
             d["area"] = self.vigor_area
         return d
@@ -176,12 +186,16 @@ class RunData(NamedTuple):
     cross: Any
 
 
-def get_recipe_or_raise(name: str, variant: str, *, epochs: int | None = None, batch_size: int | None = None) -> Any:
+def get_recipe_or_raise(
+    name: str, variant: str, *, epochs: int | None = None, batch_size: int | None = None
+) -> Recipe:
     """The registered recipe with overrides; unknown names raise ``ValueError`` listing the known ones."""
     known = list_recipes()
     if name not in known:
-        hint = "" if any(n in ("toker21", "smdt") for n in known) else (
-            " (toker21 and smdt come with geo-synthesis: pip install 'geo-bench[synthesis]')"
+        hint = (
+            ""
+            if any(n in ("toker21", "smdt") for n in known)
+            else (" (toker21 and smdt come with geo-synthesis: pip install 'geo-bench[synthesis]')")
         )
         raise ValueError(f"unknown recipe {name!r}; known recipes: {', '.join(known)}{hint}")
     for option, value in (("--epochs", epochs), ("--batch-size", batch_size)):
@@ -196,7 +210,7 @@ def get_recipe_or_raise(name: str, variant: str, *, epochs: int | None = None, b
     return recipe.replace(**changes) if changes else recipe
 
 
-def uses_synthesis(recipe: Any) -> bool:
+def uses_synthesis(recipe: Recipe) -> bool:
     """Whether a recipe trains with cross-view synthesis (an explicit ``synthesis`` attribute, else a
     model builder that lives in geo-synthesis)."""
     flag = getattr(recipe, "synthesis", None)
@@ -206,8 +220,9 @@ def uses_synthesis(recipe: Any) -> bool:
     return bool(builder is not None and getattr(builder, "__module__", "").startswith("geo_synthesis"))
 
 
-def open_datasets(cfg: RunConfig, cache_dir: str | Path | None, *, progress: bool = False,
-                  need_train: bool = True) -> RunData:
+def open_datasets(
+    cfg: RunConfig, cache_dir: str | Path | None, *, progress: bool = False, need_train: bool = True
+) -> RunData:
     """The :class:`RunData` of a run; train (and the world's val) is None when ``need_train`` is False.
     ``cache_dir`` is the synthetic world's cache when ``cfg.cache`` does not name one."""
     if cfg.dataset == "synthetic":
@@ -216,8 +231,12 @@ def open_datasets(cfg: RunConfig, cache_dir: str | Path | None, *, progress: boo
         def split(name: str) -> Any:
             return load_world_split(cfg.world, name, cache, progress=progress)
 
-        return RunData(split("train") if need_train else None, split("val") if need_train else None,
-                       split("test"), split("cross"))
+        return RunData(
+            split("train") if need_train else None,
+            split("val") if need_train else None,
+            split("test"),
+            split("cross"),
+        )
     kwargs: dict[str, Any] = {"area": cfg.vigor_area} if cfg.dataset == "vigor" else {}
     if cfg.cache is not None:
         kwargs["cache"] = cfg.cache

@@ -60,7 +60,9 @@ log = logging.getLogger(__name__)
 DATASET_NAMES = ("synthetic", "cvusa", "cvact", "vigor")
 #: the splits of the synthetic world (see the module Convention)
 WORLD_SPLITS = ("train", "val", "test", "cross")
-_CACHE_FORMAT = 3  # bump when the cached arrays change (2: + ground_seg; 3: city styles, val and cross splits)
+_CACHE_FORMAT = (
+    3  # bump when the cached arrays change (2: + ground_seg; 3: city styles, val and cross splits)
+)
 #: offset of the cross-area city's seed stream from the world seed (its cities and cameras are its own)
 _CROSS_SEED = 7_919_000
 #: the cross-area city lies this far east of the training cities (its own frame; no coordinate is shared)
@@ -107,9 +109,13 @@ class WorldConfig:
         object.__setattr__(self, "styles", tuple(str(s) for s in self.styles))
         unknown = sorted({*self.styles, self.cross_style} - set(CITY_STYLES))
         if unknown or not self.styles:
-            raise ValueError(f"unknown or no city styles {unknown or self.styles}; available: {sorted(CITY_STYLES)}")
+            raise ValueError(
+                f"unknown or no city styles {unknown or self.styles}; available: {sorted(CITY_STYLES)}"
+            )
         if self.cross_style in self.styles:
-            raise ValueError(f"cross_style {self.cross_style!r} must differ from the training styles {self.styles}")
+            raise ValueError(
+                f"cross_style {self.cross_style!r} must differ from the training styles {self.styles}"
+            )
 
     def split_size(self, split: str) -> int:
         """Number of cameras of one of :data:`WORLD_SPLITS`."""
@@ -124,10 +130,17 @@ class WorldConfig:
             frame = CityConfig()
             e, n = frame.origin_utm
             moved = (e + CROSS_OFFSET_M, n)
-            latlon = equirectangular_to_latlon(torch.tensor([moved], dtype=torch.float64), frame.origin_utm,
-                                               frame.origin_latlon)[0]
-            return [city_style(self.cross_style, size_m=self.district_m, origin_utm=moved,
-                               origin_latlon=(float(latlon[0]), float(latlon[1])))]
+            latlon = equirectangular_to_latlon(
+                torch.tensor([moved], dtype=torch.float64), frame.origin_utm, frame.origin_latlon
+            )[0]
+            return [
+                city_style(
+                    self.cross_style,
+                    size_m=self.district_m,
+                    origin_utm=moved,
+                    origin_latlon=(float(latlon[0]), float(latlon[1])),
+                )
+            ]
         return [city_style(s, size_m=self.district_m) for s in self.styles]
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,9 +168,21 @@ class TensorPairs(Dataset):
         ground_seg: (N, H, W) uint8 panorama labels, or None.
     """
 
-    def __init__(self, ground: Tensor, aerial: Tensor, ids: Sequence[str], utm: Tensor | None, split: str,
-                 ground_seg: Tensor | None = None) -> None:
-        if ground.ndim != 4 or aerial.ndim != 4 or ground.shape[0] != aerial.shape[0] or ground.shape[0] != len(ids):
+    def __init__(
+        self,
+        ground: Tensor,
+        aerial: Tensor,
+        ids: Sequence[str],
+        utm: Tensor | None,
+        split: str,
+        ground_seg: Tensor | None = None,
+    ) -> None:
+        if (
+            ground.ndim != 4
+            or aerial.ndim != 4
+            or ground.shape[0] != aerial.shape[0]
+            or ground.shape[0] != len(ids)
+        ):
             raise ValueError(
                 f"ground (N,3,H,W), aerial (N,3,S,S) and ids must agree in N, got {tuple(ground.shape)}, "
                 f"{tuple(aerial.shape)}, {len(ids)}"
@@ -202,9 +227,16 @@ class RolledGround(Dataset):
 def _render(split: str, num: int, cfg: WorldConfig, progress: bool) -> dict[str, np.ndarray]:
     # the cross-area city: the test stripe of other districts, with its own seed stream
     stripe, seed = ("test", cfg.seed + _CROSS_SEED) if split == "cross" else (split, cfg.seed)
-    world = SyntheticWorld(stripe, num=num, seed=seed, ground_size=tuple(cfg.ground_size),
-                           aerial_size=cfg.aerial_size, city=cfg.cities(split),
-                           split_fractions=tuple(cfg.split_fractions))
+    fractions = cfg.split_fractions
+    world = SyntheticWorld(
+        stripe,
+        num=num,
+        seed=seed,
+        ground_size=(cfg.ground_size[0], cfg.ground_size[1]),
+        aerial_size=cfg.aerial_size,
+        city=cfg.cities(split),
+        split_fractions=(fractions[0], fractions[1], fractions[2]),
+    )
     h, w = cfg.ground_size
     s = cfg.aerial_size
     ground = np.empty((num, 3, h, w), np.uint8)
@@ -217,7 +249,13 @@ def _render(split: str, num: int, cfg: WorldConfig, progress: bool) -> dict[str,
         ground[idx] = (b["ground"].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         aerial[idx] = (b["aerial"].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         seg[idx] = b["ground_seg"].to(torch.uint8).numpy()
-    return {"ground": ground, "aerial": aerial, "ids": np.array(world.ids), "utm": world.utm.numpy(), "ground_seg": seg}
+    return {
+        "ground": ground,
+        "aerial": aerial,
+        "ids": np.array(world.ids),
+        "utm": world.utm.numpy(),
+        "ground_seg": seg,
+    }
 
 
 #: What reading a damaged ``.npz`` can raise (numpy's header and pickle checks, zipfile, zlib, short reads).
@@ -252,19 +290,28 @@ def _read_world_cache(path: Path, cfg: WorldConfig, num: int) -> dict[str, np.nd
             arrays = {k: z[k] for k in _ARRAYS}
     except _CACHE_READ_ERRORS as err:
         reason = " ".join(str(err).split()) or type(err).__name__
-        log.warning("world cache %s is unreadable (%s: %s); rendering again", path, type(err).__name__, reason)
+        log.warning(
+            "world cache %s is unreadable (%s: %s); rendering again", path, type(err).__name__, reason
+        )
         return None
     for name, (shape, kind) in _expected_arrays(cfg, num).items():
         a = arrays[name]
         if a.shape != shape or a.dtype.kind != kind:
-            log.warning("world cache %s holds %s %s %s, expected %s; rendering again",
-                        path, name, a.shape, a.dtype, shape)
+            log.warning(
+                "world cache %s holds %s %s %s, expected %s; rendering again",
+                path,
+                name,
+                a.shape,
+                a.dtype,
+                shape,
+            )
             return None
     return arrays
 
 
-def load_world_split(cfg: WorldConfig, split: str, cache_dir: str | Path | None = None, *,
-                     progress: bool = False) -> TensorPairs:
+def load_world_split(
+    cfg: WorldConfig, split: str, cache_dir: str | Path | None = None, *, progress: bool = False
+) -> TensorPairs:
     """One of the world's :data:`WORLD_SPLITS` as :class:`TensorPairs`, rendered once.
 
     Args:
@@ -285,16 +332,22 @@ def load_world_split(cfg: WorldConfig, split: str, cache_dir: str | Path | None 
         if path is not None and folder is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp.npz")
-            np.savez(tmp, **arrays)
+            np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub: **kwds could name allow_pickle
             tmp.replace(path)
             (folder / "world.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
-    return TensorPairs(torch.from_numpy(arrays["ground"]), torch.from_numpy(arrays["aerial"]),
-                       [str(i) for i in arrays["ids"]], torch.from_numpy(arrays["utm"]).double(), split,
-                       torch.from_numpy(arrays["ground_seg"]))
+    return TensorPairs(
+        torch.from_numpy(arrays["ground"]),
+        torch.from_numpy(arrays["aerial"]),
+        [str(i) for i in arrays["ids"]],
+        torch.from_numpy(arrays["utm"]).double(),
+        split,
+        torch.from_numpy(arrays["ground_seg"]),
+    )
 
 
-def load_world(cfg: WorldConfig, cache_dir: str | Path | None = None, *, progress: bool = False,
-               train: bool = True) -> tuple[TensorPairs | None, TensorPairs]:
+def load_world(
+    cfg: WorldConfig, cache_dir: str | Path | None = None, *, progress: bool = False, train: bool = True
+) -> tuple[TensorPairs | None, TensorPairs]:
     """The (train, test) splits of the synthetic world (:func:`load_world_split`); ``train=False``
     returns None for train."""
     train_split = load_world_split(cfg, "train", cache_dir, progress=progress) if train else None

@@ -57,6 +57,7 @@ from geo_retrieval.checkpoint import atomic_write_bytes
 from geo_retrieval.embedding import embed
 from geo_retrieval.ranking import model_similarity
 from geo_retrieval.recipes import Recipe
+from geo_retrieval.training import BatchTransform
 
 from ..metrics import (
     check_descriptors,
@@ -65,6 +66,8 @@ from ..metrics import (
     localisation_metrics,
     make_fov_queries,
     meter_level_accuracy,
+    orientation_accuracy,
+    orientation_bins,
     ranks_with_ties,
     recall_curve,
     recall_from_ranks,
@@ -116,7 +119,9 @@ def parse_protocols(text: str | Sequence[str] | None) -> tuple[str, ...]:
     names = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
     unknown = [n for n in names if n not in EXTRA_PROTOCOLS]
     if unknown:
-        raise ValueError(f"--protocols: unknown protocol(s) {unknown}; available: {', '.join(EXTRA_PROTOCOLS)}")
+        raise ValueError(
+            f"--protocols: unknown protocol(s) {unknown}; available: {', '.join(EXTRA_PROTOCOLS)}"
+        )
     return tuple(n for n in EXTRA_PROTOCOLS if n in names)
 
 
@@ -159,11 +164,21 @@ def expected_protocols(dataset: str, split: str, extra: Sequence[str] = ()) -> l
         out = [{"orientation_known": True}]
     extra = parse_protocols(extra)
     if "fov" in extra:
-        out += [{"orientation_known": False, "fov": fov, "fov_protocol": FOV_PROTOCOL_VERSION} for fov in DEFAULT_FOVS]
+        out += [
+            {"orientation_known": False, "fov": fov, "fov_protocol": FOV_PROTOCOL_VERSION}
+            for fov in DEFAULT_FOVS
+        ]
     for protocol, views in (("corruption", "ground"), ("corruption+refs", "ground+aerial")):
         if protocol in extra:
-            out += [{"orientation_known": True, "corruption": name, "corruption_set": CORRUPTION_SET_VERSION,
-                     "corrupted_views": views} for name in CORRUPTIONS]
+            out += [
+                {
+                    "orientation_known": True,
+                    "corruption": name,
+                    "corruption_set": CORRUPTION_SET_VERSION,
+                    "corrupted_views": views,
+                }
+                for name in CORRUPTIONS
+            ]
     if dataset == "synthetic":
         out = [{**flags, "area": "same"} for flags in out]
         out += [{"orientation_known": known, "area": "cross"} for known in (True, False)]
@@ -202,12 +217,27 @@ class EvalResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _embed(encode: Callable[[Tensor], Tensor], dataset: Dataset, key: str, prepare: Callable[[dict], dict] | None,
-           batch_size: int, device: torch.device, progress: bool, desc: str) -> Tensor:
+def _embed(
+    encode: Callable[[Tensor], Tensor],
+    dataset: Dataset,
+    key: str,
+    prepare: Callable[[dict], dict] | None,
+    batch_size: int,
+    device: torch.device,
+    progress: bool,
+    desc: str,
+) -> Tensor:
     """The (N, ...) float32 descriptors of view ``key`` of ``dataset`` on ``device``, in dataset order
     (the one embedding loop, :func:`geo_retrieval.embedding.embed`)."""
-    out, _ = embed({key: encode}, dataset, batch_size=batch_size, prepare=prepare, device=device,
-                   progress=progress, desc=desc)
+    out, _ = embed(
+        {key: encode},
+        dataset,
+        batch_size=batch_size,
+        prepare=prepare,
+        device=device,
+        progress=progress,
+        desc=desc,
+    )
     return out[key]
 
 
@@ -250,7 +280,9 @@ def _metrics(d: dict[str, float | int]) -> dict[str, float]:
     return {k: (int(v) if k.startswith("K_") else float(v)) for k, v in d.items()}
 
 
-def _recall(g: Tensor, a: Tensor, similarity: Callable | None) -> tuple[dict[str, float], dict[str, Any], Tensor]:
+def _recall(
+    g: Tensor, a: Tensor, similarity: Callable | None
+) -> tuple[dict[str, float], dict[str, Any], Tensor]:
     """Metrics (R@K, R@1%, tie statistics), protocol flags and the (N_q,) optimistic ranks of ground
     ``g`` against aerial ``a`` (match i <-> i), from one blockwise pass."""
     opt, pess = ranks_with_ties(g, a, similarity=similarity)
@@ -276,7 +308,9 @@ def _positions(test: Dataset) -> tuple[Any, str] | None:
     return None
 
 
-def _radius(g: Tensor, a: Tensor, positions: tuple[Any, str] | None, similarity: Callable | None) -> dict[str, float]:
+def _radius(
+    g: Tensor, a: Tensor, positions: tuple[Any, str] | None, similarity: Callable | None
+) -> dict[str, float]:
     if positions is None:
         return {}
     pos, coordinates = positions
@@ -284,12 +318,10 @@ def _radius(g: Tensor, a: Tensor, positions: tuple[Any, str] | None, similarity:
 
 
 def _orientation(model: Any, g: Tensor, a: Tensor, shifts: list[int], width: int) -> dict[str, float]:
-    from ..metrics import orientation_accuracy, orientation_bins
-
     match = getattr(model, "match", None)
     if match is None:
         return {}
-    preds = []
+    preds: list[int] = []
     for i in range(0, g.shape[0], 256):
         sl = slice(i, i + 256)
         # the true pair only: diagonal of each block
@@ -299,7 +331,9 @@ def _orientation(model: Any, g: Tensor, a: Tensor, shifts: list[int], width: int
         preds.extend(int(s[1][0, 0]) for s in out)
     feature_w = int(a.shape[-1])
     pred_bins = [round(p * 64 / feature_w) % 64 for p in preds]
-    res = orientation_accuracy(pred_bins, orientation_bins(shifts, width=width, n_bins=64), n_bins=64, tolerance=2)
+    res = orientation_accuracy(
+        pred_bins, orientation_bins(shifts, width=width, n_bins=64), n_bins=64, tolerance=2
+    )
     return res.as_dict()
 
 
@@ -333,7 +367,7 @@ def evaluate_model(
         protocols: optional protocols of :data:`EXTRA_PROTOCOLS` (``"fov"``, ``"corruption"``).
         queries_dir: where the FoV query files are read or made (needed with ``"fov"``).
         area: on the synthetic world, which entries of :func:`expected_protocols` ``test`` answers:
-            ``"same"`` (the test region) or ``"cross"`` (the cross-area city); None runs them all.
+            ``"same"`` (the test region; the default) or ``"cross"`` (the cross-area city).
 
     Returns:
         One :class:`EvalResult` per protocol of :func:`expected_protocols` (of ``area``).
@@ -341,8 +375,6 @@ def evaluate_model(
     Raises:
         geo_bench.metrics.DegenerateDescriptorsError: the descriptors are collapsed (zero or tying).
     """
-    from geo_retrieval.training import BatchTransform
-
     device = torch.device(device)
     model = model.to(device).eval()
     transform = BatchTransform.from_recipe(recipe)
@@ -352,34 +384,91 @@ def evaluate_model(
     if source:
         name += f", checkpoint {source}"
     norm = getattr(recipe, "normalisation", None)
-    return _evaluate(model.encode_ground, model.encode_aerial, similarity, model, dataset, test, split, prepare,
-                     device, batch_size, progress, orientation_aware=bool(getattr(recipe, "orientation_aware", False)),
-                     name=name, protocols=protocols, queries_dir=queries_dir,
-                     fill=tuple(norm.mean) if norm is not None else None, area=area)
+    return _evaluate(
+        model.encode_ground,
+        model.encode_aerial,
+        similarity,
+        model,
+        dataset,
+        test,
+        split,
+        prepare,
+        device,
+        batch_size,
+        progress,
+        orientation_aware=bool(getattr(recipe, "orientation_aware", False)),
+        name=name,
+        protocols=protocols,
+        queries_dir=queries_dir,
+        fill=tuple(norm.mean) if norm is not None else None,
+        area=area,
+    )
 
 
-def evaluate_baseline(baseline: Any, dataset: str, test: Dataset, *, split: str = "test", batch_size: int = 64,
-                      progress: bool = False, protocols: Sequence[str] = (),
-                      queries_dir: str | Path | None = None, area: str | None = None) -> list[EvalResult]:
+def evaluate_baseline(
+    baseline: Any,
+    dataset: str,
+    test: Dataset,
+    *,
+    split: str = "test",
+    batch_size: int = 64,
+    progress: bool = False,
+    protocols: Sequence[str] = (),
+    queries_dir: str | Path | None = None,
+    area: str | None = None,
+) -> list[EvalResult]:
     """Evaluate a no-learning matcher (:class:`~geo_bench.baselines.ColourProfile`) like a model (the same
     protocols, tie statistics and collapse check); with unknown orientation it uses its orientation-aware
     ``aligned_similarity``."""
-    return _evaluate(baseline.encode_ground, baseline.encode_aerial, baseline.similarity, baseline, dataset, test,
-                     split, None, torch.device("cpu"), batch_size, progress, orientation_aware=True,
-                     unknown_similarity=baseline.aligned_similarity, name=type(baseline).__name__,
-                     protocols=protocols, queries_dir=queries_dir, area=area)
+    return _evaluate(
+        baseline.encode_ground,
+        baseline.encode_aerial,
+        baseline.similarity,
+        baseline,
+        dataset,
+        test,
+        split,
+        None,
+        torch.device("cpu"),
+        batch_size,
+        progress,
+        orientation_aware=True,
+        unknown_similarity=baseline.aligned_similarity,
+        name=type(baseline).__name__,
+        protocols=protocols,
+        queries_dir=queries_dir,
+        area=area,
+    )
 
 
-def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | None, model: Any, dataset: str,
-              test: Dataset, split: str, prepare: Callable | None, device: torch.device, batch_size: int,
-              progress: bool, *, orientation_aware: bool, unknown_similarity: Callable | None = None,
-              name: str | None = None, protocols: Sequence[str] = (), queries_dir: str | Path | None = None,
-              fill: Sequence[float] | None = None, area: str | None = None) -> list[EvalResult]:
+def _evaluate(
+    encode_g: Callable,
+    encode_a: Callable,
+    similarity: Callable | None,
+    model: Any,
+    dataset: str,
+    test: Dataset,
+    split: str,
+    prepare: Callable | None,
+    device: torch.device,
+    batch_size: int,
+    progress: bool,
+    *,
+    orientation_aware: bool,
+    unknown_similarity: Callable | None = None,
+    name: str | None = None,
+    protocols: Sequence[str] = (),
+    queries_dir: str | Path | None = None,
+    fill: Sequence[float] | None = None,
+    area: str | None = None,
+) -> list[EvalResult]:
     """One :class:`EvalResult` per entry of :func:`expected_protocols` (in its order); each result's
     protocol starts with the entry's flags. The references are embedded once; each query variant
     (rolled, limited-FoV, corrupted) costs one more embedding pass of the queries. Raises
     ``DegenerateDescriptorsError`` for collapsed descriptors."""
     entries = expected_protocols(dataset, split, protocols)
+    if area is None and dataset == "synthetic":
+        area = "same"  # a world split given alone is its same-area test region
     if area is not None:
         if area not in ("same", "cross"):
             raise ValueError(f"area must be 'same', 'cross' or None, got {area!r}")
@@ -391,7 +480,9 @@ def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | Non
     results: list[EvalResult] = []
 
     def emb(ds: Dataset, key: str, desc: str) -> Tensor:
-        return _embed(encode_g if key == "ground" else encode_a, ds, key, prepare, batch_size, device, progress, desc)
+        return _embed(
+            encode_g if key == "ground" else encode_a, ds, key, prepare, batch_size, device, progress, desc
+        )
 
     t0 = time.perf_counter()
     if dataset == "vigor":
@@ -410,29 +501,61 @@ def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | Non
 
     references: Dataset = _GalleryAsPairs(test.gallery) if dataset == "vigor" else test  # type: ignore[attr-defined]
 
-    def score(gq: Tensor, sim: Callable | None, flags: dict[str, Any],
-              ref: Tensor | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+    def score(
+        gq: Tensor, sim: Callable | None, flags: dict[str, Any], ref: Tensor | None = None
+    ) -> tuple[dict[str, float], dict[str, Any]]:
         """Metrics and protocol fields of queries ``gq`` against the references (``ref``, default the
         clean ones), under the dataset's protocol (VIGOR's positives, CVACT_test's utm_5m, else id
         matching)."""
         a = a_clean if ref is None else ref
         if dataset == "vigor":
-            res = vigor_recall(gq, a, test.positives, torch.as_tensor(test._tiles[:, 1:]),  # type: ignore[attr-defined]
-                               similarity=sim, tie_stats=True)
+            res = vigor_recall(
+                gq,
+                a,
+                test.positives,
+                torch.as_tensor(test._tiles[:, 1:]),  # type: ignore[attr-defined]
+                similarity=sim,
+                tie_stats=True,
+            )
             metrics = _metrics(res.as_dict())
             _check(gq, a, metrics, name)
             errors = localisation_errors(res.top1_index, tile_ll, torch.as_tensor(test.latlon))  # type: ignore[attr-defined]
             curve = meter_level_accuracy(errors)
-            metrics.update(localisation_metrics(gq, a, torch.as_tensor(test.latlon), tile_ll,  # type: ignore[attr-defined]
-                                                coordinates="latlon", similarity=sim).as_dict())
-            metrics.update({"median_error_m": float(np.median(errors)), "acc@10m": curve.at(10.0),
-                            "acc@40m": curve.at(40.0)})
+            metrics.update(
+                localisation_metrics(
+                    gq,
+                    a,
+                    torch.as_tensor(test.latlon),
+                    tile_ll,  # type: ignore[attr-defined]
+                    coordinates="latlon",
+                    similarity=sim,
+                ).as_dict()
+            )
+            metrics.update(
+                {
+                    "median_error_m": float(np.median(errors)),
+                    "acc@10m": curve.at(10.0),
+                    "acc@40m": curve.at(40.0),
+                }
+            )
             return metrics, {"labels": getattr(test, "labels", "orig"), "area": getattr(test, "area", None)}
         if flags.get("cvact_test"):
-            utm = test.utm if hasattr(test, "utm") else torch.stack([torch.as_tensor(test[i]["utm"]) for i in range(n)])  # type: ignore[attr-defined]
-            res = cvact_test_recall(gq, a, flags["cvact_test"], query_utm=utm, reference_utm=utm, radius_m=5.0,
-                                    similarity=sim, tie_stats=True)
-            metrics = _metrics(res.as_dict())
+            utm = (
+                test.utm
+                if hasattr(test, "utm")
+                else torch.stack([torch.as_tensor(test[i]["utm"]) for i in range(n)])
+            )
+            cvact_res = cvact_test_recall(
+                gq,
+                a,
+                flags["cvact_test"],
+                query_utm=utm,
+                reference_utm=utm,
+                radius_m=5.0,
+                similarity=sim,
+                tie_stats=True,
+            )
+            metrics = _metrics(cvact_res.as_dict())
             _check(gq, a, metrics, name)
             metrics.update(_radius(gq, a, positions, sim))
             return metrics, {"radius_m": 5.0}
@@ -451,8 +574,18 @@ def _evaluate(encode_g: Callable, encode_a: Callable, similarity: Callable | Non
         if "corruption" in flags:
             cache = Path(queries_dir) / "corrupted" if queries_dir is not None else None
             refs = references if flags["corrupted_views"] == "ground+aerial" else None
-            metrics, proto = _corruption(flags["corruption"], queries, emb, score, similarity, flags, clean_r1,
-                                         cache, f"{dataset}-{split}", refs)
+            metrics, proto = _corruption(
+                flags["corruption"],
+                queries,
+                emb,
+                score,
+                similarity,
+                flags,
+                clean_r1,
+                cache,
+                f"{dataset}-{split}",
+                refs,
+            )
             proto = {**flags, "fov": 360.0, **proto}
         elif "fov_protocol" in flags:
             qfile, path = fov_query_file(Path(queries_dir), dataset, split, ids, flags["fov"], width=width)  # type: ignore[arg-type]
@@ -500,11 +633,22 @@ class _GroundArray(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         g = torch.from_numpy(np.array(self.ground[i]))
-        return {"ground": g.float() / 255.0 if self.as_float else g, "aerial": torch.zeros(3, 8, 8), "id": self.ids[i]}
+        return {
+            "ground": g.float() / 255.0 if self.as_float else g,
+            "aerial": torch.zeros(3, 8, 8),
+            "id": self.ids[i],
+        }
 
 
-def corrupted_queries(queries: Dataset, corruption: str, severity: int, cache_dir: str | Path | None, *,
-                      name: str = "queries", batch_size: int = 32) -> Dataset:
+def corrupted_queries(
+    queries: Dataset,
+    corruption: str,
+    severity: int,
+    cache_dir: str | Path | None,
+    *,
+    name: str = "queries",
+    batch_size: int = 32,
+) -> Dataset:
     """The queries with their ground view corrupted (seed :data:`CORRUPTION_SEED`), computed once and
     kept in ``cache_dir`` as a uint8 ``.npy`` (the corrupted pixels are 8-bit levels and the same for
     every model, so every later model reads them back; several processes may write the same file,
@@ -523,7 +667,9 @@ def corrupted_queries(queries: Dataset, corruption: str, severity: int, cache_di
     first = queries[0]["ground"]
     as_float = bool(first.is_floating_point())
     ids = _query_ids(queries)
-    key = hashlib.sha256(json.dumps([corruption_set_hash(), ids], separators=(",", ":")).encode()).hexdigest()[:12]
+    key = hashlib.sha256(
+        json.dumps([corruption_set_hash(), ids], separators=(",", ":")).encode()
+    ).hexdigest()[:12]
     path = Path(cache_dir) / f"{name}-{corruption}-s{severity}-seed{CORRUPTION_SEED}-{key}.npy"
     shape = (len(ids), *first.shape)
     if path.is_file():
@@ -547,9 +693,18 @@ def corrupted_queries(queries: Dataset, corruption: str, severity: int, cache_di
     return _GroundArray(out, ids, as_float)
 
 
-def _corruption(corruption: str, queries: Dataset, emb: Callable, score: Callable, similarity: Callable | None,
-                flags: dict[str, Any], clean_r1: float | None, cache_dir: Path | None,
-                name: str, references: Dataset | None = None) -> tuple[dict[str, float], dict[str, Any]]:
+def _corruption(
+    corruption: str,
+    queries: Dataset,
+    emb: Callable,
+    score: Callable,
+    similarity: Callable | None,
+    flags: dict[str, Any],
+    clean_r1: float | None,
+    cache_dir: Path | None,
+    name: str,
+    references: Dataset | None = None,
+) -> tuple[dict[str, float], dict[str, Any]]:
     """One corruption at every severity: the queries corrupted (seeded, :data:`CORRUPTION_SEED`;
     :func:`corrupted_queries`) and embedded once per severity against the clean references. Metrics:
     ``R@1_s{k}`` / ``R@5_s{k}`` / ``R@10_s{k}`` per severity, ``R@1`` / ``R@5`` / ``R@10`` their means
@@ -576,6 +731,9 @@ def _corruption(corruption: str, queries: Dataset, emb: Callable, score: Callabl
         metrics["R@1_clean"] = clean_r1
         if clean_r1 > 0:
             metrics["RCE"] = 100.0 * relative_corruption_error(clean_r1, metrics["R@1"])
-    proto = {"corruption_set_sha256": corruption_set_hash()[:16], "corruption_seed": CORRUPTION_SEED,
-             "severities": [1, 2, 3, 4, 5]}
+    proto = {
+        "corruption_set_sha256": corruption_set_hash()[:16],
+        "corruption_seed": CORRUPTION_SEED,
+        "severities": [1, 2, 3, 4, 5],
+    }
     return metrics, proto

@@ -12,17 +12,20 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 from torch.utils.data import Subset
 
 from geo_retrieval.checkpoint import atomic_write_bytes
+from geo_retrieval.embedding import embed
+from geo_retrieval.protocols import CrossViewEncoder
+from geo_retrieval.ranking import model_similarity
+from geo_retrieval.recipes import Recipe
 from geo_retrieval.training import BatchTransform
 
 from .config import RunConfig
-from .evaluation import _embed
 from .training import TrainedRun
 
 __all__ = ["EXAMPLES_FILE", "EXAMPLE_K", "EXAMPLE_QUERIES", "retrieval_examples"]
@@ -38,9 +41,16 @@ EXAMPLES_FILE = "examples.json"
 
 
 @torch.no_grad()
-def retrieval_examples(model: nn.Module, recipe: Any, test: Any, *, n_queries: int = EXAMPLE_QUERIES,
-                       k: int = EXAMPLE_K, device: torch.device | str = "cpu",
-                       batch_size: int = 64) -> dict[str, Any]:
+def retrieval_examples(
+    model: nn.Module,
+    recipe: Recipe,
+    test: Any,
+    *,
+    n_queries: int = EXAMPLE_QUERIES,
+    k: int = EXAMPLE_K,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+) -> dict[str, Any]:
     """The top-``k`` references of the first ``n_queries`` test queries, orientation known.
 
     Convention: query ``i`` is ``test[i]``, its true reference is ``test[i]["aerial"]`` (index
@@ -55,22 +65,41 @@ def retrieval_examples(model: nn.Module, recipe: Any, test: Any, *, n_queries: i
     """
     device = torch.device(device)
     model = model.to(device).eval()
+    encoder = cast(CrossViewEncoder, model)
     transform = BatchTransform.from_recipe(recipe)
     prepare = lambda b: transform(b, None, train=False)  # noqa: E731
-    a = _embed(model.encode_aerial, test, "aerial", prepare, batch_size, device, False, "embed aerial")
+    a = embed(
+        {"aerial": encoder.encode_aerial},
+        test,
+        batch_size=batch_size,
+        prepare=prepare,
+        device=device,
+        desc="embed aerial",
+    )[0]["aerial"]
     idx = list(range(min(int(n_queries), len(test))))
-    g = _embed(model.encode_ground, Subset(test, idx), "ground", prepare, batch_size, device, False, "embed ground")
-    similarity = getattr(model, "similarity", None)
-    if getattr(model, "similarity_kind", "cosine") != "cosine" and similarity is not None:
-        sim = similarity(g, a).float()
-    else:
-        sim = g @ a.T
+    g = embed(
+        {"ground": encoder.encode_ground},
+        Subset(test, idx),
+        batch_size=batch_size,
+        prepare=prepare,
+        device=device,
+        desc="embed ground",
+    )[0]["ground"]
+    similarity = model_similarity(model)
+    sim = similarity(g, a).float() if similarity is not None else g @ a.T
     scores, top = sim.topk(min(int(k), a.shape[0]), dim=1)
     ids = getattr(test, "ids", None)
     query_ids = [str(ids[i]) for i in idx] if ids is not None else [str(test[i]["id"]) for i in idx]
-    return {"query_index": idx, "query_id": query_ids, "true_index": list(idx), "top_index": top.cpu().tolist(),
-            "top_score": [[round(float(v), 4) for v in row] for row in scores.cpu().tolist()], "k": int(k),
-            "n_reference": int(a.shape[0]), "rule": f"the first {len(idx)} test queries, orientation known"}
+    return {
+        "query_index": idx,
+        "query_id": query_ids,
+        "true_index": list(idx),
+        "top_index": top.cpu().tolist(),
+        "top_score": [[round(float(v), 4) for v in row] for row in scores.cpu().tolist()],
+        "k": int(k),
+        "n_reference": int(a.shape[0]),
+        "rule": f"the first {len(idx)} test queries, orientation known",
+    }
 
 
 def _write_examples(run: TrainedRun, test: Any, cfg: RunConfig) -> None:
@@ -81,8 +110,14 @@ def _write_examples(run: TrainedRun, test: Any, cfg: RunConfig) -> None:
     try:
         device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         ex = retrieval_examples(run.model, run.recipe, test, device=device)
-        ex.update({"recipe": run.recipe.name, "variant": run.recipe.variant, "checkpoint": run.checkpoint,
-                   "split": cfg.test_split})
+        ex.update(
+            {
+                "recipe": run.recipe.name,
+                "variant": run.recipe.variant,
+                "checkpoint": run.checkpoint,
+                "split": cfg.test_split,
+            }
+        )
         atomic_write_bytes(Path(run.run_dir) / EXAMPLES_FILE, (json.dumps(ex, indent=1) + "\n").encode())
     except Exception:  # a figure's input must not cost a finished run
         log.warning("%s: retrieval examples not written", run.recipe.name, exc_info=True)

@@ -25,7 +25,13 @@ from geo_retrieval.checkpoint import atomic_save
 from ..protocols.corruptions import CORRUPTIONS
 from ..records import ResultRecord
 
-__all__ = ["plot_bars", "plot_corruption_heatmap", "plot_recall_curves", "plot_retrieval_examples", "write_plots"]
+__all__ = [
+    "plot_bars",
+    "plot_corruption_heatmap",
+    "plot_recall_curves",
+    "plot_retrieval_examples",
+    "write_plots",
+]
 
 
 def _label(r: ResultRecord) -> str:
@@ -88,7 +94,9 @@ def plot_recall_curves(records: Sequence[ResultRecord], path: str | Path, *, tit
         for r in sorted(groups.get(key, []), key=lambda r: order.index(_label(r))):
             ks, vs = _curve(r)
             if ks:
-                ax.plot(ks, vs, marker=".", markersize=3, linewidth=1.4, label=_label(r), color=colour[_label(r)])
+                ax.plot(
+                    ks, vs, marker=".", markersize=3, linewidth=1.4, label=_label(r), color=colour[_label(r)]
+                )
         n_ref = max((r.n_reference or 0) for r in groups.get(key, [])) if groups.get(key) else 0
         if n_ref:
             ks = [k for k in range(1, min(100, n_ref) + 1)]
@@ -106,15 +114,22 @@ def plot_recall_curves(records: Sequence[ResultRecord], path: str | Path, *, tit
     return _save_png(fig, path, dpi=110)
 
 
-def plot_bars(records: Sequence[ResultRecord], path: str | Path, *, title: str = "R@1 / R@5 on the test split") -> Path:
+def plot_bars(
+    records: Sequence[ResultRecord], path: str | Path, *, title: str = "R@1 / R@5 on the test split"
+) -> Path:
     """Grouped R@1 / R@5 bars per method and orientation protocol (see the module Convention)."""
     plt = _pyplot()
     measured = [r for r in records if r.provenance.kind == "measured"]
     methods: list[str] = []
-    for r in sorted(measured, key=lambda r: -(r.metrics.get("R@1") or 0) if r.protocol.get("orientation_known") is not False else 0):
+    for r in sorted(
+        measured,
+        key=lambda r: -(r.metrics.get("R@1") or 0) if r.protocol.get("orientation_known") is not False else 0,
+    ):
         if _label(r) not in methods:
             methods.append(_label(r))
-    protocols = [True, False] if any(r.protocol.get("orientation_known") is False for r in measured) else [True]
+    protocols = (
+        [True, False] if any(r.protocol.get("orientation_known") is False for r in measured) else [True]
+    )
     fig, ax = plt.subplots(figsize=(max(6.0, 1.25 * len(methods) + 2), 4.0))
     width = 0.8 / (2 * len(protocols))
     colours = {"R@1": "tab:blue", "R@5": "tab:orange"}
@@ -122,20 +137,38 @@ def plot_bars(records: Sequence[ResultRecord], path: str | Path, *, title: str =
         for mi, metric in enumerate(("R@1", "R@5")):
             xs, ys = [], []
             for i, name in enumerate(methods):
-                rec = next((r for r in measured if _label(r) == name
-                            and (r.protocol.get("orientation_known") is not False) == known), None)
+                rec = next(
+                    (
+                        r
+                        for r in measured
+                        if _label(r) == name and (r.protocol.get("orientation_known") is not False) == known
+                    ),
+                    None,
+                )
                 if rec is not None and rec.metrics.get(metric) is not None:
                     xs.append(i - 0.4 + width * (pi * 2 + mi + 0.5))
                     ys.append(rec.metrics[metric])
             label = f"{metric}, orientation {'known' if known else 'unknown'}"
-            bars = ax.bar(xs, ys, width, color=colours[metric], alpha=1.0 if known else 0.55,
-                          hatch=None if known else "//", edgecolor="white" if known else "black", linewidth=0.4,
-                          label=label)
+            bars = ax.bar(
+                xs,
+                ys,
+                width,
+                color=colours[metric],
+                alpha=1.0 if known else 0.55,
+                hatch=None if known else "//",
+                edgecolor="white" if known else "black",
+                linewidth=0.4,
+                label=label,
+            )
             for b, y in zip(bars, ys):
-                ax.annotate(f"{y:.0f}", (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom", fontsize=6)
+                ax.annotate(
+                    f"{y:.0f}", (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom", fontsize=6
+                )
     n_ref = max((r.n_reference or 0) for r in measured) if measured else 0
     if n_ref:
-        ax.axhline(100.0 / n_ref, color="k", linestyle=":", linewidth=1, label=f"chance R@1 ({100.0 / n_ref:.2f}%)")
+        ax.axhline(
+            100.0 / n_ref, color="k", linestyle=":", linewidth=1, label=f"chance R@1 ({100.0 / n_ref:.2f}%)"
+        )
     ax.set_xticks(range(len(methods)))
     ax.set_xticklabels(methods, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("recall (%)")
@@ -147,7 +180,9 @@ def plot_bars(records: Sequence[ResultRecord], path: str | Path, *, title: str =
     return _save_png(fig, path, dpi=100)
 
 
-def write_plots(records: Sequence[ResultRecord], out_dir: str | Path, stem: str = "leaderboard") -> dict[str, Path]:
+def write_plots(
+    records: Sequence[ResultRecord], out_dir: str | Path, stem: str = "leaderboard"
+) -> dict[str, Path]:
     """``<stem>_recall.png`` and ``<stem>_bar.png`` in ``out_dir``."""
     out_dir = Path(out_dir)
     return {
@@ -166,8 +201,9 @@ def _image(x: Any) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0)
 
 
-def plot_retrieval_examples(examples: Mapping[str, Mapping[str, Any]], test: Any, path: str | Path, *,
-                            title: str | None = None) -> Path:
+def plot_retrieval_examples(
+    examples: Mapping[str, Mapping[str, Any]], test: Any, path: str | Path, *, title: str | None = None
+) -> Path:
     """Retrieval examples: one row per (recipe, query): the query panorama, then the top-k aerial
     tiles with their scores, the true tile framed green (and "true" in its caption), wrong ones red.
 
@@ -190,16 +226,20 @@ def plot_retrieval_examples(examples: Mapping[str, Mapping[str, Any]], test: Any
     for label, ex in examples.items():
         if not ex.get("query_index"):
             raise ValueError(f"examples[{label!r}] has no queries")
-        for qi, qid, true, top, score in zip(ex["query_index"], ex["query_id"], ex["true_index"], ex["top_index"],
-                                             ex["top_score"]):
-            rows.append((label, int(qi), str(qid), int(true), [int(t) for t in top], [float(v) for v in score]))
+        for qi, qid, true, top, score in zip(
+            ex["query_index"], ex["query_id"], ex["true_index"], ex["top_index"], ex["top_score"]
+        ):
+            rows.append(
+                (label, int(qi), str(qid), int(true), [int(t) for t in top], [float(v) for v in score])
+            )
     k = max(len(r[4]) for r in rows)
     plt = _pyplot()
     fig_h = 1.45 * len(rows) + 0.5
     fig = plt.figure(figsize=(2.0 * (k + 2), fig_h))
     # margins in inches, not fractions: with many rows a fractional top margin left inches of blank
-    grid = fig.add_gridspec(len(rows), k + 2, wspace=0.08, hspace=0.45, top=1 - 0.55 / fig_h,
-                            bottom=0.1 / fig_h)
+    grid = fig.add_gridspec(
+        len(rows), k + 2, wspace=0.08, hspace=0.45, top=1 - 0.55 / fig_h, bottom=0.1 / fig_h
+    )
     cache: dict[int, dict[str, Any]] = {}
 
     def sample(i: int) -> dict[str, Any]:
@@ -211,31 +251,43 @@ def plot_retrieval_examples(examples: Mapping[str, Mapping[str, Any]], test: Any
         for r, (label, qi, qid, true, top, score) in enumerate(rows):
             ax = fig.add_subplot(grid[r, 0:2])
             ax.imshow(_image(sample(qi)["ground"]), aspect="auto")
-            hit = "true tile at rank 1" if top and top[0] == true else (
-                f"true tile at rank {top.index(true) + 1}" if true in top else f"true tile not in top {k}")
+            hit = (
+                "true tile at rank 1"
+                if top and top[0] == true
+                else (
+                    f"true tile at rank {top.index(true) + 1}" if true in top else f"true tile not in top {k}"
+                )
+            )
             ax.set_title(f"{label}: query {qid} ({hit})", fontsize=7, loc="left")
             ax.set_axis_off()
             for c, (j, value) in enumerate(zip(top, score)):
                 ax = fig.add_subplot(grid[r, 2 + c])
                 ax.imshow(_image(sample(j)["aerial"]))
                 ok = j == true
-                ax.set_title(f"#{c + 1} {value:.2f}" + (" true" if ok else ""), fontsize=6,
-                             color="green" if ok else "black")
+                ax.set_title(
+                    f"#{c + 1} {value:.2f}" + (" true" if ok else ""),
+                    fontsize=6,
+                    color="green" if ok else "black",
+                )
                 ax.set_xticks([])
                 ax.set_yticks([])
                 for spine in ax.spines.values():
                     spine.set_edgecolor("limegreen" if ok else "red")
                     spine.set_linewidth(3.0 if ok else 0.8)
-        fig.suptitle(title or f"Top-{k} retrievals of fixed test queries (green: the true tile)", fontsize=9,
-                     y=1 - 0.15 / fig_h)
+        fig.suptitle(
+            title or f"Top-{k} retrievals of fixed test queries (green: the true tile)",
+            fontsize=9,
+            y=1 - 0.15 / fig_h,
+        )
     except BaseException:
         plt.close(fig)
         raise
     return _save_png(fig, path, dpi=90, bbox_inches="tight")
 
 
-def plot_corruption_heatmap(rows: Mapping[str, Mapping[str, Any]], path: str | Path, *, metric: str = "R@1",
-                            title: str | None = None) -> Path:
+def plot_corruption_heatmap(
+    rows: Mapping[str, Mapping[str, Any]], path: str | Path, *, metric: str = "R@1", title: str | None = None
+) -> Path:
     """Heat map of corruption robustness: one row per recipe, one column per corruption.
 
     Convention: ``rows`` maps a recipe label to either ``{corruption name: value}`` (the value already
@@ -303,8 +355,15 @@ def plot_corruption_heatmap(rows: Mapping[str, Mapping[str, Any]], path: str | P
                     continue
                 shade = (value - vmin) / (vmax - vmin) if vmax > vmin else 0.5
                 dark = shade < 0.55 if metric == "R@1" else shade > 0.45
-                ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=6,
-                        color="white" if dark else "black")
+                ax.text(
+                    j,
+                    i,
+                    fmt.format(value),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if dark else "black",
+                )
         ax.set_xticks(range(len(columns)))
         ax.set_xticklabels([c.replace("_", " ") for c in columns], rotation=40, ha="right", fontsize=7)
         ax.set_yticks(range(len(table)))
@@ -313,8 +372,15 @@ def plot_corruption_heatmap(rows: Mapping[str, Mapping[str, Any]], path: str | P
         start = 0
         for j in range(1, len(names) + 1):
             if j == len(names) or groups[j] != groups[start]:
-                ax.text((start + j - 1) / 2, -0.7, groups[start], ha="center", va="bottom", fontsize=7,
-                        fontweight="bold")
+                ax.text(
+                    (start + j - 1) / 2,
+                    -0.7,
+                    groups[start],
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    fontweight="bold",
+                )
                 if j < len(columns):
                     ax.axvline(j - 0.5, color="white", linewidth=2.5 if j == len(names) else 1.5)
                 start = j
@@ -325,7 +391,9 @@ def plot_corruption_heatmap(rows: Mapping[str, Mapping[str, Any]], path: str | P
         cbar = fig.colorbar(image, ax=ax, fraction=0.035, pad=0.02)
         cbar.set_label(cbar_label, fontsize=7)
         cbar.ax.tick_params(labelsize=6)
-        default = "R@1 under corruption (mean over severities)" if metric == "R@1" else "Relative corruption error"
+        default = (
+            "R@1 under corruption (mean over severities)" if metric == "R@1" else "Relative corruption error"
+        )
         ax.set_title(title or default, fontsize=9)
         fig.tight_layout()
     except BaseException:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from geo_retrieval import recipes as registry
+from geo_retrieval.recipes import Recipe
 
 from ..records import ResultRecord
 from ..store import ResultStore
@@ -41,7 +42,7 @@ from .training import train_recipe
 __all__: list[str] = []
 
 
-def _cost(recipe: Any, n_train: int) -> float:
+def _cost(recipe: Recipe, n_train: int) -> float:
     """Rough relative training cost, to start the longest runs first: optimiser steps, times 3 for
     models with their own multi-network update (GANs)."""
     steps = recipe.epochs * max(1, n_train // max(1, recipe.batch_size))
@@ -93,8 +94,16 @@ def _send(event: dict[str, Any]) -> None:
         pass
 
 
-def _worker(recipe: Any, cfg: RunConfig, out_dir: str, run_dir: str, store_path: str, commit: str,
-            threads: int, parent_pid: int | None = None) -> tuple[list[dict[str, Any]], float]:
+def _worker(
+    recipe: Recipe,
+    cfg: RunConfig,
+    out_dir: str,
+    run_dir: str,
+    store_path: str,
+    commit: str,
+    threads: int,
+    parent_pid: int | None = None,
+) -> tuple[list[dict[str, Any]], float]:
     """One recipe in a spawned process: train (resuming), evaluate, append to the store, write its
     retrieval examples; progress events go to the pool's queue (:func:`_init_worker`)."""
     if parent_pid is not None:
@@ -103,8 +112,15 @@ def _worker(recipe: Any, cfg: RunConfig, out_dir: str, run_dir: str, store_path:
     _send({"kind": "start", "recipe": recipe.name})
     data = open_datasets(cfg, Path(out_dir) / "cache")
     run = train_recipe(recipe, data.train, cfg, run_dir, resume=True, events=_send, val=data.val)
-    new = evaluate_trained(run, data.test, cfg, commit=commit, queries_dir=Path(out_dir) / "queries", events=_send,
-                           cross=data.cross)
+    new = evaluate_trained(
+        run,
+        data.test,
+        cfg,
+        commit=commit,
+        queries_dir=Path(out_dir) / "queries",
+        events=_send,
+        cross=data.cross,
+    )
     store = ResultStore(store_path)
     for r in new:
         store.append(r)
@@ -123,9 +139,20 @@ def _drain(events: Any, view: ProgressView) -> None:
             view.update(event)
 
 
-def _run_parallel(pending: list[tuple[Any, Path]], cfg: RunConfig, out_dir: Path, store: ResultStore, commit: str,
-                  progress: bool, say: Callable[[str], None], failures: list[tuple[str, str]] | None, jobs: int,
-                  *, n_train: int, view: ProgressView) -> list[ResultRecord]:
+def _run_parallel(
+    pending: list[tuple[Any, Path]],
+    cfg: RunConfig,
+    out_dir: Path,
+    store: ResultStore,
+    commit: str,
+    progress: bool,
+    say: Callable[[str], None],
+    failures: list[tuple[str, str]] | None,
+    jobs: int,
+    *,
+    n_train: int,
+    view: ProgressView,
+) -> list[ResultRecord]:
     """The recipes in ``jobs`` spawned processes; the parent waits in short slices, folding the
     workers' progress events (a queue of the spawn context, handed over by the pool initializer)
     into ``view``."""
@@ -142,13 +169,30 @@ def _run_parallel(pending: list[tuple[Any, Path]], cfg: RunConfig, out_dir: Path
 
     # SIGTERM (a scheduler or `kill`) must stop the workers too, like Ctrl-C; only the main thread
     # may install handlers.
-    previous = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    previous = (
+        signal.signal(signal.SIGTERM, on_sigterm)
+        if threading.current_thread() is threading.main_thread()
+        else None
+    )
     try:
         futures = {}
         for recipe, run_dir in pending:
-            futures[pool.submit(_worker, recipe, cfg, str(out_dir), str(run_dir), str(store.path), commit,
-                                threads, os.getpid())] = recipe
-        say(f"training {', '.join(r.name for r, _ in pending)} in {jobs} processes ({threads} torch thread(s) each)")
+            futures[
+                pool.submit(
+                    _worker,
+                    recipe,
+                    cfg,
+                    str(out_dir),
+                    str(run_dir),
+                    str(store.path),
+                    commit,
+                    threads,
+                    os.getpid(),
+                )
+            ] = recipe
+        say(
+            f"training {', '.join(r.name for r, _ in pending)} in {jobs} processes ({threads} torch thread(s) each)"
+        )
         waiting = set(futures)
         while waiting:
             done, waiting = wait(waiting, timeout=poll_s, return_when=FIRST_COMPLETED)
@@ -158,7 +202,9 @@ def _run_parallel(pending: list[tuple[Any, Path]], cfg: RunConfig, out_dir: Path
                 try:
                     dicts, train_seconds = fut.result()
                 except Exception as exc:
-                    view.update({"kind": "failed", "recipe": recipe.name, "error": f"{type(exc).__name__}: {exc}"})
+                    view.update(
+                        {"kind": "failed", "recipe": recipe.name, "error": f"{type(exc).__name__}: {exc}"}
+                    )
                     if failures is None:
                         raise
                     failures.append((recipe.name, f"{type(exc).__name__}: {exc}"))

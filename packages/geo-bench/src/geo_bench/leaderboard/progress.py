@@ -160,7 +160,9 @@ class RecipeProgress:
         if per_step is not None and self.total_steps is not None and self.step is not None:
             eta = max(0.0, (self.total_steps - self.step) * per_step - (now - (self.rate_t or now)))
         if self.budget_s is not None and self.started is not None:
-            left = max(0.0, self.budget_s - (now - (self.rate_t0 if self.rate_t0 is not None else self.started)))
+            left = max(
+                0.0, self.budget_s - (now - (self.rate_t0 if self.rate_t0 is not None else self.started))
+            )
             eta = left if eta is None else min(eta, left)
         return eta
 
@@ -246,7 +248,11 @@ class ProgressBoard:
 
     # -- estimates ---------------------------------------------------------------------------------
     def _seconds_per_weighted_step(self) -> float | None:
-        rates = [p / r.weight for r in self.recipes.values() if (p := r.seconds_per_step()) is not None and r.weight > 0]
+        rates = [
+            p / r.weight
+            for r in self.recipes.values()
+            if (p := r.seconds_per_step()) is not None and r.weight > 0
+        ]
         return sum(rates) / len(rates) if rates else None
 
     def overall_eta(self, now: float | None = None) -> float | None:
@@ -276,7 +282,7 @@ class ProgressBoard:
 
     # -- renderers ---------------------------------------------------------------------------------
     def line(self, name: str, now: float | None = None) -> str:
-        """One line about a recipe: state, epoch, step, loss, held-out R@1, elapsed and ETA."""
+        """One line about a recipe: state, epoch, step, loss, selection (val) R@1, elapsed and ETA."""
         now = self.clock() if now is None else now
         r = self.recipes[name]
         label = f"{r.name} ({r.variant})" if r.variant else r.name
@@ -286,7 +292,7 @@ class ProgressBoard:
         if r.loss is not None:
             parts.append(f"loss {r.loss:.4f}")
         if r.val_r1 is not None:
-            parts.append(f"held-out R@1 {r.val_r1:.1f}")
+            parts.append(f"val R@1 {r.val_r1:.1f}")
         if r.r1 is not None:
             parts.append(f"test R@1 {r.r1:.1f}")
         if r.elapsed(now) is not None:
@@ -317,7 +323,9 @@ class ProgressBoard:
         text = f"overall: {counts['done']}/{len(self.recipes)} done, {running} running, {counts['queued']} queued"
         if counts["failed"]:
             text += f", {counts['failed']} failed"
-        return text + f"; {format_duration(now - self.t0)} elapsed, ETA {format_duration(self.overall_eta(now))}"
+        return (
+            text + f"; {format_duration(now - self.t0)} elapsed, ETA {format_duration(self.overall_eta(now))}"
+        )
 
     def plain_lines(self, every_s: float, now: float | None = None) -> list[str]:
         """Lines for a log: when a running recipe has not been reported for ``every_s`` seconds, one
@@ -347,15 +355,21 @@ class ProgressBoard:
         """A ``rich.table.Table``: one row per recipe, the overall line as its caption."""
         now = self.clock() if now is None else now
         table = Table(title="progress", caption=self.overall_line(now), expand=False)
-        for head in ("recipe", "state", "step", "loss", "held-out R@1", "elapsed", "ETA"):
+        for head in ("recipe", "state", "step", "loss", "val R@1", "elapsed", "ETA"):
             table.add_column(head, justify="left" if head in ("recipe", "state") else "right")
         for r in self.recipes.values():
             step = "" if r.step is None else f"{r.step}" + (f"/{r.total_steps}" if r.total_steps else "")
             state = self._state_text(r) + (f" ({r.error})" if r.state == "failed" else "")
             eta = format_duration(r.eta(now)) if r.state == "training" else ""
-            table.add_row(r.name, state, step, "" if r.loss is None else f"{r.loss:.4f}",
-                          "" if r.val_r1 is None else f"{r.val_r1:.1f}",
-                          format_duration(r.elapsed(now)) if r.started is not None else "", eta)
+            table.add_row(
+                r.name,
+                state,
+                step,
+                "" if r.loss is None else f"{r.loss:.4f}",
+                "" if r.val_r1 is None else f"{r.val_r1:.1f}",
+                format_duration(r.elapsed(now)) if r.started is not None else "",
+                eta,
+            )
         return table
 
 
@@ -373,8 +387,15 @@ class ProgressView:
         console: the ``rich`` console of the Live display.
     """
 
-    def __init__(self, board: ProgressBoard, *, live: bool = False, emit: Callable[[str], None] | None = None,
-                 interval_s: float | None = None, console: Any = None) -> None:
+    def __init__(
+        self,
+        board: ProgressBoard,
+        *,
+        live: bool = False,
+        emit: Callable[[str], None] | None = None,
+        interval_s: float | None = None,
+        console: Any = None,
+    ) -> None:
         self.board = board
         self.live = bool(live and console is not None)
         self.emit = emit
@@ -409,7 +430,9 @@ class ProgressView:
 
     def __enter__(self) -> ProgressView:
         if self.live:
-            self._live = Live(get_renderable=self._table, console=self.console, refresh_per_second=2, transient=True)
+            self._live = Live(
+                get_renderable=self._table, console=self.console, refresh_per_second=2, transient=True
+            )
             self._live.__enter__()
         else:
             self._stop.clear()

@@ -39,7 +39,9 @@ __all__ = [
 ]
 
 
-def split_records(records: Sequence[ResultRecord]) -> tuple[list[ResultRecord], list[ResultRecord], list[ResultRecord]]:
+def split_records(
+    records: Sequence[ResultRecord],
+) -> tuple[list[ResultRecord], list[ResultRecord], list[ResultRecord]]:
     """``(base, fov, corruption)``: the main-table records and the two optional protocols' records."""
     base, fov, corruption = [], [], []
     for r in records:
@@ -62,8 +64,9 @@ def fov_rows(records: Sequence[ResultRecord]) -> tuple[list[dict[str, Any]], lis
     fovs = sorted({float(r.protocol["fov"]) for r in fov}, reverse=True)
     rows: dict[tuple[str, str, int | None], dict[str, Any]] = {}
     for r in fov:
-        row = rows.setdefault(_key(r), {"method": r.recipe, "variant": r.variant, "seed": r.provenance.seed,
-                                        "hashes": {}})
+        row = rows.setdefault(
+            _key(r), {"method": r.recipe, "variant": r.variant, "seed": r.provenance.seed, "hashes": {}}
+        )
         f = float(r.protocol["fov"])
         row[f"R@1 @ {f:g}"] = float(r.metrics["R@1"])
         row["hashes"][f] = str(r.protocol.get("query_file_sha256", ""))[:8]
@@ -129,13 +132,16 @@ def to_markdown_tables(records: Sequence[ResultRecord]) -> str:
         parts.append("## Limited field of view, orientation unknown (R@1 %)\n\n" + _md(rows, _fov_cols(fovs)))
     rows_c, names = corruption_rows(records)
     if rows_c:
-        parts.append("## Corruption robustness (R@1 %, mean over 5 severities; mRCE %)\n\n"
-                     + _md(rows_c, _corruption_cols(names)))
+        parts.append(
+            "## Corruption robustness (R@1 %, mean over 5 severities; mRCE %)\n\n"
+            + _md(rows_c, _corruption_cols(names))
+        )
     return "\n".join(parts)
 
 
-def write_protocol_tables(records: Sequence[ResultRecord], out_dir: str | Path,
-                          stem: str = "leaderboard") -> dict[str, Path]:
+def write_protocol_tables(
+    records: Sequence[ResultRecord], out_dir: str | Path, stem: str = "leaderboard"
+) -> dict[str, Path]:
     """Write ``<stem>_fov.{md,csv}`` and ``<stem>_corruption.{md,csv}`` for the protocols present."""
     out_dir = Path(out_dir)
     paths: dict[str, Path] = {}
@@ -147,8 +153,12 @@ def write_protocol_tables(records: Sequence[ResultRecord], out_dir: str | Path,
     rows_c, names = corruption_rows(records)
     if rows_c:
         cols = _corruption_cols(names)
-        paths["corruption_markdown"] = atomic_write_bytes(out_dir / f"{stem}_corruption.md", _md(rows_c, cols).encode())
-        paths["corruption_csv"] = atomic_write_bytes(out_dir / f"{stem}_corruption.csv", _csv(rows_c, cols).encode())
+        paths["corruption_markdown"] = atomic_write_bytes(
+            out_dir / f"{stem}_corruption.md", _md(rows_c, cols).encode()
+        )
+        paths["corruption_csv"] = atomic_write_bytes(
+            out_dir / f"{stem}_corruption.csv", _csv(rows_c, cols).encode()
+        )
     return paths
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from geo_retrieval.recipes import Recipe
+
 from ..records import PROTOCOL_KEYS, ResultRecord, collect_provenance
 from ..store import ResultStore
 from .config import RunConfig, selection_split, uses_synthesis
@@ -40,32 +42,60 @@ def _protocol(res: EvalResult, base: dict[str, Any]) -> dict[str, Any]:
     return proto
 
 
-def _records(results: list[EvalResult], *, recipe: str, variant: str, dataset: str, base: dict[str, Any],
-             seed: int, train_seconds: float | None, extra_metrics: dict[str, float], source: str | None,
-             commit: str | None = None) -> list[ResultRecord]:
+def _records(
+    results: list[EvalResult],
+    *,
+    recipe: str,
+    variant: str,
+    dataset: str,
+    base: dict[str, Any],
+    seed: int,
+    train_seconds: float | None,
+    extra_metrics: dict[str, float],
+    source: str | None,
+    commit: str | None = None,
+) -> list[ResultRecord]:
     out = []
     for res in results:
         metrics = dict(res.metrics)
         metrics.update(extra_metrics)
         if res.eval_seconds > 0:
             metrics["eval_pairs_per_s"] = (res.n_query + res.n_reference) / 2 / res.eval_seconds
-        prov = collect_provenance(seed=seed, train_seconds=train_seconds, eval_seconds=res.eval_seconds, source=source)
+        prov = collect_provenance(
+            seed=seed, train_seconds=train_seconds, eval_seconds=res.eval_seconds, source=source
+        )
         if commit is not None:  # the code a long run imported at its start, not the checkout at its end
             prov = replace(prov, commit=commit)
-        out.append(ResultRecord(recipe=recipe, variant=variant, dataset=dataset, split=res.split,
-                                protocol=_protocol(res, base), n_query=res.n_query, n_reference=res.n_reference,
-                                metrics=metrics, provenance=prov))
+        out.append(
+            ResultRecord(
+                recipe=recipe,
+                variant=variant,
+                dataset=dataset,
+                split=res.split,
+                protocol=_protocol(res, base),
+                n_query=res.n_query,
+                n_reference=res.n_reference,
+                metrics=metrics,
+                provenance=prov,
+            )
+        )
     return out
 
 
-def _recipe_protocol(recipe: Any, cfg: RunConfig, config: str) -> dict[str, Any]:
+def _recipe_protocol(recipe: Recipe, cfg: RunConfig, config: str) -> dict[str, Any]:
     polar: Any = False
     if recipe.polar:
-        polar = {"preset": recipe.polar_preset, "center": recipe.polar_center, "size": list(recipe.aerial_size)}
+        polar = {
+            "preset": recipe.polar_preset,
+            "center": recipe.polar_center,
+            "size": list(recipe.aerial_size),
+        }
     base = {
         "polar": polar,
         "config": config,
-        "backbone": recipe.backbone if recipe.aerial_backbone is None else f"{recipe.backbone} / {recipe.aerial_backbone}",
+        "backbone": recipe.backbone
+        if recipe.aerial_backbone is None
+        else f"{recipe.backbone} / {recipe.aerial_backbone}",
         "synthesis": uses_synthesis(recipe),
         "orientation_aware": bool(recipe.orientation_aware),
         "train_fov": float(recipe.fov),
@@ -85,10 +115,18 @@ def _data_protocol(cfg: RunConfig) -> dict[str, Any]:
     return {k: v for k, v in cfg.data_dict().items() if k not in ("dataset", "root")}
 
 
-def evaluate_trained(run: TrainedRun, test: Any, cfg: RunConfig, *, progress: bool = False,
-                     source: str | None = None, commit: str | None = None,
-                     queries_dir: str | Path | None = None, events: EventSink | None = None,
-                     cross: Any = None) -> list[ResultRecord]:
+def evaluate_trained(
+    run: TrainedRun,
+    test: Any,
+    cfg: RunConfig,
+    *,
+    progress: bool = False,
+    source: str | None = None,
+    commit: str | None = None,
+    queries_dir: str | Path | None = None,
+    events: EventSink | None = None,
+    cross: Any = None,
+) -> list[ResultRecord]:
     """Evaluate a trained run on the test split (the dataset's protocols and ``cfg.protocols``; FoV
     query files in ``queries_dir``, default ``<run folder>/queries``) and build its records;
     ``events`` receives an ``evaluating`` event naming the protocols. On the synthetic world ``cross``
@@ -99,15 +137,39 @@ def evaluate_trained(run: TrainedRun, test: Any, cfg: RunConfig, *, progress: bo
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if events is not None:
         names = "orientation known/unknown" if cfg.dataset == "synthetic" else "the dataset's protocols"
-        events({"kind": "evaluating", "recipe": run.recipe.name,
-                "detail": f"on {cfg.test_split} ({', '.join([names, *cfg.protocols])})"})
+        events(
+            {
+                "kind": "evaluating",
+                "recipe": run.recipe.name,
+                "detail": f"on {cfg.test_split} ({', '.join([names, *cfg.protocols])})",
+            }
+        )
     area = "same" if cfg.dataset == "synthetic" else None
-    results = evaluate_model(run.model, run.recipe, cfg.dataset, test, split=cfg.test_split, device=device,
-                             progress=progress, source=source or str(run.run_dir), protocols=cfg.protocols,
-                             queries_dir=queries_dir or Path(run.run_dir) / "queries", area=area)
+    results = evaluate_model(
+        run.model,
+        run.recipe,
+        cfg.dataset,
+        test,
+        split=cfg.test_split,
+        device=device,
+        progress=progress,
+        source=source or str(run.run_dir),
+        protocols=cfg.protocols,
+        queries_dir=queries_dir or Path(run.run_dir) / "queries",
+        area=area,
+    )
     if cfg.dataset == "synthetic":
-        results += evaluate_model(run.model, run.recipe, cfg.dataset, cross, split=cfg.test_split, device=device,
-                                  progress=progress, source=source or str(run.run_dir), area="cross")
+        results += evaluate_model(
+            run.model,
+            run.recipe,
+            cfg.dataset,
+            cross,
+            split=cfg.test_split,
+            device=device,
+            progress=progress,
+            source=source or str(run.run_dir),
+            area="cross",
+        )
     base = _recipe_protocol(run.recipe, cfg, run.config) | {"checkpoint": run.checkpoint}
     if cfg.time_budget_s is not None:
         base["stopped_by_time_budget"] = run.stopped_by_budget
@@ -119,13 +181,23 @@ def evaluate_trained(run: TrainedRun, test: Any, cfg: RunConfig, *, progress: bo
         extra["train_pairs_per_s"] = run.global_step * run.recipe.batch_size / run.train_seconds
     if run.best_metric is not None:
         extra["selection_R@1"] = float(run.best_metric)
-    return _records(results, recipe=run.recipe.name, variant=run.recipe.variant, dataset=cfg.dataset, base=base,
-                    seed=cfg.seed, train_seconds=run.train_seconds, extra_metrics=extra,
-                    source=source or str(run.run_dir), commit=commit)
+    return _records(
+        results,
+        recipe=run.recipe.name,
+        variant=run.recipe.variant,
+        dataset=cfg.dataset,
+        base=base,
+        seed=cfg.seed,
+        train_seconds=run.train_seconds,
+        extra_metrics=extra,
+        source=source or str(run.run_dir),
+        commit=commit,
+    )
 
 
-def _done(store: ResultStore, recipe: str, variant: str, cfg: RunConfig, config: str,
-          commit: str) -> tuple[list[ResultRecord], list[dict[str, Any]]]:
+def _done(
+    store: ResultStore, recipe: str, variant: str, cfg: RunConfig, config: str, commit: str
+) -> tuple[list[ResultRecord], list[dict[str, Any]]]:
     """What the store already holds of a run (recipe, variant, data, split, ``config``, seed, commit).
 
     Returns:
@@ -134,9 +206,14 @@ def _done(store: ResultStore, recipe: str, variant: str, cfg: RunConfig, config:
         protocols that have none. The run is done only when ``missing`` is empty; a partial set is run
         again (training resumes from ``last/``) and its records appended.
     """
-    mine = [r for r in store.records(recipe=recipe, variant=variant, dataset=cfg.dataset, split=cfg.test_split)
-            if r.provenance.kind == "measured" and r.protocol.get("config") == config
-            and r.provenance.seed == cfg.seed and r.provenance.commit == commit]
+    mine = [
+        r
+        for r in store.records(recipe=recipe, variant=variant, dataset=cfg.dataset, split=cfg.test_split)
+        if r.provenance.kind == "measured"
+        and r.protocol.get("config") == config
+        and r.provenance.seed == cfg.seed
+        and r.provenance.commit == commit
+    ]
     found: list[ResultRecord] = []
     missing: list[dict[str, Any]] = []
     for flags in expected_protocols(cfg.dataset, cfg.test_split, cfg.protocols):
@@ -148,6 +225,8 @@ def _done(store: ResultStore, recipe: str, variant: str, cfg: RunConfig, config:
     return found, missing
 
 
-def _done_message(recipe: Any, train_seconds: float, new: list[ResultRecord]) -> str:
-    return (f"{recipe.name} ({recipe.variant}): R@1 {new[0].metrics['R@1']:.1f} "
-            f"(train {train_seconds:.0f} s, eval {new[0].provenance.eval_seconds:.1f} s)")
+def _done_message(recipe: Recipe, train_seconds: float, new: list[ResultRecord]) -> str:
+    return (
+        f"{recipe.name} ({recipe.variant}): R@1 {new[0].metrics['R@1']:.1f} "
+        f"(train {train_seconds:.0f} s, eval {new[0].provenance.eval_seconds:.1f} s)"
+    )

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from geo_retrieval import recipes as registry
-from geo_retrieval.recipes import list_recipes
+from geo_retrieval.recipes import Recipe, list_recipes
 
 from ..baselines import BASELINE_NAME, ColourProfile
 from ..records import ResultRecord, git_commit
@@ -101,15 +101,21 @@ def run_leaderboard(
     store = store or ResultStore(out_dir / "results.jsonl")
     say = on_event or (lambda msg: log.info("%s", msg))
     names = list(recipes) if recipes is not None else list_recipes(cfg.variant)
-    chosen = [get_recipe_or_raise(n, cfg.variant, epochs=cfg.epochs, batch_size=cfg.batch_size) for n in names]
+    chosen = [
+        get_recipe_or_raise(n, cfg.variant, epochs=cfg.epochs, batch_size=cfg.batch_size) for n in names
+    ]
     commit = git_commit()
     t0 = time.perf_counter()
     data = open_datasets(cfg, out_dir / "cache", progress=progress)
     train_full, test = data.train, data.test
-    selection = f"{len(data.val)} val-region" if data.val is not None else f"held-out {cfg.holdout:g} of train"
+    selection = (
+        f"{len(data.val)} val-region" if data.val is not None else f"held-out {cfg.holdout:g} of train"
+    )
     cross = f" / {len(data.cross)} cross-area" if data.cross is not None else ""
-    say(f"data ready: {len(train_full)} train / {selection} / {len(test)} test{cross} pairs "
-        f"({time.perf_counter() - t0:.0f} s)")
+    say(
+        f"data ready: {len(train_full)} train / {selection} / {len(test)} test{cross} pairs "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
     records: list[ResultRecord] = []
     if baseline:
         bl = ColourProfile()
@@ -120,19 +126,48 @@ def run_leaderboard(
             records += found
         else:
             if found:
-                say(f"{BASELINE_NAME}: only {len(found)} of {len(found) + len(missing)} records in the store "
-                    f"(missing {missing}); evaluating again")
+                say(
+                    f"{BASELINE_NAME}: only {len(found)} of {len(found) + len(missing)} records in the store "
+                    f"(missing {missing}); evaluating again"
+                )
             area = "same" if cfg.dataset == "synthetic" else None
-            results = evaluate_baseline(bl, cfg.dataset, test, split=cfg.test_split, progress=progress,
-                                        protocols=cfg.protocols, queries_dir=out_dir / "queries", area=area)
+            results = evaluate_baseline(
+                bl,
+                cfg.dataset,
+                test,
+                split=cfg.test_split,
+                progress=progress,
+                protocols=cfg.protocols,
+                queries_dir=out_dir / "queries",
+                area=area,
+            )
             if data.cross is not None:
-                results += evaluate_baseline(bl, cfg.dataset, data.cross, split=cfg.test_split, progress=progress,
-                                             area="cross")
-            base = {"polar": {"preset": None, "center": "safa", "size": list(bl.polar_size)}, "config": config,
-                    "backbone": "none", "synthesis": False, "orientation_aware": True, "train_fov": None,
-                    "epochs": 0, "selection_split": None, "baseline": bl.config()} | _data_protocol(cfg)
-            new = _records(results, recipe=BASELINE_NAME, variant="none", dataset=cfg.dataset, base=base,
-                           seed=cfg.seed, train_seconds=0.0, extra_metrics={}, source="geo_bench.baselines.ColourProfile", commit=commit)
+                results += evaluate_baseline(
+                    bl, cfg.dataset, data.cross, split=cfg.test_split, progress=progress, area="cross"
+                )
+            base = {
+                "polar": {"preset": None, "center": "safa", "size": list(bl.polar_size)},
+                "config": config,
+                "backbone": "none",
+                "synthesis": False,
+                "orientation_aware": True,
+                "train_fov": None,
+                "epochs": 0,
+                "selection_split": None,
+                "baseline": bl.config(),
+            } | _data_protocol(cfg)
+            new = _records(
+                results,
+                recipe=BASELINE_NAME,
+                variant="none",
+                dataset=cfg.dataset,
+                base=base,
+                seed=cfg.seed,
+                train_seconds=0.0,
+                extra_metrics={},
+                source="geo_bench.baselines.ColourProfile",
+                commit=commit,
+            )
             for r in new:
                 store.append(r)
             records += new
@@ -142,62 +177,114 @@ def run_leaderboard(
         config = config_hash(recipe.to_dict(), cfg)
         found, missing = _done(store, recipe.name, recipe.variant, cfg, config, commit)
         if not missing:
-            say(f"{recipe.name} ({recipe.variant}): already in the store for this config/seed/commit; skipped")
+            say(
+                f"{recipe.name} ({recipe.variant}): already in the store for this config/seed/commit; skipped"
+            )
             records += found
         else:
             if found:
-                say(f"{recipe.name} ({recipe.variant}): only {len(found)} of {len(found) + len(missing)} records in "
-                    f"the store (missing {missing}); running again (training resumes from last/)")
-            pending.append((recipe, out_dir / "runs" / f"{recipe.name}-{recipe.variant}-{config}-s{cfg.seed}"))
+                say(
+                    f"{recipe.name} ({recipe.variant}): only {len(found)} of {len(found) + len(missing)} records in "
+                    f"the store (missing {missing}); running again (training resumes from last/)"
+                )
+            pending.append(
+                (recipe, out_dir / "runs" / f"{recipe.name}-{recipe.variant}-{config}-s{cfg.seed}")
+            )
         if examples is not None:
             run_dir = out_dir / "runs" / f"{recipe.name}-{recipe.variant}-{config}-s{cfg.seed}"
             examples[f"{recipe.name} ({recipe.variant})"] = {"run_dir": str(run_dir)}
     parallel = jobs > 1 and len(pending) > 1
     board = ProgressBoard(jobs=min(jobs, len(pending)) if parallel else 1)
-    n_fit = len(train_full) if data.val is not None else len(train_full) - round(len(train_full) * cfg.holdout)
+    n_fit = (
+        len(train_full) if data.val is not None else len(train_full) - round(len(train_full) * cfg.holdout)
+    )
     for recipe, _ in pending:
         board.update(_queued_event(recipe, cfg, n_fit))
     view = ProgressView(board, live=live_console is not None, emit=say, console=live_console)
     with view:
         if parallel:
-            records += _run_parallel(pending, cfg, out_dir, store, commit, progress, say, failures, jobs,
-                                     n_train=len(train_full), view=view)
+            records += _run_parallel(
+                pending,
+                cfg,
+                out_dir,
+                store,
+                commit,
+                progress,
+                say,
+                failures,
+                jobs,
+                n_train=len(train_full),
+                view=view,
+            )
         else:
-            records += _run_serial(pending, data, cfg, out_dir, store, commit,
-                                   progress and not view.live, say, failures, view)
+            records += _run_serial(
+                pending, data, cfg, out_dir, store, commit, progress and not view.live, say, failures, view
+            )
     if examples is not None:
         for label in list(examples):
-            found = _read_examples(Path(examples[label]["run_dir"]))
-            if found is None:
+            example = _read_examples(Path(examples[label]["run_dir"]))
+            if example is None:
                 del examples[label]
             else:
-                examples[label] = found
+                examples[label] = example
     return records
 
 
-def _queued_event(recipe: Any, cfg: RunConfig, n_fit: int) -> dict[str, Any]:
+def _queued_event(recipe: Recipe, cfg: RunConfig, n_fit: int) -> dict[str, Any]:
     """The ``queued`` event of a recipe: its planned steps and relative cost per step."""
     total = int(recipe.epochs) * max(1, n_fit // max(1, int(recipe.batch_size)))
     if cfg.max_steps is not None:
         total = min(total, cfg.max_steps)
     weight = 3.0 if registry.has_custom_builder(recipe.name) else 1.0
-    return {"kind": "queued", "recipe": recipe.name, "variant": recipe.variant, "epochs": int(recipe.epochs),
-            "total_steps": total, "weight": weight, "budget_s": cfg.time_budget_s}
+    return {
+        "kind": "queued",
+        "recipe": recipe.name,
+        "variant": recipe.variant,
+        "epochs": int(recipe.epochs),
+        "total_steps": total,
+        "weight": weight,
+        "budget_s": cfg.time_budget_s,
+    }
 
 
-def _run_serial(pending: list[tuple[Any, Path]], data: RunData, cfg: RunConfig, out_dir: Path,
-                store: ResultStore, commit: str, progress: bool, say: Callable[[str], None],
-                failures: list[tuple[str, str]] | None, view: ProgressView) -> list[ResultRecord]:
+def _run_serial(
+    pending: list[tuple[Any, Path]],
+    data: RunData,
+    cfg: RunConfig,
+    out_dir: Path,
+    store: ResultStore,
+    commit: str,
+    progress: bool,
+    say: Callable[[str], None],
+    failures: list[tuple[str, str]] | None,
+    view: ProgressView,
+) -> list[ResultRecord]:
     """The recipes one after the other in this process, progress events straight to ``view``."""
     records: list[ResultRecord] = []
     for recipe, run_dir in pending:
         say(f"{recipe.name} ({recipe.variant}): training in {run_dir}")
         view.update({"kind": "start", "recipe": recipe.name})
         try:
-            run = train_recipe(recipe, data.train, cfg, run_dir, resume=True, progress=progress, events=view.update,
-                               val=data.val)
-            new = evaluate_trained(run, data.test, cfg, progress=progress, commit=commit, queries_dir=out_dir / "queries",
-                                   events=view.update, cross=data.cross)
+            run = train_recipe(
+                recipe,
+                data.train,
+                cfg,
+                run_dir,
+                resume=True,
+                progress=progress,
+                events=view.update,
+                val=data.val,
+            )
+            new = evaluate_trained(
+                run,
+                data.test,
+                cfg,
+                progress=progress,
+                commit=commit,
+                queries_dir=out_dir / "queries",
+                events=view.update,
+                cross=data.cross,
+            )
         except Exception as exc:
             view.update({"kind": "failed", "recipe": recipe.name, "error": f"{type(exc).__name__}: {exc}"})
             if failures is None:

@@ -41,18 +41,31 @@ def seed_summary(records: Sequence[ResultRecord], over: str = "seed") -> list[di
         if over == "seed":
             key = (row["method"], row["variant"], row["protocol"], row["data"])
         else:
-            key = (row["method"], row["variant"], row["protocol"], f"{row['data_any_world']}, seed {row['seed']}")
+            key = (
+                row["method"],
+                row["variant"],
+                row["protocol"],
+                f"{row['data_any_world']}, seed {row['seed']}",
+            )
         groups.setdefault(key, []).append({**row, "seed": row[over]})
     out = []
     for (method, variant, protocol, data), rows in groups.items():
         seeds = [r["seed"] for r in rows]
         if len(set(seeds)) != len(seeds):
-            raise ValueError(f"{method} ({variant}, {protocol}): more than one record for a seed in {sorted(seeds)}; "
-                             "pass one record per seed (e.g. one commit's records)")
+            raise ValueError(
+                f"{method} ({variant}, {protocol}): more than one record for a seed in {sorted(seeds)}; "
+                "pass one record per seed (e.g. one commit's records)"
+            )
         rows = sorted(rows, key=lambda r: r["seed"])
-        entry: dict[str, Any] = {"method": method, "variant": variant, "protocol": protocol, "data": data,
-                                 "orientation_known": rows[0]["orientation_known"], "n_seeds": len(rows),
-                                 "seeds": [r["seed"] for r in rows]}
+        entry: dict[str, Any] = {
+            "method": method,
+            "variant": variant,
+            "protocol": protocol,
+            "data": data,
+            "orientation_known": rows[0]["orientation_known"],
+            "n_seeds": len(rows),
+            "seeds": [r["seed"] for r in rows],
+        }
         for metric in SEED_METRICS:
             values = [float(r[metric]) for r in rows if r[metric] is not None]
             entry[f"{metric}_values"] = values
@@ -75,19 +88,32 @@ def seeds_markdown(summary: Sequence[dict[str, Any]], over: str = "seed") -> str
     """A Markdown table: method, variant, protocol, seeds, R@1 / R@5 / R@10 as mean ± std, and the
     per-seed R@1 values (``over="world_seed"``: per world)."""
     what = "world seeds" if over == "world_seed" else "seeds"
-    lines = [f"| method | variant | protocol | {what} | R@1 | R@5 | R@10 | R@1 per {what[:-1]} |", "|" + "---|" * 8]
+    lines = [
+        f"| method | variant | protocol | {what} | R@1 | R@5 | R@10 | R@1 per {what[:-1]} |",
+        "|" + "---|" * 8,
+    ]
     for e in summary:
         per_seed = ", ".join(f"{v:.1f}" for v in e["R@1_values"])
-        cells = [e["method"], e["variant"], e["protocol"], ", ".join(str(s) for s in e["seeds"]),
-                 *(mean_std_text(e, m) for m in SEED_METRICS), per_seed]
+        cells = [
+            e["method"],
+            e["variant"],
+            e["protocol"],
+            ", ".join(str(s) for s in e["seeds"]),
+            *(mean_std_text(e, m) for m in SEED_METRICS),
+            per_seed,
+        ]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
-    note = ("synthetic worlds (cities, cameras, appearance), one training seed" if over == "world_seed"
-            else "training seeds (initialisation, data order, augmentation)")
+    note = (
+        "synthetic worlds (cities, cameras, appearance), one training seed"
+        if over == "world_seed"
+        else "training seeds (initialisation, data order, augmentation)"
+    )
     return "\n".join(lines) + f"\n\nmean ± sample standard deviation over {note}\n"
 
 
-def write_seed_summary(records: Sequence[ResultRecord], out_dir: str | Path,
-                       stem: str = "leaderboard_seeds", over: str = "seed") -> dict[str, Path]:
+def write_seed_summary(
+    records: Sequence[ResultRecord], out_dir: str | Path, stem: str = "leaderboard_seeds", over: str = "seed"
+) -> dict[str, Path]:
     """Write ``<stem>.md`` and ``<stem>.json`` (the rows of :func:`seed_summary`) into ``out_dir``."""
     summary = seed_summary(records, over=over)
     out_dir = Path(out_dir)

@@ -51,37 +51,58 @@ def selection_rows(records: Sequence[ResultRecord]) -> list[dict[str, Any]]:
         curve = [float(e["val/R@1"]) for e in history]
         best = max(range(len(curve)), key=lambda i: (curve[i], -i))
         world = r.protocol.get("world")
-        rows.append({
-            "method": r.recipe,
-            "variant": r.variant,
-            "seed": r.provenance.seed,
-            "world_seed": world.get("seed") if isinstance(world, dict) else None,
-            "selection_split": r.protocol.get("selection_split"),
-            "epochs": len(curve),
-            "best_epoch": int(history[best].get("epoch", best)) + 1,
-            "best_val_R@1": curve[best],
-            "last_val_R@1": curve[-1],
-            "curve": curve,
-        })
+        rows.append(
+            {
+                "method": r.recipe,
+                "variant": r.variant,
+                "seed": r.provenance.seed,
+                "world_seed": world.get("seed") if isinstance(world, dict) else None,
+                "selection_split": r.protocol.get("selection_split"),
+                "epochs": len(curve),
+                "best_epoch": int(history[best].get("epoch", best)) + 1,
+                "best_val_R@1": curve[best],
+                "last_val_R@1": curve[-1],
+                "curve": curve,
+            }
+        )
     rows.sort(key=lambda row: (row["method"], row["variant"], row["world_seed"] or 0, row["seed"] or 0))
     return rows
 
 
 def selection_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of :func:`selection_rows` (curve abbreviated to every epoch's R@1, one decimal)."""
-    cols = [("method", "method"), ("variant", "variant"), ("world_seed", "world seed"), ("seed", "seed"),
-            ("selection_split", "selected on"), ("epochs", "epochs"), ("best_epoch", "selected epoch"),
-            ("best", "val R@1 selected"), ("last", "val R@1 last"), ("curve_text", "val R@1 per epoch")]
-    body = [{**row, "best": f"{row['best_val_R@1']:.1f}", "last": f"{row['last_val_R@1']:.1f}",
-             "curve_text": " ".join(f"{v:.0f}" for v in row["curve"])} for row in rows]
-    note = ("\nval R@1 (%) counts ties against the query; the selected epoch's weights are `best/`, the ones "
-            "evaluated on test. A curve still rising at its last epoch says more epochs would help on val; one "
-            "that peaked early says fewer would do.\n")
+    cols = [
+        ("method", "method"),
+        ("variant", "variant"),
+        ("world_seed", "world seed"),
+        ("seed", "seed"),
+        ("selection_split", "selected on"),
+        ("epochs", "epochs"),
+        ("best_epoch", "selected epoch"),
+        ("best", "val R@1 selected"),
+        ("last", "val R@1 last"),
+        ("curve_text", "val R@1 per epoch"),
+    ]
+    body = [
+        {
+            **row,
+            "best": f"{row['best_val_R@1']:.1f}",
+            "last": f"{row['last_val_R@1']:.1f}",
+            "curve_text": " ".join(f"{v:.0f}" for v in row["curve"]),
+        }
+        for row in rows
+    ]
+    note = (
+        "\nval R@1 (%) counts ties against the query; the selected epoch's weights are `best/`, the ones "
+        "evaluated on test. A curve still rising at its last epoch says more epochs would help on val; one "
+        "that peaked early says fewer would do.\n"
+    )
     return markdown_table(body, cols) + "\n" + note
 
 
-def write_selection(records: Sequence[ResultRecord], out_dir: str | Path,
-                    stem: str = "leaderboard_selection") -> dict[str, Path]:
+def write_selection(
+    records: Sequence[ResultRecord], out_dir: str | Path, stem: str = "leaderboard_selection"
+) -> dict[str, Path]:
     """Write ``<stem>.md`` and ``<stem>.json`` (the rows of :func:`selection_rows`) into ``out_dir``;
     nothing when no record has a run folder with a history."""
     rows = selection_rows(records)

@@ -55,12 +55,46 @@ __all__ = [
 ]
 
 MEASURED_COLUMNS = (
-    "method", "variant", "backbone", "polar", "synthesis", "protocol", "R@1", "R@5", "R@10", "R@1%",
-    "R@1_pessimistic", "tie_share", "ties_flag", "other", "train_s", "train_steps", "pairs_seen", "time_budget_s",
-    "eval_s", "train_pairs_per_s", "eval_pairs_per_s", "data", "seed", "commit", "hardware",
+    "method",
+    "variant",
+    "backbone",
+    "polar",
+    "synthesis",
+    "protocol",
+    "R@1",
+    "R@5",
+    "R@10",
+    "R@1%",
+    "R@1_pessimistic",
+    "tie_share",
+    "ties_flag",
+    "other",
+    "train_s",
+    "train_steps",
+    "pairs_seen",
+    "time_budget_s",
+    "eval_s",
+    "train_pairs_per_s",
+    "eval_pairs_per_s",
+    "data",
+    "seed",
+    "commit",
+    "hardware",
 )
-REPORTED_COLUMNS = ("method", "dataset", "split", "polar", "synthesis", "protocol", "R@1", "R@5", "R@10", "R@1%",
-                    "source", "unverified")
+REPORTED_COLUMNS = (
+    "method",
+    "dataset",
+    "split",
+    "polar",
+    "synthesis",
+    "protocol",
+    "R@1",
+    "R@5",
+    "R@10",
+    "R@1%",
+    "source",
+    "unverified",
+)
 #: R@1 with ties for the query minus R@1 with ties against it, in points, above which a row is flagged.
 TIE_FLAG_POINTS = 1.0
 #: The marker of a flagged R@1 cell and of its footnote.
@@ -141,12 +175,18 @@ def _data(r: ResultRecord, *, world_seed: bool = True) -> str:
             return "synthetic world"
         if "n_val" in world:  # val region, same- and cross-area test cities
             styles = "+".join(world.get("styles") or ())
-            text = (f"synthetic world ({styles}; cross-area {world.get('cross_style')}): {n_train} train / "
-                    f"{world['n_val']} val region / {r.n_query} test")
+            text = (
+                f"synthetic world ({styles}; cross-area {world.get('cross_style')}): {n_train} train / "
+                f"{world['n_val']} val region / {r.n_query} test"
+            )
         else:  # before the val region: a held-out slice of train selected
             n_val = round(n_train * world.get("holdout", 0))
             text = f"synthetic world: {n_train - n_val} train / {n_val} held-out / {r.n_query} test"
-        return text.replace("synthetic world", f"synthetic world seed {world.get('seed')}", 1) if world_seed else text
+        return (
+            text.replace("synthetic world", f"synthetic world seed {world.get('seed')}", 1)
+            if world_seed
+            else text
+        )
     return f"{r.dataset} {r.split} ({r.n_query} queries / {r.n_reference} references)"
 
 
@@ -183,39 +223,43 @@ def measured_rows(records: Sequence[ResultRecord]) -> list[dict[str, Any]]:
             continue
         m, p = r.metrics, r.protocol
         other = [fmt.format(m[k]) for k, fmt in _EXTRA_METRICS if isinstance(m.get(k), (int, float))]
-        rows.append({
-            "method": r.recipe,
-            "variant": r.variant,
-            "backbone": p.get("backbone", "-"),
-            "polar": _polar(p.get("polar")),
-            "synthesis": "yes" if p.get("synthesis") else "no",
-            "protocol": _protocol_text(p),
-            "orientation_known": p.get("orientation_known"),
-            "R@1": m.get("R@1"),
-            "R@5": m.get("R@5"),
-            "R@10": m.get("R@10"),
-            "R@1%": m.get("R@1%"),
-            "K_1pct": m.get("K_1pct"),
-            "R@1_pessimistic": m.get("R@1_pessimistic"),
-            "tie_share": m.get("tie_share"),
-            "ties_flag": _ties_flag(m.get("R@1"), m.get("R@1_pessimistic")),
-            "other": "; ".join(other),
-            "train_s": r.provenance.train_seconds,
-            "train_steps": m.get("train_steps"),
-            "pairs_seen": _pairs_seen(m, r.provenance.train_seconds),
-            "time_budget_s": p.get("time_budget_s"),
-            "eval_s": r.provenance.eval_seconds,
-            "train_pairs_per_s": m.get("train_pairs_per_s"),
-            "eval_pairs_per_s": m.get("eval_pairs_per_s"),
-            "dataset": r.dataset,
-            "split": r.split,
-            "data": _data(r),
-            "data_any_world": _data(r, world_seed=False),
-            "world_seed": (p.get("world") or {}).get("seed") if isinstance(p.get("world"), dict) else None,
-            "seed": r.provenance.seed,
-            "commit": r.provenance.commit,
-            "hardware": _hardware(r.provenance.hardware),
-        })
+        rows.append(
+            {
+                "method": r.recipe,
+                "variant": r.variant,
+                "backbone": p.get("backbone", "-"),
+                "polar": _polar(p.get("polar")),
+                "synthesis": "yes" if p.get("synthesis") else "no",
+                "protocol": _protocol_text(p),
+                "orientation_known": p.get("orientation_known"),
+                "R@1": m.get("R@1"),
+                "R@5": m.get("R@5"),
+                "R@10": m.get("R@10"),
+                "R@1%": m.get("R@1%"),
+                "K_1pct": m.get("K_1pct"),
+                "R@1_pessimistic": m.get("R@1_pessimistic"),
+                "tie_share": m.get("tie_share"),
+                "ties_flag": _ties_flag(m.get("R@1"), m.get("R@1_pessimistic")),
+                "other": "; ".join(other),
+                "train_s": r.provenance.train_seconds,
+                "train_steps": m.get("train_steps"),
+                "pairs_seen": _pairs_seen(m, r.provenance.train_seconds),
+                "time_budget_s": p.get("time_budget_s"),
+                "eval_s": r.provenance.eval_seconds,
+                "train_pairs_per_s": m.get("train_pairs_per_s"),
+                "eval_pairs_per_s": m.get("eval_pairs_per_s"),
+                "dataset": r.dataset,
+                "split": r.split,
+                "data": _data(r),
+                "data_any_world": _data(r, world_seed=False),
+                "world_seed": (p.get("world") or {}).get("seed")
+                if isinstance(p.get("world"), dict)
+                else None,
+                "seed": r.provenance.seed,
+                "commit": r.provenance.commit,
+                "hardware": _hardware(r.provenance.hardware),
+            }
+        )
     rows.sort(key=lambda row: (row["orientation_known"] is False, row["protocol"], -(row["R@1"] or 0.0)))
     return rows
 
@@ -227,20 +271,22 @@ def reported_rows(records: Sequence[ResultRecord]) -> list[dict[str, Any]]:
         if r.provenance.kind != "reported":
             continue
         p = r.protocol
-        rows.append({
-            "method": r.recipe,
-            "dataset": r.dataset,
-            "split": r.split,
-            "polar": _polar(p.get("polar")) + (f" ({p['polar_note']})" if p.get("polar_note") else ""),
-            "synthesis": "yes" if p.get("synthesis") else "no",
-            "protocol": _protocol_text(p),
-            "R@1": r.metrics.get("R@1"),
-            "R@5": r.metrics.get("R@5"),
-            "R@10": r.metrics.get("R@10"),
-            "R@1%": r.metrics.get("R@1%"),
-            "source": r.provenance.source,
-            "unverified": bool(p.get("unverified")),
-        })
+        rows.append(
+            {
+                "method": r.recipe,
+                "dataset": r.dataset,
+                "split": r.split,
+                "polar": _polar(p.get("polar")) + (f" ({p['polar_note']})" if p.get("polar_note") else ""),
+                "synthesis": "yes" if p.get("synthesis") else "no",
+                "protocol": _protocol_text(p),
+                "R@1": r.metrics.get("R@1"),
+                "R@5": r.metrics.get("R@5"),
+                "R@10": r.metrics.get("R@10"),
+                "R@1%": r.metrics.get("R@1%"),
+                "source": r.provenance.source,
+                "unverified": bool(p.get("unverified")),
+            }
+        )
     return rows
 
 
@@ -271,22 +317,44 @@ def _cell(row: dict[str, Any], col: str) -> str:
 
 
 _MD_MEASURED = (
-    ("method", "method"), ("variant", "variant"), ("backbone", "backbone"), ("polar", "polar"),
-    ("synthesis", "synthesis"), ("protocol", "protocol"), ("R@1", "R@1"), ("R@5", "R@5"), ("R@10", "R@10"),
-    ("R@1%", "R@1%"), ("other", "other"), ("train_s", "train s"), ("train_steps", "steps"),
-    ("pairs_seen", "pairs seen"), ("eval_s", "eval s"), ("train_pairs_per_s", "train pairs/s"),
+    ("method", "method"),
+    ("variant", "variant"),
+    ("backbone", "backbone"),
+    ("polar", "polar"),
+    ("synthesis", "synthesis"),
+    ("protocol", "protocol"),
+    ("R@1", "R@1"),
+    ("R@5", "R@5"),
+    ("R@10", "R@10"),
+    ("R@1%", "R@1%"),
+    ("other", "other"),
+    ("train_s", "train s"),
+    ("train_steps", "steps"),
+    ("pairs_seen", "pairs seen"),
+    ("eval_s", "eval s"),
+    ("train_pairs_per_s", "train pairs/s"),
     ("eval_pairs_per_s", "eval pairs/s"),
 )
 _MD_REPORTED = (
-    ("method", "method"), ("dataset", "dataset"), ("split", "split"), ("polar", "polar"),
-    ("synthesis", "synthesis"), ("protocol", "protocol"), ("R@1", "R@1"), ("R@5", "R@5"), ("R@10", "R@10"),
-    ("R@1%", "R@1%"), ("source", "source"), ("unverified", ""),
+    ("method", "method"),
+    ("dataset", "dataset"),
+    ("split", "split"),
+    ("polar", "polar"),
+    ("synthesis", "synthesis"),
+    ("protocol", "protocol"),
+    ("R@1", "R@1"),
+    ("R@5", "R@5"),
+    ("R@10", "R@10"),
+    ("R@1%", "R@1%"),
+    ("source", "source"),
+    ("unverified", ""),
 )
 
 
 def markdown_table(rows: list[dict[str, Any]], cols: Sequence[tuple[str, str]]) -> str:
     """A Markdown table of ``rows`` with ``cols`` = (key, header) pairs; cells as the leaderboard
     table formats them, ``|`` escaped. No trailing newline."""
+
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
@@ -303,7 +371,11 @@ def _tie_footnotes(rows: list[dict[str, Any]]) -> list[str]:
         if not r.get("ties_flag"):
             continue
         share = _number(r.get("tie_share"))
-        share_text = f"; the true match ties with another reference for {share:.1f} % of the queries" if share is not None else ""
+        share_text = (
+            f"; the true match ties with another reference for {share:.1f} % of the queries"
+            if share is not None
+            else ""
+        )
         out.append(
             f"{TIE_MARK} {r['method']} ({r['variant']}), {r['protocol']}: R@1 {format_value(r['R@1'])} counts ties for the "
             f"query, {format_value(r['R@1_pessimistic'])} with ties against it{share_text}. Identical descriptors tie: the "
@@ -317,8 +389,12 @@ def _provenance_lines(rows: list[dict[str, Any]]) -> list[str]:
     return [f"- data: {d}; seed {s}; commit `{c}`; hardware: {h}" for d, s, c, h in keys]
 
 
-def to_markdown(measured: Sequence[ResultRecord], reported: Sequence[ResultRecord] = (), *,
-                title: str | None = "Leaderboard") -> str:
+def to_markdown(
+    measured: Sequence[ResultRecord],
+    reported: Sequence[ResultRecord] = (),
+    *,
+    title: str | None = "Leaderboard",
+) -> str:
     """Markdown with a "Measured here" section (rows + their data / seed / commit / hardware) and,
     when ``reported`` is given, a separate "Reported by papers" section with sources."""
     m_rows, r_rows = measured_rows(measured), reported_rows(reported)
@@ -361,8 +437,13 @@ def to_json(measured: Sequence[ResultRecord], reported: Sequence[ResultRecord] =
     return json.dumps(data, indent=1, allow_nan=False) + "\n"
 
 
-def render_rich(measured: Sequence[ResultRecord], reported: Sequence[ResultRecord] = (), *, console: Any = None,
-                title: str = "Leaderboard") -> None:
+def render_rich(
+    measured: Sequence[ResultRecord],
+    reported: Sequence[ResultRecord] = (),
+    *,
+    console: Any = None,
+    title: str = "Leaderboard",
+) -> None:
     """Print the measured table and (separately) the reported table with rich."""
     if console is None:
         console = Console() if sys.stdout.isatty() else Console(width=200)
@@ -372,8 +453,7 @@ def render_rich(measured: Sequence[ResultRecord], reported: Sequence[ResultRecor
         cols = [c for c in _MD_MEASURED if c[0] != "eval_pairs_per_s"]
         for key, head in cols:
             numeric = key.startswith("R@") or key.endswith("_s") or key in ("train_steps", "pairs_seen")
-            table.add_column(head, justify="right" if numeric else "left",
-                             overflow="fold")
+            table.add_column(head, justify="right" if numeric else "left", overflow="fold")
         for row in m_rows:
             table.add_row(*(_cell(row, c) for c, _ in cols))
         console.print(table)
@@ -383,18 +463,28 @@ def render_rich(measured: Sequence[ResultRecord], reported: Sequence[ResultRecor
     if r_rows:
         table = Table(title="Reported by papers (not measured here)", show_lines=False)
         for key, head in _MD_REPORTED:
-            table.add_column(head or "flag", justify="right" if key.startswith("R@") else "left", overflow="fold")
+            table.add_column(
+                head or "flag", justify="right" if key.startswith("R@") else "left", overflow="fold"
+            )
         for row in r_rows:
             table.add_row(*(_cell(row, c) for c, _ in _MD_REPORTED))
         console.print(table)
 
 
-def write_outputs(measured: Sequence[ResultRecord], reported: Sequence[ResultRecord], out_dir: str | Path,
-                  stem: str = "leaderboard") -> dict[str, Path]:
+def write_outputs(
+    measured: Sequence[ResultRecord],
+    reported: Sequence[ResultRecord],
+    out_dir: str | Path,
+    stem: str = "leaderboard",
+) -> dict[str, Path]:
     """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.json`` into ``out_dir``; returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"markdown": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv", "json": out_dir / f"{stem}.json"}
+    paths = {
+        "markdown": out_dir / f"{stem}.md",
+        "csv": out_dir / f"{stem}.csv",
+        "json": out_dir / f"{stem}.json",
+    }
     paths["markdown"].write_text(to_markdown(measured, reported), encoding="utf-8")
     paths["csv"].write_text(to_csv(measured, reported), encoding="utf-8")
     paths["json"].write_text(to_json(measured, reported), encoding="utf-8")

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from geo_retrieval.checkpoint import load_model_weights
-from geo_retrieval.recipes import build
+from geo_retrieval.recipes import Recipe, build
 from geo_retrieval.run_folder import BEST, LAST, RunLayout
 from geo_retrieval.training import StopTraining, Trainer, recover_checkpoint, split_holdout
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class TrainedRun:
     """A trained (or resumed) recipe: the model with its selected weights loaded."""
 
-    recipe: Any
+    recipe: Recipe
     model: nn.Module
     run_dir: Path
     config: str
@@ -89,8 +89,14 @@ class ProgressCallback:
         clock: monotonic seconds.
     """
 
-    def __init__(self, recipe: str, sink: EventSink, *, min_interval_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        recipe: str,
+        sink: EventSink,
+        *,
+        min_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.recipe = recipe
         self.sink = sink
         self.min_interval_s = float(min_interval_s)
@@ -104,14 +110,27 @@ class ProgressCallback:
         if getattr(trainer, "max_steps", None):
             total = min(total, int(trainer.max_steps))
         step = int(trainer.global_step)
-        due = (self._last is None or now - self._last >= self.min_interval_s or trainer.epoch != self._epoch
-               or step >= total)
+        due = (
+            self._last is None
+            or now - self._last >= self.min_interval_s
+            or trainer.epoch != self._epoch
+            or step >= total
+        )
         if not due:
             return
         self._last, self._epoch = now, trainer.epoch
-        self.sink({"kind": "step", "recipe": self.recipe, "epoch": int(trainer.epoch), "epochs": int(trainer.epochs),
-                   "step": step, "total_steps": total, "loss": _loss(logs),
-                   "val_r1": _last_val_r1(trainer.history)})
+        self.sink(
+            {
+                "kind": "step",
+                "recipe": self.recipe,
+                "epoch": int(trainer.epoch),
+                "epochs": int(trainer.epochs),
+                "step": step,
+                "total_steps": total,
+                "loss": _loss(logs),
+                "val_r1": _last_val_r1(trainer.history),
+            }
+        )
 
 
 class TimeBudget:
@@ -144,8 +163,17 @@ class TimeBudget:
             raise StopTraining(f"time budget of {self.budget_s:g} s spent")
 
 
-def train_recipe(recipe: Any, train_full: Any, cfg: RunConfig, run_dir: str | Path, *, resume: bool = True,
-                 progress: bool = False, events: EventSink | None = None, val: Any = None) -> TrainedRun:
+def train_recipe(
+    recipe: Recipe,
+    train_full: Any,
+    cfg: RunConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = True,
+    progress: bool = False,
+    events: EventSink | None = None,
+    val: Any = None,
+) -> TrainedRun:
     """Train ``recipe`` and return the model with its ``best/`` weights (``last/`` if nothing was
     selected). On the synthetic world it trains on all of ``train_full`` and selects on ``val`` (the
     world's val region, required); on real data on ``train_full`` minus a held-out slice
@@ -156,12 +184,16 @@ def train_recipe(recipe: Any, train_full: Any, cfg: RunConfig, run_dir: str | Pa
     run_dir = Path(run_dir)
     layout = RunLayout(run_dir)
     recover_checkpoint(layout.last)  # a crash while last/ was being replaced leaves it aside
-    with torch.random.fork_rng(devices=[]):  # the initial weights depend on the seed only, not on what ran before
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # the initial weights depend on the seed only, not on what ran before
         torch.manual_seed(cfg.seed)
         model = build(recipe)
     if cfg.dataset == "synthetic":
         if val is None:
-            raise ValueError("the synthetic world selects on its val region: pass val= (open_datasets(...).val)")
+            raise ValueError(
+                "the synthetic world selects on its val region: pass val= (open_datasets(...).val)"
+            )
         train = train_full
     else:
         if val is not None:
@@ -170,13 +202,25 @@ def train_recipe(recipe: Any, train_full: Any, cfg: RunConfig, run_dir: str | Pa
     has_last = layout.state(LAST).exists()
     callbacks: list[Callable[[Any, dict], None]] = []
     if events is not None:
-        callbacks.append(ProgressCallback(recipe.name, events, min_interval_s=min(1.0, progress_interval() / 4)))
+        callbacks.append(
+            ProgressCallback(recipe.name, events, min_interval_s=min(1.0, progress_interval() / 4))
+        )
     budget = TimeBudget(cfg.time_budget_s) if cfg.time_budget_s is not None else None
     if budget is not None:
         callbacks.append(budget)
-    trainer = Trainer(model, recipe, train, val, out_dir=run_dir, seed=cfg.seed, device=cfg.device,
-                      max_steps=cfg.max_steps, progress=progress, resume=bool(resume and has_last),
-                      callbacks=callbacks)
+    trainer = Trainer(
+        model,
+        recipe,
+        train,
+        val,
+        out_dir=run_dir,
+        seed=cfg.seed,
+        device=cfg.device,
+        max_steps=cfg.max_steps,
+        progress=progress,
+        resume=bool(resume and has_last),
+        callbacks=callbacks,
+    )
     if has_last and resume:
         log.info("%s: resuming from %s (epoch %d)", recipe.name, layout.last, trainer.epoch)
     if budget is not None:
@@ -186,6 +230,15 @@ def train_recipe(recipe: Any, train_full: Any, cfg: RunConfig, run_dir: str | Pa
     if not weights.exists():
         weights = layout.weights(LAST)
     checkpoint = load_model_weights(trainer.raw_model, weights)
-    return TrainedRun(recipe, trainer.raw_model, run_dir, config_hash(recipe.to_dict(), cfg), result.train_seconds,
-                      result.global_step, checkpoint, result.selection_split, result.best_metric,
-                      stopped_by_budget=bool(budget is not None and budget.stopped))
+    return TrainedRun(
+        recipe,
+        trainer.raw_model,
+        run_dir,
+        config_hash(recipe.to_dict(), cfg),
+        result.train_seconds,
+        result.global_step,
+        checkpoint,
+        result.selection_split,
+        result.best_metric,
+        stopped_by_budget=bool(budget is not None and budget.stopped),
+    )

@@ -40,7 +40,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -51,6 +51,8 @@ from geo_bench.leaderboard import get_recipe_or_raise, resolve_run
 from geo_bench.localize.maps import TileReader, open_maps, open_tile_folder, plan_tiles, to_latlon
 from geo_bench.metrics.faiss_backend import import_faiss
 from geo_retrieval.checkpoint import load_model_weights
+from geo_retrieval.embedding import embed
+from geo_retrieval.protocols import CrossViewEncoder
 from geo_retrieval.recipes import Recipe, build
 from geo_retrieval.search import topk_search
 from geo_retrieval.training import BatchTransform
@@ -102,14 +104,24 @@ class LoadedModel:
     run_info: dict[str, Any]
     device: str
 
+    @property
+    def encoder(self) -> CrossViewEncoder:
+        """``model`` seen through its encoding interface (``encode_ground`` / ``encode_aerial`` / ``similarity``)."""
+        return cast(CrossViewEncoder, self.model)
+
     def identity(self) -> dict[str, Any]:
-        return {"recipe": self.recipe.name, "variant": self.variant, "weights_digest": self.digest,
-                "checkpoint": str(self.weights.resolve()),
-                "orientation_aware": bool(getattr(self.recipe, "orientation_aware", False))}
+        return {
+            "recipe": self.recipe.name,
+            "variant": self.variant,
+            "weights_digest": self.digest,
+            "checkpoint": str(self.weights.resolve()),
+            "orientation_aware": bool(getattr(self.recipe, "orientation_aware", False)),
+        }
 
 
-def load_checkpoint(checkpoint: str | Path, *, recipe: str | None = None, variant: str | None = None,
-                    device: str = "cpu") -> LoadedModel:
+def load_checkpoint(
+    checkpoint: str | Path, *, recipe: str | None = None, variant: str | None = None, device: str = "cpu"
+) -> LoadedModel:
     """Load a run folder / ``best`` / ``last`` folder / weights file as ``geo-bench evaluate`` does.
 
     Raises:
@@ -144,11 +156,21 @@ def _prepare_aerial(loaded: LoadedModel, tiles: Tensor) -> Tensor:
 
 
 def embed_tiles(loaded: LoadedModel, tiles: np.ndarray) -> np.ndarray:
-    """(B, 3, px, px) uint8 tiles -> (B, ...) float32 descriptors (``encode_aerial``, no grad)."""
+    """(B, 3, px, px) uint8 tiles -> (B, ...) float32 descriptors (``encode_aerial``, no grad).
+
+    The tiles are prepared on the CPU, then encoded in one forward pass on ``loaded.device`` by
+    :func:`geo_retrieval.embedding.embed` (the builder calls this once per batch of a chunk, so an
+    index build holds one chunk at a time)."""
     x = _prepare_aerial(loaded, torch.from_numpy(np.ascontiguousarray(tiles)))
-    with torch.inference_mode():
-        d = loaded.model.encode_aerial(x.to(loaded.device)).float().cpu()
-    return d.numpy()
+    out, _ = embed(
+        {None: loaded.encoder.encode_aerial},
+        x,
+        batch_size=max(1, x.shape[0]),
+        device=loaded.device,
+        out_device="cpu",
+        desc="embed tiles",
+    )
+    return out[None].numpy()
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
@@ -173,20 +195,28 @@ def _compare(old: dict[str, Any], new: dict[str, Any], out: Path) -> None:
         if om.get(key) != nm.get(key):
             raise IndexMismatchError(
                 f"index {out} was built with another model ({key} {om.get(key)!r}, this checkpoint "
-                f"{nm.get(key)!r}); choose another --out or delete {out}")
+                f"{nm.get(key)!r}); choose another --out or delete {out}"
+            )
     old_maps = [(m.get("path"), m.get("sha256")) for m in old.get("maps", [])]
     new_maps = [(m["path"], m["sha256"]) for m in new["maps"]]
     if old_maps != new_maps:
-        changed = [p for (p, s), (p2, s2) in zip(new_maps, old_maps) if p != p2 or s != s2] or [p for p, _ in new_maps]
+        changed = [p for (p, s), (p2, s2) in zip(new_maps, old_maps) if p != p2 or s != s2] or [
+            p for p, _ in new_maps
+        ]
         raise IndexMismatchError(
             f"index {out} was built from other maps or the map changed ({', '.join(changed)}); "
-            f"choose another --out or delete {out}")
+            f"choose another --out or delete {out}"
+        )
     if old.get("tiles") != new.get("tiles"):
-        raise IndexMismatchError(f"index {out} was built from other tiles or the tile CSV changed; "
-                                 f"choose another --out or delete {out}")
+        raise IndexMismatchError(
+            f"index {out} was built from other tiles or the tile CSV changed; "
+            f"choose another --out or delete {out}"
+        )
     if old.get("tiling") != new["tiling"]:
-        raise IndexMismatchError(f"index {out} was built with tiling {old.get('tiling')}, asked for "
-                                 f"{new['tiling']}; choose another --out or delete {out}")
+        raise IndexMismatchError(
+            f"index {out} was built with tiling {old.get('tiling')}, asked for "
+            f"{new['tiling']}; choose another --out or delete {out}"
+        )
 
 
 def build_index(
@@ -244,15 +274,27 @@ def build_index(
         folder = open_tile_folder(tiles_csv)
         grid = None
         xy, map_index, crs = folder.xy, np.full(len(folder.files), -1, dtype=np.int64), folder.crs
-        tiling = {"crs": crs, "warped": False, "tile_m": float(tile_m), "stride_m": None, "px": px,
-                  "resampling": "pillow-bilinear"}
+        tiling = {
+            "crs": crs,
+            "warped": False,
+            "tile_m": float(tile_m),
+            "stride_m": None,
+            "px": px,
+            "resampling": "pillow-bilinear",
+        }
         sources: dict[str, Any] = {"maps": [], "tiles": {"csv": folder.csv, "sha256": folder.sha256}}
     else:
         grid = open_maps(list(maps))
         xy, map_index = plan_tiles(grid, float(tile_m), stride)
         crs = grid.crs
-        tiling = {"crs": crs, "warped": grid.warped, "tile_m": float(tile_m), "stride_m": stride, "px": px,
-                  "resampling": "gdal-bilinear"}
+        tiling = {
+            "crs": crs,
+            "warped": grid.warped,
+            "tile_m": float(tile_m),
+            "stride_m": stride,
+            "px": px,
+            "resampling": "gdal-bilinear",
+        }
         sources = {"maps": [m.to_dict() for m in grid.maps]}
     n = len(xy)
     manifest: dict[str, Any] = {
@@ -277,7 +319,9 @@ def build_index(
             log.info("index %s is complete; nothing to do", out)
             return out
     elif out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"--out {out} exists and is not an index (no manifest.json); choose another folder")
+        raise FileExistsError(
+            f"--out {out} exists and is not an index (no manifest.json); choose another folder"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "chunks").mkdir(exist_ok=True)
     _atomic_save(out / "tiles_xy.npy", xy)
@@ -294,9 +338,12 @@ def build_index(
     def read(s: int, e: int) -> np.ndarray:
         if folder is not None:
             return folder.read(s, e, px)
+        assert reader is not None  # maps were given (no tile folder)
         return reader.read(xy[s:e], map_index[s:e], float(tile_m), px)
 
-    bar = tqdm(total=n, initial=min(n, len(done) * chunk), desc="index tiles", unit="tile", disable=not progress)
+    bar = tqdm(
+        total=n, initial=min(n, len(done) * chunk), desc="index tiles", unit="tile", disable=not progress
+    )
     try:
         for i in range(n_chunks):
             path = out / "chunks" / f"{i:06d}.npy"
@@ -331,9 +378,11 @@ def _finish(out: Path, manifest: dict[str, Any], n_chunks: int, loaded: LoadedMo
     for i in range(n_chunks):
         part = np.load(out / "chunks" / f"{i:06d}.npy", mmap_mode="r")
         if part.shape[1:] != first.shape[1:]:
-            raise ValueError(f"chunk {i} of {out} has descriptors {part.shape[1:]}, others {first.shape[1:]}; "
-                             f"delete {out} and rebuild")
-        desc[pos:pos + len(part)] = part
+            raise ValueError(
+                f"chunk {i} of {out} has descriptors {part.shape[1:]}, others {first.shape[1:]}; "
+                f"delete {out} and rebuild"
+            )
+        desc[pos : pos + len(part)] = part
         pos += len(part)
     if pos != n:
         raise ValueError(f"{out}: chunks hold {pos} descriptors for {n} tiles; delete {out} and rebuild")
@@ -373,15 +422,23 @@ def write_faiss(out: Path, manifest: dict[str, Any], *, kind: str | None = None)
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFPQ(quantizer, d, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(0)
-        train = np.ascontiguousarray(desc[np.sort(rng.choice(n, min(n, 50_000), replace=False))], dtype=np.float32)
+        train = np.ascontiguousarray(
+            desc[np.sort(rng.choice(n, min(n, 50_000), replace=False))], dtype=np.float32
+        )
         index.train(train)
         index.nprobe = int(manifest.get("search", {}).get("ivf_nprobe", 16))
-        info = {"kind": "ivfpq", "nlist": nlist, "m": m, "nbits": nbits, "nprobe": index.nprobe,
-                "rerank": RERANK}
+        info = {
+            "kind": "ivfpq",
+            "nlist": nlist,
+            "m": m,
+            "nbits": nbits,
+            "nprobe": index.nprobe,
+            "rerank": RERANK,
+        }
     else:
         raise ValueError(f"faiss kind must be 'flat' or 'ivfpq', got {kind!r}")
     for s in range(0, n, 65_536):
-        index.add(np.ascontiguousarray(desc[s:s + 65_536], dtype=np.float32))
+        index.add(np.ascontiguousarray(desc[s : s + 65_536], dtype=np.float32))
     tmp = out / "faiss.index.part"
     faiss.write_index(index, str(tmp))
     os.replace(tmp, out / "faiss.index")
@@ -423,16 +480,26 @@ class TileIndex:
         path = Path(path)
         mpath = path / "manifest.json"
         if not mpath.is_file():
-            raise FileNotFoundError(f"--index {path}: no manifest.json (not an index; build one with geo-bench index)")
+            raise FileNotFoundError(
+                f"--index {path}: no manifest.json (not an index; build one with geo-bench index)"
+            )
         try:
             manifest = json.loads(mpath.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{mpath} is not valid JSON ({exc})") from None
         if manifest.get("status") != "complete" or not (path / "descriptors.npy").is_file():
-            raise ValueError(f"index {path} is incomplete (interrupted build); rerun the same geo-bench index "
-                             "command to finish it")
-        return cls(path, manifest, np.load(path / "descriptors.npy", mmap_mode="r"),
-                   np.load(path / "tiles_xy.npy"), np.load(path / "tiles_latlon.npy"), np.load(path / "tiles_map.npy"))
+            raise ValueError(
+                f"index {path} is incomplete (interrupted build); rerun the same geo-bench index "
+                "command to finish it"
+            )
+        return cls(
+            path,
+            manifest,
+            np.load(path / "descriptors.npy", mmap_mode="r"),
+            np.load(path / "tiles_xy.npy"),
+            np.load(path / "tiles_latlon.npy"),
+            np.load(path / "tiles_map.npy"),
+        )
 
     def faiss_index(self) -> Any:
         """The stored faiss index (loaded once); ``ValueError`` when the index has none."""
@@ -440,8 +507,10 @@ class TileIndex:
             faiss = import_faiss()
             f = self.path / "faiss.index"
             if not f.is_file():
-                raise ValueError(f"index {self.path} has no faiss.index (descriptors are not flat, or faiss was "
-                                 "missing when it was built); use --search exact")
+                raise ValueError(
+                    f"index {self.path} has no faiss.index (descriptors are not flat, or faiss was "
+                    "missing when it was built); use --search exact"
+                )
             self._faiss = faiss.read_index(str(f))
             if hasattr(self._faiss, "nprobe"):
                 self._faiss.nprobe = int(self.manifest.get("search", {}).get("ivf_nprobe", 16))
@@ -455,9 +524,15 @@ def _as_tensor(arr: np.ndarray) -> Tensor:
         return torch.from_numpy(np.asarray(arr))
 
 
-def search(index: TileIndex, query: Tensor, k: int, *, backend: str = "exact",
-           similarity: Callable[[Tensor, Tensor], Tensor] | None = None,
-           chunk_size: int = 256) -> tuple[Tensor, Tensor]:
+def search(
+    index: TileIndex,
+    query: Tensor,
+    k: int,
+    *,
+    backend: str = "exact",
+    similarity: Callable[[Tensor, Tensor], Tensor] | None = None,
+    chunk_size: int = 256,
+) -> tuple[Tensor, Tensor]:
     """Top-``k`` tiles of each query.
 
     Args:
@@ -477,8 +552,14 @@ def search(index: TileIndex, query: Tensor, k: int, *, backend: str = "exact",
     if backend == "exact":
         ref = _as_tensor(index.descriptors)
         flat = ref.ndim == 2
-        s, i = topk_search(query.float(), ref, kk, chunk_size=chunk_size, reference_chunk_size=8192,
-                           similarity=None if flat else similarity)
+        s, i = topk_search(
+            query.float(),
+            ref,
+            kk,
+            chunk_size=chunk_size,
+            reference_chunk_size=8192,
+            similarity=None if flat else similarity,
+        )
         return s.float().cpu(), i.long().cpu()
     if backend == "faiss":
         f = index.faiss_index()
@@ -492,8 +573,12 @@ def search(index: TileIndex, query: Tensor, k: int, *, backend: str = "exact",
         # IVF-PQ: approximate candidates, exact re-ranking on the stored descriptors (memory map)
         _, cand = f.search(q, min(len(index), RERANK * kk))
         cand = np.where(cand < 0, cand.max(axis=1, keepdims=True), cand)  # unfilled slots (few lists probed)
-        exact = np.einsum("qkd,qd->qk", np.asarray(index.descriptors)[cand.ravel()].reshape(*cand.shape, -1), q)
+        exact = np.einsum(
+            "qkd,qd->qk", np.asarray(index.descriptors)[cand.ravel()].reshape(*cand.shape, -1), q
+        )
         order = np.argsort(-exact, axis=1, kind="stable")[:, :kk]
-        return (torch.from_numpy(np.take_along_axis(exact, order, 1).astype(np.float32)),
-                torch.from_numpy(np.take_along_axis(cand, order, 1)).long())
+        return (
+            torch.from_numpy(np.take_along_axis(exact, order, 1).astype(np.float32)),
+            torch.from_numpy(np.take_along_axis(cand, order, 1)).long(),
+        )
     raise ValueError(f"search backend must be 'exact' or 'faiss', got {backend!r}")

@@ -32,7 +32,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from geo_bench.localize.index import (
 from geo_bench.localize.maps import to_latlon
 from geo_bench.localize.report import write_report
 from geo_bench.metrics.localisation import DEFAULT_RADII_M, position_distances, radius_recall
+from geo_retrieval.embedding import embed
 from geo_retrieval.geodesy import great_circle_distance
 from geo_retrieval.search import dsm_orientations
 from geo_retrieval.training import BatchTransform
@@ -114,16 +115,29 @@ class LocateResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "crs": self.crs, "coordinates": "lat/lon WGS84 degrees (latitude first); x/y metres in crs",
-            "orientation": self.orientation, "fov_deg": self.fov_deg, "backend": self.backend,
+            "crs": self.crs,
+            "coordinates": "lat/lon WGS84 degrees (latitude first); x/y metres in crs",
+            "orientation": self.orientation,
+            "fov_deg": self.fov_deg,
+            "backend": self.backend,
             "metrics": self.metrics,
             "queries": [
-                {"id": q.id, "file": q.file,
-                 "refined": {"lat": q.refined_latlon[0], "lon": q.refined_latlon[1], "x": q.refined_xy[0],
-                             "y": q.refined_xy[1]},
-                 "truth": None if q.truth_latlon is None else {"lat": q.truth_latlon[0], "lon": q.truth_latlon[1]},
-                 "error_m": q.error_m, "refined_error_m": q.refined_error_m,
-                 "candidates": [c.__dict__ for c in q.candidates]}
+                {
+                    "id": q.id,
+                    "file": q.file,
+                    "refined": {
+                        "lat": q.refined_latlon[0],
+                        "lon": q.refined_latlon[1],
+                        "x": q.refined_xy[0],
+                        "y": q.refined_xy[1],
+                    },
+                    "truth": None
+                    if q.truth_latlon is None
+                    else {"lat": q.truth_latlon[0], "lon": q.truth_latlon[1]},
+                    "error_m": q.error_m,
+                    "refined_error_m": q.refined_error_m,
+                    "candidates": [c.__dict__ for c in q.candidates],
+                }
                 for q in self.queries
             ],
         }
@@ -132,31 +146,81 @@ class LocateResult:
         """FeatureCollection of points, coordinates [lon, lat] (EPSG:4326, RFC 7946 order)."""
         feats: list[dict[str, Any]] = []
         for q in self.queries:
-            feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [q.refined_latlon[1],
-                                                                                          q.refined_latlon[0]]},
-                          "properties": {"id": q.id, "kind": "refined", "score": q.candidates[0].score}})
+            feats.append(
+                {
+                    "type": "Feature",
+                    "geometry": {"type": "Point", "coordinates": [q.refined_latlon[1], q.refined_latlon[0]]},
+                    "properties": {"id": q.id, "kind": "refined", "score": q.candidates[0].score},
+                }
+            )
             for c in q.candidates:
-                feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [c.lon, c.lat]},
-                              "properties": {"id": q.id, "kind": "candidate", "rank": c.rank, "tile": c.tile,
-                                             "score": c.score, "heading_deg": c.heading_deg}})
+                feats.append(
+                    {
+                        "type": "Feature",
+                        "geometry": {"type": "Point", "coordinates": [c.lon, c.lat]},
+                        "properties": {
+                            "id": q.id,
+                            "kind": "candidate",
+                            "rank": c.rank,
+                            "tile": c.tile,
+                            "score": c.score,
+                            "heading_deg": c.heading_deg,
+                        },
+                    }
+                )
             if q.truth_latlon is not None:
-                feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [q.truth_latlon[1],
-                                                                                              q.truth_latlon[0]]},
-                              "properties": {"id": q.id, "kind": "truth"}})
+                feats.append(
+                    {
+                        "type": "Feature",
+                        "geometry": {"type": "Point", "coordinates": [q.truth_latlon[1], q.truth_latlon[0]]},
+                        "properties": {"id": q.id, "kind": "truth"},
+                    }
+                )
         return {"type": "FeatureCollection", "features": feats}
 
     def csv_rows(self) -> list[list[Any]]:
         """Header plus one row per (query, candidate); refined and truth repeated per row."""
-        rows: list[list[Any]] = [["id", "file", "rank", "tile", "score", "lat", "lon", "x", "y", "heading_deg",
-                                  "refined_lat", "refined_lon", "truth_lat", "truth_lon", "error_m"]]
+        rows: list[list[Any]] = [
+            [
+                "id",
+                "file",
+                "rank",
+                "tile",
+                "score",
+                "lat",
+                "lon",
+                "x",
+                "y",
+                "heading_deg",
+                "refined_lat",
+                "refined_lon",
+                "truth_lat",
+                "truth_lon",
+                "error_m",
+            ]
+        ]
         for q in self.queries:
             t = q.truth_latlon or (None, None)
             for c in q.candidates:
-                rows.append([q.id, q.file, c.rank, c.tile, f"{c.score:.6f}", f"{c.lat:.9f}", f"{c.lon:.9f}",
-                             f"{c.x:.3f}", f"{c.y:.3f}", "" if c.heading_deg is None else f"{c.heading_deg:.2f}",
-                             f"{q.refined_latlon[0]:.9f}", f"{q.refined_latlon[1]:.9f}",
-                             "" if t[0] is None else f"{t[0]:.9f}", "" if t[1] is None else f"{t[1]:.9f}",
-                             "" if q.error_m is None else f"{q.error_m:.3f}"])
+                rows.append(
+                    [
+                        q.id,
+                        q.file,
+                        c.rank,
+                        c.tile,
+                        f"{c.score:.6f}",
+                        f"{c.lat:.9f}",
+                        f"{c.lon:.9f}",
+                        f"{c.x:.3f}",
+                        f"{c.y:.3f}",
+                        "" if c.heading_deg is None else f"{c.heading_deg:.2f}",
+                        f"{q.refined_latlon[0]:.9f}",
+                        f"{q.refined_latlon[1]:.9f}",
+                        "" if t[0] is None else f"{t[0]:.9f}",
+                        "" if t[1] is None else f"{t[1]:.9f}",
+                        "" if q.error_m is None else f"{q.error_m:.3f}",
+                    ]
+                )
         return rows
 
     def save(self, out: str | Path, *, html: bool = False, index: TileIndex | None = None) -> dict[str, Path]:
@@ -188,7 +252,7 @@ def refine_position(xy: np.ndarray, scores: np.ndarray, tile_m: float) -> np.nda
 
     Example:
         >>> refine_position(np.array([[0.0, 0.0], [10.0, 0.0], [500.0, 0.0]]), np.array([0.9, 0.7, 0.5]), 64.0)
-        array([5., 0.])
+        array([3.33333333, 0.        ])
     """
     xy = np.asarray(xy, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
@@ -209,7 +273,9 @@ def read_truth(path: str | Path) -> dict[str, tuple[float, float]]:
         reader = csv.DictReader(fh)
         cols = set(reader.fieldnames or [])
         if not {"lat", "lon"} <= cols or not ({"id", "file"} & cols):
-            raise ValueError(f"--truth {path} needs a header with lat, lon and id or file; got {sorted(cols)}")
+            raise ValueError(
+                f"--truth {path} needs a header with lat, lon and id or file; got {sorted(cols)}"
+            )
         out: dict[str, tuple[float, float]] = {}
         for i, row in enumerate(reader, start=2):
             try:
@@ -243,8 +309,14 @@ class Localizer:
         res.queries[0].refined_latlon
     """
 
-    def __init__(self, index: str | Path | TileIndex, *, model: LoadedModel | None = None,
-                 checkpoint: str | Path | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        index: str | Path | TileIndex,
+        *,
+        model: LoadedModel | None = None,
+        checkpoint: str | Path | None = None,
+        device: str = "cpu",
+    ) -> None:
         self.tiles = index if isinstance(index, TileIndex) else TileIndex.load(index)
         rec = self.tiles.manifest["model"]
         if model is None:
@@ -255,16 +327,28 @@ class Localizer:
             if mine[key] != rec.get(key):
                 raise IndexMismatchError(
                     f"index {self.tiles.path} was built with another model ({key} {rec.get(key)!r}; "
-                    f"{model.weights} has {mine[key]!r}); rebuild the index with this checkpoint")
+                    f"{model.weights} has {mine[key]!r}); rebuild the index with this checkpoint"
+                )
         self.model = model
 
     @classmethod
-    def index(cls, checkpoint: str | Path | LoadedModel, maps: Sequence[str | Path], out: str | Path, *,
-              tile_m: float = DEFAULT_TILE_M, stride_m: float | None = None, px: int | None = None,
-              device: str = "cpu", **kwargs: Any) -> Localizer:
+    def index(
+        cls,
+        checkpoint: str | Path | LoadedModel,
+        maps: Sequence[str | Path],
+        out: str | Path,
+        *,
+        tile_m: float = DEFAULT_TILE_M,
+        stride_m: float | None = None,
+        px: int | None = None,
+        device: str = "cpu",
+        **kwargs: Any,
+    ) -> Localizer:
         """Build (or resume) an index of ``maps`` (:func:`~geo_bench.localize.index.build_index`) and
         return a Localizer on it."""
-        loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_checkpoint(checkpoint, device=device)
+        loaded = (
+            checkpoint if isinstance(checkpoint, LoadedModel) else load_checkpoint(checkpoint, device=device)
+        )
         path = build_index(loaded, maps, out, tile_m=tile_m, stride_m=stride_m, px=px, **kwargs)
         return cls(path, model=loaded)
 
@@ -286,7 +370,8 @@ class Localizer:
             if abs(aspect / (w / h) - 1) > ASPECT_TOLERANCE:
                 raise ValueError(
                     f"query image {path} is {arr.shape[1]}x{arr.shape[0]} (aspect {aspect:.2f}); the recipe takes "
-                    f"360-degree panoramas of aspect {w / h:.2f} ({w}x{h}); pass --fov DEG for a limited field of view")
+                    f"360-degree panoramas of aspect {w / h:.2f} ({w}x{h}); pass --fov DEG for a limited field of view"
+                )
             return F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
         if not 0 < fov <= 360:
             raise ValueError(f"--fov must lie in (0, 360] degrees, got {fov}")
@@ -294,27 +379,46 @@ class Localizer:
         if wf < 1:
             raise ValueError(f"--fov {fov} keeps no column of a {w}-column panorama")
         canvas = torch.zeros(1, 3, h, w)
-        canvas[..., :wf] = F.interpolate(img, size=(h, wf), mode="bilinear", align_corners=False, antialias=True)
+        canvas[..., :wf] = F.interpolate(
+            img, size=(h, wf), mode="bilinear", align_corners=False, antialias=True
+        )
         fill = torch.tensor(recipe.normalisation.mean, dtype=torch.float32)
         return limit_fov(canvas, float(fov), 0, fill=fill)[0]
 
-    def embed_queries(self, images: Sequence[str | Path], *, fov: float | None = None,
-                      batch_size: int = 32) -> Tensor:
+    def embed_queries(
+        self, images: Sequence[str | Path], *, fov: float | None = None, batch_size: int = 32
+    ) -> Tensor:
         """Image files -> (N, ...) float32 ground descriptors on the CPU (module Convention)."""
         transform = BatchTransform.from_recipe(self.model.recipe)
         px = int(self.tiles.manifest["tiling"]["px"])
-        outs = []
-        for s in range(0, len(images), batch_size):
-            ground = torch.stack([self._load_query(Path(p), fov) for p in images[s:s + batch_size]])
-            dummy = torch.zeros(ground.shape[0], 3, px, px)
-            prepared = transform({"ground": ground, "aerial": dummy}, None, train=False)["ground"]
-            with torch.inference_mode():
-                outs.append(self.model.model.encode_ground(prepared.to(self.model.device)).float().cpu())
-        return torch.cat(outs)
 
-    def locate(self, images: Sequence[str | Path], *, top_k: int = 10, orientation: str = "known",
-               fov: float | None = None, truth: str | Path | dict[str, tuple[float, float]] | None = None,
-               backend: str = "exact", ids: Sequence[str] | None = None) -> LocateResult:
+        def batches() -> Iterator[Tensor]:
+            # decoded and prepared on the CPU one batch at a time; embed encodes each on the device
+            for s in range(0, len(images), batch_size):
+                ground = torch.stack([self._load_query(Path(p), fov) for p in images[s : s + batch_size]])
+                dummy = torch.zeros(ground.shape[0], 3, px, px)
+                yield transform({"ground": ground, "aerial": dummy}, None, train=False)["ground"]
+
+        out, _ = embed(
+            {None: self.model.encoder.encode_ground},
+            batches(),
+            device=self.model.device,
+            out_device="cpu",
+            desc="embed queries",
+        )
+        return out[None]
+
+    def locate(
+        self,
+        images: Sequence[str | Path],
+        *,
+        top_k: int = 10,
+        orientation: str = "known",
+        fov: float | None = None,
+        truth: str | Path | dict[str, tuple[float, float]] | None = None,
+        backend: str = "exact",
+        ids: Sequence[str] | None = None,
+    ) -> LocateResult:
         """Localise image files.
 
         Args:
@@ -344,18 +448,30 @@ class Localizer:
         truth_map = read_truth(truth) if isinstance(truth, (str, Path)) else truth
         truth_ll = None
         if truth_map is not None:
-            missing = [str(p) for p, q in zip(paths, qids) if not any(k in truth_map for k in (q, p.name, str(p)))]
+            missing = [
+                str(p) for p, q in zip(paths, qids) if not any(k in truth_map for k in (q, p.name, str(p)))
+            ]
             if missing:
-                raise ValueError(f"--truth has no row for {len(missing)} quer(y/ies): {', '.join(missing[:3])}")
-            truth_ll = np.array([next(truth_map[k] for k in (q, p.name, str(p)) if k in truth_map)
-                                 for p, q in zip(paths, qids)], dtype=np.float64)
+                raise ValueError(
+                    f"--truth has no row for {len(missing)} quer(y/ies): {', '.join(missing[:3])}"
+                )
+            truth_ll = np.array(
+                [
+                    next(truth_map[k] for k in (q, p.name, str(p)) if k in truth_map)
+                    for p, q in zip(paths, qids)
+                ],
+                dtype=np.float64,
+            )
         recipe = self.model.recipe
         aware = bool(getattr(recipe, "orientation_aware", False))
         if orientation == "unknown" and not aware:
-            log.warning("recipe %s assumes north-centred panoramas; with the orientation unknown expect "
-                        "lower accuracy (an orientation-aware recipe such as dsm estimates the heading)", recipe.name)
+            log.warning(
+                "recipe %s assumes north-centred panoramas; with the orientation unknown expect "
+                "lower accuracy (an orientation-aware recipe such as dsm estimates the heading)",
+                recipe.name,
+            )
         q = self.embed_queries(paths, fov=fov)
-        sim = self.model.model.similarity
+        sim = self.model.encoder.similarity
         scores, idx = search(self.tiles, q, top_k, backend=backend, similarity=sim)
         headings = None
         if aware and q.ndim == 4:
@@ -366,9 +482,18 @@ class Localizer:
         refined_xy = np.zeros((len(paths), 2))
         for i, (p, qid) in enumerate(zip(paths, qids)):
             cand = tuple(
-                Candidate(r, int(t), float(scores[i, r]), float(xy[t, 0]), float(xy[t, 1]), float(ll[t, 0]),
-                          float(ll[t, 1]), None if headings is None else float(headings[i, r]))
-                for r, t in enumerate(idx[i].tolist()))
+                Candidate(
+                    r,
+                    int(t),
+                    float(scores[i, r]),
+                    float(xy[t, 0]),
+                    float(xy[t, 1]),
+                    float(ll[t, 0]),
+                    float(ll[t, 1]),
+                    None if headings is None else float(headings[i, r]),
+                )
+                for r, t in enumerate(idx[i].tolist())
+            )
             refined_xy[i] = refine_position(xy[idx[i].numpy()], scores[i].numpy(), self.tiles.tile_m)
             results.append((qid, str(p), cand))
         refined_ll = to_latlon(refined_xy, self.tiles.crs)
@@ -386,10 +511,16 @@ class Localizer:
                 metrics[f"{name}mean_error_m"] = float(np.mean(e))
             metrics["n_query"] = float(len(paths))
         queries = tuple(
-            QueryResult(qid, f, cand, (float(refined_xy[i, 0]), float(refined_xy[i, 1])),
-                        (float(refined_ll[i, 0]), float(refined_ll[i, 1])),
-                        None if truth_ll is None else (float(truth_ll[i, 0]), float(truth_ll[i, 1])),
-                        None if errors is None else float(errors[i]),
-                        None if refined_errors is None else float(refined_errors[i]))
-            for i, (qid, f, cand) in enumerate(results))
+            QueryResult(
+                qid,
+                f,
+                cand,
+                (float(refined_xy[i, 0]), float(refined_xy[i, 1])),
+                (float(refined_ll[i, 0]), float(refined_ll[i, 1])),
+                None if truth_ll is None else (float(truth_ll[i, 0]), float(truth_ll[i, 1])),
+                None if errors is None else float(errors[i]),
+                None if refined_errors is None else float(refined_errors[i]),
+            )
+            for i, (qid, f, cand) in enumerate(results)
+        )
         return LocateResult(queries, self.tiles.crs, orientation, fov, backend, metrics, q.numpy())

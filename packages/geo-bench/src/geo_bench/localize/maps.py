@@ -127,8 +127,13 @@ class MapInfo:
     size: tuple[int, int]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "crs": self.crs, "bounds": list(self.bounds),
-                "size": list(self.size)}
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "crs": self.crs,
+            "bounds": list(self.bounds),
+            "size": list(self.size),
+        }
 
 
 @dataclass(frozen=True)
@@ -175,24 +180,32 @@ def open_maps(paths: list[str | Path], *, hash_files: bool = True) -> MapGrid:
         except rasterio.errors.RasterioIOError as err:
             raise OSError(f"map {path}: GDAL cannot read it ({err})") from None
         if crs is None:
-            raise ValueError(f"map {path} has no CRS (not georeferenced); assign one, e.g. "
-                             "gdal_edit.py -a_srs EPSG:32613 FILE")
+            raise ValueError(
+                f"map {path} has no CRS (not georeferenced); assign one, e.g. "
+                "gdal_edit.py -a_srs EPSG:32613 FILE"
+            )
         if identity:
-            raise ValueError(f"map {path} has no geotransform (pixel coordinates only); georeference it first")
+            raise ValueError(
+                f"map {path} has no geotransform (pixel coordinates only); georeference it first"
+            )
         if count < 3:
             raise ValueError(f"map {path} has {count} band(s); an RGB orthophoto (3 bands) is needed")
         if not (crs.is_projected or crs.is_geographic):
             raise ValueError(f"map {path}: CRS {_crs_name(crs)} is neither projected nor geographic")
         if crs.is_projected and abs(crs.linear_units_factor[1] - 1.0) > 1e-9:
-            raise ValueError(f"map {path}: CRS {_crs_name(crs)} is in {crs.linear_units}, not metres; "
-                             "reproject it to a metric CRS (e.g. its UTM zone)")
+            raise ValueError(
+                f"map {path}: CRS {_crs_name(crs)} is in {crs.linear_units}, not metres; "
+                "reproject it to a metric CRS (e.g. its UTM zone)"
+            )
         infos.append((path, crs, bounds, shape))
     first_path, first_crs = infos[0][0], infos[0][1]
     for path, crs, _, _ in infos[1:]:
         if crs != first_crs:
-            raise ValueError(f"maps {first_path} ({_crs_name(first_crs)}) and {path} ({_crs_name(crs)}) are in "
-                             "different CRSs; one index takes maps of one CRS: reproject them first "
-                             f"(gdalwarp -t_srs {_crs_name(first_crs)} IN OUT)")
+            raise ValueError(
+                f"maps {first_path} ({_crs_name(first_crs)}) and {path} ({_crs_name(crs)}) are in "
+                "different CRSs; one index takes maps of one CRS: reproject them first "
+                f"(gdalwarp -t_srs {_crs_name(first_crs)} IN OUT)"
+            )
     warped = bool(first_crs.is_geographic)
     if warped:
         b = infos[0][2]
@@ -208,8 +221,16 @@ def open_maps(paths: list[str | Path], *, hash_files: bool = True) -> MapGrid:
             from rasterio.warp import transform_bounds  # optional dependency (the `map` extra)
 
             bounds = transform_bounds(crs, grid_crs, *bounds, densify_pts=21)
-        maps.append(MapInfo(str(path.resolve()), file_sha256(path) if hash_files else "", _crs_name(crs),
-                            tuple(float(v) for v in bounds), tuple(int(v) for v in shape)))
+        west, south, east, north = (float(v) for v in bounds)
+        maps.append(
+            MapInfo(
+                str(path.resolve()),
+                file_sha256(path) if hash_files else "",
+                _crs_name(crs),
+                (west, south, east, north),
+                (int(shape[0]), int(shape[1])),
+            )
+        )
     return MapGrid(tuple(maps), grid_crs, warped)
 
 
@@ -237,8 +258,10 @@ def plan_tiles(grid: MapGrid, tile_m: float, stride_m: float) -> tuple[np.ndarra
         xs_all.append(np.stack([xx.ravel(), yy.ravel()], axis=1))
         idx_all.append(np.full(nx * ny, k, dtype=np.int64))
     if not xs_all:
-        sizes = ", ".join(f"{Path(m.path).name} {m.bounds[2] - m.bounds[0]:.0f} x {m.bounds[3] - m.bounds[1]:.0f} m"
-                          for m in grid.maps)
+        sizes = ", ".join(
+            f"{Path(m.path).name} {m.bounds[2] - m.bounds[0]:.0f} x {m.bounds[3] - m.bounds[1]:.0f} m"
+            for m in grid.maps
+        )
         raise ValueError(f"no {tile_m:g} m tile fits inside the maps ({sizes})")
     return np.concatenate(xs_all), np.concatenate(idx_all)
 
@@ -279,7 +302,9 @@ class TileReader:
         for j, ((x, y), k) in enumerate(zip(xy.tolist(), map_index.tolist())):
             ds = self._dataset(int(k))
             win = from_bounds(x - half, y - half, x + half, y + half, transform=ds.transform)
-            arr = ds.read(indexes=[1, 2, 3], window=win, out_shape=(3, px, px), resampling=Resampling.bilinear)
+            arr = ds.read(
+                indexes=[1, 2, 3], window=win, out_shape=(3, px, px), resampling=Resampling.bilinear
+            )
             out[j] = _to_uint8(arr, ds.dtypes[0])
         return out
 
@@ -337,8 +362,12 @@ class TileFolder:
             try:
                 with Image.open(f) as im:
                     if im.width != im.height:
-                        raise ValueError(f"tile {f} is {im.width}x{im.height}; tiles must be square (north up)")
-                    arr = np.asarray(im.convert("RGB").resize((px, px), Image.BILINEAR), dtype=np.uint8)
+                        raise ValueError(
+                            f"tile {f} is {im.width}x{im.height}; tiles must be square (north up)"
+                        )
+                    arr = np.asarray(
+                        im.convert("RGB").resize((px, px), Image.Resampling.BILINEAR), dtype=np.uint8
+                    )
             except FileNotFoundError:
                 raise FileNotFoundError(f"tile {f} listed in {self.csv} does not exist") from None
             except (UnidentifiedImageError, OSError) as exc:
@@ -371,11 +400,14 @@ def open_tile_folder(csv_path: str | Path) -> TileFolder:
         raise ValueError(f"--tiles {path} lists no tiles")
     latlon = np.asarray(ll, dtype=np.float64)
     crs = utm_crs_for(float(latlon[0, 0]), float(latlon[0, 1]))
-    return TileFolder(str(path.resolve()), file_sha256(path), tuple(files), latlon, from_latlon(latlon, crs), crs)
+    return TileFolder(
+        str(path.resolve()), file_sha256(path), tuple(files), latlon, from_latlon(latlon, crs), crs
+    )
 
 
 def read_tiles(grid: MapGrid, xy: np.ndarray, map_index: np.ndarray, tile_m: float, px: int) -> np.ndarray:
     """One-shot convenience around :class:`TileReader`: (B, 3, px, px) uint8 tiles centred on ``xy``."""
     with TileReader(grid) as reader:
-        return reader.read(np.asarray(xy, dtype=np.float64).reshape(-1, 2), np.asarray(map_index).reshape(-1),
-                           tile_m, px)
+        return reader.read(
+            np.asarray(xy, dtype=np.float64).reshape(-1, 2), np.asarray(map_index).reshape(-1), tile_m, px
+        )

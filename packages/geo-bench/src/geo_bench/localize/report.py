@@ -38,9 +38,9 @@ def _png(img: Image.Image) -> str:
 def _thumb(path: str) -> str:
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            im.thumbnail((4 * _THUMB, _THUMB))
-            return _png(im)
+            rgb = im.convert("RGB")
+            rgb.thumbnail((4 * _THUMB, _THUMB))
+            return _png(rgb)
     except OSError:
         return ""
 
@@ -60,7 +60,9 @@ def _heatmap(index: TileIndex, scores: np.ndarray, marks: dict[str, tuple[float,
     for name, pos in marks.items():
         if pos is not None:
             m, c, s = styles[name]
-            edge = {} if m == "x" else {"edgecolors": "black"}  # an unfilled marker takes no edge colour
+            edge: dict[str, Any] = (
+                {} if m == "x" else {"edgecolors": "black"}
+            )  # an unfilled marker takes no edge colour
             ax.scatter([pos[0]], [pos[1]], marker=m, c=c, s=s, linewidths=0.8, label=name, **edge)
     ax.set_aspect("equal")
     ax.set_xlabel(f"easting (m, {index.crs})")
@@ -73,8 +75,9 @@ def _heatmap(index: TileIndex, scores: np.ndarray, marks: dict[str, tuple[float,
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def write_report(result: LocateResult, index: TileIndex, path: str | Path, *,
-                 descriptors: Any = None) -> Path:
+def write_report(
+    result: LocateResult, index: TileIndex, path: str | Path, *, descriptors: Any = None
+) -> Path:
     """Write the report (module Convention) and return its path.
 
     Args:
@@ -105,21 +108,30 @@ def write_report(result: LocateResult, index: TileIndex, path: str | Path, *,
         f"orientation {html.escape(result.orientation)}; FoV {result.fov_deg or 360:g} deg</p>",
     ]
     if result.metrics:
-        parts.append("<table><tr>" + "".join(f"<th>{html.escape(k)}</th>" for k in result.metrics) + "</tr><tr>"
-                     + "".join(f"<td>{v:.1f}</td>" for v in result.metrics.values()) + "</tr></table>")
+        parts.append(
+            "<table><tr>"
+            + "".join(f"<th>{html.escape(k)}</th>" for k in result.metrics)
+            + "</tr><tr>"
+            + "".join(f"<td>{v:.1f}</td>" for v in result.metrics.values())
+            + "</tr></table>"
+        )
     for qi, q in enumerate(result.queries):
         parts.append(f"<section><h2>{html.escape(q.id)}</h2>")
-        parts.append(f"<figure><img src='{_thumb(q.file)}' alt='query'><figcaption>query "
-                     f"{html.escape(Path(q.file).name)}</figcaption></figure>")
+        parts.append(
+            f"<figure><img src='{_thumb(q.file)}' alt='query'><figcaption>query "
+            f"{html.escape(Path(q.file).name)}</figcaption></figure>"
+        )
         if grid is not None:
             ids = np.array([c.tile for c in q.candidates])
             tiles = read_tiles(grid, index.xy[ids], index.map_index[ids], float(tiling["tile_m"]), _THUMB)
             for c, t in zip(q.candidates, tiles):
                 head = "" if c.heading_deg is None else f", {c.heading_deg:.0f} deg"
-                parts.append(f"<figure><img src='{_png(Image.fromarray(t.transpose(1, 2, 0)))}' alt='tile'>"
-                             f"<figcaption>#{c.rank + 1} {c.score:.3f}{head}<br>{c.lat:.6f}, {c.lon:.6f}"
-                             "</figcaption></figure>")
-        if flat:
+                parts.append(
+                    f"<figure><img src='{_png(Image.fromarray(t.transpose(1, 2, 0)))}' alt='tile'>"
+                    f"<figcaption>#{c.rank + 1} {c.score:.3f}{head}<br>{c.lat:.6f}, {c.lon:.6f}"
+                    "</figcaption></figure>"
+                )
+        if flat and desc is not None:
             scores = np.asarray(index.descriptors) @ np.asarray(desc[qi], dtype=np.float32)
         else:
             scores = np.full(len(index), np.nan, dtype=np.float32)
@@ -130,8 +142,10 @@ def write_report(result: LocateResult, index: TileIndex, path: str | Path, *,
         best = q.candidates[0]
         marks = {"truth": truth_xy, "refined": q.refined_xy, "best": (best.x, best.y)}
         err = "" if q.error_m is None else f" error {q.error_m:.1f} m, refined {q.refined_error_m:.1f} m"
-        parts.append(f"<figure><img src='{_heatmap(index, scores, marks)}' alt='heat map'><figcaption>"
-                     f"refined {q.refined_latlon[0]:.6f}, {q.refined_latlon[1]:.6f}{err}</figcaption></figure>")
+        parts.append(
+            f"<figure><img src='{_heatmap(index, scores, marks)}' alt='heat map'><figcaption>"
+            f"refined {q.refined_latlon[0]:.6f}, {q.refined_latlon[1]:.6f}{err}</figcaption></figure>"
+        )
         parts.append("</section>")
     parts.append("</body></html>")
     tmp = path.with_name(path.name + ".part")

@@ -83,10 +83,23 @@ def cvact_test_recall(
         if gt_index is not None:
             raise ValueError("protocol 'utm_5m' matches by location; gt_index is not used")
         return geo_tolerant_recall(
-            query, reference, query_utm, reference_utm, ks, radius_m, top_percent, **kwargs  # type: ignore[arg-type]
+            query,
+            reference,
+            query_utm,
+            reference_utm,
+            ks,
+            radius_m,
+            top_percent,
+            **kwargs,  # type: ignore[arg-type]
         )
     if query_utm is not None or reference_utm is not None:
         raise ValueError(f"protocol {protocol!r} matches by id; UTM coordinates are not used")
     return retrieval_recall(
-        query, reference, ks, top_percent, gt_index=gt_index, protocol=protocol, **kwargs  # type: ignore[arg-type]
+        query,
+        reference,
+        ks,
+        top_percent,
+        gt_index=gt_index,
+        protocol=protocol,
+        **kwargs,  # type: ignore[arg-type]
     )

@@ -58,7 +58,9 @@ def _float64_coords(x: object, name: str, n: int | None = None) -> np.ndarray:
     return arr
 
 
-def utm_neighbours(query_utm: object, reference_utm: object, radius_m: float) -> tuple[np.ndarray, np.ndarray]:
+def utm_neighbours(
+    query_utm: object, reference_utm: object, radius_m: float
+) -> tuple[np.ndarray, np.ndarray]:
     """All (query, reference) pairs within ``radius_m`` metres, sorted by query then reference.
 
     Uses a k-d tree (``scipy.spatial.cKDTree.sparse_distance_matrix``), never an N x N matrix.
@@ -162,7 +164,9 @@ def geo_tolerant_recall(
         if pess is not None:
             n_tied_near = torch.zeros(end - start, dtype=torch.long, device=device)
             n_tied_near.scatter_add_(0, rows, (vals == best[rows]).long())
-            pess[start:end] = torch.where(has_near, count(block, best[:, None], strict=False) - n_tied_near, none)
+            pess[start:end] = torch.where(
+                has_near, count(block, best[:, None], strict=False) - n_tied_near, none
+            )
         del block
     out = opt if ties == "optimistic" else pess
     assert out is not None
@@ -179,4 +183,3 @@ def geo_tolerant_recall(
         radius_m=float(radius_m),
         tie_stats=stats,
     )
-

@@ -105,8 +105,9 @@ def topk_references(
         raise ValueError("the reference gallery is empty")
     kk = min(k, n_ref)
     out = torch.empty(int(query.shape[0]), kk, dtype=torch.int64)
-    for start, end, scores in score_blocks(query, reference, chunk_size=chunk_size, similarity=similarity,
-                                           memory_budget=memory_budget):
+    for start, end, scores in score_blocks(
+        query, reference, chunk_size=chunk_size, similarity=similarity, memory_budget=memory_budget
+    ):
         out[start:end] = scores.topk(kk, dim=1).indices.cpu()
     return out
 
@@ -120,8 +121,9 @@ def _positions(value: object, name: str) -> np.ndarray:
     return arr
 
 
-def position_distances(query_pos: object, reference_pos: object, index: Tensor | np.ndarray,
-                       coordinates: str = "utm") -> np.ndarray:
+def position_distances(
+    query_pos: object, reference_pos: object, index: Tensor | np.ndarray, coordinates: str = "utm"
+) -> np.ndarray:
     """Metres from each query's position to the positions of the references ``index`` names.
 
     Args:
@@ -145,12 +147,14 @@ def position_distances(query_pos: object, reference_pos: object, index: Tensor |
     picked = r[idx]  # (N_q, k, 2)
     if coordinates == "utm":
         return np.linalg.norm(picked - q[:, None, :], axis=-1)
-    return great_circle_distance(np.broadcast_to(q[:, None, :], picked.shape).reshape(-1, 2),
-                                 picked.reshape(-1, 2)).reshape(idx.shape)
+    return great_circle_distance(
+        np.broadcast_to(q[:, None, :], picked.shape).reshape(-1, 2), picked.reshape(-1, 2)
+    ).reshape(idx.shape)
 
 
-def radius_recall(distances: np.ndarray, ks: Sequence[int] = (1, 5, 10),
-                  radii_m: Sequence[float] = DEFAULT_RADII_M) -> dict[str, float]:
+def radius_recall(
+    distances: np.ndarray, ks: Sequence[int] = (1, 5, 10), radii_m: Sequence[float] = DEFAULT_RADII_M
+) -> dict[str, float]:
     """``R@k<r m`` from the (N_q, K) distances of each query's ranked references (module Convention).
 
     Example:

@@ -19,9 +19,10 @@ Convention (``docs/protocols.md#orientation-known-and-unknown``, DSM ``input_dat
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,9 @@ def _crop_width(fov_deg: float, width: int) -> int:
     return int(fov_deg / 360 * width)
 
 
-def orientation_bins(shifts: Sequence[int] | np.ndarray | Tensor, width: int = 512, n_bins: int = 64) -> np.ndarray:
+def orientation_bins(
+    shifts: Sequence[int] | np.ndarray | Tensor, width: int = 512, n_bins: int = 64
+) -> np.ndarray:
     """Ground-truth orientation bins ``np.round((width - shift) / width * n_bins) % n_bins``.
 
     Example:
@@ -96,7 +99,9 @@ class FovQuerySet:
         if start < 0 or start + b > self.n:
             raise ValueError(f"queries [{start}, {start + b}) are outside this set of {self.n}")
         if panoramas.shape[-1] != self.width:
-            raise ValueError(f"panoramas must be {self.width} columns wide, got shape {tuple(panoramas.shape)}")
+            raise ValueError(
+                f"panoramas must be {self.width} columns wide, got shape {tuple(panoramas.shape)}"
+            )
         return apply_fov(panoramas, self.shifts[start : start + b], self.crop_width)
 
     def to_dict(self) -> dict[str, object]:
@@ -115,13 +120,13 @@ class FovQuerySet:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> FovQuerySet:
+    def from_dict(cls, d: Mapping[str, Any]) -> FovQuerySet:
         """Inverse of :meth:`to_dict`; checks the format tag and the stored length."""
         if d.get("format") != _FORMAT:
             raise ValueError(f"not a FoV query set: format {d.get('format')!r}, expected {_FORMAT!r}")
-        shifts = tuple(int(s) for s in d["shifts"])  # type: ignore[union-attr]
-        out = cls(int(d["seed"]), float(d["fov_deg"]), float(d["noise_deg"]), int(d["width"]), shifts)  # type: ignore[arg-type]
-        if "n" in d and int(d["n"]) != out.n:  # type: ignore[arg-type]
+        shifts = tuple(int(s) for s in d["shifts"])
+        out = cls(int(d["seed"]), float(d["fov_deg"]), float(d["noise_deg"]), int(d["width"]), shifts)
+        if "n" in d and int(d["n"]) != out.n:
             raise ValueError(f"FoV query set says n={d['n']} but holds {out.n} shifts")
         return out
 
@@ -200,7 +205,9 @@ def make_fov_queries(
         raise ValueError(f"fov_deg={fov_deg} keeps no column of a {width}-wide panorama")
     rng = np.random.RandomState(seed)
     shifts = tuple(int(rng.rand() * width * noise_deg / 360) for _ in range(n))
-    return FovQuerySet(seed=int(seed), fov_deg=float(fov_deg), noise_deg=float(noise_deg), width=width, shifts=shifts)
+    return FovQuerySet(
+        seed=int(seed), fov_deg=float(fov_deg), noise_deg=float(noise_deg), width=width, shifts=shifts
+    )
 
 
 def apply_fov(panoramas: Tensor, shifts: Sequence[int] | Tensor, crop_width: int) -> Tensor:
@@ -273,8 +280,11 @@ class OrientationResult:
 
     def protocol_dict(self) -> dict[str, int | str]:
         """The flags these numbers depend on: the tolerance rule, tolerance and bin count."""
-        return {"orientation_rule": self.rule, "orientation_tolerance_bins": self.tolerance_bins,
-                "orientation_bins": self.n_bins}
+        return {
+            "orientation_rule": self.rule,
+            "orientation_tolerance_bins": self.tolerance_bins,
+            "orientation_bins": self.n_bins,
+        }
 
 
 def orientation_accuracy(

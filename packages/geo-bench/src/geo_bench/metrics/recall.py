@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from geo_bench.metrics.faiss_backend import faiss_hits
 from geo_retrieval import ranking as _core
 
 # The shared building blocks, re-exported for the other metric modules (cvact, vigor, geo,
@@ -161,12 +162,14 @@ def retrieval_recall(
     _check_ties(ties)
     if tie_stats:
         raise ValueError("backend='faiss' cannot see exact ties; use backend='torch' for tie_stats=True")
-    from geo_bench.metrics.faiss_backend import faiss_hits
-
     if similarity is not None:
-        raise ValueError("backend='faiss' searches plain inner products; a custom similarity needs backend='torch'")
+        raise ValueError(
+            "backend='faiss' searches plain inner products; a custom similarity needs backend='torch'"
+        )
     if ties != "optimistic":
-        raise ValueError("backend='faiss' resolves ties by its own order; use backend='torch' for ties='pessimistic'")
+        raise ValueError(
+            "backend='faiss' resolves ties by its own order; use backend='torch' for ties='pessimistic'"
+        )
     _prepare(query, reference, None)
     n_q, n_ref = query.shape[0], reference.shape[0]
     gt = _check_gt(gt_index, n_q, n_ref, torch.device("cpu"))
@@ -237,4 +240,3 @@ def bidirectional_recall(
         "g2a": retrieval_recall(ground, aerial, ks, top_percent, gt_index=gt, direction="g2a", **kwargs),
         "a2g": retrieval_recall(aerial, ground, ks, top_percent, gt_index=inv, direction="a2g", **kwargs),
     }
-

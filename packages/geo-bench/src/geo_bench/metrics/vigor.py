@@ -141,7 +141,9 @@ def vigor_recall(
         # padding points at the positive, which never scores above itself
         semi = torch.where(semi < 0, pos[:, None], semi)
     rank = torch.empty(n_q, dtype=torch.long, device=device)
-    other = torch.empty(n_q, dtype=torch.long, device=device) if tie_stats else None  # the other tie rule's rank
+    other = (
+        torch.empty(n_q, dtype=torch.long, device=device) if tie_stats else None
+    )  # the other tie rule's rank
     hit = torch.empty(n_q, dtype=torch.bool, device=device)
     top1 = torch.empty(n_q, dtype=torch.long, device=device)
     count = _Counter()
@@ -149,7 +151,9 @@ def vigor_recall(
         p = block.gather(1, pos[start:end, None])
         rank[start:end] = count(block, p, strict=ties == "optimistic") - (0 if ties == "optimistic" else 1)
         if other is not None:
-            other[start:end] = count(block, p, strict=ties != "optimistic") - (1 if ties == "optimistic" else 0)
+            other[start:end] = count(block, p, strict=ties != "optimistic") - (
+                1 if ties == "optimistic" else 0
+            )
         greater = block > p
         greater.scatter_(1, semi[start:end], False)
         hit[start:end] = ~greater.any(1)
@@ -158,7 +162,9 @@ def vigor_recall(
     stats = None
     if other is not None:
         stats = tie_statistics(rank, other) if ties == "optimistic" else tie_statistics(other, rank)
-    recall = recall_from_ranks(rank, n_ref, ks, top_percent, top1pct_rule=top1pct_rule, ties=ties, tie_stats=stats)
+    recall = recall_from_ranks(
+        rank, n_ref, ks, top_percent, top1pct_rule=top1pct_rule, ties=ties, tie_stats=stats
+    )
     return VigorResult(recall=recall, hit_rate=100.0 * int(hit.sum()) / n_q, top1_index=top1)
 
 
@@ -191,7 +197,9 @@ def vigor_offset_to_latlon(
         (N, 2) float64 predicted (lat, lon).
     """
     c = _latlon(center_latlon, "center_latlon")
-    off = np.asarray(offset_px.detach().cpu() if isinstance(offset_px, Tensor) else offset_px, dtype=np.float64)
+    off = np.asarray(
+        offset_px.detach().cpu() if isinstance(offset_px, Tensor) else offset_px, dtype=np.float64
+    )
     if off.shape != c.shape:
         raise ValueError(f"offset_px must be {c.shape} like center_latlon, got {off.shape}")
     d = half_tile_px * meters_per_pixel
@@ -320,5 +328,4 @@ def plot_meter_level_accuracy(
     ax.grid(linestyle="dotted")
     if any(curves):
         ax.legend(loc="upper left")
-    return fig  # type: ignore[return-value]
-
+    return fig

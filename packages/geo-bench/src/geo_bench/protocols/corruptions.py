@@ -158,8 +158,15 @@ _CONSTANTS: dict[str, Any] = {
     "emboss": ((-2, -1, 0), (-1, 1, 1), (0, 1, 2)),
     "snow_gray": (0.299, 0.587, 0.114),
     "frost_tint": (0.83, 0.91, 1.0),
-    "frost_mix": {"base": 0.25, "density": 0.35, "density_decay": 1.6, "vein_decay": 2.0, "power": 12,
-                  "vein_gain": (0.6, 0.8), "octaves": ((1.0, 0.5), (0.5, 0.35), (0.25, 0.25))},
+    "frost_mix": {
+        "base": 0.25,
+        "density": 0.35,
+        "density_decay": 1.6,
+        "vein_decay": 2.0,
+        "power": 12,
+        "vein_gain": (0.6, 0.8),
+        "octaves": ((1.0, 0.5), (0.5, 0.35), (0.25, 0.25)),
+    },
     "jpeg": "Pillow, subsampling 4:2:0, optimize False",
 }
 
@@ -239,7 +246,9 @@ def _filter2d(x: Tensor, kernel: Sequence[Sequence[float]], mode: str = "reflect
     kh, kw = len(kernel), len(kernel[0])
     rh, rw = kh // 2, kw // 2
     h, w = x.shape[-2:]
-    p = x.index_select(-2, _pad_index(h, rh, mode, x.device)).index_select(-1, _pad_index(w, rw, mode, x.device))
+    p = x.index_select(-2, _pad_index(h, rh, mode, x.device)).index_select(
+        -1, _pad_index(w, rw, mode, x.device)
+    )
     out: Tensor | None = None
     for i in range(kh):
         for j in range(kw):
@@ -274,7 +283,9 @@ def _motion(x: Tensor, radius: int, sigma: float, angles_deg: Sequence[float]) -
     down); edges replicated). The shifts differ per image, so each image is summed from slices of one
     edge-padded copy (integer products and sums: exact). Returns the blurred levels (not rounded).
     """
-    taps = _taps([math.exp(-0.5 * (i / sigma) ** 2) if sigma > 0 else float(i == 0) for i in range(2 * radius + 1)])
+    taps = _taps(
+        [math.exp(-0.5 * (i / sigma) ** 2) if sigma > 0 else float(i == 0) for i in range(2 * radius + 1)]
+    )
     _, _, h, w = x.shape
     pad = 2 * radius
     padded = x.index_select(-2, _pad_index(h, pad, "edge", x.device))
@@ -314,14 +325,16 @@ def _zoom_centre(x: Tensor, factor: float) -> Tensor:
     return _bilinear_axis(y, (xs - cx) / factor + cx, -1)
 
 
-def _per_image(rngs: Sequence[np.random.Generator], draw: Callable[[np.random.Generator], Any],
-               device: torch.device) -> Tensor:
+def _per_image(
+    rngs: Sequence[np.random.Generator], draw: Callable[[np.random.Generator], Any], device: torch.device
+) -> Tensor:
     """Stack one float64 array per image, each drawn from that image's own generator."""
     return torch.from_numpy(np.stack([np.asarray(draw(g), dtype=np.float64) for g in rngs])).to(device)
 
 
-def _plasma(rngs: Sequence[np.random.Generator], h: int, w: int, scale: float, decay: float,
-            device: torch.device) -> Tensor:
+def _plasma(
+    rngs: Sequence[np.random.Generator], h: int, w: int, scale: float, decay: float, device: torch.device
+) -> Tensor:
     """Diamond-square fractal per image, (B, 1, h, w) float64 in [0, 1].
 
     A torus of ``R x C`` square cells of side ``T = 2 ** round(log2(256 s))`` (T >= 2), with
@@ -531,7 +544,9 @@ def _snow(v: Tensor, p: tuple, rngs: Sequence[np.random.Generator], s: float) ->
     return x * 255.0
 
 
-def _frost_layer(rngs: Sequence[np.random.Generator], h: int, w: int, s: float, device: torch.device) -> Tensor:
+def _frost_layer(
+    rngs: Sequence[np.random.Generator], h: int, w: int, s: float, device: torch.device
+) -> Tensor:
     """Procedural frost (B, 3, h, w) in [0, 1], our substitute for ImageNet-C's frost photographs:
     ``tint * clip(base + a D + (c + e D) sum_k w_k R_k^p, 0, 1)``. D is a fractal (decay 1.6) giving
     patchy coverage; ``R_k = 1 - |2 F_k - 1|`` are the ridges of smooth fractals F_k (decay 2.0) at
@@ -546,7 +561,9 @@ def _frost_layer(rngs: Sequence[np.random.Generator], h: int, w: int, s: float, 
         sharp = _ipow(ridge, int(mix["power"]))
         veins = sharp * weight if veins is None else veins + sharp * weight
     assert veins is not None
-    frost = (density * mix["density"] + mix["base"]) + veins * (density * mix["vein_gain"][1] + mix["vein_gain"][0])
+    frost = (density * mix["density"] + mix["base"]) + veins * (
+        density * mix["vein_gain"][1] + mix["vein_gain"][0]
+    )
     tint = torch.tensor(_CONSTANTS["frost_tint"], dtype=torch.float64, device=device).view(1, 3, 1, 1)
     return frost.clamp(0.0, 1.0) * tint
 
@@ -623,13 +640,18 @@ def _spatter(v: Tensor, p: tuple, rngs: Sequence[np.random.Generator], s: float)
         m = liquid * relief
         top = m.amax(dim=(1, 2, 3), keepdim=True)
         m = torch.where(top > 0, m / torch.where(top > 0, top, 1.0), 0.0) * fourth
-        colour = torch.tensor(_CONSTANTS["water_rgb"], dtype=torch.float64, device=v.device).view(1, 3, 1, 1) / 255.0
+        colour = (
+            torch.tensor(_CONSTANTS["water_rgb"], dtype=torch.float64, device=v.device).view(1, 3, 1, 1)
+            / 255.0
+        )
         x = x + m * colour
     else:
         mask = (liquid > threshold).to(torch.float64)
         m = _blur(mask, fourth * s)
         m = torch.where(m < 0.8, 0.0, m)
-        colour = torch.tensor(_CONSTANTS["mud_rgb"], dtype=torch.float64, device=v.device).view(1, 3, 1, 1) / 255.0
+        colour = (
+            torch.tensor(_CONSTANTS["mud_rgb"], dtype=torch.float64, device=v.device).view(1, 3, 1, 1) / 255.0
+        )
         x = x * (1.0 - m) + colour * m
     return x * 255.0
 
@@ -730,8 +752,16 @@ class Corruption:
         }
 
 
-def _spec(name: str, group: str, fields: tuple[str, ...], rows: Sequence[Any], impl: Callable, *,
-          random: bool, source: str = "ImageNet-C (hendrycks/robustness, imagenet_c/corruptions.py)") -> Corruption:
+def _spec(
+    name: str,
+    group: str,
+    fields: tuple[str, ...],
+    rows: Sequence[Any],
+    impl: Callable,
+    *,
+    random: bool,
+    source: str = "ImageNet-C (hendrycks/robustness, imagenet_c/corruptions.py)",
+) -> Corruption:
     params = tuple(tuple(float(x) for x in (row if isinstance(row, tuple) else (row,))) for row in rows)
     return Corruption(name, group, fields, params, random, source, impl)
 
@@ -743,33 +773,106 @@ _PROCEDURAL = "ImageNet-C blend weights; procedural frost layer (photographs not
 CORRUPTIONS: dict[str, Corruption] = {
     c.name: c
     for c in (
-        _spec("gaussian_noise", "noise", ("sigma",), (0.08, 0.12, 0.18, 0.26, 0.38), _gaussian_noise, random=True),
+        _spec(
+            "gaussian_noise",
+            "noise",
+            ("sigma",),
+            (0.08, 0.12, 0.18, 0.26, 0.38),
+            _gaussian_noise,
+            random=True,
+        ),
         _spec("shot_noise", "noise", ("photons",), (60, 25, 12, 5, 3), _shot_noise, random=True),
-        _spec("impulse_noise", "noise", ("amount",), (0.03, 0.06, 0.09, 0.17, 0.27), _impulse_noise, random=True),
-        _spec("speckle_noise", "noise", ("sigma",), (0.15, 0.2, 0.35, 0.45, 0.6), _speckle_noise, random=True),
-        _spec("defocus_blur", "blur", ("radius", "alias_sigma"),
-              ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)), _defocus_blur, random=False),
-        _spec("glass_blur", "blur", ("sigma", "max_shift", "iterations"),
-              ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)), _glass_blur, random=True),
-        _spec("motion_blur", "blur", ("radius", "sigma"),
-              ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15)), _motion_blur, random=True, source=_IMAGEMAGICK),
-        _spec("zoom_blur", "blur", ("step", "zooms"),
-              ((0.01, 12), (0.01, 16), (0.02, 11), (0.02, 13), (0.03, 11)), _zoom_blur, random=False),
-        _spec("snow", "weather", ("loc", "scale", "zoom", "threshold", "radius", "sigma", "blend"),
-              ((0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7), (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
-               (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65), (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)),
-              _snow, random=True, source=_IMAGEMAGICK),
-        _spec("frost", "weather", ("image_weight", "frost_weight"),
-              ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)), _frost, random=True, source=_PROCEDURAL),
-        _spec("fog", "weather", ("strength", "decay"),
-              ((1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4)), _fog, random=True),
+        _spec(
+            "impulse_noise", "noise", ("amount",), (0.03, 0.06, 0.09, 0.17, 0.27), _impulse_noise, random=True
+        ),
+        _spec(
+            "speckle_noise", "noise", ("sigma",), (0.15, 0.2, 0.35, 0.45, 0.6), _speckle_noise, random=True
+        ),
+        _spec(
+            "defocus_blur",
+            "blur",
+            ("radius", "alias_sigma"),
+            ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)),
+            _defocus_blur,
+            random=False,
+        ),
+        _spec(
+            "glass_blur",
+            "blur",
+            ("sigma", "max_shift", "iterations"),
+            ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)),
+            _glass_blur,
+            random=True,
+        ),
+        _spec(
+            "motion_blur",
+            "blur",
+            ("radius", "sigma"),
+            ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15)),
+            _motion_blur,
+            random=True,
+            source=_IMAGEMAGICK,
+        ),
+        _spec(
+            "zoom_blur",
+            "blur",
+            ("step", "zooms"),
+            ((0.01, 12), (0.01, 16), (0.02, 11), (0.02, 13), (0.03, 11)),
+            _zoom_blur,
+            random=False,
+        ),
+        _spec(
+            "snow",
+            "weather",
+            ("loc", "scale", "zoom", "threshold", "radius", "sigma", "blend"),
+            (
+                (0.1, 0.3, 3, 0.5, 10, 4, 0.8),
+                (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
+                (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+                (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
+                (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55),
+            ),
+            _snow,
+            random=True,
+            source=_IMAGEMAGICK,
+        ),
+        _spec(
+            "frost",
+            "weather",
+            ("image_weight", "frost_weight"),
+            ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)),
+            _frost,
+            random=True,
+            source=_PROCEDURAL,
+        ),
+        _spec(
+            "fog",
+            "weather",
+            ("strength", "decay"),
+            ((1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4)),
+            _fog,
+            random=True,
+        ),
         _spec("brightness", "weather", ("delta_v",), (0.1, 0.2, 0.3, 0.4, 0.5), _brightness, random=False),
-        _spec("spatter", "weather", ("loc", "scale", "sigma", "threshold", "intensity_or_mud_sigma", "mode"),
-              ((0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0), (0.65, 0.3, 2, 0.68, 0.5, 0),
-               (0.65, 0.3, 1, 0.65, 1.5, 1), (0.67, 0.4, 1, 0.65, 1.5, 1)), _spatter, random=True),
+        _spec(
+            "spatter",
+            "weather",
+            ("loc", "scale", "sigma", "threshold", "intensity_or_mud_sigma", "mode"),
+            (
+                (0.65, 0.3, 4, 0.69, 0.6, 0),
+                (0.65, 0.3, 3, 0.68, 0.6, 0),
+                (0.65, 0.3, 2, 0.68, 0.5, 0),
+                (0.65, 0.3, 1, 0.65, 1.5, 1),
+                (0.67, 0.4, 1, 0.65, 1.5, 1),
+            ),
+            _spatter,
+            random=True,
+        ),
         _spec("contrast", "digital", ("factor",), (0.4, 0.3, 0.2, 0.1, 0.05), _contrast, random=False),
         _spec("pixelate", "digital", ("factor",), (0.6, 0.5, 0.4, 0.3, 0.25), _pixelate, random=False),
-        _spec("jpeg_compression", "digital", ("quality",), (25, 18, 15, 10, 7), _jpeg_compression, random=False),
+        _spec(
+            "jpeg_compression", "digital", ("quality",), (25, 18, 15, 10, 7), _jpeg_compression, random=False
+        ),
     )
 }
 
@@ -866,8 +969,9 @@ def _generators(generator: _GeneratorArg, batch: int, spec: Corruption) -> list[
         return [np.random.Generator(np.random.PCG64(int(x))) for x in seeds]
     rngs = list(generator)
     if len(rngs) != batch or not all(isinstance(g, np.random.Generator) for g in rngs):
-        raise ValueError(f"generator must be one numpy Generator or {batch} of them (one per image), got "
-                         f"{len(rngs)} items")
+        raise ValueError(
+            f"generator must be one numpy Generator or {batch} of them (one per image), got {len(rngs)} items"
+        )
     return rngs
 
 
@@ -880,7 +984,12 @@ def sample_generator(seed: int, name: str, severity: int, sample_id: str | int) 
         True
     """
     payload = json.dumps(
-        {"seed": _check_seed(seed), "corruption": str(name), "severity": int(severity), "sample_id": str(sample_id)},
+        {
+            "seed": _check_seed(seed),
+            "corruption": str(name),
+            "severity": int(severity),
+            "sample_id": str(sample_id),
+        },
         sort_keys=True,
         separators=(",", ":"),
     )
@@ -888,7 +997,9 @@ def sample_generator(seed: int, name: str, severity: int, sample_id: str | int) 
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(int.from_bytes(digest, "big"))))
 
 
-def corrupt(images: Tensor, name: str, severity: int, *, seed: int, sample_ids: Sequence[str | int]) -> Tensor:
+def corrupt(
+    images: Tensor, name: str, severity: int, *, seed: int, sample_ids: Sequence[str | int]
+) -> Tensor:
     """Corrupt a batch reproducibly: image ``i`` uses the stream ``(seed, name, severity, sample_ids[i])``.
 
     Args:
@@ -942,8 +1053,9 @@ class CorruptedViews(Dataset):
         views: keys of the views to corrupt, ``("ground",)`` for CVUSA-C (queries only).
     """
 
-    def __init__(self, dataset: Any, name: str, severity: int, *, seed: int,
-                 views: Sequence[str] = ("ground",)) -> None:
+    def __init__(
+        self, dataset: Any, name: str, severity: int, *, seed: int, views: Sequence[str] = ("ground",)
+    ) -> None:
         get_corruption(name)
         _check_severity(severity)
         if isinstance(views, str) or not views or not all(isinstance(v, str) for v in views):
@@ -967,8 +1079,9 @@ class CorruptedViews(Dataset):
             image = self._view(sample, view)
             if image.ndim != 3:
                 raise ValueError(f"sample[{view!r}] must be (3, H, W), got {tuple(image.shape)}")
-            out[view] = corrupt(image[None], self.name, self.severity, seed=self.seed,
-                                sample_ids=[f"{view}:{sid}"])[0]
+            out[view] = corrupt(
+                image[None], self.name, self.severity, seed=self.seed, sample_ids=[f"{view}:{sid}"]
+            )[0]
         return out
 
     def apply(self, batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -979,8 +1092,9 @@ class CorruptedViews(Dataset):
             raise KeyError("the batch needs an 'id' list (one sample id per image) to seed the corruption")
         for view in self.views:
             image = self._view(batch, view)
-            out[view] = corrupt(image, self.name, self.severity, seed=self.seed,
-                                sample_ids=[f"{view}:{i}" for i in ids])
+            out[view] = corrupt(
+                image, self.name, self.severity, seed=self.seed, sample_ids=[f"{view}:{i}" for i in ids]
+            )
         return out
 
     @staticmethod
@@ -999,8 +1113,10 @@ class CorruptedViews(Dataset):
         return image
 
     def __repr__(self) -> str:
-        return (f"CorruptedViews({type(self.dataset).__name__}, {self.name!r}, severity={self.severity}, "
-                f"seed={self.seed}, views={self.views})")
+        return (
+            f"CorruptedViews({type(self.dataset).__name__}, {self.name!r}, severity={self.severity}, "
+            f"seed={self.seed}, views={self.views})"
+        )
 
 
 # ----------------------------------------------------------------------------------- metrics
@@ -1019,7 +1135,9 @@ def _severity_values(values: float | Sequence[float] | Mapping[int, float], what
         for sev in keyed:
             _check_severity(sev)
         items = [keyed[k] for k in sorted(keyed)]
-    elif isinstance(values, (int, float, np.integer, np.floating)) and not isinstance(values, bool):
+    elif isinstance(values, (int, float, np.integer, np.floating)):
+        if isinstance(values, bool):  # not a number here, and not iterable
+            raise TypeError(f"'{type(values).__name__}' object is not iterable")
         items = [values]
     else:
         items = list(values)
@@ -1028,7 +1146,9 @@ def _severity_values(values: float | Sequence[float] | Mapping[int, float], what
     return [_r1(v, what) for v in items]
 
 
-def relative_corruption_error(clean_r1: float, corrupt_r1: float | Sequence[float] | Mapping[int, float]) -> float:
+def relative_corruption_error(
+    clean_r1: float, corrupt_r1: float | Sequence[float] | Mapping[int, float]
+) -> float:
     """Relative corruption error ``RCE = (R@1_clean - R@1_corrupt) / R@1_clean``.
 
     Convention: ``corrupt_r1`` is one R@1, or the R@1 of one corruption at several severities (a
@@ -1047,14 +1167,18 @@ def relative_corruption_error(clean_r1: float, corrupt_r1: float | Sequence[floa
     """
     clean = _r1(clean_r1, "clean_r1")
     if clean == 0:
-        raise ValueError("clean R@1 is 0: the relative corruption error (R@1_clean - R@1_corrupt) / R@1_clean "
-                         "is undefined; report the corrupted R@1 itself")
+        raise ValueError(
+            "clean R@1 is 0: the relative corruption error (R@1_clean - R@1_corrupt) / R@1_clean "
+            "is undefined; report the corrupted R@1 itself"
+        )
     values = _severity_values(corrupt_r1, "corrupt_r1")
     mean = math.fsum(values) / len(values)
     return (clean - mean) / clean
 
 
-def summarise_corruptions(clean_r1: float, results: Mapping[str, Sequence[float] | Mapping[int, float]]) -> dict[str, Any]:
+def summarise_corruptions(
+    clean_r1: float, results: Mapping[str, Sequence[float] | Mapping[int, float]]
+) -> dict[str, Any]:
     """Per-corruption R@1 -> a table dict (registry order, then groups and overall means).
 
     Args:

@@ -89,9 +89,18 @@ class FovQueryFile:
         return fov_width(self.fov_deg, self.width)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"protocol": "fov", "version": self.version, "dataset": self.dataset, "split": self.split,
-                "fov_deg": self.fov_deg, "seed": self.seed, "width": self.width, "crop_width": self.crop_width,
-                "ids": list(self.ids), "shifts": list(self.shifts)}
+        return {
+            "protocol": "fov",
+            "version": self.version,
+            "dataset": self.dataset,
+            "split": self.split,
+            "fov_deg": self.fov_deg,
+            "seed": self.seed,
+            "width": self.width,
+            "crop_width": self.crop_width,
+            "ids": list(self.ids),
+            "shifts": list(self.shifts),
+        }
 
     def to_json(self) -> bytes:
         """The canonical bytes (sorted keys, no spaces) hashed by :attr:`sha256`."""
@@ -103,8 +112,13 @@ class FovQueryFile:
 
     def protocol(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """The record's protocol fields of this query set."""
-        out: dict[str, Any] = {"orientation_known": False, "fov": self.fov_deg, "fov_protocol": self.version,
-                               "query_seed": self.seed, "query_file_sha256": self.sha256[:16]}
+        out: dict[str, Any] = {
+            "orientation_known": False,
+            "fov": self.fov_deg,
+            "fov_protocol": self.version,
+            "query_seed": self.seed,
+            "query_file_sha256": self.sha256[:16],
+        }
         if path is not None:
             out["query_file"] = Path(path).name
         return out
@@ -112,19 +126,36 @@ class FovQueryFile:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "query file") -> FovQueryFile:
         try:
-            q = cls(dataset=str(d["dataset"]), split=str(d["split"]), fov_deg=float(d["fov_deg"]),
-                    seed=int(d["seed"]), width=int(d["width"]), ids=tuple(str(i) for i in d["ids"]),
-                    shifts=tuple(int(s) for s in d["shifts"]), version=str(d["version"]))
+            q = cls(
+                dataset=str(d["dataset"]),
+                split=str(d["split"]),
+                fov_deg=float(d["fov_deg"]),
+                seed=int(d["seed"]),
+                width=int(d["width"]),
+                ids=tuple(str(i) for i in d["ids"]),
+                shifts=tuple(int(s) for s in d["shifts"]),
+                version=str(d["version"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{where} is not an FoV query file ({type(exc).__name__}: {exc})") from None
         if d.get("protocol") != "fov" or len(q.ids) != len(q.shifts):
-            raise ValueError(f"{where} is not an FoV query file (protocol {d.get('protocol')!r}, "
-                             f"{len(q.ids)} ids and {len(q.shifts)} shifts)")
+            raise ValueError(
+                f"{where} is not an FoV query file (protocol {d.get('protocol')!r}, "
+                f"{len(q.ids)} ids and {len(q.shifts)} shifts)"
+            )
         return q
 
 
-def fov_query_file(folder: str | os.PathLike[str], dataset: str, split: str, ids: Sequence[str], fov_deg: float,
-                   *, width: int, seed: int = FOV_QUERY_SEED) -> tuple[FovQueryFile, Path]:
+def fov_query_file(
+    folder: str | os.PathLike[str],
+    dataset: str,
+    split: str,
+    ids: Sequence[str],
+    fov_deg: float,
+    *,
+    width: int,
+    seed: int = FOV_QUERY_SEED,
+) -> tuple[FovQueryFile, Path]:
     """The query file of (dataset, split, FoV, seed) in ``folder``: made (atomically) when absent,
     else read and checked.
 
@@ -144,8 +175,9 @@ def fov_query_file(folder: str | os.PathLike[str], dataset: str, split: str, ids
             file and what differs).
     """
     made = make_fov_queries(len(ids), float(fov_deg), noise_deg=360.0, seed=int(seed), width=int(width))
-    want = FovQueryFile(dataset, split, float(fov_deg), int(seed), int(width), tuple(str(i) for i in ids),
-                        tuple(made.shifts))
+    want = FovQueryFile(
+        dataset, split, float(fov_deg), int(seed), int(width), tuple(str(i) for i in ids), tuple(made.shifts)
+    )
     path = Path(folder) / f"fov-{dataset}-{split}-{fov_deg:g}deg-s{seed}.json"
     if not path.exists():
         atomic_write_bytes(path, want.to_json() + b"\n")
@@ -154,9 +186,11 @@ def fov_query_file(folder: str | os.PathLike[str], dataset: str, split: str, ids
         have = FovQueryFile.from_dict(json.loads(path.read_text()), str(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid JSON ({exc}); delete it to draw the query set again") from None
-    diffs = [f"{name}: file has {getattr(have, name)!r}, expected {getattr(want, name)!r}"
-             for name in ("version", "dataset", "split", "fov_deg", "seed", "width")
-             if getattr(have, name) != getattr(want, name)]
+    diffs = [
+        f"{name}: file has {getattr(have, name)!r}, expected {getattr(want, name)!r}"
+        for name in ("version", "dataset", "split", "fov_deg", "seed", "width")
+        if getattr(have, name) != getattr(want, name)
+    ]
     if have.ids != want.ids:
         diffs.append(f"ids: the file lists {len(have.ids)} queries that are not this split's {len(want.ids)}")
     if diffs:
@@ -174,7 +208,9 @@ class LimitedFovGround(Dataset):
             mean, scaled to 0..255 for uint8 images); default mid-grey.
     """
 
-    def __init__(self, dataset: Dataset, queries: FovQueryFile, fill: Sequence[float] | Tensor | None = None) -> None:
+    def __init__(
+        self, dataset: Dataset, queries: FovQueryFile, fill: Sequence[float] | Tensor | None = None
+    ) -> None:
         if len(queries.ids) != len(dataset):  # type: ignore[arg-type]
             raise ValueError(f"the query file has {len(queries.ids)} queries for {len(dataset)} samples")  # type: ignore[arg-type]
         self.dataset, self.queries = dataset, queries
@@ -188,13 +224,19 @@ class LimitedFovGround(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         sample = dict(self.dataset[i])
         if str(sample["id"]) != self.queries.ids[i]:
-            raise ValueError(f"sample {i} is {sample['id']!r} but the query file expects {self.queries.ids[i]!r}")
+            raise ValueError(
+                f"sample {i} is {sample['id']!r} but the query file expects {self.queries.ids[i]!r}"
+            )
         ground = sample["ground"]
         if ground.shape[-1] != self.queries.width:
-            raise ValueError(f"panorama {sample['id']!r} is {ground.shape[-1]} columns wide, the query file "
-                             f"was drawn for {self.queries.width}")
+            raise ValueError(
+                f"panorama {sample['id']!r} is {ground.shape[-1]} columns wide, the query file "
+                f"was drawn for {self.queries.width}"
+            )
         x = ground.double()
         fill = self.fill * (255.0 if not ground.is_floating_point() else 1.0)
         out = limit_fov(x[None], self.queries.fov_deg, self.queries.shifts[i], fill)[0]
-        sample["ground"] = out.round().to(ground.dtype) if not ground.is_floating_point() else out.to(ground.dtype)
+        sample["ground"] = (
+            out.round().to(ground.dtype) if not ground.is_floating_point() else out.to(ground.dtype)
+        )
         return sample

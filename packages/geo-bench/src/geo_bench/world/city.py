@@ -117,11 +117,19 @@ class CityConfig:
     core_radius: float = 0.22
     height_scale: float = 1.0
     roof_palette: tuple[tuple[float, float, float], ...] = (
-        (0.55, 0.55, 0.55), (0.35, 0.35, 0.37), (0.62, 0.30, 0.22), (0.45, 0.30, 0.22), (0.70, 0.70, 0.68),
+        (0.55, 0.55, 0.55),
+        (0.35, 0.35, 0.37),
+        (0.62, 0.30, 0.22),
+        (0.45, 0.30, 0.22),
+        (0.70, 0.70, 0.68),
         (0.25, 0.27, 0.30),
     )
     facade_palette: tuple[tuple[float, float, float], ...] = (
-        (0.78, 0.74, 0.66), (0.60, 0.35, 0.28), (0.85, 0.85, 0.82), (0.55, 0.58, 0.62), (0.72, 0.62, 0.48),
+        (0.78, 0.74, 0.66),
+        (0.60, 0.35, 0.28),
+        (0.85, 0.85, 0.82),
+        (0.55, 0.58, 0.62),
+        (0.72, 0.62, 0.48),
         (0.40, 0.50, 0.60),
     )
     grass_rgb: tuple[float, float, float] = (0.30, 0.44, 0.18)
@@ -139,7 +147,9 @@ class CityConfig:
                 raise ValueError(f"{name} must be 5 non-negative zone weights, not all 0, got {probs}")
         for name in ("roof_palette", "facade_palette"):
             if not getattr(self, name) or any(len(c) != 3 for c in getattr(self, name)):
-                raise ValueError(f"{name} must be a non-empty tuple of RGB triples, got {getattr(self, name)}")
+                raise ValueError(
+                    f"{name} must be a non-empty tuple of RGB triples, got {getattr(self, name)}"
+                )
         if self.height_scale <= 0:
             raise ValueError(f"height_scale must be > 0, got {self.height_scale}")
 
@@ -151,20 +161,38 @@ CITY_STYLES: dict[str, dict[str, object]] = {
     "mixed": {},
     # a dense downtown grid: short straight blocks, wide sidewalks, tall glass and concrete towers, few trees
     "downtown": {
-        "block_m": (55.0, 85.0), "grid_tilt_deg": 1.5, "diagonals": 0, "drop_segment": 0.03, "sidewalk_m": 3.5,
-        "building_density": 1.8, "tree_density": 0.45, "car_density": 1.5, "ponds": False,
-        "zone_near": (0.85, 0.02, 0.05, 0.05, 0.03), "zone_far": (0.60, 0.10, 0.08, 0.12, 0.10),
-        "core_radius": 0.35, "height_scale": 1.3,
+        "block_m": (55.0, 85.0),
+        "grid_tilt_deg": 1.5,
+        "diagonals": 0,
+        "drop_segment": 0.03,
+        "sidewalk_m": 3.5,
+        "building_density": 1.8,
+        "tree_density": 0.45,
+        "car_density": 1.5,
+        "ponds": False,
+        "zone_near": (0.85, 0.02, 0.05, 0.05, 0.03),
+        "zone_far": (0.60, 0.10, 0.08, 0.12, 0.10),
+        "core_radius": 0.35,
+        "height_scale": 1.3,
         "roof_palette": ((0.50, 0.52, 0.55), (0.30, 0.31, 0.33), (0.62, 0.63, 0.62), (0.42, 0.47, 0.52)),
         "facade_palette": ((0.45, 0.55, 0.65), (0.62, 0.64, 0.66), (0.35, 0.42, 0.50), (0.75, 0.74, 0.70)),
     },
     # a suburban sprawl: long blocks, many dropped segments (cul-de-sacs), narrow sidewalks, low houses
     # with brown / red / dark roofs and pastel walls in green lots
     "suburb": {
-        "block_m": (110.0, 170.0), "grid_tilt_deg": 6.0, "diagonals": 0, "drop_segment": 0.3, "sidewalk_m": 1.8,
-        "building_density": 0.9, "tree_density": 1.8, "car_density": 0.7, "ponds": True,
-        "zone_near": (0.05, 0.75, 0.12, 0.05, 0.03), "zone_far": (0.0, 0.80, 0.15, 0.03, 0.02),
-        "core_radius": 0.15, "height_scale": 0.8,
+        "block_m": (110.0, 170.0),
+        "grid_tilt_deg": 6.0,
+        "diagonals": 0,
+        "drop_segment": 0.3,
+        "sidewalk_m": 1.8,
+        "building_density": 0.9,
+        "tree_density": 1.8,
+        "car_density": 0.7,
+        "ponds": True,
+        "zone_near": (0.05, 0.75, 0.12, 0.05, 0.03),
+        "zone_far": (0.0, 0.80, 0.15, 0.03, 0.02),
+        "core_radius": 0.15,
+        "height_scale": 0.8,
         "roof_palette": ((0.40, 0.28, 0.20), (0.28, 0.29, 0.32), (0.58, 0.25, 0.20), (0.50, 0.42, 0.32)),
         "facade_palette": ((0.90, 0.88, 0.80), (0.70, 0.80, 0.88), (0.92, 0.86, 0.62), (0.80, 0.72, 0.66)),
         "grass_rgb": (0.26, 0.46, 0.16),
@@ -172,10 +200,19 @@ CITY_STYLES: dict[str, dict[str, object]] = {
     # an organic small town: short irregular blocks at odd angles, three diagonal streets, low stucco
     # houses with terracotta roofs, dry grass
     "town": {
-        "block_m": (45.0, 95.0), "grid_tilt_deg": 18.0, "diagonals": 3, "drop_segment": 0.35, "sidewalk_m": 1.5,
-        "building_density": 1.2, "tree_density": 1.2, "car_density": 0.6, "ponds": False,
-        "zone_near": (0.30, 0.50, 0.10, 0.05, 0.05), "zone_far": (0.0, 0.70, 0.20, 0.03, 0.07),
-        "core_radius": 0.18, "height_scale": 0.7,
+        "block_m": (45.0, 95.0),
+        "grid_tilt_deg": 18.0,
+        "diagonals": 3,
+        "drop_segment": 0.35,
+        "sidewalk_m": 1.5,
+        "building_density": 1.2,
+        "tree_density": 1.2,
+        "car_density": 0.6,
+        "ponds": False,
+        "zone_near": (0.30, 0.50, 0.10, 0.05, 0.05),
+        "zone_far": (0.0, 0.70, 0.20, 0.03, 0.07),
+        "core_radius": 0.18,
+        "height_scale": 0.7,
         "roof_palette": ((0.70, 0.36, 0.24), (0.62, 0.30, 0.20), (0.76, 0.46, 0.30), (0.55, 0.33, 0.25)),
         "facade_palette": ((0.88, 0.80, 0.62), (0.93, 0.90, 0.84), (0.80, 0.64, 0.44), (0.85, 0.74, 0.56)),
         "grass_rgb": (0.42, 0.45, 0.22),
@@ -245,7 +282,9 @@ class City:
         zone: (n, n) uint8 block zone.
     """
 
-    def __init__(self, config: CityConfig | None = None, seed: int = 0, offset: tuple[float, float] = (0.0, 0.0)):
+    def __init__(
+        self, config: CityConfig | None = None, seed: int = 0, offset: tuple[float, float] = (0.0, 0.0)
+    ):
         self.config = config or CityConfig()
         self.seed = int(seed)
         self.offset = (float(offset[0]), float(offset[1]))
@@ -275,7 +314,7 @@ class City:
         """Nearest-neighbour lookup of a (..., n, n) raster at district metres xy (P, 2) -> (..., P)."""
         rc = self.to_pixel(xy).round().long()
         inside = (rc >= 0).all(-1) & (rc < self.n).all(-1)
-        flat = (rc[:, 0].clamp(0, self.n - 1) * self.n + rc[:, 1].clamp(0, self.n - 1))
+        flat = rc[:, 0].clamp(0, self.n - 1) * self.n + rc[:, 1].clamp(0, self.n - 1)
         out = raster.reshape(*raster.shape[:-2], -1)[..., flat]
         return torch.where(inside, out, torch.as_tensor(fill, dtype=out.dtype))
 
@@ -313,11 +352,13 @@ class City:
                 widths.append(float(_uniform(gen, 6.0, 8.0) if main else _uniform(gen, 3.5, 5.0)))
                 mains.append(main)
         for _ in range(cfg.diagonals):
-            ang = float(_uniform(gen, math.radians(25), math.radians(65))) * (1 if torch.rand((), generator=gen) < 0.5 else -1)
-            centre = _uniform(gen, 0.3 * size, 0.7 * size, 2)
+            ang = float(_uniform(gen, math.radians(25), math.radians(65))) * (
+                1 if torch.rand((), generator=gen) < 0.5 else -1
+            )
+            point = _uniform(gen, 0.3 * size, 0.7 * size, 2)
             normal = (math.cos(ang), math.sin(ang))
             normals.append(normal)
-            offsets.append(normal[0] * float(centre[0]) + normal[1] * float(centre[1]))
+            offsets.append(normal[0] * float(point[0]) + normal[1] * float(point[1]))
             widths.append(float(_uniform(gen, 6.0, 7.5)))
             mains.append(True)
         self.roads = Roads(
@@ -331,12 +372,12 @@ class City:
         is_ew = self.roads.normal[:, 1].abs() > 0.9
         is_ns[len(normals) - cfg.diagonals :] = False
         is_ew[len(normals) - cfg.diagonals :] = False
-        normal, offset = self.roads.normal, self.roads.offset
+        road_normal, road_offset = self.roads.normal, self.roads.offset
 
         def signed(r: int) -> Tensor:
-            return normal[r, 0] * self._x + normal[r, 1] * self._y - offset[r]
+            return road_normal[r, 0] * self._x + road_normal[r, 1] * self._y - road_offset[r]
 
-        n_roads = len(offset)
+        n_roads = len(road_offset)
         bx = torch.zeros(self.n, self.n, dtype=torch.long)
         by = torch.zeros(self.n, self.n, dtype=torch.long)
         for r in range(n_roads):  # one pass per road keeps memory at O(n^2)
@@ -473,8 +514,16 @@ class City:
         m = len(cxy)
         u = torch.rand(m, 8, generator=gen)
         # per-zone sizes: half extents (long, short), height, gap, gable probability
-        hu = torch.where(zone == DOWNTOWN, 8 + 14 * u[:, 0], torch.where(zone == INDUSTRIAL, 10 + 18 * u[:, 0], 4.5 + 3 * u[:, 0]))
-        hv = torch.where(zone == DOWNTOWN, 7 + 9 * u[:, 1], torch.where(zone == INDUSTRIAL, 8 + 10 * u[:, 1], 3.5 + 2 * u[:, 1]))
+        hu = torch.where(
+            zone == DOWNTOWN,
+            8 + 14 * u[:, 0],
+            torch.where(zone == INDUSTRIAL, 10 + 18 * u[:, 0], 4.5 + 3 * u[:, 0]),
+        )
+        hv = torch.where(
+            zone == DOWNTOWN,
+            7 + 9 * u[:, 1],
+            torch.where(zone == INDUSTRIAL, 8 + 10 * u[:, 1], 3.5 + 2 * u[:, 1]),
+        )
         hv = torch.minimum(hu, hv)
         height = torch.where(
             zone == DOWNTOWN,
@@ -491,8 +540,12 @@ class City:
         angle = torch.atan2(nrm[:, 1], nrm[:, 0]) + (u[:, 4] < 0.5).float() * (math.pi / 2)
         roof_pal = torch.tensor(cfg.roof_palette)
         facade_pal = torch.tensor(cfg.facade_palette)
-        roof = roof_pal[torch.randint(len(roof_pal), (m,), generator=gen)] * (0.85 + 0.3 * torch.rand(m, 1, generator=gen))
-        facade = facade_pal[torch.randint(len(facade_pal), (m,), generator=gen)] * (0.85 + 0.3 * torch.rand(m, 1, generator=gen))
+        roof = roof_pal[torch.randint(len(roof_pal), (m,), generator=gen)] * (
+            0.85 + 0.3 * torch.rand(m, 1, generator=gen)
+        )
+        facade = facade_pal[torch.randint(len(facade_pal), (m,), generator=gen)] * (
+            0.85 + 0.3 * torch.rand(m, 1, generator=gen)
+        )
         # place big ones first, reject overlaps (loop over candidates; each stamp is a small window)
         order = torch.argsort(hu * hv, descending=True)
         bid = torch.full((n, n), -1, dtype=torch.int32)
@@ -569,19 +622,23 @@ class City:
         m = len(xy)
         radius = _uniform(gen, 1.8, 4.2, m)
         height = radius * _uniform(gen, 1.8, 3.2, m) + 1.5
-        base = _uniform(gen, 1.8, 3.2, m)
-        tint = torch.stack([_uniform(gen, -0.05, 0.05, m), _uniform(gen, -0.07, 0.07, m), _uniform(gen, -0.04, 0.04, m)], 1)
+        base_h = _uniform(gen, 1.8, 3.2, m)
+        tint = torch.stack(
+            [_uniform(gen, -0.05, 0.05, m), _uniform(gen, -0.07, 0.07, m), _uniform(gen, -0.04, 0.04, m)], 1
+        )
         # vectorised stamping: each tree writes a fixed window; winner = highest crown surface
         k = math.ceil(4.2 / res) + 1
-        off = torch.arange(-k, k + 1)
+        window = torch.arange(-k, k + 1)
         rc = self.to_pixel(xy).round().long()
-        rr = (rc[:, 0, None, None] + off[None, :, None]).expand(-1, -1, len(off))
-        cc = (rc[:, 1, None, None] + off[None, None, :]).expand(-1, len(off), -1)
+        rr = (rc[:, 0, None, None] + window[None, :, None]).expand(-1, -1, len(window))
+        cc = (rc[:, 1, None, None] + window[None, None, :]).expand(-1, len(window), -1)
         px = (cc.float() + 0.5) * res - xy[:, 0, None, None]
         py = (self.size - (rr.float() + 0.5) * res) - xy[:, 1, None, None]
         rel = torch.hypot(px, py) / radius[:, None, None]
         valid = (rel < 1) & (rr >= 0) & (rr < n) & (cc >= 0) & (cc < n)
-        surf = base[:, None, None] + (height - base)[:, None, None] * torch.sqrt((1 - rel**2).clamp(min=0))
+        surf = base_h[:, None, None] + (height - base_h)[:, None, None] * torch.sqrt(
+            (1 - rel**2).clamp(min=0)
+        )
         flat = (rr.clamp(0, n - 1) * n + cc.clamp(0, n - 1))[valid]
         val = surf[valid]
         owner = torch.arange(m)[:, None, None].expand_as(rr)[valid]
@@ -591,7 +648,7 @@ class City:
         tid = tid.scatter_reduce(0, flat[win], owner[win], reduce="amax").to(torch.int32).view(n, n)
         tid[self.building_id >= 0] = -1  # crowns overhanging roofs are clipped by the building
         self.tree_id = tid
-        self.trees = {"xy": xy, "radius": radius, "height": height, "base": base, "tint": tint}
+        self.trees = {"xy": xy, "radius": radius, "height": height, "base": base_h, "tint": tint}
 
     # ------------------------------------------------------------------ cars
     def _make_cars(self, gen: torch.Generator) -> None:
@@ -608,18 +665,32 @@ class City:
             dirs.append(direction[r][None].expand(len(t), 2))
         xy = torch.cat(pts)
         dxy = torch.cat(dirs)
-        on_road = (self.lookup(self.ground_cls, xy, fill=GRASS) == ROAD) & (self.lookup(self._road_count, xy, fill=0) == 1)
+        on_road = (self.lookup(self.ground_cls, xy, fill=GRASS) == ROAD) & (
+            self.lookup(self._road_count, xy, fill=0) == 1
+        )
         xy, dxy = xy[on_road], dxy[on_road]
         # parking-lot stalls
         gx = torch.arange(1.35, self.size, 2.7)
         gy = torch.arange(9.25, self.size, 12.0)
         lot = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), -1).reshape(-1, 2)
-        lot = lot[(self.lookup(self.ground_cls, lot, fill=GRASS) == PARKING) & (self.lookup(self.building_id, lot, fill=0) < 0)]
+        lot = lot[
+            (self.lookup(self.ground_cls, lot, fill=GRASS) == PARKING)
+            & (self.lookup(self.building_id, lot, fill=0) < 0)
+        ]
         lot = lot[torch.rand(len(lot), generator=gen) < 0.45 * cfg.car_density]
         xy = torch.cat([xy, lot])
         dxy = torch.cat([dxy, torch.tensor([[0.0, 1.0]]).expand(len(lot), 2)])
         m = len(xy)
-        pal = torch.tensor([[0.9, 0.9, 0.9], [0.1, 0.1, 0.12], [0.5, 0.5, 0.52], [0.6, 0.1, 0.1], [0.15, 0.2, 0.45], [0.75, 0.75, 0.78]])
+        pal = torch.tensor(
+            [
+                [0.9, 0.9, 0.9],
+                [0.1, 0.1, 0.12],
+                [0.5, 0.5, 0.52],
+                [0.6, 0.1, 0.1],
+                [0.15, 0.2, 0.45],
+                [0.75, 0.75, 0.78],
+            ]
+        )
         colour = pal[torch.randint(len(pal), (m,), generator=gen)]
         # presence per epoch: bit 0 = aerial capture, bit 1 = ground capture
         u = torch.rand(m, generator=gen)
@@ -640,10 +711,18 @@ class City:
         cid = cid.to(torch.int32).view(n, n)
         cid[(self.building_id >= 0)] = -1
         self.car_id = cid
-        self.cars = {"xy": xy, "dir": dxy, "colour": colour, "epochs": epochs, "height": _uniform(gen, 1.4, 1.7, m)}
+        self.cars = {
+            "xy": xy,
+            "dir": dxy,
+            "colour": colour,
+            "epochs": epochs,
+            "height": _uniform(gen, 1.4, 1.7, m),
+        }
 
     # ------------------------------------------------------------------ cameras
-    def camera_positions(self, spacing: tuple[float, float] = (10.0, 20.0), margin: float = 40.0, seed: int = 0) -> Tensor:
+    def camera_positions(
+        self, spacing: tuple[float, float] = (10.0, 20.0), margin: float = 40.0, seed: int = 0
+    ) -> Tensor:
         """Street-view camera positions along the kept roads, district metres (P, 2), float32.
 
         Cameras are spaced ``spacing`` metres apart along every road's centre line, with a
@@ -654,13 +733,19 @@ class City:
         out = []
         direction, normal = self.roads.direction, self.roads.normal
         for r in range(len(self.roads.offset)):
-            t = torch.cumsum(_uniform(gen, spacing[0], spacing[1], int(3 * self.size / spacing[0]) + 2), 0) - self.size
+            t = (
+                torch.cumsum(_uniform(gen, spacing[0], spacing[1], int(3 * self.size / spacing[0]) + 2), 0)
+                - self.size
+            )
             lateral = _uniform(gen, -0.25, 0.25, len(t)) * self.roads.half_width[r]
             base = normal[r] * self.roads.offset[r]
             out.append(base[None] + t[:, None] * direction[r][None] + lateral[:, None] * normal[r][None])
         xy = torch.cat(out)
         inside = ((xy > margin) & (xy < self.size - margin)).all(1)
         xy = xy[inside]
-        xy = xy[self.lookup(self.road_keep, xy, fill=False) & (self.lookup(self.ground_cls, xy, fill=GRASS) == ROAD)]
+        xy = xy[
+            self.lookup(self.road_keep, xy, fill=False)
+            & (self.lookup(self.ground_cls, xy, fill=GRASS) == ROAD)
+        ]
         xy = xy[(self.lookup(self.building_id, xy, fill=0) < 0)]
         return xy.contiguous()

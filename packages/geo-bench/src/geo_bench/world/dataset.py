@@ -75,8 +75,15 @@ class RenderConfig:
 class District:
     """One generated district with its two capture epochs and its cameras per split."""
 
-    def __init__(self, city: CityConfig, appearance: AppearanceConfig, seed: int, index: int, render: RenderConfig,
-                 split_fractions: tuple[float, float, float]):
+    def __init__(
+        self,
+        city: CityConfig,
+        appearance: AppearanceConfig,
+        seed: int,
+        index: int,
+        render: RenderConfig,
+        split_fractions: tuple[float, float, float],
+    ):
         self.index = index
         self.city = City(city, seed=_mix(seed, index), offset=(index * city.size_m, 0.0))
         self._appearance = appearance
@@ -111,8 +118,14 @@ class District:
 
 
 @lru_cache(maxsize=3)
-def district(city: CityConfig, appearance: AppearanceConfig, seed: int, index: int, render: RenderConfig,
-             split_fractions: tuple[float, float, float]) -> District:
+def district(
+    city: CityConfig,
+    appearance: AppearanceConfig,
+    seed: int,
+    index: int,
+    render: RenderConfig,
+    split_fractions: tuple[float, float, float],
+) -> District:
     """Cached :class:`District` (the three most recently used stay in memory)."""
     return District(city, appearance, seed, index, render, split_fractions)
 
@@ -189,7 +202,9 @@ class SyntheticWorld(Dataset):
         if not 0 < fov <= 360:
             raise ValueError(f"fov must be in (0, 360], got {fov}")
         if len(split_fractions) != 3 or abs(sum(split_fractions) - 1) > 1e-6 or min(split_fractions) <= 0:
-            raise ValueError(f"split_fractions must be 3 positive numbers summing to 1, got {split_fractions}")
+            raise ValueError(
+                f"split_fractions must be 3 positive numbers summing to 1, got {split_fractions}"
+            )
         render = render or RenderConfig()
         over: dict[str, Any] = {}
         if ground_size is not None:
@@ -200,7 +215,9 @@ class SyntheticWorld(Dataset):
             render = replace(render, **over)
         self.split, self.num, self.seed = split, int(num), int(seed)
         self.polar, self.yaw, self.fov, self.jpeg = polar, yaw, float(fov), jpeg
-        cities = (city,) if isinstance(city, CityConfig) else tuple(city) if city is not None else (CityConfig(),)
+        cities = (
+            (city,) if isinstance(city, CityConfig) else tuple(city) if city is not None else (CityConfig(),)
+        )
         if not cities or not all(isinstance(c, CityConfig) for c in cities):
             raise TypeError(f"city must be a CityConfig or a non-empty sequence of them, got {city!r}")
         frame = {(c.size_m, c.resolution, c.origin_utm, c.origin_latlon) for c in cities}
@@ -257,7 +274,9 @@ class SyntheticWorld(Dataset):
         if not -self.num <= index < self.num:
             raise IndexError(f"index {index} out of range for {self.num} samples")
         batch = self.render_batch([index % self.num])
-        sample = {key: (value[0] if isinstance(value, (Tensor, list)) else value) for key, value in batch.items()}
+        sample = {
+            key: (value[0] if isinstance(value, (Tensor, list)) else value) for key, value in batch.items()
+        }
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
@@ -276,7 +295,9 @@ class SyntheticWorld(Dataset):
         haze = app.haze_m * (1 + g * (float(u[4]) - 0.5))
         overcast = g * float(u[5]) * 0.6
         horizon = torch.tensor([0.78, 0.84, 0.92]) * (1 - overcast) + overcast * torch.tensor([0.8, 0.8, 0.8])
-        zenith = torch.tensor([0.35, 0.55, 0.85]) * (1 - overcast) + overcast * torch.tensor([0.65, 0.67, 0.7])
+        zenith = torch.tensor([0.35, 0.55, 0.85]) * (1 - overcast) + overcast * torch.tensor(
+            [0.65, 0.67, 0.7]
+        )
         zenith = zenith * (1 + 0.15 * g * (float(u[6]) - 0.5))
         return {
             "gen": gen,
@@ -313,7 +334,9 @@ class SyntheticWorld(Dataset):
             d = self._district(k)
             ea, eg = d.epochs
             cams = self.cameras[idx_t[sel]]
-            jit = torch.tensor([params[i]["jitter"] for i in sel.tolist()], dtype=torch.float32).reshape(-1, 2)
+            jit = torch.tensor([params[i]["jitter"] for i in sel.tolist()], dtype=torch.float32).reshape(
+                -1, 2
+            )
             centres[sel] = cams + jit
             a_rgb, a_seg = render_aerial(ea, cams + jit, s, rc.gsd)
             g_rgb, g_seg, g_depth = render_panorama(

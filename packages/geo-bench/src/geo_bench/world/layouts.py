@@ -49,7 +49,7 @@ import csv
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,15 @@ from .city import PALETTE, CityConfig
 from .dataset import RenderConfig, SyntheticWorld, _mix
 from .render_aerial import render_aerial
 
-__all__ = ["LAYOUTS", "VIGOR_CITIES", "write_cvact", "write_cvusa", "write_layout", "write_map", "write_vigor"]
+__all__ = [
+    "LAYOUTS",
+    "VIGOR_CITIES",
+    "write_cvact",
+    "write_cvusa",
+    "write_layout",
+    "write_map",
+    "write_vigor",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +116,9 @@ def _chunks(n: int, size: int) -> Iterator[list[int]]:
         yield list(range(start, min(n, start + size)))
 
 
-def _render(ds: SyntheticWorld, chunk: int, desc: str, progress: bool) -> Iterator[tuple[int, dict[str, Any]]]:
+def _render(
+    ds: SyntheticWorld, chunk: int, desc: str, progress: bool
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (index, sample dict) in chunks, with a progress bar."""
     with tqdm(total=len(ds), desc=desc, unit="pair", disable=not progress) as bar:
         for idx in _chunks(len(ds), chunk):
@@ -118,10 +128,17 @@ def _render(ds: SyntheticWorld, chunk: int, desc: str, progress: bool) -> Iterat
             bar.update(len(idx))
 
 
-def _world(split: str, num: int, seed: int, *, render: RenderConfig, city: CityConfig | None,
-           appearance: AppearanceConfig | None, split_fractions: tuple[float, float, float] | None = None
-           ) -> SyntheticWorld:
-    extra = {} if split_fractions is None else {"split_fractions": split_fractions}
+def _world(
+    split: str,
+    num: int,
+    seed: int,
+    *,
+    render: RenderConfig,
+    city: CityConfig | None,
+    appearance: AppearanceConfig | None,
+    split_fractions: tuple[float, float, float] | None = None,
+) -> SyntheticWorld:
+    extra: dict[str, Any] = {} if split_fractions is None else {"split_fractions": split_fractions}
     return SyntheticWorld(split, num, seed, render=render, city=city, appearance=appearance, **extra)
 
 
@@ -148,19 +165,32 @@ def write_cvusa(
     gps_rows: list[list[str]] = []
     next_id = 1
     for split, n, csv_name in (("train", n_train, "train-19zl.csv"), ("test", n_test, "val-19zl.csv")):
-        ds = _world(split, n, seed, render=render, city=city, appearance=appearance, split_fractions=split_fractions)
+        ds = _world(
+            split, n, seed, render=render, city=city, appearance=appearance, split_fractions=split_fractions
+        )
         cfg = ds.city_config
         rows = []
         for i, s in _render(ds, chunk, f"cvusa {split}", progress):
             sid = f"{next_id + i:07d}"
-            a, p, q = f"bingmap/19/{sid}.jpg", f"streetview/panos/{sid}.jpg", f"streetview/annotations/{sid}.png"
+            a, p, q = (
+                f"bingmap/19/{sid}.jpg",
+                f"streetview/panos/{sid}.jpg",
+                f"streetview/annotations/{sid}.png",
+            )
             _save(s["aerial"], out / a, quality)
             _save(s["ground"], out / p, quality)
             _save_labels(s["ground_seg"], out / q)
             rows.append(f"{a},{p},{q}")
             sat = equirectangular_to_latlon(s["aerial_utm"], cfg.origin_utm, cfg.origin_latlon)
-            gps_rows.append([f"{sat[0]:.8f}", f"{sat[1]:.8f}", f"{s['latlon'][0]:.8f}", f"{s['latlon'][1]:.8f}",
-                             f"{float(s['yaw']):.1f}"])
+            gps_rows.append(
+                [
+                    f"{sat[0]:.8f}",
+                    f"{sat[1]:.8f}",
+                    f"{s['latlon'][0]:.8f}",
+                    f"{s['latlon'][1]:.8f}",
+                    f"{float(s['yaw']):.1f}",
+                ]
+            )
         (out / "splits" / csv_name).write_text("\n".join(rows) + "\n")
         next_id += n
     with open(out / "split_locations" / "all.csv", "w", newline="") as fh:
@@ -196,9 +226,14 @@ def write_cvact(
     ids: list[str] = []
     utm: list[Tensor] = []
     index: dict[str, list[int]] = {}
-    for split, n, folder in (("train", n_train, "ANU_data_small"), ("val", n_val, "ANU_data_small"),
-                             ("test", n_test, "ANU_data_test")):
-        ds = _world(split, n, seed, render=render, city=city, appearance=appearance, split_fractions=split_fractions)
+    for split, n, folder in (
+        ("train", n_train, "ANU_data_small"),
+        ("val", n_val, "ANU_data_small"),
+        ("test", n_test, "ANU_data_test"),
+    ):
+        ds = _world(
+            split, n, seed, render=render, city=city, appearance=appearance, split_fractions=split_fractions
+        )
         index[split] = list(range(len(ids) + 1, len(ids) + n + 1))  # 1-based
         for i, s in _render(ds, chunk, f"cvact {split}", progress):
             pid = _pano_id(seed, split, i)
@@ -364,7 +399,9 @@ def write_map(
     side = float(map_m) if map_m is not None else min(cfg.size_m, 1000.0)
     npx = round(side / gsd)
     if npx < 2 or npx * gsd > cfg.size_m + 1e-6:
-        raise ValueError(f"map_m must lie in [{2 * gsd:g}, {cfg.size_m:g}] m (the district side), got {side:g}")
+        raise ValueError(
+            f"map_m must lie in [{2 * gsd:g}, {cfg.size_m:g}] m (the district side), got {side:g}"
+        )
     side = npx * gsd
     probe = SyntheticWorld(split, 1, seed, render=render, city=cfg, appearance=app, yaw=yaw)
     dist = probe._district(0)
@@ -373,25 +410,44 @@ def write_map(
     north = south + side
     margin = render.aerial_m / 2
     cams = dist.cameras[split]
-    inside = ((cams[:, 0] > west + margin) & (cams[:, 0] < size - margin)
-              & (cams[:, 1] > south + margin) & (cams[:, 1] < north - margin)).nonzero(as_tuple=True)[0]
+    inside = (
+        (cams[:, 0] > west + margin)
+        & (cams[:, 0] < size - margin)
+        & (cams[:, 1] > south + margin)
+        & (cams[:, 1] < north - margin)
+    ).nonzero(as_tuple=True)[0]
     if len(inside) < num:
-        raise ValueError(f"only {len(inside)} {split!r} cameras lie inside a {side:g} m map of this "
-                         f"{cfg.size_m:g} m district; lower num or raise map_m")
+        raise ValueError(
+            f"only {len(inside)} {split!r} cameras lie inside a {side:g} m map of this "
+            f"{cfg.size_m:g} m district; lower num or raise map_m"
+        )
     chosen = inside[:num].tolist()
     out.mkdir(parents=True, exist_ok=True)
     ea, _ = dist.epochs
     base_utm = dist.city.utm(torch.tensor([[west, north]], dtype=torch.float64))[0].tolist()
     transform = from_origin(base_utm[0], base_utm[1], gsd, gsd)
     tmp = out / "map.tif.part"
-    profile = {"driver": "GTiff", "height": npx, "width": npx, "count": 3, "dtype": "uint8", "crs": crs,
-               "transform": transform, "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate"}
+    profile = {
+        "driver": "GTiff",
+        "height": npx,
+        "width": npx,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": crs,
+        "transform": transform,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+    }
     if npx < 256:
         profile.update(tiled=False)
         del profile["blockxsize"], profile["blockysize"]
     blocks = [(r, c) for r in range(0, npx, block_px) for c in range(0, npx, block_px)]
-    with rasterio.open(tmp, "w", **profile) as dst, \
-            tqdm(total=len(blocks), desc="map blocks", unit="block", disable=not progress) as bar:
+    with (
+        rasterio.open(tmp, "w", **profile) as dst,
+        tqdm(total=len(blocks), desc="map blocks", unit="block", disable=not progress) as bar,
+    ):
         for r0, c0 in blocks:
             # a square block of block_px rendered at its centre, cropped to the map
             cx = west + (c0 + block_px / 2) * gsd
@@ -407,7 +463,7 @@ def write_map(
     qdir = out / "queries"
     with tqdm(total=num, desc="map queries", unit="pano", disable=not progress) as bar:
         for start in range(0, num, chunk):
-            idx = chosen[start:start + chunk]
+            idx = chosen[start : start + chunk]
             batch = world.render_batch(idx)
             utm = batch["utm"].numpy()
             ll = to_latlon(utm, crs)
@@ -415,23 +471,46 @@ def write_map(
                 qid = f"q{start + j:05d}"
                 name = f"queries/{qid}.jpg"
                 _save(batch["ground"][j], qdir / f"{qid}.jpg", app.jpeg_quality)
-                rows.append([qid, name, f"{ll[j, 0]:.9f}", f"{ll[j, 1]:.9f}", f"{utm[j, 0]:.3f}", f"{utm[j, 1]:.3f}",
-                             f"{float(batch['yaw'][j]):.3f}"])
+                rows.append(
+                    [
+                        qid,
+                        name,
+                        f"{ll[j, 0]:.9f}",
+                        f"{ll[j, 1]:.9f}",
+                        f"{utm[j, 0]:.3f}",
+                        f"{utm[j, 1]:.3f}",
+                        f"{float(batch['yaw'][j]):.3f}",
+                    ]
+                )
             bar.update(len(idx))
     with open(out / "truth.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["id", "file", "lat", "lon", "utm_e", "utm_n", "heading"])
         writer.writerows(rows)
-    info = {"crs": crs, "gsd_m": gsd, "size_px": npx, "side_m": side, "seed": seed, "split": split,
-            "bounds_utm": [base_utm[0], base_utm[1] - side, base_utm[0] + side, base_utm[1]],
-            "origin_utm": list(cfg.origin_utm), "origin_latlon": list(cfg.origin_latlon), "queries": num}
+    info = {
+        "crs": crs,
+        "gsd_m": gsd,
+        "size_px": npx,
+        "side_m": side,
+        "seed": seed,
+        "split": split,
+        "bounds_utm": [base_utm[0], base_utm[1] - side, base_utm[0] + side, base_utm[1]],
+        "origin_utm": list(cfg.origin_utm),
+        "origin_latlon": list(cfg.origin_latlon),
+        "queries": num,
+    }
     (out / "map.json").write_text(json.dumps(info, indent=1) + "\n")
     return {"queries": num, "map_px": npx}
 
 
 def write_layout(layout: str, out: str | Path, num: int, seed: int = 0, **kwargs: Any) -> dict[str, int]:
     """Dispatch to :func:`write_cvusa`, :func:`write_cvact`, :func:`write_vigor` or :func:`write_map`."""
-    writers = {"cvusa": write_cvusa, "cvact": write_cvact, "vigor": write_vigor, "map": write_map}
+    writers: dict[str, Callable[..., dict[str, int]]] = {
+        "cvusa": write_cvusa,
+        "cvact": write_cvact,
+        "vigor": write_vigor,
+        "map": write_map,
+    }
     if layout not in writers:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if num < 1:

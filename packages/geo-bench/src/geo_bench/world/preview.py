@@ -40,7 +40,9 @@ def write_preview(path: str | Path, world: SyntheticWorld, rows: int = 3, dpi: i
     city = dist.city
     aerial_epoch, _ = dist.epochs
     fig = plt.figure(figsize=(20, 1.6 * rows + 5.0), dpi=dpi)
-    gs = fig.add_gridspec(rows + 2, 5, width_ratios=[1, 1, 4, 4, 4], height_ratios=[4.2] + [1.45] * rows + [0.35])
+    gs = fig.add_gridspec(
+        rows + 2, 5, width_ratios=[1, 1, 4, 4, 4], height_ratios=[4.2] + [1.45] * rows + [0.35]
+    )
     ax = fig.add_subplot(gs[0, 0:3])
     ax.imshow(aerial_epoch.top.permute(1, 2, 0).numpy()[::2, ::2], extent=(0, city.size, 0, city.size))
     cams = world.cameras[:rows][world.district_index[:rows] == world.district_index[0]]
@@ -76,7 +78,9 @@ def write_preview(path: str | Path, world: SyntheticWorld, rows: int = 3, dpi: i
                 ax.axhline(h / 2 - 0.5, color="w", lw=0.4, ls=":")
     ax = fig.add_subplot(gs[rows + 1, :])
     ax.axis("off")
-    handles = [Patch(color=PALETTE[i].numpy() / 255, label=name) for i, name in enumerate(CLASSES)]
+    handles = [
+        Patch(color=tuple((PALETTE[i].numpy() / 255).tolist()), label=name) for i, name in enumerate(CLASSES)
+    ]
     ax.legend(handles=handles, ncol=len(CLASSES), loc="center", fontsize=8, frameon=False)
     fig.tight_layout()
     path = Path(path)

@@ -85,7 +85,9 @@ def render_panorama(
     cam_h = cam_height.float().reshape(b)
     j = torch.arange(width, dtype=torch.float32)
     bearing = torch.deg2rad(yaw.float().reshape(b, 1) + fov * (j[None] - width / 2) / width)  # (B, W)
-    elev = torch.deg2rad(hi - (hi - lo) * (torch.arange(height_px, dtype=torch.float32) + 0.5) / height_px)  # (H,)
+    elev = torch.deg2rad(
+        hi - (hi - lo) * (torch.arange(height_px, dtype=torch.float32) + 0.5) / height_px
+    )  # (H,)
     d = march_distances(steps, near, far)  # (K,)
     se, sn = torch.sin(bearing), torch.cos(bearing)
     px = cams[:, 0, None, None] + d * se[..., None]  # (B, W, K)
@@ -124,7 +126,9 @@ def render_panorama(
     # colours
     ex = cams[:, 0, None, None] + depth * se[..., None]
     ny = cams[:, 1, None, None] + depth * sn[..., None]
-    top_rgb = bilinear_lookup(epoch.top, (epoch.size - ny) / res - 0.5, ex / res - 0.5) / 255.0  # (3, B, W, H)
+    top_rgb = (
+        bilinear_lookup(epoch.top, (epoch.size - ny) / res - 0.5, ex / res - 0.5) / 255.0
+    )  # (3, B, W, H)
     kind = epoch.kind.reshape(-1)[flat_hit]
     face_rgb = epoch.facade.reshape(3, -1)[:, flat_hit].float() / 255.0
     normal = epoch.normal.reshape(-1)[flat_hit].float()
@@ -167,7 +171,9 @@ def render_panorama(
     is_sky = ~hit & ~far_ground
     rgb = torch.where(is_sky[None], sky_rgb, rgb)
     cls = torch.where(is_sky, torch.full_like(cls, SKY), cls)
-    depth = torch.where(is_sky, torch.zeros_like(depth), torch.where(far_ground, torch.full_like(depth, far), depth))
+    depth = torch.where(
+        is_sky, torch.zeros_like(depth), torch.where(far_ground, torch.full_like(depth, far), depth)
+    )
     # (3, B, W, H) -> (B, 3, H, W)
     rgb = rgb.permute(1, 0, 3, 2).clamp(0, 1).contiguous()
     return rgb, cls.permute(0, 2, 1).contiguous(), depth.permute(0, 2, 1).contiguous()

@@ -8,6 +8,7 @@ the estimated shift is s; in degrees it is ``s * 360 / W``.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -129,9 +130,9 @@ def dsm_shift_to_degrees(shift: Tensor, width: int) -> Tensor:
     return shift.to(torch.float64 if not shift.is_floating_point() else shift.dtype) * (360.0 / width) % 360.0
 
 
-def _wrap_w_hook(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+def _wrap_w_hook(pw: int, module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Forward pre-hook (``pw`` bound by :func:`circular_w_padding_`): pad W circularly by ``pw``."""
     x = args[0]
-    pw = module._circular_w  # type: ignore[attr-defined]
     return (F.pad(x, (pw, pw, 0, 0), mode="circular"), *args[1:])
 
 
@@ -155,8 +156,9 @@ def circular_w_padding_(module: nn.Module) -> nn.Module:
         if pw == 0:
             continue
         conv.padding = (ph, 0)
-        conv._circular_w = pw  # type: ignore[attr-defined]
-        conv.register_forward_pre_hook(_wrap_w_hook)
+        # a plain-int marker (torch's stub types Module.__setattr__ for tensors and modules only)
+        conv._circular_w = pw  # type: ignore[assignment]
+        conv.register_forward_pre_hook(functools.partial(_wrap_w_hook, pw))
     return module
 
 

@@ -77,8 +77,9 @@ def sincos_pos_embed_2d(dim: int, size: tuple[int, int], temperature: float = 10
     h, w = size
     if dim % 4:
         raise ValueError(f"dim must be divisible by 4 for a 2-D sin-cos embedding, got {dim}")
-    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                                indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
     omega = temperature ** (-torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
     j = cols.reshape(-1, 1) * omega
     i = rows.reshape(-1, 1) * omega
@@ -146,7 +147,9 @@ class TransformerHead(nn.Module):
         if pos_init not in ("normal", "sincos"):
             raise ValueError(f"pos_init must be 'normal' or 'sincos', got {pos_init!r}")
         if pool not in ("token", "avg"):
-            raise ValueError(f"pool must be 'token' (the CLS output) or 'avg' (mean of the patch tokens), got {pool!r}")
+            raise ValueError(
+                f"pool must be 'token' (the CLS output) or 'avg' (mean of the patch tokens), got {pool!r}"
+            )
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.in_channels = int(in_channels)
@@ -161,7 +164,12 @@ class TransformerHead(nn.Module):
         self.pos_drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             SelfCrossBlock(
-                self.dim, num_heads, mlp_ratio, dropout, separate_key_norm=self_cross, attn_dropout=attn_dropout
+                self.dim,
+                num_heads,
+                mlp_ratio,
+                dropout,
+                separate_key_norm=self_cross,
+                attn_dropout=attn_dropout,
             )
             for _ in range(depth)
         )

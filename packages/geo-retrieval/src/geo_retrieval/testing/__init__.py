@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import Augmentation
-from ..recipes import GradClip, OptimizerConfig, Recipe, ScheduleConfig
+from ..config import Augmentation, GradClip, OptimizerConfig, ScheduleConfig
+from ..recipes import Recipe
 from ..training.splits import split_holdout
 from .synthetic import SyntheticPairs
 
@@ -105,7 +105,9 @@ def tiny_recipe(**changes: Any) -> Recipe:
 def tiny_pairs(n: int = 40, seed: int = 2) -> tuple[Any, Any]:
     """``(train, val)``: ``n`` synthetic pairs (aerial 32x32, ground 16x64) with a seeded 20 %
     held-out slice, the data of the resume and fault-injection tests."""
-    return split_holdout(SyntheticPairs(n, aerial_size=32, ground_size=(16, 64), seed=seed), fraction=0.2, seed=0)
+    return split_holdout(
+        SyntheticPairs(n, aerial_size=32, ground_size=(16, 64), seed=seed), fraction=0.2, seed=0
+    )
 
 
 def assert_same_run(resumed: Any, result: Any, reference: tuple[Any, Any]) -> None:

@@ -14,6 +14,7 @@ from .trainer import (
     Trainer,
     TrainResult,
     build_optimizer,
+    check_resume,
     recover_checkpoint,
 )
 
@@ -29,6 +30,7 @@ __all__ = [
     "WarmupCosine",
     "build_lr_scheduler",
     "build_optimizer",
+    "check_resume",
     "dataset_ids",
     "holdout_ids",
     "init_distributed",

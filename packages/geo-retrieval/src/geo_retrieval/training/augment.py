@@ -45,6 +45,7 @@ from geo_transforms import polar_transform
 from geo_transforms.panorama import crop_fov, fov_width, limit_fov
 from geo_transforms.panorama import joint_hflip as _gt_joint_hflip
 from geo_transforms.panorama import joint_rotate as _gt_joint_rotate
+from geo_transforms.polar import Center
 
 from ..config import Augmentation, Normalisation
 from ..recipes import Recipe
@@ -128,7 +129,7 @@ class BatchTransform:
         ground_size: tuple[int, int],
         aerial_size: tuple[int, int],
         polar: bool = False,
-        polar_center: str = "safa",
+        polar_center: Center = "safa",
         fov: float = 360.0,
         normalisation: Normalisation | None = None,
         augmentation: Augmentation | None = None,
@@ -147,8 +148,8 @@ class BatchTransform:
                     f"augmentation.fov_min_deg={aug.fov_min_deg} keeps no column of a ground panorama "
                     f"{ground_size[1]} columns wide"
                 )
-        self.ground_size = tuple(ground_size)
-        self.aerial_size = tuple(aerial_size)
+        self.ground_size: tuple[int, int] = (ground_size[0], ground_size[1])
+        self.aerial_size: tuple[int, int] = (aerial_size[0], aerial_size[1])
         self.polar = polar
         self.polar_center = polar_center
         self.fov = float(fov)
@@ -295,7 +296,9 @@ class BatchTransform:
             counts = draws.randint(lo, hi + 1)
             fracs = 0.1 + 0.1 * draws.rand(hi, 2)
             positions = draws.rand(hi, 2)
-            x = x * _dropout_mask(x.shape[-2:], on.to(dev), counts, fracs, positions).to(x.dtype)
+            x = x * _dropout_mask((x.shape[-2], x.shape[-1]), on.to(dev), counts, fracs, positions).to(
+                x.dtype
+            )
         return x
 
 

@@ -59,13 +59,16 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
 
+from .. import __version__
 from .. import distributed as ddp
 from ..checkpoint import (
     atomic_write_bytes,
@@ -79,7 +82,8 @@ from ..checkpoint import (
     verify_checkpoint_pair,
 )
 from ..embedding import embed_dataset
-from ..protocols import ConfiguresOptimizers, CustomStepModel, PairDataset
+from ..losses import create_loss
+from ..protocols import ConfiguresOptimizers, CrossViewEncoder, CustomStepModel, PairDataset
 from ..ranking import model_similarity, retrieval_recall
 from ..recipes import Recipe
 from ..run_folder import INFO_FILE, STATE_FILE, WEIGHTS_FILE, RunLayout
@@ -188,7 +192,7 @@ def check_resume(
         raise ResumeMismatchError(source, differences, hint=hint)
 
 
-def _recipe_settings(recipe: Any) -> str:
+def _recipe_settings(recipe: Recipe) -> str:
     """Fingerprint of a recipe without ``name``, ``variant``, ``epochs`` and ``batch_size`` (the run
     records and compares those on their own, as the trainer's effective values)."""
     to_dict = getattr(recipe, "to_dict", None)
@@ -274,6 +278,7 @@ def build_optimizer(params: Sequence[nn.Parameter] | Sequence[dict], config: Any
 
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()  # noqa: NPY002 - the legacy global RNG user code may draw from
+    assert isinstance(np_state, tuple)  # the global RNG is MT19937: its legacy state is a tuple
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
@@ -458,7 +463,7 @@ class Trainer:
             )
         if self.custom_optim:
             self.optimizers: dict[str, torch.optim.Optimizer] = dict(
-                self.raw_model.configure_optimizers(recipe)
+                cast(ConfiguresOptimizers, self.raw_model).configure_optimizers(recipe)
             )
         else:
             params = [p for p in self.raw_model.parameters() if p.requires_grad]
@@ -506,15 +511,18 @@ class Trainer:
 
     # -- construction helpers ---------------------------------------------------------------------
     @staticmethod
-    def _build_loss(recipe: Any) -> Callable[..., Tensor]:
-        from ..losses import create_loss
-
+    def _build_loss(recipe: Recipe) -> Callable[..., Tensor]:
         kwargs = dict(recipe.loss_kwargs)
         loss = create_loss(recipe.loss, **kwargs)
         # the geo-mask radius is the recipe's (an explicit loss_kwargs value wins); a loss without a
         # mask is refused in __init__ when the recipe asks for one
-        if recipe.geo_mask_m is not None and hasattr(loss, "min_distance_m") and "min_distance_m" not in kwargs:
-            loss.min_distance_m = float(recipe.geo_mask_m)
+        if (
+            recipe.geo_mask_m is not None
+            and hasattr(loss, "min_distance_m")
+            and "min_distance_m" not in kwargs
+        ):
+            # a float attribute (torch types Module.__setattr__ for tensors and modules only)
+            loss.min_distance_m = float(recipe.geo_mask_m)  # type: ignore[assignment]
         return loss
 
     @staticmethod
@@ -561,9 +569,8 @@ class Trainer:
         cfg = self.recipe.sampling
         kind = sampler or cfg.kind
         n, groups = len(self.train_dataset), self._groups()
-        common = {"groups": groups, "seed": self.seed}
         if kind == "unique":
-            return UniqueIdBatchSampler(n, self.batch_size, **common)
+            return UniqueIdBatchSampler(n, self.batch_size, groups=groups, seed=self.seed)
         if kind not in ("gps", "similarity"):
             raise ValueError(f"unknown sampler {kind!r}; available: unique, gps, similarity")
         coords = self._coordinates()
@@ -576,10 +583,17 @@ class Trainer:
             logger.warning(
                 "sampler 'gps' needs 'utm' or 'latlon' in the train samples; using unique-ID batches"
             )
-        opts = {"n_near": cfg.n_near, "n_far": cfg.n_far, "neighbour_range": cfg.neighbour_range, **common}
-        if kind == "gps":
-            return NeighbourBatchSampler(n, self.batch_size, neighbours=neighbours, **opts)
-        return SimilarityBatchSampler(n, self.batch_size, neighbours=neighbours, **opts)
+        sampler_class = NeighbourBatchSampler if kind == "gps" else SimilarityBatchSampler
+        return sampler_class(
+            n,
+            self.batch_size,
+            neighbours=neighbours,
+            n_near=cfg.n_near,
+            n_far=cfg.n_far,
+            neighbour_range=cfg.neighbour_range,
+            groups=groups,
+            seed=self.seed,
+        )
 
     # -- public helpers for custom training steps -------------------------------------------------
     def autocast(self) -> torch.autocast:
@@ -624,20 +638,17 @@ class Trainer:
     def _gather(self, x: Tensor) -> Tensor:
         if self.world_size == 1:
             return x
-        from ..distributed import all_gather_with_grad
-
-        return all_gather_with_grad(x.contiguous())
+        return ddp.all_gather_with_grad(x.contiguous())
 
     def _default_step(self, batch: dict) -> dict[str, Tensor]:
         with self.autocast():
             g, a = self.model(batch["ground"], batch["aerial"])
         g, a = self._gather(g.float()), self._gather(a.float())
-        sim = self.raw_model.similarity(g, a)
+        sim = cast(CrossViewEncoder, self.raw_model).similarity(g, a)
+        assert self.loss_fn is not None  # the default step runs only for models without their own step
         utm = batch.get("utm")
         if utm is not None and self._loss_takes_utm:
             if self.world_size > 1:
-                import torch.distributed as dist
-
                 parts = [torch.empty_like(utm) for _ in range(self.world_size)]
                 dist.all_gather(parts, utm.contiguous())
                 utm = torch.cat(parts)
@@ -670,9 +681,9 @@ class Trainer:
             batch["ground"] = batch["ground"].contiguous(memory_format=torch.channels_last)
             batch["aerial"] = batch["aerial"].contiguous(memory_format=torch.channels_last)
         if self.custom_optim:
-            out = self.raw_model.training_step(batch, self)
+            out = cast(CustomStepModel, self.raw_model).training_step(batch, self)
         elif self.custom_step:
-            out = self.raw_model.training_step(batch, self)
+            out = cast(CustomStepModel, self.raw_model).training_step(batch, self)
             self.backward(out["loss"])
             self.optimizer_step("main")
         else:
@@ -692,7 +703,7 @@ class Trainer:
         return logs
 
     # -- evaluation --------------------------------------------------------------------------------
-    def embed(self, dataset: Dataset) -> tuple[Tensor, Tensor, list[str]]:
+    def embed(self, dataset: Dataset | PairDataset) -> tuple[Tensor, Tensor, list[str]]:
         """Ground and aerial descriptors of ``dataset`` (eval preprocessing, no augmentation)."""
         # orientation-unknown recipes are evaluated with random panorama rolls from a fixed seed,
         # identical at every evaluation (never with the known orientation)
@@ -700,7 +711,7 @@ class Trainer:
         gen = torch.Generator().manual_seed(EVAL_SHIFT_SEED)
         return embed_dataset(
             self.raw_model,
-            dataset,
+            cast(Dataset, dataset),  # a PairDataset is a map-style torch Dataset (DataLoader-ready)
             prepare=lambda b: self.transform(b, gen, train=False, orientation_noise=noise),
             batch_size=self.eval_batch_size,
             device=self.device,
@@ -709,7 +720,7 @@ class Trainer:
             progress=self.progress,
         )
 
-    def evaluate(self, dataset: Dataset | None = None) -> dict[str, Any]:
+    def evaluate(self, dataset: Dataset | PairDataset | None = None) -> dict[str, Any]:
         """Recall of ``dataset`` (default the validation slice): ground queries, aerial gallery, ties
         counted against the query (``"ties": "pessimistic"`` in the result).
 
@@ -741,7 +752,7 @@ class Trainer:
         if self.epoch == 0 or self.epoch % every:
             return
         g, a, _ = self.embed(self.train_dataset)
-        sampler.update(g, a, similarity=self.raw_model.similarity)
+        sampler.update(g, a, similarity=cast(CrossViewEncoder, self.raw_model).similarity)
         logger.info("epoch %d: similarity neighbours recomputed from %d train samples", self.epoch, len(g))
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -826,8 +837,6 @@ class Trainer:
         _set_rng_state(state["rng"])
 
     def _metadata(self) -> dict[str, str]:
-        from .. import __version__
-
         return {
             "recipe": str(self.recipe.name),
             "variant": str(self.recipe.variant),
@@ -914,7 +923,7 @@ class Trainer:
         if self.world_size > 1:
             batches = [rank_slice(b, self.rank, self.world_size) for b in batches]
         return DataLoader(
-            self.train_dataset,
+            cast(Dataset, self.train_dataset),  # a PairDataset is a map-style torch Dataset
             batch_sampler=_FixedBatches(batches),
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
@@ -963,14 +972,13 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         """Train to ``epochs`` (or ``max_steps``), evaluating, selecting and checkpointing."""
-        from tqdm.auto import tqdm
-
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.is_main:
             recipe_json = getattr(self.recipe, "to_dict", None)
             if recipe_json is not None:
                 _atomic_text(
-                    json.dumps(recipe_json(), indent=1, default=str) + "\n", RunLayout(self.out_dir).recipe_json
+                    json.dumps(recipe_json(), indent=1, default=str) + "\n",
+                    RunLayout(self.out_dir).recipe_json,
                 )
         self.raw_model.train()
         stopped = False
@@ -981,7 +989,7 @@ class Trainer:
                     self._refresh_similarity_sampler()
                 if hasattr(self.batch_sampler, "set_epoch"):
                     self.batch_sampler.set_epoch(self.epoch)
-                if hasattr(self.loss_fn, "set_epoch"):
+                if self.loss_fn is not None and hasattr(self.loss_fn, "set_epoch"):
                     self.loss_fn.set_epoch(self.epoch)
                 batches = list(self.batch_sampler)
                 if not batches:

@@ -58,7 +58,9 @@ def _member(seg: Tensor, classes: Sequence[int]) -> Tensor:
     return torch.isin(seg, wanted)
 
 
-def keep_classes(image: Tensor, seg: Tensor, classes: Sequence[int], fill: float | Sequence[float] = 0.0) -> Tensor:
+def keep_classes(
+    image: Tensor, seg: Tensor, classes: Sequence[int], fill: float | Sequence[float] = 0.0
+) -> Tensor:
     """Keep only the pixels whose label is in ``classes``; the rest become ``fill``.
 
     Args:
@@ -78,7 +80,9 @@ def keep_classes(image: Tensor, seg: Tensor, classes: Sequence[int], fill: float
     return torch.where(keep, image, _fill_tensor(fill, image))
 
 
-def remove_classes(image: Tensor, seg: Tensor, classes: Sequence[int], fill: float | Sequence[float] = 0.0) -> Tensor:
+def remove_classes(
+    image: Tensor, seg: Tensor, classes: Sequence[int], fill: float | Sequence[float] = 0.0
+) -> Tensor:
     """Set the pixels whose label is in ``classes`` to ``fill`` (shapes as :func:`keep_classes`).
 
     Example:
@@ -122,7 +126,9 @@ class SemanticAugment:
     def enabled(self) -> bool:
         return self.p_keep_tree + self.p_keep_road + self.p_remove_sky > 0
 
-    def __call__(self, image: Tensor, seg: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self, image: Tensor, seg: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         return semantic_augment(image, seg, self, generator=generator)
 
 
@@ -155,7 +161,9 @@ def semantic_augment(
     u = torch.rand(b, generator=generator)
     edges = torch.tensor([config.p_keep_tree, config.p_keep_road, config.p_remove_sky]).cumsum(0)
     # mode k >= 1 when u falls in the k-th probability interval; u beyond the last edge is "none"
-    modes = torch.where(u < edges[-1], torch.bucketize(u, edges, right=True) + 1, torch.zeros_like(u, dtype=torch.long))
+    modes = torch.where(
+        u < edges[-1], torch.bucketize(u, edges, right=True) + 1, torch.zeros_like(u, dtype=torch.long)
+    )
     modes = modes.to(image.device)
     tree, road, sky = (_member(labels, c)[:, None] for c in (config.tree, config.road, config.sky))
     m = modes.view(b, 1, 1, 1)

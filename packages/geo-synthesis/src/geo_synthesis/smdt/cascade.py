@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -106,7 +106,9 @@ class CascadeConfig:
         if self.architecture not in ("cascade", "single"):
             raise ValueError(f"architecture must be 'cascade' or 'single', got {self.architecture!r}")
         if self.d1_fake_input not in ("prob", "straight_through"):
-            raise ValueError(f"d1_fake_input must be 'prob' or 'straight_through', got {self.d1_fake_input!r}")
+            raise ValueError(
+                f"d1_fake_input must be 'prob' or 'straight_through', got {self.d1_fake_input!r}"
+            )
         if self.g2_input not in ("seg", "seg+aerial"):
             raise ValueError(f"g2_input must be 'seg' or 'seg+aerial', got {self.g2_input!r}")
         if self.seg_loss not in ("l1", "ce"):
@@ -167,12 +169,21 @@ class SMDTCascade(nn.Module):
         self.config = cfg
         m = cfg.mixed
         self.mapping = MixedPerspectivePolar(
-            cfg.gan_size, near_fraction=m.near_fraction, camera_height=m.camera_height,
-            meters_per_pixel=m.meters_per_pixel, blend=m.blend, center=m.center,
+            cfg.gan_size,
+            near_fraction=m.near_fraction,
+            camera_height=m.camera_height,
+            meters_per_pixel=m.meters_per_pixel,
+            blend=m.blend,
+            center=m.center,
         )
         k = cfg.num_classes
-        unet = {"ngf": cfg.ngf, "num_downs": cfg.num_downs, "n_blocks": cfg.n_blocks,
-                "max_channels": cfg.max_channels, "padding_mode": cfg.padding_mode}
+        unet: dict[str, Any] = {
+            "ngf": cfg.ngf,
+            "num_downs": cfg.num_downs,
+            "n_blocks": cfg.n_blocks,
+            "max_channels": cfg.max_channels,
+            "padding_mode": cfg.padding_mode,
+        }
         if cfg.architecture == "cascade":
             self.g1: nn.Module | None = UNetGenerator(3, k, out_activation="none", **unet)
             g2_in = k + 3 if cfg.g2_input == "seg+aerial" else k
@@ -183,8 +194,12 @@ class SMDTCascade(nn.Module):
             self.g1 = self.g2 = None
             self.generator = SMDTSingleGenerator(3, k, **unet)
             d2_channels = 3 + 3
-        disc = {"num_scales": cfg.d_scales, "base": cfg.ndf, "n_layers": cfg.d_layers,
-                "spectral_norm": cfg.d_spectral_norm}
+        disc: dict[str, Any] = {
+            "num_scales": cfg.d_scales,
+            "base": cfg.ndf,
+            "n_layers": cfg.d_layers,
+            "spectral_norm": cfg.d_spectral_norm,
+        }
         self.d1 = MultiScaleDiscriminator(3 + k, **disc)
         self.d2 = MultiScaleDiscriminator(d2_channels, **disc)
         self.gan_loss = GANLoss(cfg.gan_loss, real_label=cfg.real_label, fake_label=cfg.fake_label)
@@ -217,7 +232,9 @@ class SMDTCascade(nn.Module):
     def generate(self, mapped: Tensor) -> SynthesisOutput:
         """I_a (B, 3, H, W) -> :class:`SynthesisOutput` (G1 -> softmax -> G2, or the single G)."""
         if tuple(mapped.shape[-2:]) != self.config.gan_size:
-            raise ValueError(f"mapped aerial must be (B, 3, {self.config.gan_size}), got {tuple(mapped.shape)}")
+            raise ValueError(
+                f"mapped aerial must be (B, 3, {self.config.gan_size}), got {tuple(mapped.shape)}"
+            )
         if self.generator is not None:
             image, logits = self.generator(mapped)
             return SynthesisOutput(logits, logits.float().softmax(dim=1).to(logits.dtype), image)
@@ -303,8 +320,13 @@ class SMDTCascade(nn.Module):
             per_pixel = (out.seg_prob.float() - target).abs().mean(dim=1)
             seg = per_pixel[valid].mean() if valid.any() else per_pixel.sum() * 0
         loss = adv1 + adv2 + cfg.lambda_image * l1_image + cfg.lambda_seg * seg
-        logs = {"loss_g": loss.detach(), "loss_g_adv1": adv1.detach(), "loss_g_adv2": adv2.detach(),
-                "l1_image": l1_image.detach(), f"{cfg.seg_loss}_seg": seg.detach()}
+        logs = {
+            "loss_g": loss.detach(),
+            "loss_g_adv1": adv1.detach(),
+            "loss_g_adv2": adv2.detach(),
+            "l1_image": l1_image.detach(),
+            f"{cfg.seg_loss}_seg": seg.detach(),
+        }
         return loss, logs
 
     def _check_targets(self, labels: Tensor, ground: Tensor) -> None:

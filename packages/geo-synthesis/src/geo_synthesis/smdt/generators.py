@@ -39,9 +39,11 @@ from ..layers import ResidualBlock, init_normal_
 __all__ = ["SMDTSingleGenerator", "UNetGenerator"]
 
 OutActivation = Literal["tanh", "none"]
+#: ``nn.Conv2d`` padding modes.
+PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 
 
-def _conv_in_relu(cin: int, cout: int, padding_mode: str) -> list[nn.Module]:
+def _conv_in_relu(cin: int, cout: int, padding_mode: PaddingMode) -> list[nn.Module]:
     return [
         nn.Conv2d(cin, cout, 3, padding=1, padding_mode=padding_mode),
         nn.InstanceNorm2d(cout, affine=True),
@@ -78,11 +80,16 @@ class UNetGenerator(nn.Module):
         n_blocks: int = 9,
         max_channels: int = 512,
         out_activation: OutActivation = "tanh",
-        padding_mode: str = "zeros",
+        padding_mode: PaddingMode = "zeros",
     ) -> None:
         super().__init__()
-        for name, value, low in (("in_channels", in_channels, 1), ("out_channels", out_channels, 1),
-                                 ("ngf", ngf, 1), ("num_downs", num_downs, 0), ("n_blocks", n_blocks, 0)):
+        for name, value, low in (
+            ("in_channels", in_channels, 1),
+            ("out_channels", out_channels, 1),
+            ("ngf", ngf, 1),
+            ("num_downs", num_downs, 0),
+            ("n_blocks", n_blocks, 0),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         if out_activation not in ("tanh", "none"):

@@ -43,7 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geo_retrieval.checkpoint import load_weights
+from geo_retrieval.model import CrossViewModel
 from geo_retrieval.recipes import Recipe
+from geo_retrieval.training import build_optimizer
 
 from .augment import SemanticAugment, semantic_augment
 from .cascade import CascadeConfig, SMDTCascade
@@ -138,7 +141,7 @@ class SMDTModel(nn.Module):
     def __init__(
         self,
         cascade: SMDTCascade,
-        retrieval: nn.Module,
+        retrieval: CrossViewModel,
         loss: nn.Module,
         config: SMDTConfig | None = None,
         segmenter: SegmentationUNet | None = None,
@@ -152,11 +155,14 @@ class SMDTModel(nn.Module):
         self.retrieval = retrieval
         self.loss = loss
         k = cascade.config.num_classes
-        self.segmenter = segmenter or SegmentationUNet(k, width=config.segmenter_width, depth=config.segmenter_depth)
+        self.segmenter = segmenter or SegmentationUNet(
+            k, width=config.segmenter_width, depth=config.segmenter_depth
+        )
         if self.segmenter.num_classes != k:
             raise ValueError(f"segmenter predicts {self.segmenter.num_classes} classes, the cascade {k}")
         self.segmenter.requires_grad_(False)
         # persistent: a checkpoint remembers whether the segmenter holds trained weights
+        self.segmenter_ready: Tensor
         self.register_buffer("segmenter_ready", torch.tensor(False))
         self._warned_predicted = False
         if config.segmenter_weights:
@@ -166,8 +172,6 @@ class SMDTModel(nn.Module):
     def load_segmenter(self, weights: str | os.PathLike[str] | Mapping[str, Tensor]) -> None:
         """Load the segmentation network's weights (a file or a state dict; strict)."""
         if not isinstance(weights, Mapping):
-            from geo_retrieval.checkpoint import load_weights
-
             weights = load_weights(weights)
         self.segmenter.load_state_dict(weights, strict=True)
         self.segmenter_ready.fill_(True)
@@ -185,7 +189,9 @@ class SMDTModel(nn.Module):
                 "set SMDTConfig.segmenter_weights or call SMDTModel.load_segmenter(...)"
             )
         if not self._warned_predicted:
-            logger.warning("SMDT: batch has no 'ground_seg'; using the segmentation network's predictions as labels")
+            logger.warning(
+                "SMDT: batch has no 'ground_seg'; using the segmentation network's predictions as labels"
+            )
             self._warned_predicted = True
         return prepare_labels(self.segmenter.predict(batch["ground"]), size)
 
@@ -217,15 +223,14 @@ class SMDTModel(nn.Module):
 
     # -- training --------------------------------------------------------------------------------
     def configure_optimizers(self, recipe: Recipe) -> dict[str, torch.optim.Optimizer]:
-        from geo_retrieval.training import build_optimizer
-
         cfg = self.config
-        adam = {"lr": cfg.gan_lr, "betas": tuple(cfg.gan_betas)}
+        adam: dict[str, Any] = {"lr": cfg.gan_lr, "betas": tuple(cfg.gan_betas)}
         return {
             "generators": torch.optim.Adam(list(self.cascade.generator_parameters()), **adam),
             "discriminators": torch.optim.Adam(list(self.cascade.discriminator_parameters()), **adam),
-            "retrieval": build_optimizer([p for p in self.retrieval.parameters() if p.requires_grad],
-                                         recipe.optimizer),
+            "retrieval": build_optimizer(
+                [p for p in self.retrieval.parameters() if p.requires_grad], recipe.optimizer
+            ),
         }
 
     def training_step(self, batch: Mapping[str, Any], trainer: Any) -> dict[str, Tensor]:
@@ -260,8 +265,9 @@ class SMDTModel(nn.Module):
                 total = loss_g
                 logs.update(g_logs)
             if train_retrieval:
-                if hasattr(self.loss, "set_epoch"):
-                    self.loss.set_epoch(epoch)
+                set_epoch = getattr(self.loss, "set_epoch", None)
+                if set_epoch is not None:
+                    set_epoch(epoch)
                 fake = out.image
                 if flow:
                     fake = scale_gradient(fake, cfg.retrieval_grad_weight)
@@ -269,9 +275,12 @@ class SMDTModel(nn.Module):
                     fake = fake.detach()
                 ground_r = ground
                 if cfg.semantic_aug.enabled:
-                    gen = torch.Generator().manual_seed(int(trainer.seed) * 1_000_033 + int(trainer.global_step))
-                    ground_r, _ = semantic_augment(ground, prepare_labels(labels, ground.shape[-2:]),
-                                                   cfg.semantic_aug, generator=gen)
+                    gen = torch.Generator().manual_seed(
+                        int(trainer.seed) * 1_000_033 + int(trainer.global_step)
+                    )
+                    ground_r, _ = semantic_augment(
+                        ground, prepare_labels(labels, ground.shape[-2:]), cfg.semantic_aug, generator=gen
+                    )
                 with trainer.autocast():
                     g = self.encode_ground(ground_r)
                     a = self.encode_synthesised(fake)

@@ -38,11 +38,13 @@ from typing import Any
 from torch import nn
 
 from geo_retrieval.config import Normalisation
+from geo_retrieval.losses import create_loss
+from geo_retrieval.model import build_model
 from geo_retrieval.recipes import Recipe, get_recipe, register_builder, register_recipe
 from geo_transforms import MixedParams
 
 from .augment import SemanticAugment
-from .cascade import CascadeConfig
+from .cascade import CascadeConfig, SMDTCascade
 from .model import SMDTConfig, SMDTModel
 
 __all__ = ["SMDTRecipe", "build_smdt", "register_smdt", "smdt_recipes"]
@@ -74,12 +76,23 @@ def smdt_recipes() -> list[SMDTRecipe]:
     white, black = 1.0, -1.0  # in [-1, 1] normalisation: keep modes blank to white, remove_sky to black
     full_cfg = SMDTConfig(
         cascade=CascadeConfig(
-            num_classes=6, gan_size=(256, 1024), mixed=MixedParams(), architecture="cascade",
-            ngf=64, num_downs=4, n_blocks=9, max_channels=512, ndf=64, d_layers=3, d_scales=3,
+            num_classes=6,
+            gan_size=(256, 1024),
+            mixed=MixedParams(),
+            architecture="cascade",
+            ngf=64,
+            num_downs=4,
+            n_blocks=9,
+            max_channels=512,
+            ndf=64,
+            d_layers=3,
+            d_scales=3,
         ),
         retrieval_ground_size=(128, 512),
         retrieval_aerial_size=(128, 512),
-        semantic_aug=SemanticAugment(p_keep_tree=0.1, p_keep_road=0.1, p_remove_sky=0.1, keep_fill=white, remove_fill=black),
+        semantic_aug=SemanticAugment(
+            p_keep_tree=0.1, p_keep_road=0.1, p_remove_sky=0.1, keep_fill=white, remove_fill=black
+        ),
         segmenter_width=32,
         segmenter_depth=4,
     )
@@ -107,14 +120,24 @@ def smdt_recipes() -> list[SMDTRecipe]:
     )
     small_cfg = SMDTConfig(
         cascade=CascadeConfig(
-            num_classes=6, gan_size=(32, 128),
+            num_classes=6,
+            gan_size=(32, 128),
             mixed=MixedParams(meters_per_pixel=0.4),  # the full geometry scaled to a 64 px aerial
-            architecture="cascade", ngf=8, num_downs=3, n_blocks=1, max_channels=64,
-            ndf=8, d_layers=2, d_scales=2, g2_input="seg+aerial",
+            architecture="cascade",
+            ngf=8,
+            num_downs=3,
+            n_blocks=1,
+            max_channels=64,
+            ndf=8,
+            d_layers=2,
+            d_scales=2,
+            g2_input="seg+aerial",
         ),
         retrieval_ground_size=(32, 128),
         retrieval_aerial_size=(32, 128),
-        semantic_aug=SemanticAugment(p_keep_tree=0.1, p_keep_road=0.1, p_remove_sky=0.1, keep_fill=white, remove_fill=black),
+        semantic_aug=SemanticAugment(
+            p_keep_tree=0.1, p_keep_road=0.1, p_remove_sky=0.1, keep_fill=white, remove_fill=black
+        ),
         segmenter_width=8,
         segmenter_depth=2,
         retrieval_start_epoch=5,
@@ -146,11 +169,6 @@ def smdt_recipes() -> list[SMDTRecipe]:
 @register_builder("smdt")
 def build_smdt(recipe: Recipe) -> nn.Module:
     """Build an untrained :class:`SMDTModel` from an :class:`SMDTRecipe`."""
-    from geo_retrieval.losses import create_loss
-    from geo_retrieval.model import build_model
-
-    from .cascade import SMDTCascade
-
     if not isinstance(recipe, SMDTRecipe):
         raise TypeError(f"the smdt builder needs an SMDTRecipe, got {type(recipe).__name__}")
     cfg = recipe.smdt

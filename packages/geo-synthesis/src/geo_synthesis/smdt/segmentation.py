@@ -51,7 +51,17 @@ __all__ = [
 ]
 
 IGNORE_INDEX = -100
-WORLD_CLASSES: tuple[str, ...] = ("sky", "road", "sidewalk", "grass", "water", "parking", "building", "tree", "car")
+WORLD_CLASSES: tuple[str, ...] = (
+    "sky",
+    "road",
+    "sidewalk",
+    "grass",
+    "water",
+    "parking",
+    "building",
+    "tree",
+    "car",
+)
 SMDT_GROUPS: tuple[str, ...] = ("sky", "road", "vegetation", "building", "vehicle", "other")
 WORLD_TO_SMDT: Mapping[str, str] = {
     "sky": "sky",
@@ -115,8 +125,9 @@ class ClassGrouping:
 
     def lookup_table(self, device: torch.device | str | None = None) -> Tensor:
         """(n_source,) int64: group index of every source class."""
-        return torch.tensor([self.groups.index(self.mapping[c]) for c in self.source_classes],
-                            dtype=torch.long, device=device)
+        return torch.tensor(
+            [self.groups.index(self.mapping[c]) for c in self.source_classes], dtype=torch.long, device=device
+        )
 
     def __call__(self, labels: Tensor) -> Tensor:
         """(..., H, W) int64 source labels -> same-shape group labels (``IGNORE_INDEX`` kept).
@@ -137,8 +148,11 @@ class ClassGrouping:
         return torch.where(ignore, labels, lut[labels.clamp(min=0)])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source_classes": list(self.source_classes), "groups": list(self.groups),
-                "mapping": dict(self.mapping)}
+        return {
+            "source_classes": list(self.source_classes),
+            "groups": list(self.groups),
+            "mapping": dict(self.mapping),
+        }
 
 
 def world_grouping() -> ClassGrouping:
@@ -179,8 +193,12 @@ def colour_to_labels(annotation: Tensor, palette: Sequence[Sequence[float]] | Te
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -229,7 +247,9 @@ class SegmentationUNet(nn.Module):
         chans = [width * 2**i for i in range(depth + 1)]
         self.inc = _double_conv(in_channels, chans[0])
         self.down = nn.ModuleList(_double_conv(chans[i], chans[i + 1]) for i in range(depth))
-        self.up = nn.ModuleList(_double_conv(chans[i + 1] + chans[i], chans[i]) for i in reversed(range(depth)))
+        self.up = nn.ModuleList(
+            _double_conv(chans[i + 1] + chans[i], chans[i]) for i in reversed(range(depth))
+        )
         self.head = nn.Conv2d(chans[0], num_classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:

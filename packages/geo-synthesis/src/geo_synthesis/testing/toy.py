@@ -32,14 +32,32 @@ __all__ = ["AERIAL_PALETTE", "GROUND_PALETTE", "SMDTToyPairs"]
 
 _BLOB_CLASSES = (1, 3, 6, 7, 8)  # road, grass, building, tree, car
 # RGB in [0, 1] per world class (sky, road, sidewalk, grass, water, parking, building, tree, car)
-AERIAL_PALETTE = torch.tensor([
-    [0.6, 0.8, 1.0], [0.35, 0.35, 0.35], [0.6, 0.6, 0.55], [0.45, 0.7, 0.3], [0.2, 0.3, 0.7],
-    [0.5, 0.5, 0.5], [0.8, 0.5, 0.4], [0.1, 0.4, 0.1], [0.9, 0.9, 0.1],
-])
-GROUND_PALETTE = torch.tensor([
-    [0.55, 0.75, 0.95], [0.2, 0.2, 0.25], [0.7, 0.7, 0.7], [0.3, 0.8, 0.2], [0.1, 0.2, 0.5],
-    [0.4, 0.4, 0.45], [0.9, 0.8, 0.6], [0.05, 0.3, 0.05], [0.8, 0.1, 0.1],
-])
+AERIAL_PALETTE = torch.tensor(
+    [
+        [0.6, 0.8, 1.0],
+        [0.35, 0.35, 0.35],
+        [0.6, 0.6, 0.55],
+        [0.45, 0.7, 0.3],
+        [0.2, 0.3, 0.7],
+        [0.5, 0.5, 0.5],
+        [0.8, 0.5, 0.4],
+        [0.1, 0.4, 0.1],
+        [0.9, 0.9, 0.1],
+    ]
+)
+GROUND_PALETTE = torch.tensor(
+    [
+        [0.55, 0.75, 0.95],
+        [0.2, 0.2, 0.25],
+        [0.7, 0.7, 0.7],
+        [0.3, 0.8, 0.2],
+        [0.1, 0.2, 0.5],
+        [0.4, 0.4, 0.45],
+        [0.9, 0.8, 0.6],
+        [0.05, 0.3, 0.05],
+        [0.8, 0.1, 0.1],
+    ]
+)
 
 
 class SMDTToyPairs(Dataset):
@@ -95,8 +113,13 @@ class SMDTToyPairs(Dataset):
         onehot = F.one_hot(aerial_labels, len(WORLD_CLASSES)).permute(2, 0, 1)[None].float()
         p = self.params
         warped = mixed_perspective_polar(
-            onehot, (h, w), near_fraction=p.near_fraction, camera_height=p.camera_height,
-            meters_per_pixel=p.meters_per_pixel, blend=p.blend, center=p.center,
+            onehot,
+            (h, w),
+            near_fraction=p.near_fraction,
+            camera_height=p.camera_height,
+            meters_per_pixel=p.meters_per_pixel,
+            blend=p.blend,
+            center=p.center,
         )[0]
         ground_seg = warped.argmax(dim=0)
         ground_seg[: round(self.sky_fraction * h)] = 0  # sky

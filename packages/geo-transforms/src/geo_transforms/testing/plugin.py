@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from typing import Any
 
 import pytest
 import torch
@@ -25,15 +26,19 @@ _ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register the ``--device`` and ``--dtype`` options."""
     group = parser.getgroup("geo", "geo-localisation toolkit test options")
     group.addoption("--device", default="auto", help="cpu | cuda | auto (cpu + cuda if present) | all")
     group.addoption("--dtype", default="float32", help="float32 | comma-separated list | all")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers and default ``HF_HUB_OFFLINE=1`` and ``MPLBACKEND=Agg``."""
     config.addinivalue_line("markers", "slow: long-running test; run with -m slow")
     config.addinivalue_line("markers", "cuda: needs a CUDA device")
-    config.addinivalue_line("markers", "one_thread: (module-level) run the module with one torch intra-op thread")
+    config.addinivalue_line(
+        "markers", "one_thread: (module-level) run the module with one torch intra-op thread"
+    )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -56,6 +61,7 @@ def _dtypes(option: str) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise the ``device`` and ``dtype`` fixtures from the command-line options."""
     if "device" in metafunc.fixturenames:
         metafunc.parametrize("device", _devices(metafunc.config.getoption("--device")), indirect=True)
     if "dtype" in metafunc.fixturenames:
@@ -107,7 +113,7 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests run offline: a connection to anything but loopback raises instead of hanging."""
     real_connect = socket.socket.connect
 
-    def guarded_connect(self: socket.socket, address: object) -> object:
+    def guarded_connect(self: socket.socket, address: tuple[Any, ...] | str | bytes) -> object:
         if not _is_loopback(address):
             raise RuntimeError(f"test tried to reach the network ({address!r}); tests must run offline")
         return real_connect(self, address)
