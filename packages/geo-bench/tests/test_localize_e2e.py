@@ -38,8 +38,8 @@ def _errors(caplog) -> str:
 
 @pytest.fixture(scope="module")
 def world_map(tmp_path_factory):
-    """A 600 m x 600 m orthophoto of the tiny world's district 0 (its first style, ``downtown``, 1 m/px)
-    and 20 panoramas of its training region."""
+    """A 500 m x 500 m orthophoto of the tiny world's district 0 (its style, ``mixed``, 1 m/px) and 20
+    panoramas of its training region."""
     out = tmp_path_factory.mktemp("map")
     district_m = TINY_WORLD.district_m
     write_map(
@@ -50,6 +50,7 @@ def world_map(tmp_path_factory):
         city=city_style(TINY_WORLD.styles[0], size_m=district_m),
         map_m=district_m,
         split="train",
+        split_fractions=TINY_WORLD.split_fractions,
         progress=False,
     )
     return out

@@ -44,9 +44,16 @@ __all__ = [
     "uses_synthesis",
 ]
 
-#: The CI smoke-test world: a tiny district, tiny images, one epoch of a few steps per recipe.
+#: The CI smoke-test world: tiny districts of the default (mixed) style, tiny images, one epoch of a few steps
+#: per recipe; its cross-area city is the default town.
 TINY_WORLD = WorldConfig(
-    n_train=72, n_val=12, n_test=20, ground_size=(32, 128), aerial_size=64, district_m=600.0
+    n_train=72,
+    n_val=12,
+    n_test=20,
+    ground_size=(32, 128),
+    aerial_size=64,
+    district_m=500.0,
+    styles=("mixed",),
 )
 
 

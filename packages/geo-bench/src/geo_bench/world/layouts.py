@@ -365,6 +365,7 @@ def write_map(
     chunk: int = 32,
     block_px: int = 256,
     progress: bool = True,
+    split_fractions: tuple[float, float, float] = (0.6, 0.15, 0.25),
 ) -> dict[str, int]:
     """Write the ``map`` layout (module docstring): an orthophoto GeoTIFF, query panoramas and truth.
 
@@ -377,6 +378,8 @@ def write_map(
         appearance: domain-gap config (the map is the aerial capture, the panoramas the ground one).
         map_m: side of the square map in metres (default: the district side, at most 1000 m).
         split: the cameras the queries come from (default ``"test"``, the region training never sees).
+        split_fractions: the district's train / val / test stripes (as ``SyntheticWorld``; pass the
+            training world's, e.g. ``WorldConfig.split_fractions``, so ``split`` names the same cameras).
         yaw: panorama heading in degrees, or ``"random"``.
         chunk: panoramas rendered at once.
         block_px: map pixels rendered at once per side (memory bound).
@@ -403,7 +406,9 @@ def write_map(
             f"map_m must lie in [{2 * gsd:g}, {cfg.size_m:g}] m (the district side), got {side:g}"
         )
     side = npx * gsd
-    probe = SyntheticWorld(split, 1, seed, render=render, city=cfg, appearance=app, yaw=yaw)
+    probe = SyntheticWorld(
+        split, 1, seed, render=render, city=cfg, appearance=app, yaw=yaw, split_fractions=split_fractions
+    )
     dist = probe._district(0)
     size = dist.city.size
     west, south = size - side, (size - side) / 2  # district metres
@@ -458,7 +463,16 @@ def write_map(
             dst.write(arr, window=rasterio.windows.Window(c0, r0, w, h))
             bar.update(1)
     tmp.replace(out / "map.tif")
-    world = SyntheticWorld(split, len(cams), seed, render=render, city=cfg, appearance=app, yaw=yaw)
+    world = SyntheticWorld(
+        split,
+        len(cams),
+        seed,
+        render=render,
+        city=cfg,
+        appearance=app,
+        yaw=yaw,
+        split_fractions=split_fractions,
+    )
     rows = []
     qdir = out / "queries"
     with tqdm(total=num, desc="map queries", unit="pano", disable=not progress) as bar:
