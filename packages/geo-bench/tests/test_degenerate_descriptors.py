@@ -227,7 +227,7 @@ class TestEvaluationRefusesCollapsedModels:
 
 def test_the_colour_baseline_goes_through_the_same_path(world_test):
     results = evaluate_baseline(ColourProfile(), "synthetic", world_test)
-    flags = expected_protocols("synthetic", "test")
+    flags = [f for f in expected_protocols("synthetic", "test") if f["area"] == "same"]  # a test split alone
     assert [r.protocol["orientation_known"] for r in results] == [f["orientation_known"] for f in flags]
     for r in results:
         assert 0.0 <= r.metrics["tie_share"] < DEGENERATE_TIE_SHARE
