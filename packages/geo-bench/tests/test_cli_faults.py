@@ -257,6 +257,8 @@ class TestInterrupt:
                 "2",
                 "--recipes",
                 "safa,dsm",
+                "--epochs",
+                "200",  # long enough to be still training when the signal comes, however fast the machine
                 "--no-baseline",
                 "--no-plots",
                 "--out",
