@@ -509,24 +509,25 @@ def _evaluate(
         matching)."""
         a = a_clean if ref is None else ref
         if dataset == "vigor":
+            vigor: Any = test  # the VIGOR queries dataset: positives, _tiles, latlon
             res = vigor_recall(
                 gq,
                 a,
-                test.positives,
-                torch.as_tensor(test._tiles[:, 1:]),  # type: ignore[attr-defined]
+                vigor.positives,
+                torch.as_tensor(vigor._tiles[:, 1:]),
                 similarity=sim,
                 tie_stats=True,
             )
             metrics = _metrics(res.as_dict())
             _check(gq, a, metrics, name)
-            errors = localisation_errors(res.top1_index, tile_ll, torch.as_tensor(test.latlon))  # type: ignore[attr-defined]
+            errors = localisation_errors(res.top1_index, tile_ll, torch.as_tensor(vigor.latlon))
             curve = meter_level_accuracy(errors)
             metrics.update(
                 localisation_metrics(
                     gq,
                     a,
-                    torch.as_tensor(test.latlon),
-                    tile_ll,  # type: ignore[attr-defined]
+                    torch.as_tensor(vigor.latlon),
+                    tile_ll,
                     coordinates="latlon",
                     similarity=sim,
                 ).as_dict()
