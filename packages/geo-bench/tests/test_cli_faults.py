@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -258,7 +259,7 @@ class TestInterrupt:
                 "--recipes",
                 "safa,dsm",
                 "--epochs",
-                "200",  # long enough to be still training when the signal comes, however fast the machine
+                "1000",  # still training when the signal comes (at most 60 s in), however fast the machine
                 "--no-baseline",
                 "--no-plots",
                 "--out",
@@ -269,13 +270,17 @@ class TestInterrupt:
             text=True,
             env=env,
         )
-        deadline = time.monotonic() + 120
+        # the signal comes 1 s after the "... in 2 processes" line, or after 60 s if that line is not read
+        # (a pipe that delivers it late); either way the run is still training (1000 tiny epochs)
+        timer = threading.Timer(60.0, lambda: proc.poll() is None and proc.send_signal(signal.SIGINT))
+        timer.start()
         assert proc.stdout is not None
         for line in proc.stdout:
-            if "processes" in line or time.monotonic() > deadline:
+            if "processes" in line:
+                time.sleep(1.0)
+                proc.send_signal(signal.SIGINT)
                 break
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
+        timer.cancel()
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == EXIT_INTERRUPTED, err
         assert "Traceback" not in err
