@@ -14,7 +14,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
+from geo_transforms.testing.imports import (
+    assert_imports_at_top,
+    import_cycles,
+    lazy_allowed,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "geo_bench"
@@ -104,74 +108,8 @@ def _imports(modules: dict[str, Path]) -> tuple[dict[str, set[str]], list[tuple[
     return edges, local
 
 
-def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (Tarjan, iterative)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    out: list[list[str]] = []
-    counter = 0
-    for root in sorted(edges):
-        if root in index:
-            continue
-        work = [(root, iter(sorted(edges[root])))]
-        index[root] = low[root] = counter
-        counter += 1
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, children = work[-1]
-            child = next(children, None)
-            if child is not None:
-                if child not in index:
-                    index[child] = low[child] = counter
-                    counter += 1
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(sorted(edges.get(child, ())))))
-                elif child in on_stack:
-                    low[node] = min(low[node], index[child])
-                continue
-            work.pop()
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                if len(component) > 1:
-                    out.append(sorted(component))
-    return out
-
-
-def _function_level_imports(root: Path) -> list[tuple[str, int, str]]:
-    """``(file, line, module)`` of every import statement inside a function body in the ``*.py`` files
-    under ``root``; relative imports keep their leading dots (``from ..metrics import x`` -> ``..metrics``)."""
-    found: list[tuple[str, int, str]] = []
-
-    def visit(node: ast.AST, name: str, in_function: bool) -> None:
-        for child in ast.iter_child_nodes(node):
-            if in_function and isinstance(child, ast.Import):
-                found.extend((name, child.lineno, alias.name) for alias in child.names)
-            elif in_function and isinstance(child, ast.ImportFrom):
-                found.append((name, child.lineno, "." * child.level + (child.module or "")))
-            function = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-            visit(child, name, in_function or function)
-
-    for path in sorted(root.rglob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        visit(tree, path.relative_to(root.parent).as_posix(), False)
-    return found
-
-
 def _lazy_allowed(module: str) -> bool:
-    return any(module == name or module.startswith(name + ".") for name in LAZY_IMPORTS_ALLOWED)
+    return lazy_allowed(module, LAZY_IMPORTS_ALLOWED)
 
 
 class TestImportGraph:
@@ -185,7 +123,7 @@ class TestImportGraph:
 
     def test_no_cycle(self):
         edges, _ = _imports(_modules())
-        cycles = _cycles(edges)
+        cycles = import_cycles(edges)
         assert not cycles, "import cycles among geo_bench modules:\n" + "\n".join(
             " <-> ".join(c) for c in cycles
         )
@@ -197,55 +135,9 @@ class TestImportGraph:
         assert not bad, "import geo_bench modules at the top of the module:\n" + "\n".join(bad)
 
     def test_imports_at_top_of_modules(self):
-        local = _function_level_imports(SRC / PACKAGE)
-        bad = [f"{path}:{line}: {module}" for path, line, module in local if not _lazy_allowed(module)]
-        assert not bad, "import these at the top of the module (or allow-list an optional dependency):\n" + (
-            "\n".join(bad)
-        )
+        # and the allow-list has no stale entry
+        assert_imports_at_top(SRC / PACKAGE, LAZY_IMPORTS_ALLOWED)
 
-    def test_lazy_allow_list_is_current(self):
-        modules = [module for _, _, module in _function_level_imports(SRC / PACKAGE)]
-        unused = {
-            n for n in LAZY_IMPORTS_ALLOWED if not any(m == n or m.startswith(n + ".") for m in modules)
-        }
-        assert not unused, (
-            f"no function-level import of {sorted(unused)} is left: drop it from LAZY_IMPORTS_ALLOWED"
-        )
-
-    def test_function_level_import_scan(self, tmp_path):
-        package = tmp_path / "pkg"
-        package.mkdir()
-        (package / "m.py").write_text(
-            "import os\n"
-            "def f():\n"
-            "    import rasterio.vrt, sys\n"
-            "    from ..metrics import recall\n"
-            "    def g():\n"
-            "        from numpy import asarray\n"
-            "class C:\n"
-            "    import json\n"
-            "    def m(self):\n"
-            "        import tqdm\n"
-        )
-        assert _function_level_imports(package) == [
-            ("pkg/m.py", 3, "rasterio.vrt"),
-            ("pkg/m.py", 3, "sys"),
-            ("pkg/m.py", 4, "..metrics"),
-            ("pkg/m.py", 6, "numpy"),
-            ("pkg/m.py", 10, "tqdm"),
-        ]
+    def test_allow_list_reading(self):
         assert _lazy_allowed("rasterio") and _lazy_allowed("rasterio.vrt")
         assert not _lazy_allowed("..metrics") and not _lazy_allowed("rasteriox") and not _lazy_allowed("PIL")
-
-
-class TestCycleFinder:
-    @pytest.mark.parametrize(
-        ("edges", "expected"),
-        [
-            ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
-            ({"a": {"b"}, "b": {"a"}}, [["a", "b"]]),
-            ({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}, [["a", "b", "c"]]),
-        ],
-    )
-    def test_cycles(self, edges, expected):
-        assert _cycles(edges) == expected

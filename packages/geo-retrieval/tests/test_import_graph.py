@@ -21,6 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from geo_transforms.testing.imports import (
+    assert_imports_at_top,
+    import_cycles,
+    lazy_allowed,
+)
+
 PACKAGE = "geo_retrieval"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -82,52 +88,6 @@ def _imported(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     return edges
 
 
-def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One cycle of ``graph`` as a closed path ``[a, b, ..., a]``, or None (iterative depth-first search)."""
-    state: dict[str, int] = {}  # 1 on the current path, 2 done
-    for start in sorted(graph):
-        if start in state:
-            continue
-        path, stack = [start], [iter(sorted(graph[start]))]
-        state[start] = 1
-        while stack:
-            nxt = next(stack[-1], None)
-            if nxt is None:
-                state[path.pop()] = 2
-                stack.pop()
-            elif state.get(nxt) == 1:
-                return [*path[path.index(nxt) :], nxt]
-            elif nxt not in state:
-                state[nxt] = 1
-                path.append(nxt)
-                stack.append(iter(sorted(graph.get(nxt, ()))))
-    return None
-
-
-def _function_level_imports(root: Path) -> list[tuple[str, int, str]]:
-    """``(file, line, module)`` of every import statement inside a function body in the ``*.py`` files
-    under ``root``; relative imports keep their leading dots (``from ..losses import x`` -> ``..losses``)."""
-    found: list[tuple[str, int, str]] = []
-
-    def visit(node: ast.AST, name: str, in_function: bool) -> None:
-        for child in ast.iter_child_nodes(node):
-            if in_function and isinstance(child, ast.Import):
-                found.extend((name, child.lineno, alias.name) for alias in child.names)
-            elif in_function and isinstance(child, ast.ImportFrom):
-                found.append((name, child.lineno, "." * child.level + (child.module or "")))
-            function = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-            visit(child, name, in_function or function)
-
-    for path in sorted(root.rglob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        visit(tree, path.relative_to(root.parent).as_posix(), False)
-    return found
-
-
-def _lazy_allowed(module: str) -> bool:
-    return any(module == name or module.startswith(name + ".") for name in LAZY_IMPORTS_ALLOWED)
-
-
 def _run_isolated(code: str) -> set[str]:
     """Run ``code`` in a fresh interpreter with the package as a bare namespace (its ``__init__``, which
     imports everything, is not run); return the names in ``sys.modules`` afterwards."""
@@ -144,6 +104,10 @@ def _run_isolated(code: str) -> set[str]:
     return set(proc.stdout.split())
 
 
+def _lazy_allowed(module: str) -> bool:
+    return lazy_allowed(module, LAZY_IMPORTS_ALLOWED)
+
+
 class TestImportGraph:
     def test_graph_is_read(self):
         modules = _modules()
@@ -155,8 +119,10 @@ class TestImportGraph:
     def test_acyclic(self):
         modules = _modules()
         graph = {name: _imported(name, path, modules) for name, path in modules.items()}
-        cycle = _find_cycle(graph)
-        assert cycle is None, "import cycle among geo-retrieval modules: " + " -> ".join(cycle or [])
+        cycles = import_cycles(graph)
+        assert not cycles, "import cycles among geo-retrieval modules: " + "; ".join(
+            " <-> ".join(c) for c in cycles
+        )
 
     def test_config_and_recipes_import_no_training_code(self):
         graph_modules = _modules()
@@ -165,49 +131,12 @@ class TestImportGraph:
             assert not any(d.startswith(f"{PACKAGE}.training") for d in deps), (name, sorted(deps))
 
     def test_imports_at_top_of_modules(self):
-        local = _function_level_imports(SRC / PACKAGE)
-        bad = [f"{path}:{line}: {module}" for path, line, module in local if not _lazy_allowed(module)]
-        assert not bad, "import these at the top of the module (or allow-list an optional dependency):\n" + (
-            "\n".join(bad)
-        )
+        # and the allow-list has no stale entry
+        assert_imports_at_top(SRC / PACKAGE, LAZY_IMPORTS_ALLOWED)
 
-    def test_lazy_allow_list_is_current(self):
-        modules = [module for _, _, module in _function_level_imports(SRC / PACKAGE)]
-        unused = {
-            n for n in LAZY_IMPORTS_ALLOWED if not any(m == n or m.startswith(n + ".") for m in modules)
-        }
-        assert not unused, (
-            f"no function-level import of {sorted(unused)} is left: drop it from LAZY_IMPORTS_ALLOWED"
-        )
-
-    def test_function_level_import_scan(self, tmp_path):
-        package = tmp_path / "pkg"
-        package.mkdir()
-        (package / "m.py").write_text(
-            "import os\n"
-            "def f():\n"
-            "    import faiss.contrib, sys\n"
-            "    from ..losses import create_loss\n"
-            "    def g():\n"
-            "        from numpy import asarray\n"
-            "class C:\n"
-            "    import json\n"
-            "    def m(self):\n"
-            "        import tqdm\n"
-        )
-        assert _function_level_imports(package) == [
-            ("pkg/m.py", 3, "faiss.contrib"),
-            ("pkg/m.py", 3, "sys"),
-            ("pkg/m.py", 4, "..losses"),
-            ("pkg/m.py", 6, "numpy"),
-            ("pkg/m.py", 10, "tqdm"),
-        ]
+    def test_allow_list_reading(self):
         assert _lazy_allowed("faiss") and _lazy_allowed("faiss.contrib")
         assert not _lazy_allowed("..losses") and not _lazy_allowed("faissx") and not _lazy_allowed("torch")
-
-    def test_find_cycle_reports_a_cycle(self):
-        assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
-        assert _find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
 
 
 class TestImportIsolated:

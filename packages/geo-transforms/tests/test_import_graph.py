@@ -7,8 +7,15 @@ of one): Pillow, an optional dependency here (the ``preview`` extra), which only
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
+
+from geo_transforms.testing.imports import (
+    assert_imports_at_top,
+    function_level_imports,
+    import_cycles,
+    lazy_allowed,
+    unused_allowances,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "geo_transforms"
@@ -20,48 +27,17 @@ LAZY_IMPORTS_ALLOWED: set[str] = {
 }
 
 
-def _function_level_imports(root: Path) -> list[tuple[str, int, str]]:
-    """``(file, line, module)`` of every import statement inside a function body in the ``*.py`` files
-    under ``root``; relative imports keep their leading dots (``from ..x import y`` -> ``..x``)."""
-    found: list[tuple[str, int, str]] = []
-
-    def visit(node: ast.AST, name: str, in_function: bool) -> None:
-        for child in ast.iter_child_nodes(node):
-            if in_function and isinstance(child, ast.Import):
-                found.extend((name, child.lineno, alias.name) for alias in child.names)
-            elif in_function and isinstance(child, ast.ImportFrom):
-                found.append((name, child.lineno, "." * child.level + (child.module or "")))
-            function = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-            visit(child, name, in_function or function)
-
-    for path in sorted(root.rglob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-        visit(tree, path.relative_to(root.parent).as_posix(), False)
-    return found
-
-
 def _lazy_allowed(module: str) -> bool:
-    return any(module == name or module.startswith(name + ".") for name in LAZY_IMPORTS_ALLOWED)
+    return lazy_allowed(module, LAZY_IMPORTS_ALLOWED)
 
 
 class TestImportsAtTop:
     def test_imports_at_top_of_modules(self):
-        local = _function_level_imports(SRC / PACKAGE)
-        bad = [f"{path}:{line}: {module}" for path, line, module in local if not _lazy_allowed(module)]
-        assert not bad, "import these at the top of the module (or allow-list an optional dependency):\n" + (
-            "\n".join(bad)
-        )
-
-    def test_lazy_allow_list_is_current(self):
-        modules = [module for _, _, module in _function_level_imports(SRC / PACKAGE)]
-        unused = {
-            n for n in LAZY_IMPORTS_ALLOWED if not any(m == n or m.startswith(n + ".") for m in modules)
-        }
-        assert not unused, (
-            f"no function-level import of {sorted(unused)} is left: drop it from LAZY_IMPORTS_ALLOWED"
-        )
+        # and the allow-list has no stale entry
+        assert_imports_at_top(SRC / PACKAGE, LAZY_IMPORTS_ALLOWED)
 
     def test_function_level_import_scan(self, tmp_path):
+        """The shared scanner (geo_transforms.testing.imports), used by every package's import test."""
         package = tmp_path / "pkg"
         package.mkdir()
         (package / "m.py").write_text(
@@ -76,7 +52,7 @@ class TestImportsAtTop:
             "    def m(self):\n"
             "        import tqdm\n"
         )
-        assert _function_level_imports(package) == [
+        assert function_level_imports(package) == [
             ("pkg/m.py", 3, "numpy.linalg"),
             ("pkg/m.py", 3, "sys"),
             ("pkg/m.py", 4, "..x"),
@@ -85,3 +61,16 @@ class TestImportsAtTop:
         ]
         assert not _lazy_allowed("..x") and not _lazy_allowed("numpy") and not _lazy_allowed("torch")
         assert _lazy_allowed("PIL") and _lazy_allowed("PIL.Image") and not _lazy_allowed("PILx")
+
+
+def test_import_cycles():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+    assert import_cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b"]]
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []  # a diamond is no cycle
+
+
+def test_unused_allowances():
+    assert unused_allowances(["PIL.Image", "faiss"], {"PIL", "rasterio"}) == {"rasterio"}
+    assert unused_allowances([], set()) == set()
