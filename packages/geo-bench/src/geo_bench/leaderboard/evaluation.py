@@ -85,6 +85,7 @@ from ..protocols.fov import DEFAULT_FOVS, FOV_PROTOCOL_VERSION, LimitedFovGround
 from .data import DATASET_NAMES, RolledGround
 
 __all__ = [
+    "area_splits",
     "CURVE_KS",
     "ORIENTATION_SEED",
     "EvalResult",
@@ -183,6 +184,22 @@ def expected_protocols(dataset: str, split: str, extra: Sequence[str] = ()) -> l
         out = [{**flags, "area": "same"} for flags in out]
         out += [{"orientation_known": known, "area": "cross"} for known in (True, False)]
     return out
+
+
+def area_splits(dataset: str, test: Dataset, cross: Dataset | None) -> list[tuple[Dataset, str | None]]:
+    """The ``(split data, area)`` pairs an evaluation runs, in record order: on the synthetic world its
+    test region (``"same"``) and its cross-area city (``"cross"``, required); elsewhere ``test`` alone
+    (``None``: the dataset's own protocols). Each pair is one :func:`evaluate_model` call with ``area``.
+
+    Example:
+        >>> [area for _, area in area_splits("cvusa", [], None)]
+        [None]
+    """
+    if dataset != "synthetic":
+        return [(test, None)]
+    if cross is None:
+        raise ValueError("the synthetic world is evaluated on its test and its cross-area split: pass cross=")
+    return [(test, "same"), (cross, "cross")]
 
 
 #: Protocol keys that set a record apart from the base protocols: a record carrying one of them

@@ -28,7 +28,7 @@ from geo_retrieval.recipes import Recipe
 from ..records import PROTOCOL_KEYS, ResultRecord, collect_provenance
 from ..store import ResultStore
 from .config import RunConfig, selection_split, uses_synthesis
-from .evaluation import EvalResult, evaluate_model, expected_protocols, matches_protocol
+from .evaluation import EvalResult, area_splits, evaluate_model, expected_protocols, matches_protocol
 from .training import EventSink, TrainedRun
 
 __all__ = ["evaluate_trained"]
@@ -132,8 +132,6 @@ def evaluate_trained(
     ``events`` receives an ``evaluating`` event naming the protocols. On the synthetic world ``cross``
     (the world's cross-area split) is evaluated too (protocol ``area="cross"``; the test split's
     records carry ``area="same"``)."""
-    if cfg.dataset == "synthetic" and cross is None:
-        raise ValueError("the synthetic world is evaluated on its test and its cross-area split: pass cross=")
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if events is not None:
         names = "orientation known/unknown" if cfg.dataset == "synthetic" else "the dataset's protocols"
@@ -144,31 +142,20 @@ def evaluate_trained(
                 "detail": f"on {cfg.test_split} ({', '.join([names, *cfg.protocols])})",
             }
         )
-    area = "same" if cfg.dataset == "synthetic" else None
-    results = evaluate_model(
-        run.model,
-        run.recipe,
-        cfg.dataset,
-        test,
-        split=cfg.test_split,
-        device=device,
-        progress=progress,
-        source=source or str(run.run_dir),
-        protocols=cfg.protocols,
-        queries_dir=queries_dir or Path(run.run_dir) / "queries",
-        area=area,
-    )
-    if cfg.dataset == "synthetic":
+    results: list[EvalResult] = []
+    for split_data, area in area_splits(cfg.dataset, test, cross):
         results += evaluate_model(
             run.model,
             run.recipe,
             cfg.dataset,
-            cross,
+            split_data,
             split=cfg.test_split,
             device=device,
             progress=progress,
             source=source or str(run.run_dir),
-            area="cross",
+            protocols=cfg.protocols,
+            queries_dir=queries_dir or Path(run.run_dir) / "queries",
+            area=area,
         )
     base = _recipe_protocol(run.recipe, cfg, run.config) | {"checkpoint": run.checkpoint}
     if cfg.time_budget_s is not None:

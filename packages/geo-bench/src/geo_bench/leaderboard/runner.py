@@ -48,7 +48,7 @@ from ..baselines import BASELINE_NAME, ColourProfile
 from ..records import ResultRecord, git_commit
 from ..store import ResultStore
 from .config import RunConfig, RunData, _hash, config_hash, get_recipe_or_raise, open_datasets
-from .evaluation import evaluate_baseline
+from .evaluation import area_splits, evaluate_baseline
 from .examples import _read_examples, _write_examples
 from .pool import _run_parallel
 from .progress import ProgressBoard, ProgressView
@@ -130,20 +130,17 @@ def run_leaderboard(
                     f"{BASELINE_NAME}: only {len(found)} of {len(found) + len(missing)} records in the store "
                     f"(missing {missing}); evaluating again"
                 )
-            area = "same" if cfg.dataset == "synthetic" else None
-            results = evaluate_baseline(
-                bl,
-                cfg.dataset,
-                test,
-                split=cfg.test_split,
-                progress=progress,
-                protocols=cfg.protocols,
-                queries_dir=out_dir / "queries",
-                area=area,
-            )
-            if data.cross is not None:
+            results = []
+            for split_data, area in area_splits(cfg.dataset, test, data.cross):
                 results += evaluate_baseline(
-                    bl, cfg.dataset, data.cross, split=cfg.test_split, progress=progress, area="cross"
+                    bl,
+                    cfg.dataset,
+                    split_data,
+                    split=cfg.test_split,
+                    progress=progress,
+                    protocols=cfg.protocols,
+                    queries_dir=out_dir / "queries",
+                    area=area,
                 )
             base = {
                 "polar": {"preset": None, "center": "safa", "size": list(bl.polar_size)},
