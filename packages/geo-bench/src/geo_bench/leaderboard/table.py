@@ -173,20 +173,16 @@ def _data(r: ResultRecord, *, world_seed: bool = True) -> str:
         n_train = world.get("n_train")
         if not n_train:
             return "synthetic world"
+        name = f"synthetic world seed {world.get('seed')}" if world_seed else "synthetic world"
         if "n_val" in world:  # val region, same- and cross-area test cities
             styles = "+".join(world.get("styles") or ())
-            text = (
-                f"synthetic world ({styles}; cross-area {world.get('cross_style')}): {n_train} train / "
+            return (
+                f"{name} ({styles}; cross-area {world.get('cross_style')}): {n_train} train / "
                 f"{world['n_val']} val region / {r.n_query} test"
             )
-        else:  # before the val region: a held-out slice of train selected
-            n_val = round(n_train * world.get("holdout", 0))
-            text = f"synthetic world: {n_train - n_val} train / {n_val} held-out / {r.n_query} test"
-        return (
-            text.replace("synthetic world", f"synthetic world seed {world.get('seed')}", 1)
-            if world_seed
-            else text
-        )
+        # before the val region: a held-out slice of train selected
+        n_val = round(n_train * world.get("holdout", 0))
+        return f"{name}: {n_train - n_val} train / {n_val} held-out / {r.n_query} test"
     return f"{r.dataset} {r.split} ({r.n_query} queries / {r.n_reference} references)"
 
 
