@@ -99,7 +99,7 @@ _FULL = Toker21Recipe(
         "street ResNet-34 to layer3 without max-pool + SAFA sa2, aerial descriptor sa1(G bottleneck) "
         "(R 26.79 M); per step D (BCE, real label 0.9), R (triplet), G (GAN + 100 L1 + 1000 triplet). "
         "Fixed vs the public code: the street ResNet runs once per step (its G-step descriptor reuses the "
-        "pre-R-step features, detached); the 25 m geo mask (geo_mask_m) leaves masked pairs out of both triplet "
+        "pre-R-step features, detached); the 25 m geo mask (geo_mask_m, Toker's CVACT mask, not tuned) leaves masked pairs out of both triplet "
         "terms instead of counting them at log 2; exact resume. "
         "pretrained=False here: the paper's ResNet starts from ImageNet (pass weights=). 200 epochs is the "
         "code default (the paper's count is unverified)."
