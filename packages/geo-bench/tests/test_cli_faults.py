@@ -245,7 +245,7 @@ class TestInterrupt:
 
     def test_sigint_to_a_real_leaderboard(self, tmp_path):
         """A real Ctrl-C (SIGINT) to ``geo-bench leaderboard --tiny`` while it trains in two worker
-        processes: one line on stderr, exit status 130, no traceback."""
+        processes: one error line, exit status 130, no traceback, and the run ends within 60 s."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
         proc = subprocess.Popen(
             [
@@ -266,22 +266,30 @@ class TestInterrupt:
                 str(tmp_path / "lb"),
             ],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # one pipe, read to the end: the child never blocks on a full one
             text=True,
             env=env,
         )
-        # the signal comes 1 s after the "... in 2 processes" line, or after 60 s if that line is not read
-        # (a pipe that delivers it late); either way the run is still training (1000 tiny epochs)
+        # the signal comes 1 s after the "... in 2 processes" line, or after 60 s if that line is not
+        # read; either way the run is still training (1000 tiny epochs)
         timer = threading.Timer(60.0, lambda: proc.poll() is None and proc.send_signal(signal.SIGINT))
         timer.start()
         assert proc.stdout is not None
+        lines = []
         for line in proc.stdout:
+            lines.append(line)
             if "processes" in line:
                 time.sleep(1.0)
                 proc.send_signal(signal.SIGINT)
                 break
         timer.cancel()
-        _, err = proc.communicate(timeout=60)
+        try:
+            rest, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rest, _ = proc.communicate()
+            pytest.fail("the leaderboard did not exit within 60 s of SIGINT; its output:\n" + "".join(lines) + rest)
+        err = "".join(lines) + rest
         assert proc.returncode == EXIT_INTERRUPTED, err
         assert "Traceback" not in err
         assert "interrupted: finished recipes are in the store" in err

@@ -64,12 +64,23 @@ def _exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _terminate_workers(pool: Any) -> None:
-    """Stop a process pool's workers now (``shutdown`` alone waits for running tasks)."""
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+def _terminate_workers(pool: Any, grace_s: float = 10.0) -> None:
+    """Stop a process pool's workers now (``shutdown`` alone waits for running tasks): SIGTERM,
+    ``grace_s`` seconds to exit, then SIGKILL; the pool is shut down without waiting on its
+    internal threads (a worker killed while it was starting or writing a result must not leave
+    the parent waiting for it)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in procs:
         if proc.is_alive():
             proc.terminate()
-    pool.shutdown(wait=True, cancel_futures=True)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        proc.join(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=1.0)
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 #: In a worker process: the queue progress events go to (set by :func:`_init_worker`).
