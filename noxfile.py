@@ -17,8 +17,9 @@ Sessions (``nox -l`` lists them):
   ``mkdocs build --strict`` into ``site/``.
 
 Environment variables (hydra-style selection): ``PACKAGES=a,b`` runs only those packages,
-``SKIP_PACKAGES=a,b`` skips some. ``PYTEST_ARGS`` is appended to every pytest call (e.g.
-``PYTEST_ARGS="-m 'slow or not slow'"`` to include slow tests).
+``SKIP_PACKAGES=a,b`` skips some. ``PYTEST_ARGS`` is appended to every pytest call. ``tests``
+runs every test, slow ones included (``PYTEST_ARGS="-m 'not slow'"`` leaves them out); a bare
+``pytest`` in a package leaves them out (its ``addopts``).
 
 torch and torchvision come from PyPI (the CUDA builds, which also run on CPU); uv's cache is
 shared between environments, so a warm run installs in seconds.
@@ -122,6 +123,10 @@ def tests(session: nox.Session, package: str) -> None:
         "-m",
         "pytest",
         f"packages/{package}/tests",
+        # every test, the slow ones included (training learns, DDP, torch.compile); a later -m in
+        # PYTEST_ARGS (e.g. "-m 'not slow'") narrows it
+        "-m",
+        "slow or not slow",
         *extra,
         *session.posargs,
         env={"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"},

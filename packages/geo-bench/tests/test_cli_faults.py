@@ -288,7 +288,9 @@ class TestInterrupt:
         except subprocess.TimeoutExpired:
             proc.kill()
             rest, _ = proc.communicate()
-            pytest.fail("the leaderboard did not exit within 60 s of SIGINT; its output:\n" + "".join(lines) + rest)
+            pytest.fail(
+                "the leaderboard did not exit within 60 s of SIGINT; its output:\n" + "".join(lines) + rest
+            )
         err = "".join(lines) + rest
         assert proc.returncode == EXIT_INTERRUPTED, err
         assert "Traceback" not in err

@@ -117,12 +117,17 @@ _SMALL = dataclasses.replace(
     optimizer=OptimizerConfig("adam", lr=2e-4, betas=(0.5, 0.999), weight_decay=0.0, eps=1e-8),
     epochs=15,
     batch_size=16,
+    amp=True,
     seed=10,
     note=(
         "CPU-sized: 32x128 polar aerial and panorama, G base 16 (bottleneck 128x4x16, 2 residual blocks), "
         "D base 16, a narrow ResNet-34-layout street branch (1 block per stage, widths 32/64/128, no "
         "max-pool), K=8, randomly initialised; Adam 2e-4 (0.5, 0.999), batch 16, mining all terms then "
-        "ratio 0.5 from epoch 10; trains in minutes on 2 cores."
+        "ratio 0.5 from epoch 10; bf16 autocast in training (amp; float32 evaluation). On the synthetic "
+        "world's val region (world seed 0, 250 queries, binomial s.e. about 3 points) best val R@1 66.4 with "
+        "amp vs 69.2 in float32 (the float32 run's best was its last epoch, up from 60.8); 8 epochs with "
+        "cosine lr 4e-4 reached only 50.4 by epoch 7, so the 15 epochs stay. The critical path of the "
+        "default leaderboard (about 0.8 s per step on one CPU thread)."
     ),
     toker=Toker21Config(gen_base=16, n_res=2, disc_base=16),
 )
