@@ -7,7 +7,13 @@ import json
 
 import pytest
 
-from geo_bench.leaderboard.plots import plot_bars, plot_recall_curves
+from geo_bench.leaderboard.plots import (
+    area_summary,
+    plot_area_bars,
+    plot_bars,
+    plot_recall_curves,
+    write_plots,
+)
 from geo_bench.leaderboard.reported import reported_records
 from geo_bench.leaderboard.table import (
     measured_rows,
@@ -146,6 +152,43 @@ class TestPlots:
             path = fn(measured, tmp_path / name)
             blob = path.read_bytes()
             assert blob[:8] == b"\x89PNG\r\n\x1a\n" and len(blob) > 5000
+
+
+def _area(recipe: str, r1: float, area: str, world_seed: int, **proto) -> ResultRecord:
+    r = _measured(recipe, r1)
+    protocol = r.protocol | {"area": area, "world_seed": world_seed} | proto
+    metrics = r.metrics | {"R@1": r1}
+    return ResultRecord(r.recipe, r.variant, r.dataset, r.split, protocol, 50, 50, metrics, r.provenance)
+
+
+class TestAreaBars:
+    @pytest.fixture
+    def records(self):
+        return [
+            _area("safa", 40.0, "same", 0),
+            _area("safa", 30.0, "same", 1),
+            _area("safa", 20.0, "cross", 0),
+            _area("safa", 10.0, "cross", 1),
+            _area("dsm", 50.0, "same", 0),
+            _area("dsm", 5.0, "cross", 0),
+            _area("dsm", 99.0, "same", 0, orientation_known=False),  # another protocol: left out
+            _area("dsm", 98.0, "same", 0, fov=90.0),  # limited FoV: left out
+        ]
+
+    def test_summary_is_mean_and_sample_std_per_area(self, records):
+        summary = area_summary(records)
+        assert set(summary) == {"safa (small)", "dsm (small)"}
+        mean, sd, n = summary["safa (small)"]["same"]
+        assert (mean, n) == (35.0, 2) and sd == pytest.approx(7.0710678, rel=1e-6)
+        assert summary["safa (small)"]["cross"][:2] == (15.0, pytest.approx(7.0710678, rel=1e-6))
+        assert summary["dsm (small)"] == {"same": (50.0, 0.0, 1), "cross": (5.0, 0.0, 1)}
+
+    def test_png_and_written_only_with_a_cross_area(self, records, tmp_path):
+        blob = plot_area_bars(records, tmp_path / "areas.png").read_bytes()
+        assert blob[:8] == b"\x89PNG\r\n\x1a\n" and len(blob) > 5000
+        assert "area_chart" in write_plots(records, tmp_path / "a")
+        same_only = [r for r in records if r.protocol["area"] == "same"]
+        assert "area_chart" not in write_plots(same_only, tmp_path / "b")
 
 
 class TestTieFlag:

@@ -5,6 +5,10 @@ Convention:
       protocol, read from the ``R@K`` metrics of measured records (the evaluation stores a curve).
     - :func:`plot_bars`: grouped bars of R@1 and R@5 per method, one group per method, hatched bars
       for the orientation-unknown protocol, a dashed line at chance (1 / gallery size).
+    - :func:`plot_area_bars`: R@1 on the same-area test region beside the cross-area city per
+      method (orientation known), the mean over every world seed and training seed in the records
+      with one sample standard deviation as an error bar (:func:`area_summary`); written when the
+      records have a cross-area evaluation.
     - :func:`plot_retrieval_examples`: per recipe and example query (rows = recipes x queries), the
       panorama, then its top-5 aerial tiles with their scores; the true tile framed green, the others
       red; written atomically.
@@ -26,6 +30,8 @@ from ..protocols.corruptions import CORRUPTIONS
 from ..records import ResultRecord
 
 __all__ = [
+    "area_summary",
+    "plot_area_bars",
     "plot_bars",
     "plot_corruption_heatmap",
     "plot_recall_curves",
@@ -180,15 +186,101 @@ def plot_bars(
     return _save_png(fig, path, dpi=100)
 
 
+def area_summary(records: Sequence[ResultRecord]) -> dict[str, dict[str, tuple[float, float, int]]]:
+    """``{method label: {area: (mean R@1, sample std, n)}}`` over the measured, orientation-known,
+    full-FoV records that carry a protocol ``area`` (``"same"`` / ``"cross"``); one value per record
+    (every world seed and training seed); the std is 0.0 when n is 1.
+
+    Example:
+        >>> area_summary([])
+        {}
+    """
+    values: dict[str, dict[str, list[float]]] = {}
+    for r in records:
+        area = r.protocol.get("area")
+        if (
+            r.provenance.kind != "measured"
+            or area not in ("same", "cross")
+            or r.protocol.get("orientation_known") is False
+            or float(r.protocol.get("fov") or 360.0) != 360.0
+            or r.metrics.get("R@1") is None
+        ):
+            continue
+        values.setdefault(_label(r), {}).setdefault(area, []).append(float(r.metrics["R@1"]))
+    out: dict[str, dict[str, tuple[float, float, int]]] = {}
+    for label, areas in values.items():
+        out[label] = {}
+        for area, xs in areas.items():
+            arr = np.asarray(xs, dtype=np.float64)
+            sd = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+            out[label][area] = (float(arr.mean()), sd, len(arr))
+    return out
+
+
+def plot_area_bars(records: Sequence[ResultRecord], path: str | Path, *, title: str | None = None) -> Path:
+    """Same-area vs cross-area R@1 bars per method, mean +- sample std (:func:`area_summary`),
+    sorted by same-area mean; a dotted line at chance (1 / gallery size)."""
+    plt = _pyplot()
+    summary = area_summary(records)
+    methods = sorted(summary, key=lambda m: -summary[m].get("same", (0.0, 0.0, 0))[0])
+    n_max = max((v[2] for m in summary.values() for v in m.values()), default=0)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(methods) + 2), 4.0))
+    width = 0.38
+    for ai, (area, colour, hatch) in enumerate((("same", "tab:blue", None), ("cross", "tab:red", "//"))):
+        xs, ys, errs = [], [], []
+        for i, name in enumerate(methods):
+            if area in summary[name]:
+                mean, sd, _ = summary[name][area]
+                xs.append(i + (ai - 0.5) * width)
+                ys.append(mean)
+                errs.append(sd)
+        bars = ax.bar(
+            xs,
+            ys,
+            width,
+            yerr=errs if n_max > 1 else None,
+            capsize=2,
+            color=colour,
+            alpha=0.85,
+            hatch=hatch,
+            edgecolor="white" if hatch is None else "black",
+            linewidth=0.4,
+            label=f"{area}-area test",
+        )
+        for b, y in zip(bars, ys):
+            ax.annotate(f"{y:.1f}", (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom", fontsize=6)
+    measured = [r for r in records if r.provenance.kind == "measured" and r.protocol.get("area")]
+    n_ref = max((r.n_reference or 0) for r in measured) if measured else 0
+    if n_ref:
+        ax.axhline(
+            100.0 / n_ref, color="k", linestyle=":", linewidth=1, label=f"chance R@1 ({100.0 / n_ref:.2f}%)"
+        )
+    ax.set_xticks(range(len(methods)))
+    ax.set_xticklabels(methods, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("R@1 (%), orientation known")
+    top = max((v[0] + v[1] for m in summary.values() for v in m.values()), default=0.0)
+    ax.set_ylim(0, min(100.0, max(10.0, 1.15 * top + 5)))
+    spread = f"mean +- sd over {n_max} runs" if n_max > 1 else "one run"
+    ax.set_title(title or f"Same-area vs cross-area R@1 ({spread})")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _save_png(fig, path, dpi=100)
+
+
 def write_plots(
     records: Sequence[ResultRecord], out_dir: str | Path, stem: str = "leaderboard"
 ) -> dict[str, Path]:
-    """``<stem>_recall.png`` and ``<stem>_bar.png`` in ``out_dir``."""
+    """``<stem>_recall.png`` and ``<stem>_bar.png`` in ``out_dir``, and ``<stem>_areas.png``
+    (:func:`plot_area_bars`) when the records have a cross-area evaluation."""
     out_dir = Path(out_dir)
-    return {
+    paths = {
         "recall_curves": plot_recall_curves(records, out_dir / f"{stem}_recall.png"),
         "bar_chart": plot_bars(records, out_dir / f"{stem}_bar.png"),
     }
+    if any(r.protocol.get("area") == "cross" for r in records):
+        paths["area_chart"] = plot_area_bars(records, out_dir / f"{stem}_areas.png")
+    return paths
 
 
 def _image(x: Any) -> np.ndarray:
