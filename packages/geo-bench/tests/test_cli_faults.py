@@ -270,28 +270,36 @@ class TestInterrupt:
             text=True,
             env=env,
         )
-        # the signal comes 1 s after the "... in 2 processes" line, or after 60 s if that line is not
-        # read; either way the run is still training (1000 tiny epochs)
-        timer = threading.Timer(60.0, lambda: proc.poll() is None and proc.send_signal(signal.SIGINT))
-        timer.start()
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if "processes" in line:
-                time.sleep(1.0)
-                proc.send_signal(signal.SIGINT)
-                break
-        timer.cancel()
+        # read the merged output in a thread (the child never blocks on a full pipe); the signal comes
+        # 1 s after the "... in 2 processes" line, when the workers train (1000 tiny epochs): never
+        # blindly while the interpreter still imports (a loaded machine can take a minute to get there)
+        lines: list[str] = []
+        ready = threading.Event()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                if "processes" in line:
+                    ready.set()
+            ready.set()  # end of output: the run ended before training (the check below says so)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        if not ready.wait(timeout=300) or not any("processes" in line for line in lines):
+            proc.kill()
+            reader.join(timeout=10)
+            pytest.fail("no '... processes' line (within 300 s); the run's output:\n" + "".join(lines))
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
         try:
-            rest, _ = proc.communicate(timeout=60)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            rest, _ = proc.communicate()
-            pytest.fail(
-                "the leaderboard did not exit within 60 s of SIGINT; its output:\n" + "".join(lines) + rest
-            )
-        err = "".join(lines) + rest
+            reader.join(timeout=10)
+            pytest.fail("the leaderboard did not exit within 60 s of SIGINT; its output:\n" + "".join(lines))
+        reader.join(timeout=10)
+        err = "".join(lines)
         assert proc.returncode == EXIT_INTERRUPTED, err
         assert "Traceback" not in err
         assert "interrupted: finished recipes are in the store" in err
