@@ -50,6 +50,9 @@ def tiny_recipe(epochs=1, gan_lr=1e-3, batch_size=8, width=8):
         epochs=epochs,
         schedule=ScheduleConfig("constant"),
         smdt=cfg,
+        # the thresholds below were measured in float32 over 6 initialisation seeds; the registered
+        # small recipe's bf16 autocast is covered by test_small_recipe_trains_on_toy_pairs
+        amp=False,
     )
 
 

@@ -260,7 +260,7 @@ def plot_area_bars(records: Sequence[ResultRecord], path: str | Path, *, title: 
     ax.set_ylabel("R@1 (%), orientation known")
     top = max((v[0] + v[1] for m in summary.values() for v in m.values()), default=0.0)
     ax.set_ylim(0, min(100.0, max(10.0, 1.15 * top + 5)))
-    spread = f"mean +- sd over {n_max} runs" if n_max > 1 else "one run"
+    spread = f"mean ± sd over {n_max} runs" if n_max > 1 else "one run"
     ax.set_title(title or f"Same-area vs cross-area R@1 ({spread})")
     ax.legend(fontsize=7, loc="upper right")
     ax.grid(True, axis="y", alpha=0.3)
