@@ -120,6 +120,15 @@ def plot_recall_curves(records: Sequence[ResultRecord], path: str | Path, *, tit
     return _save_png(fig, path, dpi=110)
 
 
+def _chance_line(ax: Any, measured: Sequence[ResultRecord]) -> None:
+    """A dotted line at chance R@1 (100 / the largest gallery among ``measured``), if any."""
+    n_ref = max((r.n_reference or 0) for r in measured) if measured else 0
+    if n_ref:
+        ax.axhline(
+            100.0 / n_ref, color="k", linestyle=":", linewidth=1, label=f"chance R@1 ({100.0 / n_ref:.2f}%)"
+        )
+
+
 def plot_bars(
     records: Sequence[ResultRecord], path: str | Path, *, title: str = "R@1 / R@5 on the test split"
 ) -> Path:
@@ -170,11 +179,7 @@ def plot_bars(
                 ax.annotate(
                     f"{y:.0f}", (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom", fontsize=6
                 )
-    n_ref = max((r.n_reference or 0) for r in measured) if measured else 0
-    if n_ref:
-        ax.axhline(
-            100.0 / n_ref, color="k", linestyle=":", linewidth=1, label=f"chance R@1 ({100.0 / n_ref:.2f}%)"
-        )
+    _chance_line(ax, measured)
     ax.set_xticks(range(len(methods)))
     ax.set_xticklabels(methods, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("recall (%)")
@@ -249,12 +254,7 @@ def plot_area_bars(records: Sequence[ResultRecord], path: str | Path, *, title: 
         )
         for b, y in zip(bars, ys):
             ax.annotate(f"{y:.1f}", (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom", fontsize=6)
-    measured = [r for r in records if r.provenance.kind == "measured" and r.protocol.get("area")]
-    n_ref = max((r.n_reference or 0) for r in measured) if measured else 0
-    if n_ref:
-        ax.axhline(
-            100.0 / n_ref, color="k", linestyle=":", linewidth=1, label=f"chance R@1 ({100.0 / n_ref:.2f}%)"
-        )
+    _chance_line(ax, [r for r in records if r.provenance.kind == "measured" and r.protocol.get("area")])
     ax.set_xticks(range(len(methods)))
     ax.set_xticklabels(methods, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("R@1 (%), orientation known")
