@@ -252,8 +252,11 @@ def plot_area_bars(records: Sequence[ResultRecord], path: str | Path, *, title: 
             linewidth=0.4,
             label=f"{area}-area test",
         )
-        for b, y in zip(bars, ys):
-            ax.annotate(f"{y:.1f}", (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom", fontsize=6)
+        for b, y, e in zip(bars, ys, errs):  # the value above its error bar
+            top_of_bar = y + (e if n_max > 1 else 0.0)
+            ax.annotate(
+                f"{y:.1f}", (b.get_x() + b.get_width() / 2, top_of_bar), ha="center", va="bottom", fontsize=6
+            )
     _chance_line(ax, [r for r in records if r.provenance.kind == "measured" and r.protocol.get("area")])
     ax.set_xticks(range(len(methods)))
     ax.set_xticklabels(methods, rotation=20, ha="right", fontsize=8)
