@@ -57,6 +57,26 @@ def world_map(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def world_map_yaw90(tmp_path_factory):
+    """The same map and cameras as ``world_map``, the panoramas rendered with heading 90 degrees
+    (their centre column looks east)."""
+    out = tmp_path_factory.mktemp("map90")
+    write_map(
+        out,
+        N_QUERIES,
+        0,
+        render=RenderConfig(ground_size=(32, 128), aerial_size=64),
+        city=city_style(TINY_WORLD.styles[0], size_m=TINY_WORLD.district_m),
+        map_m=TINY_WORLD.district_m,
+        split="train",
+        split_fractions=TINY_WORLD.split_fractions,
+        yaw=90.0,
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """``safa`` small on the tiny world with 300 training cameras, 12 epochs (36 steps)."""
     run = tmp_path_factory.mktemp("train") / "safa"
@@ -383,6 +403,59 @@ class TestIndexAndLocate:
         q = loc._load_query(tmp_path / "view.png", 90.0)
         mean = torch.tensor(loc.model.recipe.normalisation.mean).view(3, 1)
         assert torch.allclose(q[:, :, 32:].reshape(3, -1), mean.expand(3, q[:, :, 32:].numel() // 3))
+
+
+class TestHeading:
+    def test_roll_convention_matches_the_world_yaw(self, built, world_map, world_map_yaw90):
+        """A panorama rendered with heading 90 degrees, rolled by +W/4 columns, encodes like the
+        north-centred panorama of the same camera; rolled the other way it does not."""
+        loc = Localizer(built)
+        w = int(loc.model.recipe.ground_size[1])
+        north = sorted((world_map / "queries").glob("*.jpg"))
+        east = sorted((world_map_yaw90 / "queries").glob("*.jpg"))
+        d_north = loc.embed_queries(north)
+        rolled = loc.embed_queries_rolled(east, [w // 4, 3 * w // 4])
+        right = torch.nn.functional.cosine_similarity(d_north, rolled[0], dim=1)
+        wrong = torch.nn.functional.cosine_similarity(d_north, rolled[1], dim=1)
+        assert right.min() > 0.95, right
+        assert (right > wrong + 0.2).all(), (right, wrong)
+
+    def test_unknown_orientation_searches_headings(self, built, world_map, world_map_yaw90):
+        loc = Localizer(built)
+        north = sorted((world_map / "queries").glob("*.jpg"))
+        east = sorted((world_map_yaw90 / "queries").glob("*.jpg"))
+        known = loc.locate(north, top_k=5)
+        res = loc.locate(east, top_k=5, orientation="unknown", truth=world_map_yaw90 / "truth.csv")
+        assert res.headings_searched == 16 and res.to_dict()["headings_searched"] == 16
+        assert known.headings_searched is None
+        for a, b in zip(known.queries, res.queries):
+            # 90 degrees is among the 16 headings: the best over headings is at least that heading's
+            heads = [c.heading_deg for c in b.candidates]
+            assert all(h is not None and h % 22.5 == 0 for h in heads)
+            assert b.candidates[0].score >= a.candidates[0].score - 0.02
+            assert len({c.tile for c in b.candidates}) == 5  # each tile once
+        assert {"median_heading_error_deg", "p90_heading_error_deg"} <= set(res.metrics)
+        errs = [
+            min(abs(q.candidates[0].heading_deg - 90.0), 360 - abs(q.candidates[0].heading_deg - 90.0))
+            for q in res.queries
+        ]
+        assert res.metrics["median_heading_error_deg"] == pytest.approx(float(np.median(errs)))
+
+    def test_heading_merge_is_exact(self, built, world_map_yaw90):
+        """The merged top-k equals a brute-force max over headings of every tile's score."""
+        loc = Localizer(built)
+        east = sorted((world_map_yaw90 / "queries").glob("*.jpg"))[:6]
+        res = loc.locate(east, top_k=4, orientation="unknown", headings_n=8)
+        w = int(loc.model.recipe.ground_size[1])
+        q = loc.embed_queries_rolled(east, [round(r * w / 8) for r in range(8)])  # (8, N, D)
+        ref = torch.from_numpy(np.asarray(loc.tiles.descriptors))
+        full = torch.einsum("rnd,td->rnt", q, ref)  # (8, N, T)
+        best, rot = full.max(0)
+        top = best.topk(4, dim=1)
+        for i, qr in enumerate(res.queries):
+            assert [c.tile for c in qr.candidates] == top.indices[i].tolist()
+            np.testing.assert_allclose([c.score for c in qr.candidates], top.values[i].numpy(), atol=1e-5)
+            assert [c.heading_deg for c in qr.candidates] == [45.0 * int(rot[i, t]) for t in top.indices[i]]
 
 
 class TestResume:

@@ -1,7 +1,9 @@
 """Localise street-level images against an index built by `geo-bench index`.
 
 For each IMAGE: the --top-k best tiles with their centres in lat/lon and the map CRS, their scores,
-a heading for orientation-aware recipes (DSM's alignment), and a refined position: the
+a heading (degrees clockwise from north of the image's centre column: DSM's alignment, or with
+--orientation unknown the best of --headings evenly spaced headings for other recipes), and a
+refined position: the
 score-weighted mean of the top-k tile centres within one tile width of the best (weights: score
 minus the lowest top-k score). Images are 360-degree panoramas of the recipe's aspect ratio, column
 W/2 looking north when --orientation known; --fov DEG takes a limited field of view (put into the
@@ -9,11 +11,13 @@ panorama frame, the rest filled with the normalisation mean, as the fov protocol
 
 Writes OUT/locate.json, OUT/locate.geojson (FeatureCollection of points, [lon, lat] EPSG:4326) and
 OUT/locate.csv; --html adds OUT/report.html (self-contained). --truth CSV (columns id and/or file,
-lat, lon) adds R@k<r m (r = 25, 50, 100), median / P90 error of the top-1 tile and of the refined
-position, in locate.json and printed.
+lat, lon; optional heading) adds R@k<r m (r = 25, 50, 100), median / P90 error of the top-1 tile
+and of the refined position (and the top-1 heading error when headings are estimated), in
+locate.json and printed.
 
   geo-bench locate --index idx/ queries/*.jpg --truth truth.csv --out located/
   geo-bench locate --index idx/ photo.jpg --fov 90 --orientation unknown --top-k 5
+  geo-bench locate --index idx/ pano.jpg --orientation unknown --headings 32
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..localize.locate import Localizer
+from ..localize.locate import DEFAULT_HEADINGS, Localizer
 from ._common import add_runtime_arguments, apply_runtime, check_device, guarded
 
 HELP = "localise street-level images against a map index (JSON / GeoJSON / CSV / HTML, metrics with --truth)"
@@ -35,8 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--orientation",
         choices=["known", "unknown"],
         default="known",
-        help="known: north-centred panoramas (default); unknown: recorded, headings from "
-        "orientation-aware recipes",
+        help="known: north-centred panoramas (default); unknown: any heading (orientation-aware "
+        "recipes estimate it; others search --headings headings)",
+    )
+    parser.add_argument(
+        "--headings",
+        type=int,
+        default=DEFAULT_HEADINGS,
+        metavar="N",
+        help=f"--orientation unknown with a recipe that is not orientation-aware: headings searched, "
+        f"360/N degrees apart; each query is encoded N times (default {DEFAULT_HEADINGS})",
     )
     parser.add_argument(
         "--fov", type=float, metavar="DEG", help="limited horizontal field of view in degrees"
@@ -70,6 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         fov=args.fov,
         truth=args.truth,
         backend=args.search,
+        headings_n=args.headings,
     )
     paths = res.save(args.out, html=args.html, index=loc.tiles)
     for q in res.queries:

@@ -12,10 +12,17 @@ Convention:
       (``BatchTransform.from_recipe(recipe)(..., train=False)``) and ``encode_ground``.
     - Candidates: the top-k tiles by score (cosine), best first, with the tile centre in the map CRS
       (``x``, ``y`` = easting, northing metres) and WGS84 (``lat``, ``lon`` degrees).
-    - Heading (orientation-aware recipes, DSM only): the alignment shift of the model's ``match``
-      in degrees in [0, 360) (:func:`geo_retrieval.search.dsm_orientations`): the query column
-      ``v`` aligns with the tile's polar column ``(shift + v) mod W``; with a north-centred query the
-      shift is 0. Other recipes assume north-centred panoramas and report no heading (``None``).
+    - Heading: the bearing of the query's centre column, degrees clockwise from north in [0, 360)
+      (the world's ``yaw``: column ``j`` of a W-column panorama looks at ``heading + 360 (j - W/2) / W``).
+      Orientation-aware recipes (DSM) estimate it from the alignment shift of the model's ``match``
+      (:func:`geo_retrieval.search.dsm_orientations`): the query column ``v`` aligns with the tile's
+      polar column ``(shift + v) mod W`` and ``heading = 360 shift / W``; with a north-centred query
+      the shift is 0. Other recipes assume north-centred panoramas: with ``orientation="known"`` they
+      report no heading (``None``); with ``"unknown"`` the query is searched at ``headings`` evenly
+      spaced headings ``h_r = 360 r / headings``: it is rolled by ``round(h_r W / 360)`` columns
+      (``torch.roll``, which brings the column that looks north to W/2 when ``h_r`` is the true
+      heading), each rolled query is searched, and each tile keeps its best score over the headings
+      and that heading (exact: a tile of the merged top-k is in the top-k of its best heading).
     - Refined position: the score-weighted mean of the centres of the top-k tiles that lie within
       one tile width (``tile_m``, Euclidean in the map CRS) of the best tile's centre, with weights
       ``max(score - s_min, 0)`` where ``s_min`` is the lowest top-k score (so the weakest candidate
@@ -24,7 +31,8 @@ Convention:
     - Metrics with a truth (lat/lon degrees): ``position_distances`` (great circle) of the ranked
       candidates and ``radius_recall`` (``R@k<r m`` for k = 1, 5, 10 up to top-k, r = 25, 50, 100),
       median / P90 / mean metre error of the top-1 tile and of the refined position
-      (:mod:`geo_bench.metrics.localisation`).
+      (:mod:`geo_bench.metrics.localisation`); when headings are estimated and the truth CSV has a
+      ``heading`` column, the median / P90 circular error of the top-1 candidate's heading.
 """
 
 from __future__ import annotations
@@ -56,18 +64,30 @@ from geo_bench.localize.index import (
 from geo_bench.localize.maps import to_latlon
 from geo_bench.localize.report import write_report
 from geo_bench.metrics.localisation import DEFAULT_RADII_M, position_distances, radius_recall
+from geo_bench.metrics.orientation import circular_error_deg
 from geo_retrieval.embedding import embed
 from geo_retrieval.geodesy import great_circle_distance
 from geo_retrieval.search import dsm_orientations
 from geo_retrieval.training import BatchTransform
 from geo_transforms.panorama import fov_width, limit_fov
 
-__all__ = ["Candidate", "LocateResult", "Localizer", "QueryResult", "read_truth", "refine_position"]
+__all__ = [
+    "DEFAULT_HEADINGS",
+    "Candidate",
+    "LocateResult",
+    "Localizer",
+    "QueryResult",
+    "read_truth",
+    "read_truth_headings",
+    "refine_position",
+]
 
 log = logging.getLogger(__name__)
 
 #: relative tolerance on the panorama aspect ratio W/H without ``fov``
 ASPECT_TOLERANCE = 0.05
+#: headings searched for orientation-unaware recipes when the orientation is unknown (22.5 degrees apart)
+DEFAULT_HEADINGS = 16
 
 
 @dataclass(frozen=True)
@@ -110,14 +130,18 @@ class LocateResult:
     fov_deg: float | None
     backend: str
     metrics: dict[str, float] = field(default_factory=dict)
-    #: (N_q, ...) float32 query descriptors (for the HTML heat maps; not written to JSON)
+    #: (N_q, ...) float32 query descriptors, at each query's best heading when headings were
+    #: searched (for the HTML heat maps; not written to JSON)
     descriptors: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: headings searched per query (orientation unknown, recipe not orientation-aware), else None
+    headings_searched: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "crs": self.crs,
             "coordinates": "lat/lon WGS84 degrees (latitude first); x/y metres in crs",
             "orientation": self.orientation,
+            "headings_searched": self.headings_searched,
             "fov_deg": self.fov_deg,
             "backend": self.backend,
             "metrics": self.metrics,
@@ -266,6 +290,17 @@ def refine_position(xy: np.ndarray, scores: np.ndarray, tile_m: float) -> np.nda
 def read_truth(path: str | Path) -> dict[str, tuple[float, float]]:
     """Truth CSV (header with ``lat``, ``lon`` and ``id`` and/or ``file``) -> {key: (lat, lon)}; keys are
     the id, the file as written and its base name and stem, so a query matches by any of them."""
+    return {k: (v[0], v[1]) for k, v in _read_truth_rows(path).items()}
+
+
+def read_truth_headings(path: str | Path) -> dict[str, float]:
+    """The optional ``heading`` column of a truth CSV (degrees clockwise from north of the image's
+    centre column, the world's ``yaw``) -> {key: heading}, keyed as :func:`read_truth`; empty when
+    the CSV has no heading column."""
+    return {k: v[2] for k, v in _read_truth_rows(path).items() if v[2] is not None}
+
+
+def _read_truth_rows(path: str | Path) -> dict[str, tuple[float, float, float | None]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--truth {path} does not exist")
@@ -276,17 +311,20 @@ def read_truth(path: str | Path) -> dict[str, tuple[float, float]]:
             raise ValueError(
                 f"--truth {path} needs a header with lat, lon and id or file; got {sorted(cols)}"
             )
-        out: dict[str, tuple[float, float]] = {}
+        out: dict[str, tuple[float, float, float | None]] = {}
         for i, row in enumerate(reader, start=2):
             try:
-                ll = (float(row["lat"]), float(row["lon"]))
+                lat, lon = float(row["lat"]), float(row["lon"])
+                heading = float(row["heading"]) if row.get("heading") not in (None, "") else None
             except (TypeError, ValueError):
-                raise ValueError(f"--truth {path} line {i}: lat/lon are not numbers ({row})") from None
+                raise ValueError(
+                    f"--truth {path} line {i}: lat/lon/heading are not numbers ({row})"
+                ) from None
             for key in (row.get("id"), row.get("file")):
                 if key:
-                    out[key] = ll
-                    out[Path(key).name] = ll
-                    out[Path(key).stem] = ll
+                    out[key] = (lat, lon, heading)
+                    out[Path(key).name] = (lat, lon, heading)
+                    out[Path(key).stem] = (lat, lon, heading)
     return out
 
 
@@ -389,15 +427,34 @@ class Localizer:
         self, images: Sequence[str | Path], *, fov: float | None = None, batch_size: int = 32
     ) -> Tensor:
         """Image files -> (N, ...) float32 ground descriptors on the CPU (module Convention)."""
+        return self.embed_queries_rolled(images, (0,), fov=fov, batch_size=batch_size)[0]
+
+    def embed_queries_rolled(
+        self,
+        images: Sequence[str | Path],
+        shifts: Sequence[int],
+        *,
+        fov: float | None = None,
+        batch_size: int = 32,
+    ) -> Tensor:
+        """Image files -> (R, N, ...) float32 ground descriptors on the CPU of each query rolled by
+        ``shifts[r]`` columns of the recipe's panorama width (``torch.roll`` along W, after the
+        resize; module Convention). Each image is decoded once; ``batch_size`` bounds the rolled
+        panoramas encoded at a time."""
         transform = BatchTransform.from_recipe(self.model.recipe)
         px = int(self.tiles.manifest["tiling"]["px"])
+        shifts = [int(v) for v in shifts]
+        per = max(1, batch_size // len(shifts))
+        sizes: list[int] = []
 
         def batches() -> Iterator[Tensor]:
-            # decoded and prepared on the CPU one batch at a time; embed encodes each on the device
-            for s in range(0, len(images), batch_size):
-                ground = torch.stack([self._load_query(Path(p), fov) for p in images[s : s + batch_size]])
+            # decoded and prepared on the CPU a few images at a time; embed encodes each on the device
+            for s in range(0, len(images), per):
+                ground = torch.stack([self._load_query(Path(p), fov) for p in images[s : s + per]])
+                sizes.append(ground.shape[0])
                 dummy = torch.zeros(ground.shape[0], 3, px, px)
-                yield transform({"ground": ground, "aerial": dummy}, None, train=False)["ground"]
+                prepared = transform({"ground": ground, "aerial": dummy}, None, train=False)["ground"]
+                yield torch.cat([torch.roll(prepared, v, dims=-1) if v else prepared for v in shifts])
 
         out, _ = embed(
             {None: self.model.encoder.encode_ground},
@@ -406,7 +463,10 @@ class Localizer:
             out_device="cpu",
             desc="embed queries",
         )
-        return out[None]
+        # rows come batch by batch, rotation-major inside a batch: (b0 r0, b0 r1, ..., b1 r0, ...)
+        parts = torch.split(out[None], [b * len(shifts) for b in sizes])
+        per_batch = [x.reshape(len(shifts), b, *x.shape[1:]) for x, b in zip(parts, sizes)]
+        return torch.cat(per_batch, dim=1)
 
     def locate(
         self,
@@ -418,18 +478,22 @@ class Localizer:
         truth: str | Path | dict[str, tuple[float, float]] | None = None,
         backend: str = "exact",
         ids: Sequence[str] | None = None,
+        headings_n: int = DEFAULT_HEADINGS,
     ) -> LocateResult:
         """Localise image files.
 
         Args:
             images: query image paths.
             top_k: candidates per query.
-            orientation: ``"known"`` (north-centred) or ``"unknown"``; recorded, and for
-                orientation-aware recipes a heading is estimated either way.
+            orientation: ``"known"`` (north-centred) or ``"unknown"``; recorded. Orientation-aware
+                recipes estimate a heading either way; other recipes search ``headings_n``
+                headings when it is unknown (module Convention).
             fov: limited field of view in degrees (module Convention), or None for panoramas.
             truth: truth CSV path or {key: (lat, lon)}; keys match the query id (file stem) or name.
             backend: ``"exact"`` (torch reference) or ``"faiss"``.
             ids: query ids (default: file stems).
+            headings_n: headings searched for orientation-unaware recipes when the orientation is
+                unknown (the query is encoded that many times).
 
         Returns:
             A :class:`LocateResult` (with metrics when ``truth`` is given).
@@ -446,6 +510,7 @@ class Localizer:
                 raise FileNotFoundError(f"query image {p} does not exist")
         qids = list(ids) if ids is not None else [p.stem for p in paths]
         truth_map = read_truth(truth) if isinstance(truth, (str, Path)) else truth
+        truth_heading = read_truth_headings(truth) if isinstance(truth, (str, Path)) else {}
         truth_ll = None
         if truth_map is not None:
             missing = [
@@ -464,19 +529,18 @@ class Localizer:
             )
         recipe = self.model.recipe
         aware = bool(getattr(recipe, "orientation_aware", False))
-        if orientation == "unknown" and not aware:
-            log.warning(
-                "recipe %s assumes north-centred panoramas; with the orientation unknown expect "
-                "lower accuracy (an orientation-aware recipe such as dsm estimates the heading)",
-                recipe.name,
-            )
-        q = self.embed_queries(paths, fov=fov)
+        if isinstance(headings_n, bool) or not isinstance(headings_n, int) or headings_n < 1:
+            raise ValueError(f"--headings must be a positive integer, got {headings_n!r}")
         sim = self.model.encoder.similarity
-        scores, idx = search(self.tiles, q, top_k, backend=backend, similarity=sim)
-        headings = None
-        if aware and q.ndim == 4:
-            ref = _as_tensor(self.tiles.descriptors)
-            headings = dsm_orientations(q, ref, idx, degrees=True).numpy()
+        headings: np.ndarray | None = None
+        if orientation == "unknown" and not aware:
+            q, scores, idx, headings = self._heading_search(paths, fov, top_k, backend, headings_n)
+        else:
+            q = self.embed_queries(paths, fov=fov)
+            scores, idx = search(self.tiles, q, top_k, backend=backend, similarity=sim)
+            if aware and q.ndim == 4:
+                ref = _as_tensor(self.tiles.descriptors)
+                headings = dsm_orientations(q, ref, idx, degrees=True).numpy()
         xy, ll = self.tiles.xy, self.tiles.latlon
         results = []
         refined_xy = np.zeros((len(paths), 2))
@@ -510,6 +574,16 @@ class Localizer:
                 metrics[f"{name}p90_error_m"] = float(np.percentile(e, 90))
                 metrics[f"{name}mean_error_m"] = float(np.mean(e))
             metrics["n_query"] = float(len(paths))
+            known = [
+                (i, next(truth_heading[k] for k in (q, p.name, str(p)) if k in truth_heading))
+                for i, (p, q) in enumerate(zip(paths, qids))
+                if any(k in truth_heading for k in (q, p.name, str(p)))
+            ]
+            if headings is not None and known:
+                rows = np.array([i for i, _ in known])
+                err = circular_error_deg(headings[rows, 0], [h for _, h in known])
+                metrics["median_heading_error_deg"] = float(np.median(err))
+                metrics["p90_heading_error_deg"] = float(np.percentile(err, 90))
         queries = tuple(
             QueryResult(
                 qid,
@@ -523,4 +597,35 @@ class Localizer:
             )
             for i, (qid, f, cand) in enumerate(results)
         )
-        return LocateResult(queries, self.tiles.crs, orientation, fov, backend, metrics, q.numpy())
+        searched = headings_n if orientation == "unknown" and not aware else None
+        return LocateResult(queries, self.tiles.crs, orientation, fov, backend, metrics, q.numpy(), searched)
+
+    def _heading_search(
+        self, paths: Sequence[Path], fov: float | None, top_k: int, backend: str, n: int
+    ) -> tuple[Tensor, Tensor, Tensor, np.ndarray]:
+        """Search ``n`` evenly spaced headings (module Convention).
+
+        Returns:
+            ``(descriptors (N, ...) at each query's best heading, scores (N, k), tiles (N, k),
+            headings (N, k) degrees)``, best first.
+        """
+        w = int(self.model.recipe.ground_size[1])
+        shifts = [round(r * w / n) % w for r in range(n)]  # h_r = 360 r / n degrees, in columns
+        q = self.embed_queries_rolled(paths, shifts, fov=fov)  # (R, N, ...)
+        sim = self.model.encoder.similarity
+        found = [search(self.tiles, q[r], top_k, backend=backend, similarity=sim) for r in range(n)]
+        scores = torch.cat([s for s, _ in found], dim=1).numpy()  # (N, R k), rotation-major
+        tiles = torch.cat([i for _, i in found], dim=1).numpy()
+        kk = found[0][0].shape[1]
+        rot = np.repeat(np.arange(n), kk)[None].repeat(len(paths), 0)
+        # keep each tile once, at its best heading: sort by (tile, -score), drop repeats of a tile
+        order = np.lexsort((-scores, tiles), axis=1)
+        tiles, scores, rot = (np.take_along_axis(a, order, 1) for a in (tiles, scores, rot))
+        repeat = np.zeros_like(tiles, dtype=bool)
+        repeat[:, 1:] = tiles[:, 1:] == tiles[:, :-1]
+        scores = np.where(repeat, -np.inf, scores)
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
+        tiles, scores, rot = (np.take_along_axis(a, best, 1) for a in (tiles, scores, rot))
+        exact_shift = np.asarray(shifts)[rot] * 360.0 / w  # the heading the rolled columns realise
+        desc = q[torch.from_numpy(rot[:, 0]), torch.arange(len(paths))]
+        return desc, torch.from_numpy(scores.astype(np.float32)), torch.from_numpy(tiles), exact_shift
