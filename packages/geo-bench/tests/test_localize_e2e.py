@@ -458,6 +458,32 @@ class TestHeading:
             assert [c.heading_deg for c in qr.candidates] == [45.0 * int(rot[i, t]) for t in top.indices[i]]
 
 
+@pytest.fixture(scope="module")
+def dsm_index(world_map, tmp_path_factory):
+    """``dsm`` small on the tiny world (300 cameras, 64 steps, about 30 s), indexed at a 32 m stride."""
+    root = tmp_path_factory.mktemp("dsm")
+    args = ["--tiny", "--n-train", "300", "--epochs", "40", "--max-steps", "64", "--threads", "1"]
+    assert main(["train", "dsm", *args, "--out", str(root / "run"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "--checkpoint",
+                str(root / "run"),
+                "--map",
+                str(world_map / "map.tif"),
+                "--out",
+                str(root / "index"),
+                "--stride-m",
+                "32",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    return root / "index"
+
+
 class TestResume:
     def test_interrupted_build_continues(self, trained, world_map, built, tmp_path):
         out = tmp_path / "partial"
@@ -681,3 +707,31 @@ class TestOrientationAware:
         assert all(h is not None and 0.0 <= h < 360.0 for h in heads)
         with pytest.raises(ValueError, match=r"no faiss\.index"):
             loc.locate(images, top_k=3, backend="faiss")
+
+    def test_dsm_heading_follows_the_world_yaw(self, dsm_index, world_map, world_map_yaw90):
+        """DSM's heading (its alignment shift) of a camera rendered with heading 90 degrees is the
+        north-centred panorama's heading plus 90 degrees against the same tiles: the sign of the shift
+        agrees with the world's yaw (a flipped sign gives 180 degrees off)."""
+        from geo_bench.localize.index import _as_tensor, search
+        from geo_bench.metrics.orientation import circular_error_deg
+        from geo_retrieval.search import dsm_orientations
+
+        loc = Localizer(dsm_index)
+        north = loc.embed_queries(sorted((world_map / "queries").glob("*.jpg")))
+        east = loc.embed_queries(sorted((world_map_yaw90 / "queries").glob("*.jpg")))
+        assert north.ndim == 4  # DSM keeps feature maps
+        ref = _as_tensor(loc.tiles.descriptors)
+        _, idx = search(loc.tiles, north, 3, similarity=loc.model.encoder.similarity)
+        h_north = dsm_orientations(north, ref, idx, degrees=True).numpy()
+        h_east = dsm_orientations(east, ref, idx, degrees=True).numpy()
+        step = 360.0 / north.shape[-1]
+        err = circular_error_deg(h_east - h_north, 90.0)
+        assert np.mean(err <= step + 1e-6) >= 0.75, err
+        assert np.median(err) <= step, err
+        # locate reports the same heading for its candidates
+        res = loc.locate(sorted((world_map_yaw90 / "queries").glob("*.jpg")), top_k=3)
+        _, idx_east = search(loc.tiles, east, 3, similarity=loc.model.encoder.similarity)
+        expect = dsm_orientations(east, ref, idx_east, degrees=True).numpy()
+        got = np.array([[c.heading_deg for c in q.candidates] for q in res.queries])
+        np.testing.assert_allclose(got, expect)
+        assert res.headings_searched is None  # DSM aligns itself; nothing is searched
