@@ -21,6 +21,7 @@ Registry (:func:`list_backbones`):
   stride 8, 256 channels. Layer names equal torchvision's, so torchvision weights load.
 - ``convnext_*``: any timm ConvNeXt; ``pool=True`` (default) returns timm's pooled, layer-normed
   embedding as a (B, C, 1, 1) map (Sample4Geo's descriptor); ``pool=False`` the last stage map.
+  ``test_convnext*`` (timm's 0.2 M-parameter test ConvNeXts) build the same way (parity fixtures).
 - ``vit_*``: any timm VisionTransformer (``img_size=(H, W)`` required for non-square inputs).
 - ``r50_vit``: the R50+ViT-B/16 hybrid ``vit_base_r50_s16_224`` (L2LTR); ``r50_vit_tiny``: the small
   hybrid ``vit_tiny_r_s16_p8_224`` for CPU runs.
@@ -390,6 +391,9 @@ def _convnext(
         strict=strict,
         **kwargs,
     )
+
+
+register_backbone("test_convnext*")(_convnext)
 
 
 def _vit(

@@ -1,6 +1,4 @@
-"""Converters from published checkpoints to safetensors.
-
-Toker et al., CVPR'21 ("Coming Down to Earth", ``aysim/comingdowntoearth``): a ``torch.save``'d
+"""The ``toker`` source: Toker et al., CVPR'21 ("Coming Down to Earth", ``aysim/comingdowntoearth``): a ``torch.save``'d
 dict with ``generator_model_dict``, ``discriminator_model_dict``, ``retriebal_model_dict`` (sic),
 three optimiser dicts, ``last_epoch`` and ``best_acc``; model keys likely prefixed ``module.``;
 spectral-normalised convs stored the old way (``weight_orig``, ``weight_u``, ``weight_v``).
@@ -10,35 +8,28 @@ spectral norm (W = W_orig / sigma with sigma = u^T (W_mat v), W_mat = W_orig res
 (out, -1); the value torch's ``spectral_norm`` uses in eval mode) and writes one safetensors file
 per model component with provenance metadata. Optimiser state is not converted.
 
-CLI: ``python -m geo_retrieval.convert toker SRC OUT_DIR``. A fault the user can fix (a missing,
-unsafe, truncated or foreign file; an unwritable OUT_DIR) prints one ``error:`` line naming the file
-and exits with status 2; Ctrl-C exits with 130.
+CLI: ``python -m geo_retrieval.convert toker SRC OUT_DIR`` (:mod:`geo_retrieval.convert.cli`).
+This source writes the G / D / R components as they are (``{generator,discriminator,retrieval}.safetensors``),
+not yet a recipe folder with ``manifest.json`` (the retrieval branch onto the ``toker21`` recipe is a
+separate step).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from . import __version__
-from .checkpoint import _safe_torch_load, save_weights, strip_prefixes
-from .cli_errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, USER_ERRORS, guarded
+from .. import __version__
+from ..checkpoint import _safe_torch_load, save_weights, strip_prefixes
+from .sources import register_source
 
-__all__ = [
-    "EXIT_INTERRUPTED",
-    "EXIT_USER_ERROR",
-    "TOKER_COMPONENTS",
-    "bake_spectral_norm",
-    "convert_toker",
-    "main",
-]
+__all__ = ["TOKER_COMPONENTS", "bake_spectral_norm", "convert_toker"]
 
 TOKER_COMPONENTS: dict[str, str] = {
     "generator_model_dict": "generator",
@@ -156,34 +147,8 @@ def convert_toker(src: str | os.PathLike[str], out_dir: str | os.PathLike[str]) 
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m geo_retrieval.convert toker SRC OUT_DIR``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m geo_retrieval.convert",
-        description="Convert published cross-view checkpoints to safetensors (safe loading only).",
-    )
-    sub = parser.add_subparsers(dest="format", required=True)
-    toker = sub.add_parser(
-        "toker", help="Toker et al. CVPR'21 .pth -> generator/discriminator/retrieval.safetensors"
-    )
-    toker.add_argument("src", help="the .pth checkpoint")
-    toker.add_argument("out_dir", help="output directory")
-    args = parser.parse_args(argv)
-
-    def work() -> int:
-        for component, path in convert_toker(args.src, args.out_dir).items():
-            print(f"{component}: {path}")
-        return 0
-
-    # a file the user gave is missing, unsafe, damaged or of another kind (TypeError: not a state
-    # dict of tensors): one ``error:`` line on stderr, exit status 2
-    return guarded(
-        work,
-        interrupted="finished components are complete files; run the same command again",
-        errors=(*USER_ERRORS, TypeError),
-        report=lambda line: print(line, file=sys.stderr),
-    )
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+@register_source(
+    "toker", summary="Toker et al. CVPR'21 .pth -> generator/discriminator/retrieval.safetensors"
+)
+def _convert(src: Path, out_dir: Path, **options: Any) -> dict[str, Path]:
+    return convert_toker(src, out_dir)
