@@ -12,6 +12,13 @@ Sessions (``nox -l`` lists them):
 - ``bench(<package>)``: runs the benchmark scripts in ``packages/<package>/benchmarks/``.
 - ``leaderboard``: installs every package (geo-bench with ``[synthesis]``) and runs
   ``geo-bench leaderboard`` (posargs are passed through, e.g. ``nox -s leaderboard -- --tiny``).
+- ``gpu``: installs every package (with the test extras) and runs the GPU check,
+  ``python -m geo_bench.gpu_check`` (fast tests with ``--device cuda --dtype all``, training
+  throughput of every recipe's full variant in fp32 / bf16 / fp16 with channels_last off and on,
+  mappings on GPU vs CPU, recall at CVACT_test scale, DDP with nccl on two or more GPUs) into
+  ``out/gpu-check/`` (JSON + Markdown; posargs pass through, e.g. ``nox -s gpu -- --dry-run`` on a
+  CPU). Not tagged ``tests``: CI runs its dry run through geo-bench's ``test_gpu_check.py``. On the
+  device machine (no package index) run ``tools/gpu/run_on_device.sh`` instead.
 - ``docs``: installs every package plus mkdocs / mkdocstrings and builds the documentation site
   (``docs/``, ``ARCHITECTURE.md`` and the API reference from the docstrings) with
   ``mkdocs build --strict`` into ``site/``.
@@ -202,6 +209,29 @@ def leaderboard(session: nox.Session) -> None:
     )
     session.run(
         "geo-bench", "leaderboard", *session.posargs, env={"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    )
+
+
+@nox.session
+def gpu(session: nox.Session) -> None:
+    """The GPU check, ``python -m geo_bench.gpu_check`` (one GPU, at most 8 minutes; exits non-zero when a
+    check fails): ``nox -s gpu -- [options]``, e.g. ``-- --dry-run`` (CPU, tiny sizes) or
+    ``-- --only tests,train``. The report goes to ``out/gpu-check/`` unless posargs name ``--out``."""
+    session.install(
+        "-e",
+        "packages/geo-transforms[test,testing]",
+        "-e",
+        "packages/geo-retrieval[test]",
+        "-e",
+        "packages/geo-synthesis[test]",
+        "-e",
+        "packages/geo-bench[test,synthesis]",
+    )
+    args = list(session.posargs)
+    if not any(a == "--out" or a.startswith("--out=") for a in args):
+        args = ["--out", "out/gpu-check", *args]
+    session.run(
+        "python", "-m", "geo_bench.gpu_check", *args, env={"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
     )
 
 
