@@ -11,6 +11,7 @@ import csv
 import itertools
 import json
 import logging
+import os
 import shutil
 
 import numpy as np
@@ -28,6 +29,18 @@ from geo_bench.world.layouts import write_map
 from geo_retrieval.geodesy import equirectangular_to_latlon, great_circle_distance
 
 N_QUERIES = 20
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+#: headless, and nothing that reaches for the network (this machine's network is closed)
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 STRIDE = "8"
 N_SIDE = 55  # (500 - 64) // 8 + 1 tiles per side
 
@@ -206,6 +219,16 @@ class TestMapLayout:
         assert (out / "map.tif").is_file() and len(list((out / "queries").glob("*.jpg"))) == 3
         assert main([*args[:5], "--num", "500", *args[7:]]) == 2
         assert "cameras lie inside a 200 m map" in _errors(caplog)
+        # another stripe, another heading; the truth records the heading
+        whole = [a if a != "200" else "500" for a in args]  # the map spans the district's stripes
+        turned = [*whole[:4], str(tmp_path / "t"), *whole[5:], "--split", "train", "--yaw", "90"]
+        assert main(turned) == 0
+        rows = list(csv.DictReader(open(tmp_path / "t" / "truth.csv")))
+        assert [float(r["heading"]) for r in rows] == [90.0] * 3
+        assert main([*turned[:-1], "east"]) == 2
+        assert "--yaw must be degrees or 'random'" in _errors(caplog)
+        assert main(["synth", "--layout", "cvusa", "--out", str(tmp_path / "c"), "--yaw", "90"]) == 2
+        assert "apply to --layout map only" in _errors(caplog)
 
 
 class TestIndexAndLocate:
@@ -297,6 +320,57 @@ class TestIndexAndLocate:
         pngs = re.findall(r"src='data:image/png;base64,([^']+)'", page)
         assert len(pngs) == 2 * (1 + 3 + 1)  # per query: the query, 3 tiles, the heat map
         assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+    def test_html_report_in_headless_chromium(self, built, world_map, tmp_path):
+        """The report opens in a real browser with no console error, no network request, every image
+        decoded and the candidates shown. Skipped without playwright or Chromium, unless
+        GEO_BENCH_REQUIRE_BROWSER=1 (set by .ci/run, which installs Debian's chromium)."""
+        exe = next((shutil.which(n) for n in CHROMIUM_NAMES if shutil.which(n)), None)
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError:
+            sync_playwright = None
+        if exe is None or sync_playwright is None:
+            why = (
+                "Chromium (apt-get install chromium)"
+                if exe is None
+                else "playwright (pip install playwright)"
+            )
+            if os.environ.get("GEO_BENCH_REQUIRE_BROWSER") == "1":
+                pytest.fail(f"GEO_BENCH_REQUIRE_BROWSER=1 but {why} is missing")
+            pytest.skip(f"needs {why}")
+        images = sorted((world_map / "queries").glob("*.jpg"))[:2]
+        args = ["locate", "--index", str(built), *map(str, images), "--truth", str(world_map / "truth.csv")]
+        assert main([*args, "--top-k", "3", "--html", "--out", str(tmp_path), "--no-progress"]) == 0
+        errors: list[str] = []
+        remote: list[str] = []
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_FLAGS)
+            try:
+                page = browser.new_page()
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.on(
+                    "request",
+                    lambda r: None if r.url.startswith(("data:", "file:")) else remote.append(r.url),
+                )
+                page.goto((tmp_path / "report.html").as_uri(), wait_until="load")
+                assert page.title() == "geo-bench locate"
+                assert page.locator("section h2").all_inner_texts() == [p.stem for p in images]
+                assert page.locator("img[alt='query']").count() == 2
+                assert page.locator("img[alt='tile']").count() == 2 * 3
+                assert page.locator("img[alt='heat map']").count() == 2
+                decoded = page.evaluate(
+                    "Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)"
+                )
+                assert decoded and all(decoded), decoded
+                caption = page.locator("img[alt='tile'] + figcaption").first.inner_text()
+                assert caption.startswith("#1 ")  # rank and score under the best tile
+                assert page.locator("img[alt='heat map']").first.is_visible()
+            finally:
+                browser.close()
+        assert errors == [], errors
+        assert remote == [], remote
 
     def test_refined_within_a_tile_of_best(self, located):
         res = json.loads((located / "locate.json").read_text())

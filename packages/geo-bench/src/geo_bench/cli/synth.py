@@ -9,6 +9,8 @@ calibration, noise, JPEG). The same seed always gives the same files.
   geo-bench synth --layout cvact --out data/synth-cvact --num 2000
   geo-bench synth --layout vigor --out data/synth-vigor --num 300       # per city
   geo-bench synth --layout map --out data/synth-map --num 20 --map-m 500  # localisation
+  geo-bench synth --layout map --out data/map-d0 --num 50 --aerial-size 128    # the leaderboard
+      # world's district 0 (downtown, 0.5 m/px); its test stripe is what `geo-bench train` never sees
   geo-bench synth --preview world.png
 
 The written folders load with geo_bench.datasets.CVUSA / CVACT / VIGOR unchanged. CVUSA: 80/20
@@ -29,7 +31,8 @@ import argparse
 import logging
 from dataclasses import replace
 
-from ..world import AppearanceConfig, CityConfig, RenderConfig, SyntheticWorld
+from ..leaderboard.data import WorldConfig
+from ..world import CITY_STYLES, AppearanceConfig, CityConfig, RenderConfig, SyntheticWorld, city_style
 from ..world.layouts import write_layout
 from ..world.preview import write_preview
 from ._common import guarded
@@ -71,6 +74,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         help="map layout: side of the square orthophoto in metres (default: the district, at most 1000)",
     )
+    parser.add_argument(
+        "--style",
+        choices=sorted(CITY_STYLES),
+        help="city style of the district (default: the world's default; map layout: the leaderboard "
+        f"world's district 0, {WorldConfig().styles[0]!r})",
+    )
+    parser.add_argument(
+        "--split",
+        choices=["train", "val", "test"],
+        default="test",
+        help="map layout: the stripe of the district the query cameras come from (default test, which "
+        "training never sees)",
+    )
+    parser.add_argument(
+        "--split-fractions",
+        nargs=3,
+        type=float,
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="map layout: easting proportions of the district's stripes (default the leaderboard "
+        f"world's, {' '.join(f'{v:g}' for v in WorldConfig().split_fractions)})",
+    )
+    parser.add_argument(
+        "--yaw",
+        default="0",
+        metavar="DEG|random",
+        help="map layout: heading of the query panoramas' centre column, degrees clockwise from north, "
+        "or random (default 0: north-centred; truth.csv's heading column records it)",
+    )
     parser.add_argument("--preview", metavar="PNG", help="write a preview figure of a few samples to PNG")
     parser.add_argument("--preview-rows", type=int, default=3, help="samples in the preview (default 3)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -91,7 +122,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("nothing to do: give --layout and --out, and/or --preview PNG")
     if args.layout is not None and not args.out:
         raise ValueError("--layout needs --out DIR")
-    city = CityConfig(size_m=args.district_m)
+    style = args.style or (WorldConfig().styles[0] if args.layout == "map" else None)
+    city = CityConfig(size_m=args.district_m) if style is None else city_style(style, size_m=args.district_m)
+    if args.layout != "map" and (args.split != "test" or args.split_fractions or args.yaw != "0"):
+        raise ValueError("--split, --split-fractions and --yaw apply to --layout map only")
     appearance = AppearanceConfig(gap=args.gap, jpeg_quality=args.jpeg_quality)
     full_sphere = args.layout in ("cvact", "vigor")
     render = RenderConfig(aerial_size=args.aerial_size, aerial_m=args.aerial_m)
@@ -111,7 +145,15 @@ def _run(args: argparse.Namespace) -> int:
         path = write_preview(args.preview, world, rows=args.preview_rows)
         print(f"preview written to {path}")
     if args.layout:
-        extra = {"map_m": args.map_m} if args.layout == "map" else {}
+        extra: dict[str, object] = {}
+        if args.layout == "map":
+            fractions = tuple(args.split_fractions or WorldConfig().split_fractions)
+            extra = {
+                "map_m": args.map_m,
+                "split": args.split,
+                "split_fractions": fractions,
+                "yaw": _parse_yaw(args.yaw),
+            }
         counts = write_layout(
             args.layout,
             args.out,
@@ -126,3 +168,13 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(f"{args.layout} layout written to {args.out}: {counts}")
     return 0
+
+
+def _parse_yaw(text: str) -> float | str:
+    """``--yaw``: degrees, or ``"random"``."""
+    if text == "random":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--yaw must be degrees or 'random', got {text!r}") from None

@@ -105,7 +105,9 @@ def write_report(
         f"<p>index {html.escape(str(index.path))}: {len(index)} tiles of {tiling['tile_m']:g} m in "
         f"{html.escape(index.crs)}; model {html.escape(index.manifest['model']['recipe'])} "
         f"({html.escape(index.manifest['model']['variant'])}); search {html.escape(result.backend)}; "
-        f"orientation {html.escape(result.orientation)}; FoV {result.fov_deg or 360:g} deg</p>",
+        f"orientation {html.escape(result.orientation)}"
+        + (f" ({result.headings_searched} headings searched)" if result.headings_searched else "")
+        + f"; FoV {result.fov_deg or 360:g} deg</p>",
     ]
     if result.metrics:
         parts.append(
