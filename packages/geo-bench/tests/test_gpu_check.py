@@ -153,3 +153,14 @@ def test_device_metadata_step_registers_the_packages(tmp_path):
     assert found["geo-bench"].version == importlib.metadata.version("geo-bench")
     recipes = [ep.value for ep in found["geo-synthesis"].entry_points if ep.group == "geo_retrieval.recipes"]
     assert recipes == ["geo_synthesis.recipes:register_all"]
+
+
+def test_out_of_memory_is_a_row_not_a_failure(monkeypatch):
+    def boom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    monkeypatch.setattr(gpu_check, "_train_row", boom)
+    plan = make_plan(dry_run=True, recipes=["safa"], only=["train"])
+    (record,) = gpu_check.check_train(plan, torch.device("cpu"), gpu_check._Budget(60.0))
+    assert record.status == "ok" and record.figures["rows"][0]["status"] == "oom"
+    assert "out of device memory" in record.figures["note"]

@@ -10,7 +10,7 @@
 - ``recall:torch`` / ``recall:faiss``: recall at CVACT_test scale (92,802 queries x 92,802
   references x 1,024, random descriptors with a known match) through the one ranking
   implementation on the device (two memory budgets), and through ``geo_retrieval.search.FaissIndex``
-  on the GPU when faiss has GPU support (else faiss-cpu's ``backend="faiss"`` on a subset; else
+  on the GPU when faiss has GPU support (else the same on the CPU for a subset; else
   skipped): time, peak memory, and the R@K of the two paths, which must agree.
 - ``ddp``: with two or more GPUs, ``torchrun`` trains the small ``safa`` recipe for a few steps on
   every GPU with nccl and checks that the ranks hold identical parameters; with one GPU it says so in
@@ -26,6 +26,8 @@ Convention:
     - Every check returns one :class:`CheckRecord` (name, status ``ok`` / ``failed`` / ``skipped``,
       figures, seconds, error, reason). A check that raises is recorded as ``failed`` with the
       error; the others still run.
+      A training configuration that runs out of device memory is a row with status ``oom`` and a
+      note in the figures (what fits at the recipe's batch is a finding, not a fault of the check).
     - A time budget (``--budget-s``, 480 s by default) bounds the run: a check that would not fit in
       what is left is ``skipped`` with a reason starting ``budget``; training stops at its own share
       (``train_budget_s``) and leaves ``tests_reserve_s`` for the test suites, whose subprocesses are
@@ -80,6 +82,7 @@ from torch import Tensor
 from geo_bench.metrics.faiss_backend import MissingDependencyError, import_faiss
 from geo_bench.metrics.recall import retrieval_recall
 from geo_retrieval.checkpoint import atomic_write_bytes
+from geo_retrieval.ranking import top1pct_k
 from geo_retrieval.recipes import Recipe, build, get_recipe, list_recipes
 from geo_retrieval.search import FaissIndex
 from geo_retrieval.testing import SyntheticPairs
@@ -245,6 +248,13 @@ def make_plan(
 
     Raises:
         ValueError: an unknown group in ``only`` / ``skip``, or a non-positive size or budget.
+
+    Example:
+        >>> plan = make_plan(dry_run=True, only=["recall"])
+        >>> plan.device, plan.variant, plan.recall_n, plan.groups
+        ('cpu', 'small', 2000, ('recall',))
+        >>> make_plan().recall_n, make_plan().test_args
+        (92802, ('--device', 'cuda', '--dtype', 'all'))
     """
     for name, groups in (("only", only), ("skip", skip)):
         unknown = sorted(set(groups) - set(CHECK_GROUPS))
@@ -617,7 +627,6 @@ def check_recall(plan: GpuCheckPlan, device: torch.device) -> list[CheckRecord]:
 
     start = time.perf_counter()
     faiss, faiss_line = _faiss()
-    k_top = int(rows[-1]["K_1pct"])
     if faiss is None:
         records.append(
             CheckRecord(
@@ -629,39 +638,31 @@ def check_recall(plan: GpuCheckPlan, device: torch.device) -> list[CheckRecord]:
         )
         return records
     gpu = device.type == "cuda" and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
-    if gpu:
-        with _peak_memory(device) as mem:
-            faiss_result, seconds = _faiss_recall(query, reference, ks, k_top, use_gpu=True)
-        figures: dict[str, Any] = {
-            **shape,
-            "path": "FaissIndex(use_gpu=True)",
-            "faiss": faiss_line,
-            "seconds": round(seconds, 3),
-            "peak_MiB": mem["peak_MiB"],
-            **faiss_result,
-            "torch": torch_result,
-        }
+    # without faiss GPU support: faiss-cpu on a subset, against the torch path on the same subset
+    n = plan.recall_n if gpu else min(plan.faiss_cpu_n, plan.recall_n)
+    q, r = query[:n], reference[:n]
+    with _peak_memory(device) as mem:
+        faiss_result, seconds = _faiss_recall(q, r, ks, top1pct_k(n), use_gpu=gpu)
+    if n == plan.recall_n:
         reference_result = torch_result
     else:
-        n = min(plan.faiss_cpu_n, plan.recall_n)
-        q, r = query[:n], reference[:n]
-        t0 = time.perf_counter()
-        faiss_res = retrieval_recall(q, r, ks, backend="faiss")
-        seconds = time.perf_counter() - t0
-        faiss_result = _recall_figures(faiss_res.as_dict())
         reference_result = _recall_figures(retrieval_recall(q, r, ks, backend="torch").as_dict())
-        figures = {
-            "n_query": n,
-            "n_reference": n,
-            "dim": plan.recall_dim,
-            "path": "retrieval_recall(backend='faiss') on the CPU",
-            "faiss": faiss_line,
-            "note": "faiss has no GPU support here: faiss-cpu on the first "
-            f"{n:,} queries and references, compared with the torch path on the same subset",
-            "seconds": round(seconds, 3),
-            **faiss_result,
-            "torch": reference_result,
-        }
+    figures: dict[str, Any] = {
+        "n_query": n,
+        "n_reference": n,
+        "dim": plan.recall_dim,
+        "path": f"FaissIndex(use_gpu={gpu}), normalised, exact inner product",
+        "faiss": faiss_line,
+        "seconds": round(seconds, 3),
+        "peak_MiB": mem["peak_MiB"],
+        **faiss_result,
+        "torch": reference_result,
+    }
+    if not gpu:
+        figures["note"] = (
+            f"faiss has no GPU support here: faiss-cpu on the first {n:,} queries and references, "
+            "compared with the torch path on the same subset"
+        )
     diff = _agree(faiss_result, reference_result)
     figures["max_diff_points"] = round(diff, 4)
     del query, reference
@@ -800,7 +801,9 @@ def check_ddp(plan: GpuCheckPlan, device: torch.device, budget: _Budget) -> list
     elif plan.ddp_gloo:
         nproc, worker_device, backend = 2, "cpu", "gloo"
     else:
-        where = "the dry run uses no GPU" if plan.dry_run else f"this machine has {gpus} GPU"
+        where = (
+            "the dry run uses no GPU" if plan.dry_run else f"this machine has {gpus} GPU{'s' * (gpus != 1)}"
+        )
         return [
             CheckRecord(
                 "ddp",
@@ -968,7 +971,16 @@ def check_train(plan: GpuCheckPlan, device: torch.device, budget: _Budget) -> li
             else:
                 try:
                     row = _train_row(prototype, recipe, data, batch, precision, channels_last, plan, device)
-                except Exception as err:  # one configuration fails alone (an OOM, an unsupported op)
+                except torch.cuda.OutOfMemoryError as err:  # a finding about the recipe, not a fault
+                    row = {
+                        "precision": precision,
+                        "channels_last": channels_last,
+                        "status": "oom",
+                        "error": _error_text(err)[:300],
+                    }
+                    figures.setdefault("note", "out of device memory at this batch:")
+                    figures["note"] += f" {precision}/channels_last {'on' if channels_last else 'off'};"
+                except Exception as err:  # one configuration fails alone (an unsupported op, a bug)
                     row = {
                         "precision": precision,
                         "channels_last": channels_last,
@@ -1138,7 +1150,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for r in records:
-        note = r.error or r.reason or ""
+        note = r.error or r.reason or r.figures.get("note") or ""
         note = note.replace("|", "/").replace("\n", " ")
         lines.append(f"| {r.name} | {_status_text(r)} | {r.seconds:.1f} | {note[:200]} |")
     mappings = [r for r in records if r.name == "mappings" and r.figures.get("rows")]
