@@ -14,23 +14,42 @@ VIGOR: R@K, hit rate and localisation error of the retrieved tile. Where positio
 R@k<r m and the top-1 metre errors. --protocols fov,corruption adds limited FoV (query files kept in
 queries/ beside the store, reused by every model) and corruption robustness.
 
+Converted checkpoints (python -m geo_retrieval.convert SOURCE SRC OUT_DIR; OUT_DIR holds
+manifest.json): the recipe, variant and overrides come from the manifest, and by default the images
+are preprocessed as the upstream code does (--preprocess upstream: its reader, resize method, sizes
+and normalisation, e.g. Sample4Geo's cv2.INTER_LINEAR_EXACT resize of cv2.imread pixels); --preprocess
+ours uses the recipe's evaluation preprocessing instead. The records' protocol says which ran
+("preprocess", and "upstream_preprocessing" with its settings). Upstream preprocessing reads the
+image files of CVUSA / CVACT / VIGOR (not a prepare cache) under the dataset's own protocols.
+
+--descriptors FILE.npz also writes the descriptors: "ground" (queries) and "aerial" (references)
+float32, one row per item in dataset order (L2-normalised as the model outputs them), "ids" and
+"ground_ids" (the query ids) and "aerial_ids" (the references': VIGOR's gallery tiles).
+
   geo-bench evaluate --checkpoint runs/safa-small-s0
   geo-bench evaluate --checkpoint runs/s4g/best --dataset cvusa --root data/CVUSA --device cuda
+  geo-bench evaluate --checkpoint converted/s4g-cvusa --dataset cvusa --root data/CVUSA --descriptors s4g.npz
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from rich.console import Console
+from torch import Tensor
 
-from geo_retrieval.checkpoint import load_model_weights, load_trainer_state
-from geo_retrieval.recipes import build
+from geo_retrieval.checkpoint import atomic_write_bytes, file_sha256, load_model_weights, load_trainer_state
+from geo_retrieval.convert import WEIGHTS_FILE, Manifest, is_converted, read_manifest, recipe_from_manifest
+from geo_retrieval.recipes import Recipe, build
 from geo_retrieval.run_folder import RunLayout
 
+from ..datasets.upstream_preprocess import UpstreamViews, upstream_protocol
 from ..leaderboard.checkpoints import resolve_run
 from ..leaderboard.config import RunConfig, config_hash, get_recipe_or_raise, open_datasets
 from ..leaderboard.evaluation import parse_protocols
@@ -71,9 +90,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store", default="results.jsonl", help="results store to append to (default results.jsonl)"
     )
+    parser.add_argument(
+        "--preprocess",
+        choices=["upstream", "ours"],
+        help="converted checkpoints: the upstream code's preprocessing from manifest.json (default) or "
+        "the recipe's own (ours); other checkpoints: ours",
+    )
+    parser.add_argument(
+        "--descriptors",
+        metavar="FILE.npz",
+        help="also write the ground (query) and aerial (reference) descriptors, in dataset order, with ids",
+    )
     add_protocol_arguments(parser)
     add_data_arguments(parser)
     add_runtime_arguments(parser)
+
+
+def _identity(batch: dict) -> dict:
+    return batch
 
 
 def _seed(run_dir: Path, args: argparse.Namespace) -> int:
@@ -92,11 +126,92 @@ def run(args: argparse.Namespace) -> int:
     )
 
 
+def _converted(weights: Path, args: argparse.Namespace) -> tuple[Manifest, Recipe] | None:
+    """The manifest and recipe of a converted checkpoint (None for other checkpoints); the weights
+    must be the ones the manifest was written with."""
+    if weights.name != WEIGHTS_FILE or not is_converted(weights):
+        return None
+    manifest = read_manifest(weights.parent)
+    for option, value, own in (
+        ("--recipe", args.recipe, manifest.recipe),
+        ("--variant", args.variant, manifest.variant),
+    ):
+        if value is not None and value != own:
+            raise ValueError(
+                f"{option} {value}: {weights.parent} is a converted {own!r} checkpoint ({manifest.recipe}, {manifest.variant})"
+            )
+    if file_sha256(weights) != manifest.weights_sha256:
+        raise ValueError(
+            f"{weights} does not match {weights.parent / 'manifest.json'} (sha256 differs): the folder was "
+            "changed after the conversion; convert the checkpoint again"
+        )
+    return manifest, recipe_from_manifest(manifest)
+
+
+def _preprocess(args: argparse.Namespace, manifest: Manifest | None) -> str:
+    """Which preprocessing runs (``"upstream"`` or ``"ours"``); a combination that cannot run is refused."""
+    choice = args.preprocess or ("upstream" if manifest is not None else "ours")
+    if choice == "ours":
+        return choice
+    if manifest is None:
+        raise ValueError(
+            "--preprocess upstream needs a converted checkpoint (a folder with manifest.json written by "
+            "python -m geo_retrieval.convert); this one is evaluated with --preprocess ours"
+        )
+    if args.dataset == "synthetic":
+        raise ValueError(
+            "--preprocess upstream reads image files: pass --dataset cvusa|cvact|vigor --root DIR (e.g. a "
+            "folder written by geo-bench synth --layout cvusa), or --preprocess ours for the synthetic world"
+        )
+    if args.protocols or args.cache:
+        raise ValueError(
+            "--preprocess upstream runs the dataset's own protocols on its image files: drop --protocols / "
+            "--cache, or pass --preprocess ours"
+        )
+    return choice
+
+
+class _Descriptors:
+    """Keeps the clean descriptors of an evaluation and writes them as ``.npz`` (atomically)."""
+
+    def __init__(self) -> None:
+        self.ground: Tensor | None = None
+        self.aerial: Tensor | None = None
+
+    def __call__(self, ground: Tensor, aerial: Tensor) -> None:
+        self.ground, self.aerial = ground.detach().float().cpu(), aerial.detach().float().cpu()
+
+    def write(self, path: str | Path, test: Any) -> Path:
+        if self.ground is None or self.aerial is None:
+            raise RuntimeError("no descriptors were computed")
+        ground_ids = np.array([str(i) for i in test.ids])
+        gallery = getattr(test, "gallery", None)
+        aerial_ids = np.array([str(i) for i in gallery.ids]) if gallery is not None else ground_ids
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            ground=self.ground.numpy().astype(np.float32),
+            aerial=self.aerial.numpy().astype(np.float32),
+            ids=ground_ids,
+            ground_ids=ground_ids,
+            aerial_ids=aerial_ids,
+        )
+        return atomic_write_bytes(path, buf.getvalue())
+
+
 def _run(args: argparse.Namespace) -> int:
     apply_runtime(args)
     found = resolve_run(args.checkpoint, recipe=args.recipe, variant=args.variant)
-    weights, run_dir, variant, info = found.weights, found.run_dir, found.variant, found.info
-    recipe = get_recipe_or_raise(found.recipe, variant)
+    weights, run_dir, info = found.weights, found.run_dir, found.info
+    converted = _converted(weights, args)
+    manifest = converted[0] if converted is not None else None
+    preprocess = _preprocess(args, manifest)
+    if converted is not None:
+        recipe = converted[1]
+        variant = recipe.variant
+    else:
+        variant = found.variant
+        recipe = get_recipe_or_raise(found.recipe, variant)
     cfg = replace(
         RunConfig(
             dataset=args.dataset,
@@ -126,22 +241,41 @@ def _run(args: argparse.Namespace) -> int:
         info.get("selection_split"),
         info.get("best_R@1"),
     )
+    test: Any = data.test
+    prepare = None
+    extra: dict[str, Any] = {"preprocess": preprocess}
+    if manifest is not None:
+        extra["converted_from"] = {
+            "kind": manifest.source_kind,
+            "file": manifest.source_file,
+            "sha256": manifest.source_sha256,
+        }
+    if preprocess == "upstream" and manifest is not None:
+        test = UpstreamViews(data.test, manifest.preprocessing)
+        prepare = _identity  # UpstreamViews' samples are the model inputs already
+        extra["upstream_preprocessing"] = upstream_protocol(manifest.preprocessing)
+    descriptors = _Descriptors() if args.descriptors else None
     store = ResultStore(args.store)
     view = status_view(not progress_enabled(args))  # plain lines every 30 s when there are no bars
     view.update({"kind": "start", "recipe": recipe.name, "variant": variant})
     with view:
         records = evaluate_trained(
             run_,
-            data.test,
+            test,
             cfg,
             progress=progress_enabled(args),
             source=str(weights),
             queries_dir=store.path.parent / "queries",
             events=view.update,
             cross=data.cross,
+            prepare=prepare,
+            on_descriptors=descriptors,
+            protocol_extra=extra,
         )
     for r in records:
         store.append(r)
+    if descriptors is not None:
+        print(f"descriptors written to {descriptors.write(args.descriptors, test)}")
     base, _, _ = split_records(records)
     render_rich(base, console=None, title=f"{recipe.name} ({variant}) on {args.dataset} {cfg.test_split}")
     render_rich_tables(records, Console())

@@ -368,6 +368,8 @@ def evaluate_model(
     protocols: Sequence[str] = (),
     queries_dir: str | Path | None = None,
     area: str | None = None,
+    prepare: Callable[[dict], dict] | None = None,
+    on_descriptors: Callable[[Tensor, Tensor], None] | None = None,
 ) -> list[EvalResult]:
     """Evaluate a trained cross-view model on the test split (see the module Convention).
 
@@ -385,6 +387,11 @@ def evaluate_model(
         queries_dir: where the FoV query files are read or made (needed with ``"fov"``).
         area: on the synthetic world, which entries of :func:`expected_protocols` ``test`` answers:
             ``"same"`` (the test region; the default) or ``"cross"`` (the cross-area city).
+        prepare: the batch transform applied before encoding instead of the recipe's evaluation
+            preprocessing (``BatchTransform(train=False)``); e.g. the identity for samples that
+            :class:`~geo_bench.datasets.upstream_preprocess.UpstreamViews` already preprocessed.
+        on_descriptors: called once with the clean ground (query) and aerial (reference)
+            descriptors, in dataset order, right after they are embedded.
 
     Returns:
         One :class:`EvalResult` per protocol of :func:`expected_protocols` (of ``area``).
@@ -394,8 +401,9 @@ def evaluate_model(
     """
     device = torch.device(device)
     model = model.to(device).eval()
-    transform = BatchTransform.from_recipe(recipe)
-    prepare = lambda b: transform(b, None, train=False)  # noqa: E731
+    if prepare is None:
+        transform = BatchTransform.from_recipe(recipe)
+        prepare = lambda b: transform(b, None, train=False)  # noqa: E731
     similarity = model_similarity(model)
     name = f"{getattr(recipe, 'name', type(model).__name__)} ({getattr(recipe, 'variant', '?')})"
     if source:
@@ -419,6 +427,7 @@ def evaluate_model(
         queries_dir=queries_dir,
         fill=tuple(norm.mean) if norm is not None else None,
         area=area,
+        on_descriptors=on_descriptors,
     )
 
 
@@ -478,6 +487,7 @@ def _evaluate(
     queries_dir: str | Path | None = None,
     fill: Sequence[float] | None = None,
     area: str | None = None,
+    on_descriptors: Callable[[Tensor, Tensor], None] | None = None,
 ) -> list[EvalResult]:
     """One :class:`EvalResult` per entry of :func:`expected_protocols` (in its order); each result's
     protocol starts with the entry's flags. The references are embedded once; each query variant
@@ -512,6 +522,8 @@ def _evaluate(
         a = a_clean = emb(test, "aerial", "embed aerial")
     g = emb(queries, "ground", "embed ground")
     _check(g, a, None, name)
+    if on_descriptors is not None:
+        on_descriptors(g, a)
     n = g.shape[0]
     positions = _positions(test)
     embed_seconds = time.perf_counter() - t0

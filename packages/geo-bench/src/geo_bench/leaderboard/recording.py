@@ -17,11 +17,13 @@ Convention:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from geo_retrieval.recipes import Recipe
 
@@ -126,12 +128,17 @@ def evaluate_trained(
     queries_dir: str | Path | None = None,
     events: EventSink | None = None,
     cross: Any = None,
+    prepare: Callable[[dict], dict] | None = None,
+    on_descriptors: Callable[[Tensor, Tensor], None] | None = None,
+    protocol_extra: dict[str, Any] | None = None,
 ) -> list[ResultRecord]:
     """Evaluate a trained run on the test split (the dataset's protocols and ``cfg.protocols``; FoV
     query files in ``queries_dir``, default ``<run folder>/queries``) and build its records;
     ``events`` receives an ``evaluating`` event naming the protocols. On the synthetic world ``cross``
     (the world's cross-area split) is evaluated too (protocol ``area="cross"``; the test split's
-    records carry ``area="same"``)."""
+    records carry ``area="same"``). ``prepare`` and ``on_descriptors`` go to
+    :func:`~.evaluation.evaluate_model`; ``protocol_extra`` is added to every record's protocol (e.g.
+    which preprocessing ran)."""
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if events is not None:
         names = "orientation known/unknown" if cfg.dataset == "synthetic" else "the dataset's protocols"
@@ -156,8 +163,11 @@ def evaluate_trained(
             protocols=cfg.protocols,
             queries_dir=queries_dir or Path(run.run_dir) / "queries",
             area=area,
+            prepare=prepare,
+            on_descriptors=on_descriptors,
         )
     base = _recipe_protocol(run.recipe, cfg, run.config) | {"checkpoint": run.checkpoint}
+    base |= dict(protocol_extra or {})
     if cfg.time_budget_s is not None:
         base["stopped_by_time_budget"] = run.stopped_by_budget
     extra: dict[str, float] = {}

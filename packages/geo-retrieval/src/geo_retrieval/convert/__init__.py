@@ -27,6 +27,7 @@ from . import sample4geo, toker
 from .cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main
 from .manifest import (
     MANIFEST_FILE,
+    WEIGHTS_FILE,
     Manifest,
     UpstreamPreprocessing,
     is_converted,
@@ -45,6 +46,7 @@ __all__ = [
     "EXIT_USER_ERROR",
     "MANIFEST_FILE",
     "TOKER_COMPONENTS",
+    "WEIGHTS_FILE",
     "Manifest",
     "MappedState",
     "Source",
