@@ -1,9 +1,12 @@
 """End to end localisation: synth map layout -> train -> ``geo-bench index`` -> ``geo-bench locate``.
 
-The model is safa small trained for 36 steps on the tiny world (about 15 s). Its queries come from the
-training region of the district: this checks the chain (georeferencing, tiling, preprocessing, search,
-coordinates), where any flip, offset or CRS slip sends the error to the random-tile level. A model this
-small does not yet generalise to a dense 64 m tile grid of the unseen test region (see the README)."""
+The model is safa small trained on the tiny world's training stripe (2,000 cameras, 10 epochs, 630
+steps; about 90 s on one idle core). The queries are panoramas of the district's test stripe,
+which training never saw: the test checks the chain (georeferencing, tiling, preprocessing, search,
+coordinates), where any flip, offset or CRS slip sends the error to the random-tile level, and that
+held-out panoramas are located far better than by a random tile. The settings were measured on this
+map (median error 105 m against 262 m for a random tile, R@10<100 m 90 %); 1,000 cameras for 8
+epochs or 2,000 for 4 stayed near the random level."""
 
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ def _errors(caplog) -> str:
 @pytest.fixture(scope="module")
 def world_map(tmp_path_factory):
     """A 500 m x 500 m orthophoto of the tiny world's district 0 (its style, ``mixed``, 1 m/px) and 20
-    panoramas of its training region."""
+    panoramas of its test stripe (held out from training)."""
     out = tmp_path_factory.mktemp("map")
     district_m = TINY_WORLD.district_m
     write_map(
@@ -62,7 +65,7 @@ def world_map(tmp_path_factory):
         render=RenderConfig(ground_size=(32, 128), aerial_size=64),
         city=city_style(TINY_WORLD.styles[0], size_m=district_m),
         map_m=district_m,
-        split="train",
+        split="test",
         split_fractions=TINY_WORLD.split_fractions,
         progress=False,
     )
@@ -81,7 +84,7 @@ def world_map_yaw90(tmp_path_factory):
         render=RenderConfig(ground_size=(32, 128), aerial_size=64),
         city=city_style(TINY_WORLD.styles[0], size_m=TINY_WORLD.district_m),
         map_m=TINY_WORLD.district_m,
-        split="train",
+        split="test",
         split_fractions=TINY_WORLD.split_fractions,
         yaw=90.0,
         progress=False,
@@ -91,7 +94,7 @@ def world_map_yaw90(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """``safa`` small on the tiny world with 300 training cameras, 12 epochs (36 steps)."""
+    """``safa`` small on the tiny world with 2,000 training cameras, 10 epochs (630 steps)."""
     run = tmp_path_factory.mktemp("train") / "safa"
     assert (
         main(
@@ -100,9 +103,9 @@ def trained(tmp_path_factory):
                 "safa",
                 "--tiny",
                 "--n-train",
-                "300",
+                "2000",
                 "--epochs",
-                "12",
+                "10",
                 "--out",
                 str(run),
                 "--no-progress",
@@ -188,11 +191,14 @@ class TestMapLayout:
             utm[:, 0], utm[:, 1]
         )
         np.testing.assert_allclose(ll, np.stack([lat, lon], 1), atol=1e-8)
-        # the world's own local equirectangular lat/lon stay within a metre over the map
+        # the world's own local equirectangular lat/lon (a sphere) stay within 0.3 % of the distance
+        # from its origin of the ellipsoid's (about 1.1 m for the test stripe, 450 m east)
         world = equirectangular_to_latlon(
             torch.from_numpy(utm), tuple(info["origin_utm"]), tuple(info["origin_latlon"])
         ).numpy()
-        assert great_circle_distance(ll, world).max() < 1.0
+        from_origin = np.hypot(*(utm - np.asarray(info["origin_utm"], dtype=np.float64)).T)
+        gap = great_circle_distance(ll, world)
+        assert (gap < 0.003 * from_origin + 0.05).all(), (gap, from_origin)
 
     def test_cli(self, tmp_path, caplog):
         out = tmp_path / "m"
@@ -270,7 +276,9 @@ class TestIndexAndLocate:
             "refined_median_error_m",
         ):
             assert key in metrics
-        assert metrics["median_error_m"] < 0.7 * random_median, (metrics, random_median)
+        # held-out panoramas: far better than a random tile, and the right area among the first ten
+        assert metrics["median_error_m"] < 0.6 * random_median, (metrics, random_median)
+        assert metrics["R@10<100m"] >= 50.0, metrics
         # the errors stored per query are the metric's inputs
         errs = np.array([q["error_m"] for q in res["queries"]])
         assert metrics["median_error_m"] == pytest.approx(float(np.median(errs)))
