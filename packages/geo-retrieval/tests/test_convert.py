@@ -86,7 +86,7 @@ def _eval_weights(module):
 class TestConvertToker(BaseTester):
     def test_bakes_spectral_norm(self, tmp_path):
         gen, disc, ret = _fake_toker(tmp_path / "toker.pth")
-        paths = convert_toker(tmp_path / "toker.pth", tmp_path / "out")
+        paths = convert_toker(tmp_path / "toker.pth", tmp_path / "out", components_only=True)
         assert set(paths) == {"generator", "discriminator", "retrieval"}
         for name, module in (("generator", gen), ("discriminator", disc)):
             baked = load_weights(paths[name])
@@ -106,7 +106,7 @@ class TestConvertToker(BaseTester):
 
     def test_baked_weights_load_into_plain_modules(self, tmp_path):
         gen, _, _ = _fake_toker(tmp_path / "toker.pth")
-        paths = convert_toker(tmp_path / "toker.pth", tmp_path / "out")
+        paths = convert_toker(tmp_path / "toker.pth", tmp_path / "out", components_only=True)
         plain = _Gen(sn=False)
         plain.load_state_dict(load_weights(paths["generator"]), strict=True)
         gen.eval(), plain.eval()
@@ -123,7 +123,7 @@ class TestConvertToker(BaseTester):
 
     def test_cli_and_errors(self, tmp_path, capsys):
         _fake_toker(tmp_path / "toker.pth")
-        assert main(["toker", str(tmp_path / "toker.pth"), str(tmp_path / "cli")]) == 0
+        assert main(["toker", str(tmp_path / "toker.pth"), str(tmp_path / "cli"), "--components-only"]) == 0
         assert (tmp_path / "cli" / "retrieval.safetensors").is_file()
         assert "retrieval" in capsys.readouterr().out
         torch.save({"something": {}}, tmp_path / "other.pth")

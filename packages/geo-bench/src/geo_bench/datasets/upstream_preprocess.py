@@ -15,6 +15,12 @@ Convention:
       ``(x - mean*255) * (1 / (std*255))`` in float32, mean and std first cast to float32 (what
       albumentations' ``Normalize`` computes) -> (3, H, W). Tested against pixels made by Sample4Geo's
       own code (``tests/data/upstream/sample4geo``).
+    - ``"opencv_torchvision"`` (Toker et al.): ``cv2.imread`` -> RGB -> the aerial through the manifest's
+      polar preset (geo-transforms' ``apply_polar_preset`` on the 0-255 image, e.g.
+      ``toker_cvusa_legacy``: render 224x1232, uint8 truncation, bicubic to 112x616, uint8), the
+      panorama (and a non-polar aerial) row-cropped and ``cv2.resize``d as above -> float32 x / 255 ->
+      ``(x - mean) / std`` (torchvision's ``Normalize`` order) -> (3, H, W). Tested against pixels made by
+      Toker's own scripts (``tests/data/upstream/toker``).
     - Every other choice of the dataset loaders (their sizes, their panorama crop, a ``prepare`` cache)
       is bypassed; only the file paths, ids and labels of the dataset are used.
     - Not re-exported by :mod:`geo_bench.datasets` (it imports OpenCV and :mod:`geo_retrieval.convert`,
@@ -35,6 +41,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from geo_retrieval.convert import UpstreamPreprocessing
+from geo_transforms.presets import apply_polar_preset, get_polar_preset
 from geo_transforms.registry import Registry
 
 from .errors import ImageDecodeError
@@ -100,6 +107,43 @@ def _read_opencv(path: Path, view: str, preprocessing: UpstreamPreprocessing) ->
     inv_std = np.reciprocal(np.asarray(preprocessing.std, dtype=np.float32) * scale)
     x = (img.astype(np.float32) - mean) * inv_std
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+@register_reader("opencv_torchvision")
+def _read_opencv_torchvision(path: Path, view: str, preprocessing: UpstreamPreprocessing) -> Tensor:
+    """Toker et al.'s pipeline (see the module Convention)."""
+    h, w = _size(preprocessing, view)
+    interpolation = INTERPOLATIONS.get(preprocessing.resize)
+    if interpolation is None:
+        raise ValueError(f"unknown resize {preprocessing.resize!r}; known: {sorted(INTERPOLATIONS)}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"image file not found: {os.fspath(path)!r}")
+    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageDecodeError(f"cannot decode image {path} with OpenCV; re-download or remove it", path=path)
+    img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if view == "aerial" and preprocessing.polar is not None:
+        preset = get_polar_preset(str(preprocessing.polar["preset"]))
+        if tuple(preset.out_size) != (h, w):
+            raise ValueError(
+                f"polar preset {preset.identifier} renders {preset.out_size[0]}x{preset.out_size[1]}, but the model "
+                f"takes {h}x{w} aerials: this converted folder can only run with --preprocess ours"
+            )
+        if img.shape[0] != img.shape[1]:
+            raise ValueError(f"{path}: the polar preset needs a square aerial image, got {img.shape[:2]}")
+        raw = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].to(torch.float64)
+        polar = apply_polar_preset(raw, preset)[0].numpy()  # 0-255 scale, (3, H, W)
+        x = polar.astype(np.float32)
+    else:
+        if view == "ground" and preprocessing.ground_crop is not None:
+            a, b = preprocessing.ground_crop
+            img = img[int(a * img.shape[0]) : int(b * img.shape[0])]
+        img = cv2.resize(img, (int(w), int(h)), interpolation=interpolation)
+        x = img.astype(np.float32).transpose(2, 0, 1)
+    x = x / np.float32(preprocessing.max_pixel_value)
+    mean = np.asarray(preprocessing.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(preprocessing.std, dtype=np.float32)[:, None, None]
+    return torch.from_numpy(np.ascontiguousarray((x - mean) / std))
 
 
 def read_upstream(path: str | os.PathLike[str], view: str, preprocessing: UpstreamPreprocessing) -> Tensor:
