@@ -15,6 +15,7 @@ from geo_transforms import (
     polar_pixel_map,
     polar_transform,
 )
+from geo_transforms import polar as polar_module
 from geo_transforms.testing import BaseTester
 from geo_transforms.testing.safa_reference import safa_polar, safa_polar_maps
 
@@ -55,6 +56,47 @@ def _reference(aerial: torch.Tensor, out_size: tuple[int, int], center: float | 
     """Run the numpy SAFA port image by image on (B, C, S, S) and return (B, C, H, W) float64."""
     out = [safa_polar(a.permute(1, 2, 0).cpu().double().numpy(), *out_size, center=center) for a in aerial]
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2)
+
+
+def _batched_polar(aerial: torch.Tensor, out_size: tuple[int, int], center: str) -> torch.Tensor:
+    """The batched gather of ``polar_transform`` (one index_select over the whole batch), called
+    directly: the reference for the CPU plane-by-plane path."""
+    table = polar_module._polar_table(aerial.shape[-1], out_size, center, aerial.device, aerial.dtype)
+    return polar_module._gather_bilinear(aerial, *table, out_size)
+
+
+class _PlanewiseSpy:
+    """Counts the calls of the plane-by-plane CPU path (``polar._gather_planewise``)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._gather = polar_module._gather_planewise
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self._gather(*args, **kwargs)
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def planewise(request, monkeypatch):
+    """Send every CPU input that autograd does not record through the plane-by-plane path
+    (``force(out_pixels, planes)``: one plane per step on one torch thread, chunks of ``planes``
+    planes on two); returns the call counter. Runs each test with 1 and with 2 torch threads."""
+    spy = _PlanewiseSpy()
+    monkeypatch.setattr(polar_module, "_gather_planewise", spy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+
+    def force(out_pixels: int, planes: int = 2) -> _PlanewiseSpy:
+        monkeypatch.setattr(polar_module, "_PLANEWISE_MIN_SOURCE", 0)
+        monkeypatch.setattr(polar_module, "_CHUNK_TAPS", 4 * out_pixels * planes)
+        return spy
+
+    force.spy = spy  # type: ignore[attr-defined]
+    try:
+        yield force
+    finally:
+        torch.set_num_threads(threads)
 
 
 class TestPolarTransform(BaseTester):
@@ -255,6 +297,83 @@ class TestPolarTransform(BaseTester):
         op = torch.compile(lambda a: polar_transform(a, (12, 48)), fullgraph=True)
         self.assert_close(op(aerial), polar_transform(aerial, (12, 48)))
 
+    # The CPU plane-by-plane path (sorted gather, chunks of planes): same bits as the batched path.
+
+    @pytest.mark.parametrize("center", ["safa", "pixel"])
+    @pytest.mark.parametrize(
+        ("size", "out_size", "planes"), [(40, (16, 64), 2), (33, (7, 13), 1), (50, (20, 72), 3)]
+    )
+    def test_planewise_matches_batched(self, dtype, planewise, center, size, out_size, planes):
+        # 5 planes (B=5, C=1 and B=1, C=5) in chunks of 1-3 planes: full and partial last chunks
+        spy = planewise(out_size[0] * out_size[1], planes)
+        for shape in ((5, 1, size, size), (1, 5, size, size)):
+            aerial = _noise(shape, seed=size, scale=1.0).to(dtype)
+            expected = _batched_polar(aerial, out_size, center)
+            strided = torch.zeros(*shape[:2], 2 * size, 2 * size, dtype=dtype)[..., ::2, ::2]
+            strided.copy_(aerial)
+            for layout in (aerial, aerial.contiguous(memory_format=torch.channels_last), strided):
+                calls = spy.calls
+                actual = polar_transform(layout, out_size, center=center)
+                assert spy.calls == calls + 1
+                assert actual.dtype == dtype and actual.shape == expected.shape
+                assert torch.equal(actual, expected)
+
+    def test_planewise_identities_exact(self, planewise):
+        aerial = _noise((2, 3, 31, 31), seed=3, scale=1.0).float()
+        spy = planewise(12 * 40, 4)
+        polar = polar_transform(aerial, (12, 40), center="pixel")
+        for k in range(4):
+            rotated = polar_transform(torch.rot90(aerial, k, dims=(-2, -1)), (12, 40), center="pixel")
+            assert torch.equal(rotated, torch.roll(polar, -10 * k, dims=-1))
+        flipped = polar_transform(aerial.flip(-1), (12, 40), center="pixel")
+        assert torch.equal(flipped, torch.roll(polar.flip(-1), 1, dims=-1))
+        assert spy.calls == 6
+
+    @pytest.mark.parametrize("precision", [torch.float32, torch.float64])
+    def test_planewise_matches_safa_reference(self, planewise, precision):
+        # the benchmark's sizes, with the default thresholds (a 750 x 750 source takes this path)
+        aerial = _noise((2, 3, 750, 750), seed=750)
+        expected = _reference(aerial, (128, 512))
+        actual = polar_transform(aerial.to(precision), (128, 512)).double()
+        assert planewise.spy.calls == 1
+        tol = 1e-3 if precision == torch.float32 else 1e-6  # on a 0-255 scale
+        assert (actual - expected).abs().max().item() < tol
+        assert torch.equal(actual.to(precision), _batched_polar(aerial.to(precision), (128, 512), "safa"))
+
+    def test_planewise_not_used_for_autograd(self, planewise):
+        aerial = _noise((2, 3, 20, 20), seed=13, scale=1.0)
+        spy = planewise(8 * 32, 1)
+        expected = polar_transform(aerial, (8, 32))
+        assert spy.calls == 1
+        leaf = aerial.clone().requires_grad_()
+        out = polar_transform(leaf, (8, 32))
+        assert spy.calls == 1 and out.requires_grad  # autograd records: the batched path
+        assert torch.equal(out.detach(), expected)
+        out.square().sum().backward()
+        assert leaf.grad is not None and leaf.grad.abs().sum() > 0
+        with torch.no_grad():
+            assert torch.equal(polar_transform(leaf, (8, 32)), expected)
+        assert spy.calls == 2
+        assert self.gradcheck(
+            lambda a: polar_transform(a, (4, 12)), (aerial[:1, :2, :9, :9].clone().requires_grad_(),)
+        )
+
+    def test_planewise_empty_batch(self, planewise):
+        planewise(8 * 32, 1)
+        assert polar_transform(torch.rand(0, 3, 20, 20), (8, 32)).shape == (0, 3, 8, 32)
+
+    @pytest.mark.slow
+    def test_planewise_compile(self, monkeypatch):
+        aerial = _noise((2, 3, 32, 32), scale=1.0).float()
+        spy = _PlanewiseSpy()
+        monkeypatch.setattr(polar_module, "_gather_planewise", spy)
+        monkeypatch.setattr(polar_module, "_PLANEWISE_MIN_SOURCE", 0)
+        op = torch.compile(lambda a: polar_transform(a, (12, 48)), fullgraph=True)
+        actual = op(aerial)
+        assert spy.calls == 0  # compiled: the batched formulation is traced instead
+        self.assert_close(actual, polar_transform(aerial, (12, 48)))
+        assert spy.calls == 1
+
 
 class TestInversePolarTransform(BaseTester):
     def test_smoke(self, device, dtype):
@@ -328,3 +447,12 @@ class TestInversePolarTransform(BaseTester):
         polar = _noise((2, 3, 8, 32), scale=1.0).to(device, torch.float32)
         op = torch.compile(lambda p: inverse_polar_transform(p, 24), fullgraph=True)
         self.assert_close(op(polar), inverse_polar_transform(polar, 24))
+
+    @pytest.mark.parametrize("center", ["safa", "pixel"])
+    def test_planewise_matches_batched(self, dtype, planewise, center):
+        polar = _noise((3, 2, 16, 64), seed=21, scale=1.0).to(dtype)
+        table = polar_module._inverse_table(33, (16, 64), center, polar.device, dtype)
+        expected = polar_module._gather_bilinear(polar, *table, (33, 33))
+        spy = planewise(33 * 33, 4)
+        actual = inverse_polar_transform(polar, 33, center=center)
+        assert spy.calls == 1 and torch.equal(actual, expected)

@@ -21,6 +21,16 @@ once in float64 per (S, H, W, center, device, dtype), cached, and applied with o
 by up to ~0.02 because the normalised coordinates themselves round. The cached normalised grid
 is still available from :func:`polar_grid` for callers who want ``grid_sample``.
 
+On the CPU, for large sources (planes of about 362 x 362 pixels and up) when autograd does not
+record (no input requiring grad, or ``torch.no_grad`` / ``inference_mode``), the same table is
+applied one (image, channel) plane at a time (:func:`_gather_planewise`; chunks of planes when
+torch uses several threads): the output pixels are visited in the memory order of their source
+pixels (a permutation cached with the table, in int32), so the gather streams through each plane
+instead of jumping around the rings, and small tap buffers are reused instead of allocating 4x the
+whole batch's output. The arithmetic is the same, element for element, so the result is bit for
+bit the batched path's; with autograd recording, on other devices, for small sources and under
+``torch.compile`` the batched path runs.
+
 With ``center="pixel"`` and W divisible by 4 the identities
 ``polar(rot90(A, k)) == roll(polar(A), -k*W/4)`` and
 ``polar(flip_W(A)) == roll(flip_W(polar(A)), +1)`` hold bit for bit (the table is built with
@@ -32,7 +42,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +66,17 @@ Center = Literal["safa", "pixel"]
 # rotations and mirrors of the square, which makes the equivariance identities hold bit for bit.
 # The snap moves a sample by at most 2**-37 (7e-12) pixel; exact for coordinates below 2**17.
 _QUANTUM = 2.0**36
+
+_PLANEWISE_MIN_SOURCE = 2**17
+"""Source pixels per plane from which the CPU applies a table plane by plane in source order
+(:func:`_gather_planewise`; about 362 x 362 and up, 512 KB in float32): smaller planes stay in
+cache whatever the order, and there the batched path is as fast or faster."""
+
+_CHUNK_TAPS = 2**22
+"""Taps gathered per step of the plane-by-plane path when torch uses several threads (16 MB in
+float32, 16 planes of a 128 x 512 output): enough work per op for every thread and few fork/joins
+per batch (each waits for the slowest thread), in a buffer reused from step to step instead of 4x
+the whole batch's output."""
 
 
 def _center(size: int, center: str) -> float:
@@ -207,6 +228,87 @@ def _gather_bilinear(image: Tensor, index: Tensor, weight: Tensor, out_hw: tuple
     return out.view(b, c, *out_hw)
 
 
+class _GatherPlan(NamedTuple):
+    """A table from :func:`_bilinear_table` with its output pixels sorted by source address.
+
+    ``source`` (4*N,) and ``weight`` (4, N) are the table's index and weights, in the same
+    (00, 11, 10, 01) blocks, with the N output pixels reordered by the source index of their first
+    tap; ``order`` (N,) puts them back: ``out[n] = sorted_out[order[n]]``. The indices are int32
+    where they fit (half the memory traffic of int64 for the gather to stream), else int64.
+    """
+
+    source: Tensor
+    weight: Tensor
+    order: Tensor
+
+
+def _gather_plan(index: Tensor, weight: Tensor, source_pixels: int) -> _GatherPlan:
+    """Sort a table's output pixels by the source address of their first tap (once, cached)."""
+    n = weight.shape[-1]
+    perm = torch.argsort(index[:n], stable=True)
+    order = torch.empty_like(perm)
+    order[perm] = torch.arange(n, device=perm.device)
+    sorted_index = index.view(4, n)[:, perm].reshape(-1)
+    if max(source_pixels, n) < 2**31:
+        sorted_index, order = sorted_index.to(torch.int32), order.to(torch.int32)
+    return _GatherPlan(sorted_index, weight[:, perm].contiguous(), order)
+
+
+def _use_planewise(image: Tensor) -> bool:
+    """Whether :func:`_gather_planewise` applies: CPU, a non-empty batch of source planes of at least
+    ``_PLANEWISE_MIN_SOURCE`` pixels, nothing for autograd to record, eager mode."""
+    b, c, h, w = image.shape
+    return (
+        image.device.type == "cpu"
+        and h * w >= _PLANEWISE_MIN_SOURCE
+        and b * c > 0
+        and not (image.requires_grad and torch.is_grad_enabled())
+        and not torch.compiler.is_compiling()
+    )
+
+
+def _gather_planewise(image: Tensor, plan: _GatherPlan, out_hw: tuple[int, int]) -> Tensor:
+    """Apply a sorted table plane by plane: (B, C, h, w) -> (B, C, *out_hw).
+
+    The same products and the same ``(p00 + p11) + (p10 + p01)`` sum as :func:`_gather_bilinear`
+    (so bit for bit its result), computed in the plan's source order so that the gather walks each
+    plane forwards, into tap and sum buffers reused from step to step. On one thread each step is
+    one (image, channel) plane (a 1-D ``index_select``, torch's cheapest gather, and buffers that
+    stay in cache); with several threads a step is a chunk of planes of about ``_CHUNK_TAPS`` taps,
+    so that every op has work for all threads and the batch needs few fork/joins. The loop runs
+    over planes or chunks (six whole-step ops each), never over pixels. Not differentiable
+    (``out=`` buffers): callers use it only when autograd does not record.
+    """
+    b, c, h, w = image.shape
+    n = plan.weight.shape[-1]
+    planes = image.reshape(b * c, h * w)
+    out = image.new_empty(b * c, n)
+    if torch.get_num_threads() == 1:
+        taps = image.new_empty(4, n)
+        summed = image.new_empty(n)
+        for k in range(b * c):
+            torch.index_select(planes[k], 0, plan.source, out=taps.view(-1))
+            taps.mul_(plan.weight)
+            taps[0].add_(taps[1])  # p00 + p11
+            taps[2].add_(taps[3])  # p10 + p01
+            torch.add(taps[0], taps[2], out=summed)
+            torch.index_select(summed, 0, plan.order, out=out[k])
+        return out.view(b, c, *out_hw)
+    step = min(b * c, max(1, _CHUNK_TAPS // (4 * n)))
+    chunk_taps = image.new_empty(step, 4, n)
+    chunk_summed = image.new_empty(step, n)
+    for start in range(0, b * c, step):
+        m = min(step, b * c - start)
+        t, s = chunk_taps[:m], chunk_summed[:m]
+        torch.index_select(planes[start : start + m], 1, plan.source, out=t.view(m, 4 * n))
+        t.mul_(plan.weight)
+        t[:, 0].add_(t[:, 1])  # p00 + p11
+        t[:, 2].add_(t[:, 3])  # p10 + p01
+        torch.add(t[:, 0], t[:, 2], out=s)
+        torch.index_select(s, 1, plan.order, out=out[start : start + m])
+    return out.view(b, c, *out_hw)
+
+
 def _build_polar_table(
     size: int, out_size: tuple[int, int], center: str, device: torch.device
 ) -> tuple[Tensor, Tensor]:
@@ -239,6 +341,13 @@ def _polar_table(
         index, weight = _build_polar_table(size, out_size, center, device)
         return index, weight.to(dtype)
     return _cached_polar_table(size, out_size, center, device, dtype)
+
+
+@lru_cache(maxsize=32)
+def _cached_polar_plan(
+    size: int, out_size: tuple[int, int], center: str, device: torch.device, dtype: torch.dtype
+) -> _GatherPlan:
+    return _gather_plan(*_cached_polar_table(size, out_size, center, device, dtype), size * size)
 
 
 @lru_cache(maxsize=64)
@@ -316,7 +425,11 @@ def polar_transform(aerial: Tensor, out_size: tuple[int, int], *, center: Center
     check_image(aerial, "aerial", square=True)
     out_size = check_size(out_size, "out_size")
     _center(2, center)
-    index, weight = _polar_table(aerial.shape[-1], out_size, center, aerial.device, aerial.dtype)
+    size = aerial.shape[-1]
+    if _use_planewise(aerial):
+        plan = _cached_polar_plan(size, out_size, center, aerial.device, aerial.dtype)
+        return _gather_planewise(aerial, plan, out_size)
+    index, weight = _polar_table(size, out_size, center, aerial.device, aerial.dtype)
     return _gather_bilinear(aerial, index, weight, out_size)
 
 
@@ -352,6 +465,15 @@ def _inverse_table(
     return _cached_inverse_table(size, polar_size, center, device, dtype)
 
 
+@lru_cache(maxsize=32)
+def _cached_inverse_plan(
+    size: int, polar_size: tuple[int, int], center: str, device: torch.device, dtype: torch.dtype
+) -> _GatherPlan:
+    return _gather_plan(
+        *_cached_inverse_table(size, polar_size, center, device, dtype), polar_size[0] * polar_size[1]
+    )
+
+
 def inverse_polar_transform(polar: Tensor, size: int, *, center: Center = "safa") -> Tensor:
     """Map polar images back onto the square aerial grid (the inverse of :func:`polar_transform`).
 
@@ -380,6 +502,9 @@ def inverse_polar_transform(polar: Tensor, size: int, *, center: Center = "safa"
     _check_side(size, output=True)
     _center(size, center)
     height, width = polar.shape[-2:]
+    if _use_planewise(polar):
+        plan = _cached_inverse_plan(size, (height, width), center, polar.device, polar.dtype)
+        return _gather_planewise(polar, plan, (size, size))
     index, weight = _inverse_table(size, (height, width), center, polar.device, polar.dtype)
     return _gather_bilinear(polar, index, weight, (size, size))
 
