@@ -23,6 +23,10 @@ Registry (:func:`list_backbones`):
   embedding as a (B, C, 1, 1) map (Sample4Geo's descriptor); ``pool=False`` the last stage map.
   ``test_convnext*`` (timm's 0.2 M-parameter test ConvNeXts) build the same way (parity fixtures).
 - ``vit_*``: any timm VisionTransformer (``img_size=(H, W)`` required for non-square inputs).
+- ``deit_*``: any timm DeiT (``img_size=(H, W)`` as for ``vit_*``); with ``num_classes=D > 0`` it
+  keeps timm's classifier and returns its logits as a (B, D, 1, 1) map (``kind="logits"``): for the
+  distilled DeiTs the mean of ``head(cls)`` and ``head_dist(dist)``, TransGeo's descriptor. With
+  ``num_classes=0`` (default) it returns the patch tokens as ``vit_*`` does.
 - ``r50_vit``: the R50+ViT-B/16 hybrid ``vit_base_r50_s16_224`` (L2LTR); ``r50_vit_tiny``: the small
   hybrid ``vit_tiny_r_s16_p8_224`` for CPU runs.
 - ``timm:<name>``: any other timm model with ``forward_intermediates`` (escape hatch).
@@ -57,8 +61,8 @@ class Backbone(nn.Module):
     Args:
         model: the timm model (classifier removed, layers after the taken one pruned).
         out_index: the ``feature_info`` index taken (non-negative).
-        kind: ``"features"`` (CNN map), ``"vit"`` (tokens reshaped) or ``"pooled"`` (timm's pooled
-            embedding as a (B, C, 1, 1) map).
+        kind: ``"features"`` (CNN map), ``"vit"`` (tokens reshaped), ``"pooled"`` (timm's pooled
+            embedding as a (B, C, 1, 1) map) or ``"logits"`` (timm's classifier output, (B, D, 1, 1)).
         name: the registry name it was created with.
 
     Attributes:
@@ -69,14 +73,20 @@ class Backbone(nn.Module):
 
     def __init__(self, model: TimmModel, out_index: int, kind: str, name: str = "") -> None:
         super().__init__()
-        if kind not in ("features", "vit", "pooled"):
-            raise ValueError(f"kind must be 'features', 'vit' or 'pooled', got {kind!r}")
+        if kind not in ("features", "vit", "pooled", "logits"):
+            raise ValueError(f"kind must be 'features', 'vit', 'pooled' or 'logits', got {kind!r}")
         self.model: TimmModel = model
         self.out_index = out_index
         self.kind = kind
         self.name = name
         info = model.feature_info[out_index]
-        self.out_channels: int = int(model.num_features if kind == "pooled" else info["num_chs"])
+        self.out_channels: int = int(
+            model.num_features
+            if kind == "pooled"
+            else model.num_classes
+            if kind == "logits"
+            else info["num_chs"]
+        )
         self.reduction: int = int(info["reduction"])
         self.num_prefix_tokens: int = int(getattr(model, "num_prefix_tokens", 0)) if kind == "vit" else 0
         self._is_last = out_index == len(model.feature_info) - 1
@@ -91,11 +101,14 @@ class Backbone(nn.Module):
             raise ValueError(f"x must be (B, C, H, W), got {tuple(x.shape)}")
 
     def forward(self, x: Tensor) -> Tensor:
-        """Images (B, 3, H, W) -> feature map (B, C, h, w) ((B, C, 1, 1) for ``kind="pooled"``)."""
+        """Images (B, 3, H, W) -> feature map (B, C, h, w) ((B, C, 1, 1) for ``kind="pooled"`` / ``"logits"``)."""
         self._check(x)
-        if self.kind == "pooled":
+        if self.kind in ("pooled", "logits"):
             feats = self.model.forward_features(x)
-            return self.model.forward_head(feats, pre_logits=True)[:, :, None, None]
+            out = self.model.forward_head(feats, pre_logits=self.kind == "pooled")
+            if not isinstance(out, Tensor):  # a distilled DeiT in distilled training returns a pair
+                raise TypeError(f"{self.name!r}'s classifier returned {type(out).__name__}, not a Tensor")
+            return out[:, :, None, None]
         if self.kind == "vit":
             _, tokens, (h, w) = self.forward_tokens(x)
             return tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w)
@@ -219,9 +232,11 @@ def _timm_model(
     pretrained: bool,
     weights: str | os.PathLike[str] | None,
     strict: bool = True,
+    num_classes: int = 0,
     **timm_kwargs: Any,
 ) -> TimmModel:
-    """A timm model without classifier; local weights go through timm's pretrained route."""
+    """A timm model without classifier (or with ``num_classes`` outputs); local weights go through timm's
+    pretrained route."""
     overlay = None
     state_dict = None
     if weights is not None:
@@ -230,7 +245,11 @@ def _timm_model(
         pretrained = True
     try:
         model = timm.create_model(
-            timm_name, pretrained=pretrained, pretrained_cfg_overlay=overlay, num_classes=0, **timm_kwargs
+            timm_name,
+            pretrained=pretrained,
+            pretrained_cfg_overlay=overlay,
+            num_classes=num_classes,
+            **timm_kwargs,
         )
     except RuntimeError as err:
         if "Unknown model" in str(err):
@@ -406,13 +425,22 @@ def _vit(
     out_index: int,
     cut: str | None,
     strict: bool = True,
+    num_classes: int = 0,
     **kwargs: Any,
 ) -> Backbone:
     if img_size is not None:
         kwargs["img_size"] = tuple(img_size) if not isinstance(img_size, int) else img_size
-    model = _timm_model(timm_name, pretrained=pretrained, weights=weights, strict=strict, **kwargs)
+    model = _timm_model(
+        timm_name, pretrained=pretrained, weights=weights, strict=strict, num_classes=num_classes, **kwargs
+    )
     if not hasattr(model, "patch_embed") or not hasattr(model, "num_prefix_tokens"):
         raise ValueError(f"{timm_name!r} is not a timm VisionTransformer")
+    if num_classes:
+        if out_index not in (-1, len(model.feature_info) - 1) or cut is not None:
+            raise ValueError(
+                "num_classes > 0 returns the classifier's logits; pass num_classes=0 to cut earlier"
+            )
+        return Backbone(model, len(model.feature_info) - 1, "logits", name)
     index = _resolve_index(model, out_index, cut)
     if index != len(model.feature_info) - 1:
         model.prune_intermediate_layers([index], prune_norm=True, prune_head=True)
@@ -421,6 +449,11 @@ def _vit(
 
 @register_backbone("vit_*")
 def _vit_family(name: str, **kwargs: Any) -> Backbone:
+    return _vit(name, name, **kwargs)
+
+
+@register_backbone("deit_*")
+def _deit_family(name: str, **kwargs: Any) -> Backbone:
     return _vit(name, name, **kwargs)
 
 

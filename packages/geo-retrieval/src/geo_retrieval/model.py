@@ -164,7 +164,7 @@ def build_model(
 
     def make_backbone(name: str, kwargs: dict[str, Any], size: tuple[int, int]) -> Backbone:
         kwargs = dict(kwargs)
-        if (name.startswith("vit_") or name.startswith("r50_vit")) and kwargs.get("img_size") is None:
+        if name.startswith(("vit_", "deit_", "r50_vit")) and kwargs.get("img_size") is None:
             kwargs["img_size"] = tuple(size)
         return create_backbone(name, **kwargs)
 

@@ -562,3 +562,35 @@ _BUILTIN: list[Recipe] = [
 
 for _recipe in _BUILTIN:
     register_recipe(_recipe)
+
+# TransGeo: registered in its full variant only. It exists for the ``transgeo`` converter source (whose
+# checkpoints it rebuilds) and for full-size training; a small variant would join the leaderboard and the
+# GPU check, which train every small recipe, without a CPU-sized configuration chosen on val.
+_TRANSGEO = Recipe(
+    name="transgeo",
+    variant="full",
+    backbone="deit_small_distilled_patch16_224",
+    backbone_kwargs={"num_classes": 1000},
+    head="avg",
+    head_kwargs={},
+    loss="soft_margin_triplet",
+    loss_kwargs={"alpha": 10.0},
+    ground_size=(112, 616),
+    aerial_size=(256, 256),
+    polar=False,
+    optimizer=OptimizerConfig("adamw", lr=1e-4, betas=(0.9, 0.999), weight_decay=0.03, eps=1e-8),
+    schedule=ScheduleConfig("cosine"),
+    epochs=100,
+    batch_size=32,
+    normalisation=Normalisation.imagenet(),
+    source="Zhu, Shah, Chen, CVPR 2022, 'TransGeo: Transformer Is All You Need for Cross-view Image "
+    "Geo-localization' (Jeff-Zilence/TransGeo2022)",
+    note="Two separate distilled DeiT-S/16 (cls + dist tokens, position embeddings of the input sizes), "
+    "descriptor = (head(cls) + head_dist(dist)) / 2, 1000-d, L2-normalised; no polar transform; cosine "
+    "soft triplet alpha' 20 (= alpha 10). Stage 1 only. Deviations: AdamW instead of ASAM (rho 2.5); "
+    "unique batches instead of the hard-negative mining sampler; no stage-2 attention-guided crop "
+    "(aerial at 320 px, 64 % of the patches kept); ImageNet DeiT init only with weights= / pretrained=True. "
+    "No small variant (see recipes.py).",
+)
+
+register_recipe(_TRANSGEO)

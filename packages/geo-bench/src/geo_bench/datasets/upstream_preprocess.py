@@ -21,6 +21,11 @@ Convention:
       panorama (and a non-polar aerial) row-cropped and ``cv2.resize``d as above -> float32 x / 255 ->
       ``(x - mean) / std`` (torchvision's ``Normalize`` order) -> (3, H, W). Tested against pixels made by
       Toker's own scripts (``tests/data/upstream/toker``).
+    - ``"pil"`` (TransGeo): ``PIL.Image.open(path).convert("RGB")`` -> optional row crop as above ->
+      ``Image.resize((W, H), resample)`` with the manifest's resampling (``PIL.Image.BILINEAR``, what
+      torchvision's ``Resize`` calls on a PIL image) -> uint8 -> float32 ``/ 255`` (``ToTensor``) ->
+      ``(x - mean) / std`` with float32 mean and std (``Normalize``) -> (3, H, W). Tested against
+      pixels made by TransGeo's own code (``tests/data/upstream/transgeo``).
     - Every other choice of the dataset loaders (their sizes, their panorama crop, a ``prepare`` cache)
       is bypassed; only the file paths, ids and labels of the dataset are used.
     - Not re-exported by :mod:`geo_bench.datasets` (it imports OpenCV and :mod:`geo_retrieval.convert`,
@@ -37,6 +42,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -48,6 +54,7 @@ from .errors import ImageDecodeError
 
 __all__ = [
     "INTERPOLATIONS",
+    "PIL_RESAMPLING",
     "READERS",
     "UpstreamViews",
     "read_upstream",
@@ -67,6 +74,15 @@ INTERPOLATIONS: dict[str, int] = {
     "cv2.INTER_AREA": cv2.INTER_AREA,
     "cv2.INTER_CUBIC": cv2.INTER_CUBIC,
     "cv2.INTER_NEAREST": cv2.INTER_NEAREST,
+}
+
+
+#: the Pillow resampling filters a manifest may name (reader ``"pil"``)
+PIL_RESAMPLING: dict[str, str] = {
+    "PIL.Image.BILINEAR": "BILINEAR",
+    "PIL.Image.BICUBIC": "BICUBIC",
+    "PIL.Image.NEAREST": "NEAREST",
+    "PIL.Image.LANCZOS": "LANCZOS",
 }
 
 
@@ -107,6 +123,36 @@ def _read_opencv(path: Path, view: str, preprocessing: UpstreamPreprocessing) ->
     inv_std = np.reciprocal(np.asarray(preprocessing.std, dtype=np.float32) * scale)
     x = (img.astype(np.float32) - mean) * inv_std
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+@register_reader("pil")
+def _read_pil(path: Path, view: str, preprocessing: UpstreamPreprocessing) -> Tensor:
+    """TransGeo's pipeline: Pillow and torchvision's ``Resize`` / ``ToTensor`` / ``Normalize`` (see the
+    module Convention)."""
+    if preprocessing.polar is not None:
+        raise ValueError("the pil reader has no polar transform; this manifest needs another reader")
+    h, w = _size(preprocessing, view)
+    resample = PIL_RESAMPLING.get(preprocessing.resize)
+    if resample is None:
+        raise ValueError(f"unknown resize {preprocessing.resize!r}; known: {sorted(PIL_RESAMPLING)}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"image file not found: {os.fspath(path)!r}")
+    try:
+        with Image.open(path) as im:
+            img = im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ImageDecodeError(
+            f"cannot decode image {path} with Pillow ({exc}); re-download or remove it", path=path
+        ) from None
+    if view == "ground" and preprocessing.ground_crop is not None:
+        a, b = preprocessing.ground_crop
+        img = img.crop((0, int(a * img.height), img.width, int(b * img.height)))
+    img = img.resize((int(w), int(h)), getattr(Image.Resampling, resample))
+    x = torch.from_numpy(np.array(img, np.uint8, copy=True)).permute(2, 0, 1).contiguous()
+    x = x.to(torch.float32).div(preprocessing.max_pixel_value)
+    mean = torch.as_tensor(preprocessing.mean, dtype=torch.float32)[:, None, None]
+    std = torch.as_tensor(preprocessing.std, dtype=torch.float32)[:, None, None]
+    return x.sub_(mean).div_(std)
 
 
 @register_reader("opencv_torchvision")

@@ -23,7 +23,7 @@ module below.
 
 from __future__ import annotations
 
-from . import sample4geo, toker
+from . import sample4geo, toker, transgeo
 from .cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main
 from .manifest import (
     MANIFEST_FILE,
@@ -67,5 +67,6 @@ __all__ = [
     "register_source",
     "sample4geo",
     "toker",
+    "transgeo",
     "write_converted",
 ]
