@@ -35,6 +35,7 @@ from torch import nn
 from geo_transforms.panorama import fov_width
 from geo_transforms.registry import Registry
 
+from . import hybrid as _hybrid  # noqa: F401  (registers the r50_hybrid backbone)
 from .config import Augmentation, GradClip, Normalisation, OptimizerConfig, SamplingConfig, ScheduleConfig
 from .model import build_model
 
@@ -445,8 +446,8 @@ _SAMPLE4GEO = Recipe(
 _L2LTR = Recipe(
     name="l2ltr",
     variant="full",
-    backbone="timm:resnetv2_50x1_bit",
-    backbone_kwargs={"cut": "stages.2"},
+    backbone="r50_hybrid",
+    backbone_kwargs={"layers": (3, 4, 9)},
     head="transformer",
     head_kwargs={
         "dim": 768,
@@ -473,8 +474,9 @@ _L2LTR = Recipe(
     normalisation=Normalisation.imagenet(),
     source="Yang, Lu, Zhu, NeurIPS 2021, 'Cross-view Geo-localization with Layer-to-Layer Transformer' "
     "(yanghongji2007/cross_view_localization_L2LTR)",
-    note="Two separate R50 + 12-layer self-cross transformers (768-d CLS). Deviations: the ResNetV2 trunk "
-    "is timm's resnetv2_50x1_bit cut at stage 3 (blocks 3/4/6, not the hybrid's 3/4/9); the polar map is "
+    note="Two separate R50 + 12-layer self-cross transformers (768-d CLS). The trunk is the hybrid's "
+    "ResNetV2 (r50_hybrid: units 3/4/9, post-activation, GroupNorm, as ViT-pytorch builds it), so L2LTR checkpoints "
+    "and the converted R50+ViT-B_16.npz load. Deviations: the polar map is "
     "rendered directly at 128x512 (no second resample); optional apex AMP not used. Dropout 0.1, "
     "attention dropout 0.0 and no geo mask, as upstream's ViT-B config and training code (not tuned).",
 )

@@ -23,7 +23,7 @@ module below.
 
 from __future__ import annotations
 
-from . import sample4geo, toker, transgeo
+from . import l2ltr, sample4geo, toker, transgeo
 from .cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main
 from .manifest import (
     MANIFEST_FILE,
@@ -58,6 +58,7 @@ __all__ = [
     "convert_toker",
     "get_source",
     "is_converted",
+    "l2ltr",
     "list_sources",
     "load_converted",
     "main",
