@@ -10,6 +10,8 @@ a CPU; the full variant is the paper's configuration for CVUSA / CVACT / VIGOR o
   geo-bench train safa --out runs/dsm-small --resume           # continue an interrupted run
   geo-bench train sample4geo --variant full --dataset cvusa --root data/CVUSA --device cuda
   geo-bench train --list                                       # the registered recipes and variants
+  geo-bench train l2ltr --variant full --dataset cvusa --root data/CVUSA --init converted/r50-vit-in21k
+                                                               # start from ImageNet-21k R50+ViT-B/16 weights
 
 OUT (default runs/RECIPE-VARIANT-sSEED) receives run_args.json (the arguments the run was started
 with), last/ (weights + full trainer state, committed together every epoch), best/ (the weights
@@ -66,6 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="small (CPU-sized) or full (the paper's); default small on synthetic, full otherwise",
     )
     parser.add_argument("--out", help="run folder (default runs/RECIPE-VARIANT-sSEED)")
+    parser.add_argument(
+        "--init",
+        metavar="DIR",
+        help="initial weights: a converted initialisation folder (python -m geo_retrieval.convert "
+        "vit-r50-in21k R50+ViT-B_16.npz DIR), loaded strictly into the encoder modules it names (l2ltr, smdt full)",
+    )
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
@@ -129,6 +137,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.resume and not last.exists():
         raise FileNotFoundError(f"--resume: no checkpoint at {layout.last}; start without --resume")
+    init = _init_loader(args.init) if args.init else None  # refuse a wrong folder before any work
     run_args = _run_args(args, recipe, variant, cfg)
     recorded = args.resume and _check_run_args(out, run_args)  # before the data is read
     data = open_datasets(cfg, out / "cache", progress=progress_enabled(args))
@@ -154,6 +163,7 @@ def _run(args: argparse.Namespace) -> int:
             progress=progress_enabled(args),
             events=view.update,
             val=data.val,
+            init=init,
         )
     info = {
         "recipe": recipe.name,
@@ -180,6 +190,28 @@ def _run(args: argparse.Namespace) -> int:
         + (f" --root {args.root}" if args.root else "")
     )
     return 0
+
+
+def _init_loader(folder: str) -> Any:
+    """``init(model)`` for ``--init DIR``: checks that DIR is an initialisation folder now and loads it
+    strictly (:func:`geo_retrieval.convert.vit_r50.load_init`) into the built model, logging what it fills."""
+    from geo_retrieval.convert import read_manifest
+    from geo_retrieval.convert.vit_r50 import INIT_SOURCES, load_init
+
+    manifest = read_manifest(folder)
+    if manifest.source_kind not in INIT_SOURCES:
+        raise ValueError(
+            f"--init {folder}: a converted {manifest.source_kind!r} checkpoint, not an initialisation "
+            f"({', '.join(INIT_SOURCES)})"
+        )
+
+    def init(model: Any) -> None:
+        filled = load_init(model, folder)
+        text = ", ".join(f"{name} ({n} tensors)" for name, n in sorted(filled.items()))
+        log.info("--init %s filled %s", folder, text)
+        print(f"--init {folder}: filled {text}")
+
+    return init
 
 
 def _print_recipes() -> None:
@@ -215,6 +247,8 @@ def _run_args(args: argparse.Namespace, recipe: Recipe, variant: str, cfg: Any) 
         "batch_size": int(recipe.batch_size),
         "dataset": args.dataset,
     }
+    if getattr(args, "init", None):
+        record["init"] = str(Path(args.init).resolve())
     if args.dataset == "synthetic":
         record["tiny"] = bool(args.tiny)
         record["world"] = cfg.world.to_dict()

@@ -173,6 +173,7 @@ def train_recipe(
     progress: bool = False,
     events: EventSink | None = None,
     val: Any = None,
+    init: Callable[[Any], None] | None = None,
 ) -> TrainedRun:
     """Train ``recipe`` and return the model with its ``best/`` weights (``last/`` if nothing was
     selected). On the synthetic world it trains on all of ``train_full`` and selects on ``val`` (the
@@ -180,7 +181,8 @@ def train_recipe(
     (``cfg.holdout``), selecting on that slice.
 
     ``events`` receives progress events (:class:`ProgressCallback`); ``cfg.time_budget_s`` stops
-    training when spent (:class:`TimeBudget`)."""
+    training when spent (:class:`TimeBudget`). ``init(model)`` runs on the freshly built model (initial
+    weights, ``geo-bench train --init``)."""
     run_dir = Path(run_dir)
     layout = RunLayout(run_dir)
     recover_checkpoint(layout.last)  # a crash while last/ was being replaced leaves it aside
@@ -189,6 +191,8 @@ def train_recipe(
     ):  # the initial weights depend on the seed only, not on what ran before
         torch.manual_seed(cfg.seed)
         model = build(recipe)
+    if init is not None:  # e.g. ImageNet-21k weights (geo-bench train --init); a resume overwrites them
+        init(model)
     if cfg.dataset == "synthetic":
         if val is None:
             raise ValueError(

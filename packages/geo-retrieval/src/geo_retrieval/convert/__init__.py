@@ -23,7 +23,7 @@ module below.
 
 from __future__ import annotations
 
-from . import l2ltr, sample4geo, toker, transgeo
+from . import l2ltr, sample4geo, toker, transgeo, vit_r50
 from .cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main
 from .manifest import (
     MANIFEST_FILE,
@@ -69,5 +69,6 @@ __all__ = [
     "sample4geo",
     "toker",
     "transgeo",
+    "vit_r50",
     "write_converted",
 ]
