@@ -19,6 +19,8 @@ Registry (:func:`list_backbones`):
   input gives 4x20 like SAFA).
 - ``resnet34_layer3``: ResNet-34 stem + layer1-3 with the stem max-pool removed (Toker et al.):
   stride 8, 256 channels. Layer names equal torchvision's, so torchvision weights load.
+- ``resnet34_nomaxpool``: the same trunk cut at ``cut`` (default ``layer4``: stride 16, 512 channels,
+  GeoDTR's backbone).
 - ``convnext_*``: any timm ConvNeXt; ``pool=True`` (default) returns timm's pooled, layer-normed
   embedding as a (B, C, 1, 1) map (Sample4Geo's descriptor); ``pool=False`` the last stage map.
   ``test_convnext*`` (timm's 0.2 M-parameter test ConvNeXts) build the same way (parity fixtures).
@@ -369,13 +371,36 @@ def _resnet34_layer3(
 ) -> Backbone:
     if out_index != -1 or cut not in (None, "layer3"):
         raise ValueError("resnet34_layer3 is fixed at layer3; use 'timm:resnet34' for other cuts")
+    return _resnet34_without_maxpool(name, pretrained, weights, "layer3", frozen_stages, **kwargs)
+
+
+def _resnet34_without_maxpool(
+    name: str, pretrained: bool, weights: Any, cut: str, frozen_stages: int, **kwargs: Any
+) -> Backbone:
     model = _timm_model("resnet34", pretrained=pretrained, weights=weights, **kwargs)
-    # Toker et al. drop the stem max-pool: every level after it has half the stride.
+    # Toker et al. and GeoDTR drop the stem max-pool: every level after it has half the stride.
     model.maxpool = nn.Identity()
     for i, info in enumerate(model.feature_info):
         if i >= 1:  # level 0 is act1, before the pool
             info["reduction"] = info["reduction"] // 2
-    return _feature_level(model, name, -1, "layer3", frozen_stages)
+    return _feature_level(model, name, -1, cut, frozen_stages)
+
+
+@register_backbone("resnet34_nomaxpool")
+def _resnet34_nomaxpool(
+    name: str,
+    *,
+    pretrained: bool,
+    weights: Any,
+    img_size: Any,
+    out_index: int,
+    cut: str | None,
+    frozen_stages: int = 0,
+    **kwargs: Any,
+) -> Backbone:
+    if out_index != -1:
+        raise ValueError("resnet34_nomaxpool is cut by name: pass cut='layer1' ... 'layer4' (default layer4)")
+    return _resnet34_without_maxpool(name, pretrained, weights, cut or "layer4", frozen_stages, **kwargs)
 
 
 @register_backbone("convnext_*")

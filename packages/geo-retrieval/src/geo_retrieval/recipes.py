@@ -596,3 +596,33 @@ _TRANSGEO = Recipe(
 )
 
 register_recipe(_TRANSGEO)
+
+# GeoDTR: full variant only, like transgeo (the ``geodtr`` converter source rebuilds its checkpoints).
+_GEODTR = Recipe(
+    name="geodtr",
+    variant="full",
+    backbone="resnet34_nomaxpool",
+    head="geodtr",
+    head_kwargs={"num_descriptors": 8, "tr_heads": 8, "tr_layers": 2, "d_hid": 2048, "dropout": 0.3},
+    loss="soft_margin_triplet",
+    loss_kwargs={"alpha": 10.0},
+    ground_size=(122, 671),
+    aerial_size=(122, 671),
+    polar=True,
+    polar_preset="safa",
+    polar_center="safa",
+    optimizer=OptimizerConfig("adamw", lr=1e-4, betas=(0.9, 0.999), weight_decay=0.03, eps=1e-8),
+    schedule=ScheduleConfig("cosine"),
+    epochs=200,
+    batch_size=32,
+    normalisation=Normalisation.minus_one_one(),
+    source="Zhang, Li, Sultani, Zhou, Wshah, AAAI 2023, 'Cross-view Geo-localization via Learning Disentangled "
+    "Geometric Layout Correspondence' (zxh009123/GeoDTR)",
+    note="Two separate ResNet-34 without the stem max-pool, cut at layer4 (512 channels, stride 16), and "
+    "GeoDTR's layout extractor (K descriptors, index-aware position embedding, post-LN transformer), "
+    "512*K-d. Polar aerial 122x671 (pt=True) or raw 256x256. Deviations: no layout simulation / semantic "
+    "augmentation and no counterfactual loss; the soft-margin triplet gamma 10 is ours. No small variant "
+    "(see the transgeo note in recipes.py).",
+)
+
+register_recipe(_GEODTR)

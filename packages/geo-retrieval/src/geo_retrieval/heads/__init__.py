@@ -1,6 +1,6 @@
 """Retrieval heads: feature map (B, C, h, w) -> L2-normalised descriptor (B, D).
 
-Registry names (:func:`list_heads`): ``safa``, ``gem``, ``avg``, ``transformer``, ``dsm``
+Registry names (:func:`list_heads`): ``safa``, ``gem``, ``avg``, ``transformer``, ``geodtr``, ``dsm``
 (DSM returns a unit *map*, matched with :func:`dsm_similarity`). Heads are sized at build time
 from ``in_channels`` and ``feature_size=(h, w)``.
 """
@@ -16,6 +16,7 @@ from .dsm import (
     dsm_shift_to_degrees,
     dsm_similarity,
 )
+from .geodtr import GeoDTRHead
 from .pooling import AvgHead, GeMHead, gem
 from .safa import SAFAHead, safa_aggregate
 from .transformer import SelfCrossBlock, TransformerHead
@@ -25,6 +26,7 @@ __all__ = [
     "DSMHead",
     "DSMMatch",
     "GeMHead",
+    "GeoDTRHead",
     "SAFAHead",
     "SelfCrossBlock",
     "TransformerHead",
