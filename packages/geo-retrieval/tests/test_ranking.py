@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from geo_retrieval.ranking import (
     TIE_RULES,
     TOP1PCT_RULES,
+    _duplicate_columns,
     model_similarity,
     ranks,
     recall_from_ranks,
@@ -54,6 +55,53 @@ class TestRanks:
         assert ranks(q, r, gt_index=gt).tolist() == [0, 0]
         assert ranks(q, r, gt_index=gt, ties="pessimistic").tolist() == [1, 0]
         assert TIE_RULES == ("optimistic", "pessimistic")
+
+
+def _duplicates_by_brute_force(x: torch.Tensor) -> list[tuple[int, int]]:
+    """(member, first copy) pairs from ``torch.unique(dim=0)``: every row equal to an earlier one."""
+    _, inverse = torch.unique(x.reshape(len(x), -1), dim=0, return_inverse=True)
+    first: dict[int, int] = {}
+    pairs = []
+    for i, k in enumerate(inverse.tolist()):
+        if k in first:
+            pairs.append((i, first[k]))
+        else:
+            first[k] = i
+    return sorted(pairs)
+
+
+class TestDuplicateColumns:
+    """The two-stage hash (a few columns first, then the full rows that collide there) finds exactly
+    the rows that equal an earlier row, also when many rows agree on the pre-hashed columns."""
+
+    @pytest.mark.parametrize("case", ["random", "copies", "prefix_equal", "sparse", "eye", "float64"])
+    def test_matches_brute_force(self, case):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(600, 256, generator=g)
+        if case == "copies":
+            x[100], x[200], x[599] = x[5], x[5], x[7]
+        elif case == "prefix_equal":
+            x[:, :: 256 // 32] = 0.0  # every row equal on the sampled columns ...
+            x[300] = x[120]  # ... and one true copy
+        elif case == "sparse":
+            x = torch.zeros(400, 64)
+            x[:, 0] = 1.0
+            x[::2, 63] = 2.0  # half the rows are copies of row 0, half of row 1 ...
+            x[1, 5] = 1.0  # ... except row 1 itself
+        elif case == "eye":
+            x = torch.eye(300)
+        elif case == "float64":
+            x = x.double()
+            x[10] = x[3]
+        members, sources = _duplicate_columns(x)
+        got = [] if members is None else sorted(zip(members.tolist(), sources.tolist()))
+        assert got == _duplicates_by_brute_force(x)
+        if case in ("random", "eye"):
+            assert members is None
+
+    def test_negative_zero_is_not_a_copy(self):
+        x = torch.tensor([[0.0, 1.0], [-0.0, 1.0]])  # equal values, different bits: scores may differ
+        assert _duplicate_columns(x) == (None, None)
 
 
 class TestTop1pctK:
