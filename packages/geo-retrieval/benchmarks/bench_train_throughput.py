@@ -115,7 +115,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--recipes", default=",".join(list_recipes()), help="comma-separated recipe names")
+    parser.add_argument(
+        "--recipes", default=None, help="comma-separated recipe names (default: every recipe with --variant)"
+    )
     parser.add_argument("--variant", default="small", choices=("small", "full"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's batch size")
@@ -140,7 +142,7 @@ def main() -> None:
         print(json.dumps(bench_one(name, args.variant, amp=amp == "1", channels_last=cl == "1", **kwargs)))
         return
     rows = []
-    for name in args.recipes.split(","):
+    for name in args.recipes.split(",") if args.recipes else list_recipes(args.variant):
         for amp in (False, True):
             for channels_last in (False, True):
                 if not args.isolate:
