@@ -99,21 +99,32 @@ def _size(preprocessing: UpstreamPreprocessing, view: str) -> tuple[int, int]:
     raise ValueError(f"view must be 'ground' or 'aerial', got {view!r}")
 
 
+def _cv2_interpolation(preprocessing: UpstreamPreprocessing) -> int:
+    """The OpenCV interpolation flag of ``preprocessing.resize``."""
+    interpolation = INTERPOLATIONS.get(preprocessing.resize)
+    if interpolation is None:
+        raise ValueError(f"unknown resize {preprocessing.resize!r}; known: {sorted(INTERPOLATIONS)}")
+    return int(interpolation)
+
+
+def _cv2_rgb(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB as ``cv2.imread`` + ``COLOR_BGR2RGB`` decode it (both OpenCV readers)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"image file not found: {os.fspath(path)!r}")
+    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageDecodeError(f"cannot decode image {path} with OpenCV; re-download or remove it", path=path)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 @register_reader("opencv")
 def _read_opencv(path: Path, view: str, preprocessing: UpstreamPreprocessing) -> Tensor:
     """Sample4Geo's pipeline (see the module Convention)."""
     if preprocessing.polar is not None:
         raise ValueError("the opencv reader has no polar transform; this manifest needs another reader")
     h, w = _size(preprocessing, view)
-    interpolation = INTERPOLATIONS.get(preprocessing.resize)
-    if interpolation is None:
-        raise ValueError(f"unknown resize {preprocessing.resize!r}; known: {sorted(INTERPOLATIONS)}")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"image file not found: {os.fspath(path)!r}")
-    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageDecodeError(f"cannot decode image {path} with OpenCV; re-download or remove it", path=path)
-    img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    interpolation = _cv2_interpolation(preprocessing)
+    img = _cv2_rgb(path)
     if view == "ground" and preprocessing.ground_crop is not None:
         a, b = preprocessing.ground_crop
         img = img[int(a * img.shape[0]) : int(b * img.shape[0])]
@@ -159,15 +170,8 @@ def _read_pil(path: Path, view: str, preprocessing: UpstreamPreprocessing) -> Te
 def _read_opencv_torchvision(path: Path, view: str, preprocessing: UpstreamPreprocessing) -> Tensor:
     """Toker et al.'s pipeline (see the module Convention)."""
     h, w = _size(preprocessing, view)
-    interpolation = INTERPOLATIONS.get(preprocessing.resize)
-    if interpolation is None:
-        raise ValueError(f"unknown resize {preprocessing.resize!r}; known: {sorted(INTERPOLATIONS)}")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"image file not found: {os.fspath(path)!r}")
-    bgr = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageDecodeError(f"cannot decode image {path} with OpenCV; re-download or remove it", path=path)
-    img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    interpolation = _cv2_interpolation(preprocessing)
+    img = _cv2_rgb(path)
     if view == "aerial" and preprocessing.polar is not None:
         preset = get_polar_preset(str(preprocessing.polar["preset"]))
         if tuple(preset.out_size) != (h, w):
