@@ -23,7 +23,7 @@ module below.
 
 from __future__ import annotations
 
-from . import geodtr, l2ltr, sample4geo, toker, transgeo, vit_r50
+from . import geodtr, l2ltr, safa, sample4geo, toker, transgeo, vit_r50
 from .cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main
 from .manifest import (
     MANIFEST_FILE,
@@ -67,6 +67,7 @@ __all__ = [
     "read_manifest",
     "recipe_from_manifest",
     "register_source",
+    "safa",
     "sample4geo",
     "toker",
     "transgeo",
