@@ -23,7 +23,7 @@ module below.
 
 from __future__ import annotations
 
-from . import geodtr, l2ltr, safa, sample4geo, toker, transgeo, vit_r50
+from . import dsm, geodtr, l2ltr, safa, sample4geo, toker, transgeo, vit_r50
 from .cli import EXIT_INTERRUPTED, EXIT_USER_ERROR, main
 from .manifest import (
     MANIFEST_FILE,
@@ -56,6 +56,7 @@ __all__ = [
     "convert",
     "convert_sample4geo",
     "convert_toker",
+    "dsm",
     "geodtr",
     "get_source",
     "is_converted",

@@ -162,6 +162,42 @@ def circular_w_padding_(module: nn.Module) -> nn.Module:
     return module
 
 
+def _tf_same_hook(module: nn.Conv2d, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Forward pre-hook of :func:`_tf_same_padding_`: zero-pad as TensorFlow's ``SAME`` for this input."""
+    x = args[0]
+    pads: list[int] = []
+    for dim, k, s, d in zip((-1, -2), module.kernel_size[::-1], module.stride[::-1], module.dilation[::-1]):
+        n = x.shape[dim]
+        out = -(-n // s)
+        total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
+        pads += [total // 2, total - total // 2]
+    return (F.pad(x, pads), *args[1:])
+
+
+def _tf_same_padding_(module: nn.Module) -> nn.Module:
+    """In place: every zero-padded ``nn.Conv2d`` pads as TensorFlow's ``padding='SAME'``: per dimension
+    ``total = max((ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)``, ``total // 2`` before and the rest
+    after (for a stride-2 3x3 conv on an even size: 0 before, 1 after, where ``padding=1`` pads 1 and 1
+    and samples other rows). Stride-1 odd kernels pad symmetrically as before. Parameter names are
+    unchanged (a forward pre-hook pads); circularly padded convs (:func:`circular_w_padding_`) are left
+    alone.
+
+    Returns:
+        ``module``.
+    """
+    for conv in module.modules():
+        if not isinstance(conv, nn.Conv2d) or getattr(conv, "_circular_w", None) is not None:
+            continue
+        if getattr(conv, "_tf_same", False):
+            continue
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError("_tf_same_padding_ needs zero-padded convs with numeric padding")
+        conv.padding = (0, 0)
+        conv._tf_same = True  # type: ignore[assignment]
+        conv.register_forward_pre_hook(_tf_same_hook)
+    return module
+
+
 class DSMHead(nn.Module):
     """DSM's projection of backbone features to a small polar feature map.
 
@@ -172,6 +208,11 @@ class DSMHead(nn.Module):
     :func:`dsm_similarity`.
 
     With DSM's VGG16 conv4_3 on a 128x512 input (16x64) the default gives (B, 16, 4, 64).
+
+    ``padding="tf_same"`` (zero-padded heads only) pads as TensorFlow's ``SAME`` (:func:`_tf_same_padding_`),
+    as DSM's ground branch does: its stride-2 convs pad 0 above and 1 below, where the default
+    ``"symmetric"`` (``padding=1``) pads 1 and 1. A circular head ignores it: DSM's aerial branch pads
+    explicitly (wrap 1 column each side, zero 1 row each side), which the circular padding reproduces.
 
     Example:
         >>> head = DSMHead(in_channels=8, channels=(8, 8, 4), circular=True)
@@ -186,8 +227,11 @@ class DSMHead(nn.Module):
         channels: tuple[int, int, int] = (256, 64, 16),
         h_strides: tuple[int, int, int] = (2, 2, 1),
         circular: bool = False,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
+        if padding not in ("symmetric", "tf_same"):
+            raise ValueError(f"padding must be 'symmetric' or 'tf_same', got {padding!r}")
         if len(channels) != len(h_strides):
             raise ValueError(f"channels and h_strides must have equal length, got {channels} and {h_strides}")
         self.in_channels = int(in_channels)
@@ -201,8 +245,11 @@ class DSMHead(nn.Module):
             prev = ch
         self.convs = nn.Sequential(*layers)
         self.out_channels = prev
+        self.padding = padding
         if circular:
             circular_w_padding_(self.convs)
+        elif padding == "tf_same":
+            _tf_same_padding_(self.convs)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, h, w) -> unit map (B, C', h', w)."""
