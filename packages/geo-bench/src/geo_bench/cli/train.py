@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from geo_retrieval.checkpoint import atomic_write_bytes
+from geo_retrieval.convert import read_manifest
+from geo_retrieval.convert.vit_r50 import INIT_SOURCES, load_init
 from geo_retrieval.recipes import Recipe, list_recipes
 from geo_retrieval.run_folder import RUN_ARGS_FILE, RunLayout
 from geo_retrieval.training.trainer import check_resume, recover_checkpoint
@@ -195,9 +197,6 @@ def _run(args: argparse.Namespace) -> int:
 def _init_loader(folder: str) -> Any:
     """``init(model)`` for ``--init DIR``: checks that DIR is an initialisation folder now and loads it
     strictly (:func:`geo_retrieval.convert.vit_r50.load_init`) into the built model, logging what it fills."""
-    from geo_retrieval.convert import read_manifest
-    from geo_retrieval.convert.vit_r50 import INIT_SOURCES, load_init
-
     manifest = read_manifest(folder)
     if manifest.source_kind not in INIT_SOURCES:
         raise ValueError(
