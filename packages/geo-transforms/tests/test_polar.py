@@ -80,16 +80,20 @@ class _PlanewiseSpy:
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
 def planewise(request, monkeypatch):
     """Send every CPU input that autograd does not record through the plane-by-plane path
-    (``force(out_pixels, planes)``: one plane per step on one torch thread, chunks of ``planes``
-    planes on two); returns the call counter. Runs each test with 1 and with 2 torch threads."""
+    (``force(out_pixels, workers)``: on one torch thread one run of planes; on two, the planes split
+    over up to ``workers`` pool threads); returns the call counter. Runs each test with 1 and with 2
+    torch threads."""
     spy = _PlanewiseSpy()
     monkeypatch.setattr(polar_module, "_gather_planewise", spy)
     threads = torch.get_num_threads()
     torch.set_num_threads(request.param)
 
-    def force(out_pixels: int, planes: int = 2) -> _PlanewiseSpy:
+    def force(out_pixels: int, workers: int = 2) -> _PlanewiseSpy:
         monkeypatch.setattr(polar_module, "_PLANEWISE_MIN_SOURCE", 0)
-        monkeypatch.setattr(polar_module, "_CHUNK_TAPS", 4 * out_pixels * planes)
+        if request.param > 1:  # one thread always runs one run; the pool's split is what varies
+            monkeypatch.setattr(
+                polar_module, "_planewise_workers", lambda planes: max(1, min(workers, planes))
+            )
         return spy
 
     force.spy = spy  # type: ignore[attr-defined]
@@ -297,15 +301,16 @@ class TestPolarTransform(BaseTester):
         op = torch.compile(lambda a: polar_transform(a, (12, 48)), fullgraph=True)
         self.assert_close(op(aerial), polar_transform(aerial, (12, 48)))
 
-    # The CPU plane-by-plane path (sorted gather, chunks of planes): same bits as the batched path.
+    # The CPU plane-by-plane path (sorted gather, runs of planes on a thread pool): same bits as the
+    # batched path.
 
     @pytest.mark.parametrize("center", ["safa", "pixel"])
     @pytest.mark.parametrize(
-        ("size", "out_size", "planes"), [(40, (16, 64), 2), (33, (7, 13), 1), (50, (20, 72), 3)]
+        ("size", "out_size", "workers"), [(40, (16, 64), 2), (33, (7, 13), 1), (50, (20, 72), 3)]
     )
-    def test_planewise_matches_batched(self, dtype, planewise, center, size, out_size, planes):
-        # 5 planes (B=5, C=1 and B=1, C=5) in chunks of 1-3 planes: full and partial last chunks
-        spy = planewise(out_size[0] * out_size[1], planes)
+    def test_planewise_matches_batched(self, dtype, planewise, center, size, out_size, workers):
+        # 5 planes (B=5, C=1 and B=1, C=5) over 1-3 pool threads: runs of 5, 2 + 3, 2 + 1 + 2 planes
+        spy = planewise(out_size[0] * out_size[1], workers)
         for shape in ((5, 1, size, size), (1, 5, size, size)):
             aerial = _noise(shape, seed=size, scale=1.0).to(dtype)
             expected = _batched_polar(aerial, out_size, center)

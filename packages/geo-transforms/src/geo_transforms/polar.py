@@ -23,8 +23,8 @@ is still available from :func:`polar_grid` for callers who want ``grid_sample``.
 
 On the CPU, for large sources (planes of about 362 x 362 pixels and up) when autograd does not
 record (no input requiring grad, or ``torch.no_grad`` / ``inference_mode``), the same table is
-applied one (image, channel) plane at a time (:func:`_gather_planewise`; chunks of planes when
-torch uses several threads): the output pixels are visited in the memory order of their source
+applied one (image, channel) plane at a time (:func:`_gather_planewise`; with several torch
+threads, runs of planes on a thread pool, one run per thread): the output pixels are visited in the memory order of their source
 pixels (a permutation cached with the table, in int32), so the gather streams through each plane
 instead of jumping around the rings, and small tap buffers are reused instead of allocating 4x the
 whole batch's output. The arithmetic is the same, element for element, so the result is bit for
@@ -41,6 +41,7 @@ exact quadrant/mirror symmetry and the four products are summed as two diagonal 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Literal, NamedTuple
 
@@ -71,12 +72,6 @@ _PLANEWISE_MIN_SOURCE = 2**17
 """Source pixels per plane from which the CPU applies a table plane by plane in source order
 (:func:`_gather_planewise`; about 362 x 362 and up, 512 KB in float32): smaller planes stay in
 cache whatever the order, and there the batched path is as fast or faster."""
-
-_CHUNK_TAPS = 2**22
-"""Taps gathered per step of the plane-by-plane path when torch uses several threads (16 MB in
-float32, 16 planes of a 128 x 512 output): enough work per op for every thread and few fork/joins
-per batch (each waits for the slowest thread), in a buffer reused from step to step instead of 4x
-the whole batch's output."""
 
 
 def _center(size: int, center: str) -> float:
@@ -267,45 +262,56 @@ def _use_planewise(image: Tensor) -> bool:
     )
 
 
+def _planewise_workers(planes: int) -> int:
+    """Threads of :func:`_gather_planewise` for ``planes`` planes: torch's intra-op thread count, at
+    most one per plane."""
+    return max(1, min(torch.get_num_threads(), planes))
+
+
+def _gather_planes(planes: Tensor, plan: _GatherPlan, out: Tensor, lo: int, hi: int) -> None:
+    """Planes ``lo .. hi - 1`` of ``planes`` (P, h*w) into ``out`` (P, N), one plane at a time: a 1-D
+    ``index_select`` of the 4 taps (torch's cheapest gather) into a buffer that stays in cache, the
+    weights, ``(p00 + p11) + (p10 + p01)`` in place, and the gather back to output order."""
+    n = plan.weight.shape[-1]
+    taps = planes.new_empty(4, n)
+    flat = taps.view(-1)
+    p00, p11, p10, p01 = taps[0], taps[1], taps[2], taps[3]
+    for k in range(lo, hi):
+        torch.index_select(planes[k], 0, plan.source, out=flat)
+        taps.mul_(plan.weight)
+        p00.add_(p11)
+        p10.add_(p01)
+        p00.add_(p10)
+        torch.index_select(p00, 0, plan.order, out=out[k])
+
+
 def _gather_planewise(image: Tensor, plan: _GatherPlan, out_hw: tuple[int, int]) -> Tensor:
     """Apply a sorted table plane by plane: (B, C, h, w) -> (B, C, *out_hw).
 
     The same products and the same ``(p00 + p11) + (p10 + p01)`` sum as :func:`_gather_bilinear`
     (so bit for bit its result), computed in the plan's source order so that the gather walks each
-    plane forwards, into tap and sum buffers reused from step to step. On one thread each step is
-    one (image, channel) plane (a 1-D ``index_select``, torch's cheapest gather, and buffers that
-    stay in cache); with several threads a step is a chunk of planes of about ``_CHUNK_TAPS`` taps,
-    so that every op has work for all threads and the batch needs few fork/joins. The loop runs
-    over planes or chunks (six whole-step ops each), never over pixels. Not differentiable
+    plane forwards (:func:`_gather_planes`). With several torch threads the planes are split into
+    contiguous runs, one per thread of a short-lived thread pool (the ops release the GIL), each run
+    still plane by plane: faster than letting every op spread over the threads, since one plane's
+    ops are too short to share. The loops run over planes, never over pixels. Not differentiable
     (``out=`` buffers): callers use it only when autograd does not record.
     """
     b, c, h, w = image.shape
-    n = plan.weight.shape[-1]
-    planes = image.reshape(b * c, h * w)
-    out = image.new_empty(b * c, n)
-    if torch.get_num_threads() == 1:
-        taps = image.new_empty(4, n)
-        summed = image.new_empty(n)
-        for k in range(b * c):
-            torch.index_select(planes[k], 0, plan.source, out=taps.view(-1))
-            taps.mul_(plan.weight)
-            taps[0].add_(taps[1])  # p00 + p11
-            taps[2].add_(taps[3])  # p10 + p01
-            torch.add(taps[0], taps[2], out=summed)
-            torch.index_select(summed, 0, plan.order, out=out[k])
-        return out.view(b, c, *out_hw)
-    step = min(b * c, max(1, _CHUNK_TAPS // (4 * n)))
-    chunk_taps = image.new_empty(step, 4, n)
-    chunk_summed = image.new_empty(step, n)
-    for start in range(0, b * c, step):
-        m = min(step, b * c - start)
-        t, s = chunk_taps[:m], chunk_summed[:m]
-        torch.index_select(planes[start : start + m], 1, plan.source, out=t.view(m, 4 * n))
-        t.mul_(plan.weight)
-        t[:, 0].add_(t[:, 1])  # p00 + p11
-        t[:, 2].add_(t[:, 3])  # p10 + p01
-        torch.add(t[:, 0], t[:, 2], out=s)
-        torch.index_select(s, 1, plan.order, out=out[start : start + m])
+    count = b * c
+    planes = image.reshape(count, h * w)
+    out = image.new_empty(count, plan.weight.shape[-1])
+    workers = _planewise_workers(count)
+    if workers == 1:
+        _gather_planes(planes, plan, out, 0, count)
+    else:
+        bounds = [round(i * count / workers) for i in range(workers + 1)]
+        with ThreadPoolExecutor(workers, thread_name_prefix="polar") as pool:
+            runs = [
+                pool.submit(_gather_planes, planes, plan, out, bounds[i], bounds[i + 1])
+                for i in range(workers)
+            ]
+            for run in runs:
+                run.result()
     return out.view(b, c, *out_hw)
 
 
