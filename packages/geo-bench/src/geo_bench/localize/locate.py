@@ -509,8 +509,15 @@ class Localizer:
             if not p.is_file():
                 raise FileNotFoundError(f"query image {p} does not exist")
         qids = list(ids) if ids is not None else [p.stem for p in paths]
-        truth_map = read_truth(truth) if isinstance(truth, (str, Path)) else truth
-        truth_heading = read_truth_headings(truth) if isinstance(truth, (str, Path)) else {}
+        truth_heading: dict[str, float] = {}
+        if isinstance(truth, (str, Path)):  # the CSV is read once for positions and headings
+            truth_rows = _read_truth_rows(truth)
+            truth_map: dict[str, tuple[float, float]] | None = {
+                k: (v[0], v[1]) for k, v in truth_rows.items()
+            }
+            truth_heading = {k: v[2] for k, v in truth_rows.items() if v[2] is not None}
+        else:
+            truth_map = truth
         truth_ll = None
         if truth_map is not None:
             missing = [
