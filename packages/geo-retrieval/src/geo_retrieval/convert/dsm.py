@@ -52,12 +52,12 @@ from .manifest import UpstreamPreprocessing, write_converted
 from .mapping import map_state_dict
 from .safa import (
     CAFFE_MEAN_BGR,
-    VGG16_FEATURE_INDEX,
     _check_src,
     build_meta,
     data_sha256,
     load_tf_state,
     materialise,
+    vgg_backbone_key,
 )
 from .sources import register_source
 
@@ -76,10 +76,9 @@ _CODE = (
 
 def _rename(key: str) -> str | None:
     leaf_of = {"weights": "weight", "biases": "bias"}
-    m = re.fullmatch(r"VGG_(grd|sat)/(conv\d_\d)/(weights|biases)", key)
-    if m and VGG16_FEATURE_INDEX.get(m.group(2), 99) <= VGG16_FEATURE_INDEX["conv4_3"]:
-        index = VGG16_FEATURE_INDEX[m.group(2)]
-        return f"{_BRANCH[m.group(1)]}_backbone.model.features.{index}.{leaf_of[m.group(3)]}"
+    name = vgg_backbone_key(key, last="conv4_3")
+    if name is not None:
+        return name
     m = re.fullmatch(r"(grd|sat)/(conv_dim_reduct_1|conv5_dim_reduct_[23])/(weights|biases)", key)
     if m:
         return f"{_BRANCH[m.group(1)]}_head.convs.{_HEAD[m.group(2)]}.{leaf_of[m.group(3)]}"

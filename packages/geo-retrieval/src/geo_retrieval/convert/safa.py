@@ -59,6 +59,7 @@ __all__ = [
     "CAFFE_MEAN_BGR",
     "UPSTREAM",
     "VGG16_FEATURE_INDEX",
+    "vgg_backbone_key",
     "build_meta",
     "convert_safa",
     "data_sha256",
@@ -132,11 +133,24 @@ def _head_tensor(name: str, t: Tensor) -> Tensor:
     return (t.permute(2, 0, 1) if name.rpartition("/")[2].startswith("weights") else t[0].T).contiguous()
 
 
-def _rename(key: str) -> str | None:
+def vgg_backbone_key(key: str, last: str = "conv5_3") -> str | None:
+    """``VGG_grd|sat/conv<b>_<i>/weights|biases`` up to ``last`` -> our
+    ``<ground|aerial>_backbone.model.features.<index>.<weight|bias>``; None for any other key (SAFA's
+    and DSM's VGG-16 trunks, which DSM cuts after ``conv4_3``)."""
     m = re.fullmatch(r"VGG_(grd|sat)/(conv\d_\d)/(weights|biases)", key)
-    if m and m.group(2) in VGG16_FEATURE_INDEX:
-        leaf = "weight" if m.group(3) == "weights" else "bias"
-        return f"{_BRANCH[m.group(1)]}_backbone.model.features.{VGG16_FEATURE_INDEX[m.group(2)]}.{leaf}"
+    if m is None or m.group(2) not in VGG16_FEATURE_INDEX:
+        return None
+    index = VGG16_FEATURE_INDEX[m.group(2)]
+    if index > VGG16_FEATURE_INDEX[last]:
+        return None
+    leaf = "weight" if m.group(3) == "weights" else "bias"
+    return f"{_BRANCH[m.group(1)]}_backbone.model.features.{index}.{leaf}"
+
+
+def _rename(key: str) -> str | None:
+    name = vgg_backbone_key(key)
+    if name is not None:
+        return name
     m = re.fullmatch(r"spatial_(grd|sat)/(weights|biases)([12])", key)
     if m:
         return f"{_BRANCH[m.group(1)]}_head.{'w' if m.group(2) == 'weights' else 'b'}{m.group(3)}"
