@@ -1,6 +1,7 @@
 """Retrieval metrics and evaluation protocols: exact chunked ranks, R@K / R@1%, tie statistics and the
 collapsed-descriptor check, CVACT_test protocols, DSM's limited-FoV / unknown-orientation protocol and
-VIGOR's hit rate and meter-level localisation, recall within a radius and top-1 metre errors.
+VIGOR's hit rate and meter-level localisation, recall within a radius and top-1 metre errors, and the
+fine-grained pose errors (position split along / across the heading, heading error).
 Distances on the sphere live in :mod:`geo_retrieval.geodesy`.
 
 Everything is re-exported here in one flat namespace; see each module for its Convention block.
@@ -36,6 +37,7 @@ from geo_bench.metrics.orientation import (
     orientation_accuracy,
     orientation_bins,
 )
+from geo_bench.metrics.pose import PoseErrors, PoseResult, pose_errors, pose_metrics
 from geo_bench.metrics.recall import (
     DEFAULT_MEMORY_BUDGET,
     RecallResult,
@@ -82,6 +84,8 @@ __all__ = [
     "MeterLevelCurve",
     "MissingDependencyError",
     "OrientationResult",
+    "PoseErrors",
+    "PoseResult",
     "RecallResult",
     "Similarity",
     "TieStats",
@@ -101,6 +105,8 @@ __all__ = [
     "orientation_accuracy",
     "orientation_bins",
     "plot_meter_level_accuracy",
+    "pose_errors",
+    "pose_metrics",
     "ranks",
     "ranks_with_ties",
     "recall_curve",
