@@ -16,21 +16,53 @@ from geo_transforms import (
     polar_transform,
     register_polar_preset,
 )
+from geo_transforms.presets import _uint8_bytescale
 from geo_transforms.testing import BaseTester
 
 DATA = Path(__file__).parent / "data" / "polar_presets"
 # (preset, row stride, column stride) of the stored references; see data/polar_presets/data.py
-STORED = [("safa", 5, 7), ("dsm", 6, 8), ("toker_cvusa_legacy", 5, 7)]
+STORED = [
+    ("safa", 5, 7),
+    ("dsm", 6, 8),
+    ("toker_cvusa_legacy", 5, 7),
+    ("safa_imsave", 5, 7),
+    ("dsm_imsave", 6, 8),
+    ("geodtr", 5, 7),
+]
+#: presets whose stored reference is made from ``aerial // 2 + 40`` (levels 40-167: the stretch matters)
+NARROW = ("safa_imsave", "dsm_imsave")
+#: ``scipy.misc.bytescale`` of SciPy 1.1.0 (Python 3.7) on three (2, 2, 3) float64 images, flattened:
+#: exact halves on the full range, a narrow range stretched to 0-255, a constant image (-> 0)
+SCIPY_BYTESCALE = [
+    (
+        [0.0, 0.5, 1.5, 2.4999999, 2.5, 127.5, 254.49, 254.5, 255.0, 100.0, 3.0, 77.25],
+        [0, 1, 2, 2, 3, 128, 254, 255, 255, 100, 3, 77],
+    ),
+    (
+        [10.0, 10.02, 10.04, 12.55, 15.1, 17.65, 20.2, 11.0, 19.9, 14.3, 16.0, 18.18],
+        [0, 0, 1, 64, 127, 191, 255, 25, 247, 108, 150, 205],
+    ),
+    ([42.7] * 12, [0] * 12),
+]
 
 
-def _aerial(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _aerial(device: torch.device, dtype: torch.dtype, narrow: bool = False) -> torch.Tensor:
     aerial = np.load(DATA / "aerial.npy")  # (64, 64, 3) uint8
+    if narrow:
+        aerial = aerial // 2 + 40
     return torch.from_numpy(aerial).permute(2, 0, 1)[None].to(device, dtype)
 
 
 class TestPolarPresets(BaseTester):
     def test_registry(self):
-        assert list_polar_presets() == ["dsm@1", "safa@1", "toker_cvusa_legacy@1"]
+        assert list_polar_presets() == [
+            "dsm@1",
+            "dsm_imsave@1",
+            "geodtr@1",
+            "safa@1",
+            "safa_imsave@1",
+            "toker_cvusa_legacy@1",
+        ]
         safa = get_polar_preset("safa")
         assert safa is get_polar_preset("safa@1")
         assert (safa.out_size, safa.center, safa.steps, safa.identifier) == (
@@ -43,6 +75,15 @@ class TestPolarPresets(BaseTester):
         legacy = get_polar_preset("toker_cvusa_legacy")
         assert legacy.render_size == (224, 1232) and legacy.out_size == (112, 616)
         assert legacy.steps == ("polar_safa_exact", "uint8_truncate", "resize_bicubic", "uint8_round")
+        for name, size in (("safa_imsave", (112, 616)), ("dsm_imsave", (128, 512))):
+            p = get_polar_preset(name)
+            assert (p.out_size, p.render_size, p.steps) == (
+                size,
+                size,
+                ("polar_safa_exact", "uint8_bytescale"),
+            )
+        geodtr = get_polar_preset("geodtr@1")
+        assert geodtr.out_size == (122, 671) and geodtr.steps == ("polar_safa_exact", "uint8_truncate")
 
     def test_frozen_and_record(self):
         preset = get_polar_preset("dsm")
@@ -97,10 +138,10 @@ class TestPolarPresets(BaseTester):
     def test_matches_stored_reference(self, device, name, row_stride, col_stride):
         expected = torch.from_numpy(np.load(DATA / f"{name}.npy").astype(np.float64))
         for dtype in (torch.float32, torch.float64):
-            out = apply_polar_preset(_aerial(device, dtype), name)
+            out = apply_polar_preset(_aerial(device, dtype, narrow=name in NARROW), name)
             assert out.shape == (1, 3, *get_polar_preset(name).out_size) and out.dtype == dtype
             actual = out[0].permute(1, 2, 0)[::row_stride, ::col_stride].cpu().double()
-            if name == "toker_cvusa_legacy":
+            if any(step.startswith("uint8") for step in get_polar_preset(name).steps):
                 assert torch.equal(actual, expected)  # uint8 steps: exact, in any dtype
             else:
                 err = (actual - expected).abs().max().item()
@@ -112,6 +153,19 @@ class TestPolarPresets(BaseTester):
             on_255 = apply_polar_preset(aerial, name)
             on_1 = apply_polar_preset(aerial / 255, name, max_value=1.0)
             self.assert_close(on_1 * 255, on_255, rtol=0, atol=1e-9)
+
+    def test_bytescale_matches_scipy(self, device):
+        """The ``uint8_bytescale`` step is SciPy 1.1's ``bytescale`` (values from SciPy 1.1.0 itself),
+        one (cmin, cmax) per image of the batch."""
+        images = torch.tensor([v for v, _ in SCIPY_BYTESCALE], dtype=torch.float64, device=device)
+        images = images.view(3, 2, 2, 3).permute(0, 3, 1, 2)  # (B, C, H, W) from (B, H, W, C)
+        out = _uint8_bytescale(images).permute(0, 2, 3, 1).reshape(3, -1)
+        assert out.cpu().tolist() == [[float(b) for b in e] for _, e in SCIPY_BYTESCALE]
+        # through a preset: the stretch is per image of the batch
+        aerial = _aerial(device, torch.float64, narrow=True)
+        both = apply_polar_preset(torch.cat([aerial, aerial / 2]), "safa_imsave")
+        assert torch.equal(both[0], both[1]) and both.amin() == 0 and both.amax() == 255
+        assert apply_polar_preset(aerial / 255, "safa_imsave", max_value=1.0).mul(255).round().equal(both[:1])
 
     def test_legacy_close_to_direct(self, device):
         # the legacy chain is a quantised, resampled version of the direct 112x616 map

@@ -73,7 +73,7 @@ class TestRegistry:
         from geo_transforms import presets
 
         assert isinstance(presets._PRESETS, Registry)
-        assert geo_transforms.list_polar_presets("safa*") == ["safa@1"]
+        assert geo_transforms.list_polar_presets("safa@*") == ["safa@1"]
 
 
 class TestMissingDependencyError:

@@ -16,6 +16,11 @@ Convention:
       then runs in float64 and is cast back at the end;
     - ``"uint8_truncate"``: ``ndarray.astype(np.uint8)`` on the 0-255 scale, i.e.
       ``floor(clamp(x, 0, 255))``, what saving a float map as an 8-bit PNG after ``astype`` did;
+    - ``"uint8_bytescale"``: what ``scipy.misc.imsave`` (SciPy 0.19 ... 1.1, removed in 1.2) wrote
+      for a float image: ``bytescale`` with ``cmin`` / ``cmax`` the image's own minimum and maximum
+      over all pixels and channels (one pair per image of the batch; ``cmax == cmin`` counts as 1),
+      ``scale = 255.0 / (cmax - cmin)``, ``(x - cmin) * scale``, clipped to 0-255, then ``+ 0.5`` and
+      truncated (round half up), in float64 in that order; the image's range is stretched to 0-255;
     - ``"resize_bicubic"``: resize to ``out_size`` with OpenCV's ``INTER_CUBIC`` kernel (Keys
       a = -0.75, half-pixel centres, replicated border, no antialiasing), which is
       ``F.interpolate(mode="bicubic", align_corners=False)``;
@@ -37,6 +42,13 @@ name                    version  out (H, W)   steps
                                               since the 2022-01-17 script change, as their loader
                                               reads them); matches the numpy + OpenCV chain exactly
                                               on 0-255 input
+``safa_imsave``         1        112 x 616    exact SAFA render -> ``uint8_bytescale``: the PNGs of
+                                              SAFA's ``data_preparation.py`` (``scipy.misc.imsave``
+                                              of the float maps), bit for bit on 0-255 input
+``dsm_imsave``          1        128 x 512    the same at DSM's size (DSM's ``data_preparation.py``)
+``geodtr``              1        122 x 671    exact SAFA render -> uint8 truncation: the PNGs of
+                                              GeoDTR's ``data_preparation.py`` (``astype(np.uint8)``,
+                                              ``imageio.imwrite``)
 ======================  =======  ===========  ======================================================
 
 The uint8 steps have zero gradient almost everywhere; only presets made of ``"polar"`` and
@@ -67,7 +79,7 @@ __all__ = [
     "register_polar_preset",
 ]
 
-_STEPS = ("polar", "polar_safa_exact", "uint8_truncate", "resize_bicubic", "uint8_round")
+_STEPS = ("polar", "polar_safa_exact", "uint8_truncate", "uint8_bytescale", "resize_bicubic", "uint8_round")
 _POLAR_STEPS = ("polar", "polar_safa_exact")
 
 
@@ -104,6 +116,17 @@ def _polar_safa_exact(aerial: Tensor, render_size: tuple[int, int]) -> Tensor:
     fx1 = w[0] * v[:, 0] + w[1] * v[:, 1]
     fx2 = w[0] * v[:, 2] + w[1] * v[:, 3]
     return (w[2] * fx1 + w[3] * fx2).view(b, c, *render_size)
+
+
+def _uint8_bytescale(x: Tensor) -> Tensor:
+    """``scipy.misc.bytescale`` (SciPy 0.19 ... 1.1) of each image of (B, C, H, W) float64, on 0-255."""
+    flat = x.flatten(1)
+    cmin = flat.amin(dim=1).view(-1, 1, 1, 1)
+    cscale = flat.amax(dim=1).view(-1, 1, 1, 1) - cmin
+    cscale = torch.where(cscale == 0, torch.ones_like(cscale), cscale)
+    # ``float(high - low) / cscale``, an IEEE division (``255.0 / tensor`` would multiply by the reciprocal)
+    scale = torch.full_like(cscale, 255.0).div(cscale)
+    return torch.floor(((x - cmin) * scale).clamp(0.0, 255.0) + 0.5)
 
 
 @dataclass(frozen=True)
@@ -198,7 +221,7 @@ def list_polar_presets(filter: str | None = None) -> list[str]:
 
     Example:
         >>> list_polar_presets()
-        ['dsm@1', 'safa@1', 'toker_cvusa_legacy@1']
+        ['dsm@1', 'dsm_imsave@1', 'geodtr@1', 'safa@1', 'safa_imsave@1', 'toker_cvusa_legacy@1']
     """
     return _PRESETS.names(filter)
 
@@ -276,6 +299,8 @@ def apply_polar_preset(aerial: Tensor, preset: str | PolarPreset, *, max_value: 
             x = _polar_safa_exact(x.to(torch.float64), spec.render_size)
         elif step == "uint8_truncate":
             x = torch.floor(x.clamp(0.0, 255.0))
+        elif step == "uint8_bytescale":
+            x = _uint8_bytescale(x)
         elif step == "resize_bicubic":
             x = F.interpolate(x, size=spec.out_size, mode="bicubic", align_corners=False)
         elif step == "uint8_round":
@@ -339,6 +364,48 @@ register_polar_preset(
         source=(
             "Toker et al. CVPR'21 (comingdowntoearth) CVUSA maps after the 2022-01-17 script change: "
             "rendered 224x1232, astype(uint8), PNG, cv2.resize(..., (616, 112), INTER_CUBIC) at load"
+        ),
+    )
+)
+register_polar_preset(
+    PolarPreset(
+        name="safa_imsave",
+        version=1,
+        out_size=(112, 616),
+        center="safa",
+        render_size=(112, 616),
+        steps=("polar_safa_exact", "uint8_bytescale"),
+        source=(
+            "SAFA data_preparation.py (Shi et al., NeurIPS'19): sample_bilinear at 112x616 in float64, "
+            "scipy.misc.imsave PNG (SciPy <= 1.1 bytescale: the image's min..max -> 0..255, round half up)"
+        ),
+    )
+)
+register_polar_preset(
+    PolarPreset(
+        name="dsm_imsave",
+        version=1,
+        out_size=(128, 512),
+        center="safa",
+        render_size=(128, 512),
+        steps=("polar_safa_exact", "uint8_bytescale"),
+        source=(
+            "DSM data_preparation.py (Shi et al., CVPR'20): SAFA's sample_bilinear at 128x512 in float64, "
+            "scipy.misc.imsave PNG (SciPy <= 1.1 bytescale: the image's min..max -> 0..255, round half up)"
+        ),
+    )
+)
+register_polar_preset(
+    PolarPreset(
+        name="geodtr",
+        version=1,
+        out_size=(122, 671),
+        center="safa",
+        render_size=(122, 671),
+        steps=("polar_safa_exact", "uint8_truncate"),
+        source=(
+            "GeoDTR data_preparation.py (Zhang et al., AAAI'23): SAFA's sample_bilinear at 122x671 in float64, "
+            "astype(np.uint8), imageio.imwrite PNG"
         ),
     )
 )
