@@ -117,6 +117,43 @@ class TestVIGORLayout:
             assert max(dlat) < 32.1 and max(dlon) < 32.1
             assert 40 < lat < 50  # Seattle
 
+    def test_delta_puts_camera_at_its_pixel_under_vigor_convention(self, roots: dict[str, Path]) -> None:
+        # Upstream convention (CCVPE datasets.py, VIGOR evaluate_from_npy.py, HC-Net, SliceMatch):
+        # delta (d0, d1) puts the panorama at image (row, col) = (c + d0, c - d1), rows growing south,
+        # columns east. The exact camera and tile-centre positions are the world's metres, written
+        # into the file names as lat/lon (rounded to 1e-7 degrees, about 1 cm), inverted here.
+        from geo_bench.datasets.vigor import parse_pano_latlon, parse_tile_latlon
+        from geo_bench.metrics import vigor_offset_to_latlon
+        from geo_bench.world.layouts import CITY_ORIGINS
+        from geo_retrieval.geodesy import great_circle_distance, latlon_to_equirectangular
+
+        size, gsd = SPHERE.aerial_size, SPHERE.gsd
+        c = (size - 1) / 2  # the tile centre in pixel-centre coordinates (render_aerial)
+        checked = 0
+        for city in ("Chicago", "Seattle"):
+            origin = CITY_ORIGINS[city]
+            for line in (
+                (roots["vigor"] / "splits" / city / "pano_label_balanced.txt").read_text().splitlines()
+            ):
+                cols = line.split()
+                pano = torch.tensor(parse_pano_latlon(cols[0]), dtype=torch.float64)
+                cam_en = latlon_to_equirectangular(pano, (0.0, 0.0), origin)
+                for k in (1, 4, 7, 10):
+                    tile = torch.tensor(parse_tile_latlon(cols[k]), dtype=torch.float64)
+                    true_en = (cam_en - latlon_to_equirectangular(tile, (0.0, 0.0), origin)).numpy()
+                    d0, d1 = float(cols[k + 1]), float(cols[k + 2])
+                    row, col = c + d0, c - d1
+                    # pixel (row, col) of a north-up tile looks at centre + ((col - c), -(row - c)) * gsd
+                    east, north = (col - c) * gsd, -(row - c) * gsd
+                    assert abs(east - true_en[0]) < 0.05 and abs(north - true_en[1]) < 0.05, (city, cols[0])
+                    # VIGOR's own evaluation maps the delta back onto the panorama's GPS
+                    pred = vigor_offset_to_latlon(
+                        tile.numpy()[None], np.array([[d0, d1]]), meters_per_pixel=gsd, half_tile_px=size / 2
+                    )
+                    assert great_circle_distance(pred, pano.numpy()[None])[0] < 0.2
+                    checked += 1
+        assert checked == 2 * 4 * 4  # 4 panoramas x 4 tiles in each city
+
 
 def test_cli_synth_writes_layout(tmp_path: Path) -> None:
     out = tmp_path / "cvusa"

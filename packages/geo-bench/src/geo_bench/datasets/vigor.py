@@ -14,7 +14,26 @@ Convention:
 - Label columns (whitespace separated): 0 panorama, 1 positive tile, 2-3 its offset, 4/7/10 the
   semi-positive tiles each followed by 2 offset columns. ``"offset"`` (2,) and ``"semi_offsets"``
   (3, 2) are float64, in the file's column order and sign, in pixels of the original 640x640 tile
-  (they are *not* rescaled with ``aerial_size``).
+  (they are *not* rescaled with ``aerial_size``); ``ds.offsets`` holds all of them, (N, 4, 2).
+- Offset sign (upstream): ``delta = (d0, d1)`` is (tile centre - panorama) as (north, east) pixels
+  of the tile file, so the panorama lies at image ``(row, col) = (c + d0, c - d1)``, ``c`` the
+  tile's centre, rows growing south and columns east. Sources: VIGOR's ``data/DATASET.md`` ("the
+  GPS offset of each reference relative to the panorama") and ``evaluate_from_npy.py``
+  (``prediction = centre - Lat_Lng(centre) * delta / 320``; plotted at ``(320 - delta[1],
+  320 + delta[0])``); CCVPE ``datasets.py`` (Gaussian peak at row ``h/2 + row_offset``, column
+  ``w/2 - col_offset``); HC-Net ``dataset.py`` (``x = S/2 - d1``, ``y = S/2 + d0``); SliceMatch
+  ``utils/VIGOR_dataset.py`` (``(A/2 + d0, A/2 - d1)``).
+- Offset scale: the released labels converted metres to pixels with one resolution for every
+  city, 0.114 m/px (``Lat_Lng(distance=320 * 0.114)`` in ``evaluate_from_npy.py``). The tiles are
+  zoom-20 Web-Mercator images whose resolution follows the latitude (CCVPE's per-city constants,
+  0.100817 m/px in Seattle to 0.118141 m/px in San Francisco), so the original offsets place the
+  camera off its pixel by up to 13 % of the offset (Seattle). SliceMatch's corrected labels
+  ("based on an incorrect ground resolution") are true pixels of the tile (adjacent tiles, 36.5 m
+  apart, are 322 px apart in NewYork and 361-363 px in Seattle).
+  :class:`~geo_bench.datasets.vigor_pose.VIGORPose` turns the offsets into metres.
+- Heading: the panoramas are north-aligned, column W/2 looks north (CCVPE ``datasets.py``: "0
+  means heading North"; SliceMatch: the orientation is the clockwise angle from north to the
+  image's centre line, 0 for the released panoramas).
 - GPS from file names: panoramas ``<prefix>,<lat>,<lon>,.jpg``, tiles ``satellite_<lat>_<lon>.png``;
   ``"latlon"`` is float64 (lat, lon).
 - Labels: ``labels="orig"`` (the released split files) or ``labels="corrected"`` (recorded as
@@ -367,6 +386,12 @@ class VIGOR(CrossViewDataset):
     def semi_positives(self) -> Tensor:
         """(N, 3) long: the semi-positive gallery indices of every query."""
         return torch.from_numpy(self._tiles[:, 1:].copy())
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(N, 4, 2) float64: the label offsets (d0, d1) of the positive and the 3 semi-positives,
+        in pixels of the tile files (see the module docstring for their sign and scale); a copy."""
+        return self._offsets.copy()
 
     @property
     def protocol(self) -> dict[str, Any]:

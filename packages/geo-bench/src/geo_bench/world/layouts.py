@@ -21,8 +21,12 @@ What each writer produces is what the real loaders (:mod:`geo_bench.datasets`) r
   ``splits/<City>/{satellite_list.txt, pano_label_balanced.txt, same_area_balanced_train.txt,
   same_area_balanced_test.txt}``. Label rows: panorama, positive tile (the one whose centre
   quarter holds the panorama) and its offset, then the 3 semi-positives each with its offset.
-  Offsets are ``(row, col)`` pixels of the panorama from the tile centre (row down = south,
-  col right = east). ``--num`` panoramas per city, split 50 / 50 for the same-area files.
+  Offsets follow real VIGOR's label columns (``geo_bench.datasets.vigor``): ``(d0, d1)`` = (tile
+  centre - panorama) as (north, east) pixels of the written tile, i.e. ``d0 = -dy / gsd`` and
+  ``d1 = -dx / gsd`` with ``(dx, dy)`` the panorama's (east, north) metres from the tile centre, so
+  the panorama lies at image ``(row, col) = (c + d0, c - d1)``, ``c`` the centre pixel (VIGOR's
+  ``evaluate_from_npy.py``, CCVPE, HC-Net, SliceMatch). ``--num`` panoramas per city, split 50 / 50
+  for the same-area files.
 
 - **map** (localisation, ``geo-bench index`` / ``locate``): ``map.tif``, a georeferenced RGB
   orthophoto GeoTIFF (uint8, tiled 256 x 256, deflate) of a ``map_m`` x ``map_m`` square of district
@@ -316,7 +320,8 @@ def write_vigor(
             parts = []
             for t in cover.tolist():
                 dx, dy = float(d[t, 0]), float(d[t, 1])
-                parts += [tile_names[t], f"{-dy / gsd:.4f}", f"{dx / gsd:.4f}"]
+                # VIGOR's delta = centre - panorama in (north, east) pixels: row = c + d0, col = c - d1
+                parts += [tile_names[t], f"{-dy / gsd:.4f}", f"{-dx / gsd:.4f}"]
             labels.append(parts)
         # tiles (only those within reach of a panorama are written)
         used = sorted({p for row in labels for p in row[0::3]})
