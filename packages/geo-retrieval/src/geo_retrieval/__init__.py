@@ -63,7 +63,10 @@ from .losses import (
     register_loss,
 )
 from .model import CrossViewModel, build_model
-from .protocols import ConfiguresOptimizers, CrossViewEncoder, CustomStepModel, PairDataset
+from .pose import CCVPE, CCVPEConfig, ccvpe_loss, decode_pose, rotation_scores
+from .pose.inference import PosePredictions, predict_poses
+from .pose.recipes import CCVPEModel, CCVPERecipe
+from .protocols import ConfiguresOptimizers, CrossViewEncoder, CustomStepModel, EvaluatesItself, PairDataset
 from .ranking import (
     TIE_RULES,
     TOP1PCT_RULES,
@@ -215,4 +218,14 @@ __all__ = [
     "unwrap_state_dict",
     "verify_checkpoint_pair",
     "world_size",
+    "CCVPE",
+    "CCVPEConfig",
+    "ccvpe_loss",
+    "decode_pose",
+    "rotation_scores",
+    "PosePredictions",
+    "predict_poses",
+    "CCVPEModel",
+    "CCVPERecipe",
+    "EvaluatesItself",
 ]

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .recipes import Recipe
 
-__all__ = ["ConfiguresOptimizers", "CrossViewEncoder", "CustomStepModel", "PairDataset"]
+__all__ = ["ConfiguresOptimizers", "CrossViewEncoder", "CustomStepModel", "EvaluatesItself", "PairDataset"]
 
 
 @runtime_checkable
@@ -66,6 +66,20 @@ class ConfiguresOptimizers(Protocol):
 
     def configure_optimizers(self, recipe: Recipe) -> dict[str, torch.optim.Optimizer]:
         """``{name: optimiser}`` built from the recipe's optimiser settings."""
+        ...
+
+
+@runtime_checkable
+class EvaluatesItself(Protocol):
+    """A model whose held-out evaluation is not retrieval recall (a pose model): the trainer calls
+    ``evaluate_dataset`` for validation and keeps the best ``selection_metric`` in the direction
+    ``selection_mode`` (``"max"`` or ``"min"``)."""
+
+    selection_metric: str
+    selection_mode: str
+
+    def evaluate_dataset(self, dataset: Any, trainer: Any) -> dict[str, Any]:
+        """Metrics of ``dataset`` (a held-out split), including ``selection_metric``."""
         ...
 
 

@@ -28,7 +28,7 @@ import logging
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import nn
 
@@ -94,8 +94,12 @@ class Recipe:
         augmentation, normalisation, sampling: data pipeline.
         seed: the paper's seed (None if not stated).
         source, note: citation and deviations / CPU-sizing statement.
+
+    ``task`` (a class attribute, outside the fingerprint): ``"retrieval"`` here; pose recipes
+    (:class:`~geo_retrieval.pose.recipes.CCVPERecipe`) say ``"pose"``.
     """
 
+    task: ClassVar[str] = "retrieval"
     name: str
     variant: str
     backbone: str
@@ -218,11 +222,24 @@ def _load_entry_points() -> None:
                 register_recipe(recipe)
 
 
-def list_recipes(variant: str | None = None) -> list[str]:
-    """Registered recipe names (sorted), optionally only those with ``variant``."""
+def list_recipes(variant: str | None = None, task: str | None = "retrieval") -> list[str]:
+    """Registered recipe names (sorted), optionally only those with ``variant``, of one ``task``.
+
+    Args:
+        variant: ``"full"``, ``"small"`` or None (any).
+        task: ``"retrieval"`` (default: the recipes the leaderboard ranks), ``"pose"`` (fine-grained
+            pose, :mod:`geo_retrieval.pose.recipes`) or None (every recipe).
+    """
     _load_entry_points()
-    keys = [key.rpartition("/") for key in _RECIPES.names()]
-    return sorted({n for n, _, v in keys if variant is None or v == variant})
+    out = set()
+    for key in _RECIPES.names():
+        name, _, var = key.rpartition("/")
+        if variant is not None and var != variant:
+            continue
+        if task is not None and getattr(_RECIPES.get(key), "task", "retrieval") != task:
+            continue
+        out.add(name)
+    return sorted(out)
 
 
 def get_recipe(name: str, variant: str = "full") -> Recipe:
@@ -230,7 +247,7 @@ def get_recipe(name: str, variant: str = "full") -> Recipe:
     _load_entry_points()
     recipe = _RECIPES.find(_key(name, variant))
     if recipe is None:
-        names = list_recipes()
+        names = list_recipes(task=None)
         if name in names:
             variants = sorted(v for n, _, v in (k.rpartition("/") for k in _RECIPES.names()) if n == name)
             raise ValueError(f"recipe {name!r} has no variant {variant!r}; available: {variants}")

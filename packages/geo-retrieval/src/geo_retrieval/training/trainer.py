@@ -83,7 +83,7 @@ from ..checkpoint import (
 )
 from ..embedding import embed_dataset
 from ..losses import create_loss
-from ..protocols import ConfiguresOptimizers, CrossViewEncoder, CustomStepModel, PairDataset
+from ..protocols import ConfiguresOptimizers, CrossViewEncoder, CustomStepModel, EvaluatesItself, PairDataset
 from ..ranking import model_similarity, retrieval_recall
 from ..recipes import Recipe
 from ..run_folder import INFO_FILE, STATE_FILE, WEIGHTS_FILE, RunLayout
@@ -360,7 +360,9 @@ class Trainer:
         sampler: ``None`` (recipe's ``sampling.kind``), ``"unique"``, ``"gps"``, ``"similarity"``, or a
             ready batch sampler with ``set_epoch`` / ``state_dict`` / ``load_state_dict``.
         eval_every: evaluate every this many epochs (and after the last epoch).
-        selection_metric: metric of :meth:`evaluate` used to pick ``best/``.
+        selection_metric: metric of :meth:`evaluate` used to pick ``best/`` (default ``"R@1"``, higher
+            is better; a model with ``evaluate_dataset`` (:class:`~geo_retrieval.protocols.EvaluatesItself`,
+            a pose model) is validated by itself and names its metric and direction).
         val_split: name of the validation split (default: ``val_dataset.split`` or ``"val"``).
         max_steps: stop after this global step (saving ``last/``), e.g. to split a run in pieces.
         checkpoint_every: also save ``last/`` every this many steps (default: each epoch end only).
@@ -389,7 +391,7 @@ class Trainer:
         channels_last: bool = False,
         sampler: str | Sampler | None = None,
         eval_every: int = 1,
-        selection_metric: str = "R@1",
+        selection_metric: str | None = None,
         val_split: str | None = None,
         max_steps: int | None = None,
         checkpoint_every: int | None = None,
@@ -426,7 +428,6 @@ class Trainer:
                 f"global batch_size {self.batch_size} must be divisible by world size {self.world_size}"
             )
         self.eval_every = max(1, int(eval_every))
-        self.selection_metric = selection_metric
         self.max_steps = max_steps
         self.checkpoint_every = checkpoint_every
         self.callbacks = list(callbacks)
@@ -449,6 +450,17 @@ class Trainer:
         self.raw_model = ddp.unwrap_model(model).to(self.device)
         if channels_last:
             self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
+        # selection: a self-evaluating model (pose) names its metric and direction; else R@1, higher better
+        self.self_evaluating = isinstance(self.raw_model, EvaluatesItself)
+        if self.self_evaluating:
+            own = cast(EvaluatesItself, self.raw_model)
+            self.selection_metric = selection_metric or own.selection_metric
+            self.selection_mode = own.selection_mode
+        else:
+            self.selection_metric = selection_metric or "R@1"
+            self.selection_mode = "max"
+        if self.selection_mode not in ("max", "min"):
+            raise ValueError(f"selection_mode must be 'max' or 'min', got {self.selection_mode!r}")
         self.custom_step = isinstance(self.raw_model, CustomStepModel)
         self.custom_optim = isinstance(self.raw_model, ConfiguresOptimizers)
         self.loss_fn = loss if loss is not None else (None if self.custom_step else self._build_loss(recipe))
@@ -732,6 +744,8 @@ class Trainer:
             raise ValueError("no validation dataset to evaluate")
         if str(getattr(dataset, "split", "")).lower() == "test":
             raise ValueError("the trainer never evaluates on a 'test' split")
+        if self.self_evaluating:
+            return cast(EvaluatesItself, self.raw_model).evaluate_dataset(dataset, self)
         g, a, _ = self.embed(dataset)
         _check_finite(
             {"ground": g, "aerial": a}, f"the descriptors of {getattr(dataset, 'split', 'the dataset')!r}"
@@ -940,7 +954,13 @@ class Trainer:
             metrics = ddp.broadcast_object(metrics)
             record.update({f"val/{k}": v for k, v in metrics.items()})
             value = float(metrics[self.selection_metric])
-            if self.best_metric is None or value > self.best_metric:
+            if self.best_metric is None:
+                better = True
+            elif self.selection_mode == "max":
+                better = value > self.best_metric
+            else:
+                better = value < self.best_metric
+            if better:
                 self.best_metric, self.best_epoch = value, self.epoch
                 if self.is_main:
                     self._save_best(value)
