@@ -94,7 +94,15 @@ class TestConvertDSM:
         assert manifest.overrides["backbone_kwargs"]["ceil_mode"] is True
         assert recipe.head_kwargs["padding"] == "tf_same"
         assert set(manifest.dropped) == {"grd/conv_dim_reduct_1/weights/Adam_1", "beta2_power"}
-        assert manifest.preprocessing.polar["preset"] == "dsm@1"
+        pre = manifest.preprocessing
+        assert pre.polar["preset"] == "dsm_imsave@1" and pre.polar["decode"] == "pil"
+        assert (pre.reader, pre.resize, pre.ground_size, pre.mean, pre.max_pixel_value) == (
+            "opencv_caffe",
+            "cv2.INTER_AREA",
+            (128, 512),
+            (123.6, 116.779, 103.939),
+            1.0,
+        )
         assert manifest.descriptor_dim == 16 * 4 * 64
 
     def test_safa_checkpoint_names_file_and_keys(self, tmp_path):

@@ -93,7 +93,7 @@ class TestGeoDTRManifest:
         }
         p = m.preprocessing
         assert (p.reader, p.resize, p.mean, p.std) == ("pil", "PIL.Image.BILINEAR", (0.5,) * 3, (0.5,) * 3)
-        assert p.ground_size == p.aerial_size == (122, 671) and p.polar["preset"] == "files"
+        assert p.ground_size == p.aerial_size == (122, 671) and p.polar["preset"] == "geodtr@1"
         assert m.descriptor_dim == 1024 and "geodtr" in list_sources()
 
     def test_non_polar_architecture(self):

@@ -15,6 +15,7 @@ import torch
 
 from geo_retrieval import CorruptCheckpointError
 from geo_retrieval.convert import StateDictMismatchError, convert, load_converted, read_manifest
+from geo_retrieval.convert.l2ltr import l2ltr_preprocessing
 
 DATA = Path(__file__).parent / "data" / "upstream" / "l2ltr"
 S4G = Path(__file__).parent / "data" / "upstream" / "sample4geo" / "timm_model_test_convnext.pth"
@@ -69,6 +70,17 @@ class TestConvertL2LTR:
         manifest = read_manifest(out)
         assert manifest.source_kind == "l2ltr" and manifest.descriptor_dim == 64
         assert manifest.preprocessing.resize == "PIL.Image.BILINEAR"
+        assert manifest.preprocessing.polar["preset"] == "safa_imsave@1"
+        assert manifest.preprocessing.polar["decode"] == "pil"
+        assert manifest.source_options["polar_script"] == "safa"
+
+    def test_polar_script_option(self):
+        """L2LTR's README names SAFA's and DSM's data_preparation.py: the preset records which made the PNGs."""
+        dsm = l2ltr_preprocessing(polar_script="dsm")
+        assert dsm.polar["preset"] == "dsm_imsave@1" and dsm.polar["size"] == [128, 512]
+        assert l2ltr_preprocessing().polar["size"] == [112, 616]
+        with pytest.raises(ValueError, match="polar_script must be one of"):
+            l2ltr_preprocessing(polar_script="toker")
 
     def test_another_methods_checkpoint_is_refused(self, tmp_path):
         if not S4G.is_file():

@@ -136,8 +136,14 @@ class TestConvertSAFA:
         assert recipe.head_kwargs["pool"] == "mean"
         assert manifest.overrides["head_kwargs"]["pool"] == "mean"
         assert set(manifest.dropped) == {"VGG_grd/conv1_1/biases/Adam", "beta1_power"}
-        assert manifest.preprocessing.mean[0] == pytest.approx(123.6 / 255)
-        assert manifest.preprocessing.polar["preset"] == "safa@1"
+        pre = manifest.preprocessing
+        assert (pre.reader, pre.mean, pre.std, pre.max_pixel_value) == (
+            "opencv_caffe",
+            (123.6, 116.779, 103.939),
+            (1.0, 1.0, 1.0),
+            1.0,
+        )
+        assert pre.polar["preset"] == "safa_imsave@1" and pre.polar["decode"] == "pil"
         assert manifest.source_file == "model.ckpt.index"
 
     def test_another_methods_checkpoint_names_file_and_keys(self, tmp_path):

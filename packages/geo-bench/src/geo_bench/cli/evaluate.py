@@ -22,6 +22,15 @@ ours uses the recipe's evaluation preprocessing instead. The records' protocol s
 ("preprocess", and "upstream_preprocessing" with its settings). Upstream preprocessing reads the
 image files of CVUSA / CVACT / VIGOR (not a prepare cache) under the dataset's own protocols.
 
+Polar manifests (SAFA, DSM, Toker, L2LTR, GeoDTR) render the upstream polar PNGs from the raw aerials
+(their data_preparation.py, e.g. scipy.misc.imsave's min-max stretch, bit for bit with the same JPEG
+decoder); --polar-maps DIR reads polar maps made beforehand instead (<aerial file stem>.png, e.g. the
+authors' released polarmap/19), as the upstream loader reads them. --test-grd-noise DEG replays DSM's
+test-time roll of the panoramas (np.random.seed(--test-grd-seed, 2019), then int(rand * W * DEG / 360)
+columns per query; DSM's test_cvusa_fov.py uses 0 by default, 360 for unknown orientation); the records
+then say orientation_known false and keep the roll ("upstream_test_roll"). Every upstream record keeps the
+image decoders that ran ("image_decoders": Pillow and its JPEG library, OpenCV).
+
 --descriptors FILE.npz also writes the descriptors: "ground" (queries) and "aerial" (references)
 float32, one row per item in dataset order (L2-normalised as the model outputs them), "ids" and
 "ground_ids" (the query ids) and "aerial_ids" (the references': VIGOR's gallery tiles).
@@ -49,7 +58,12 @@ from geo_retrieval.convert import WEIGHTS_FILE, Manifest, is_converted, read_man
 from geo_retrieval.recipes import Recipe, build
 from geo_retrieval.run_folder import RunLayout
 
-from ..datasets.upstream_preprocess import UpstreamViews, upstream_protocol
+from ..datasets.upstream_preprocess import (
+    UpstreamViews,
+    decoder_versions,
+    upstream_protocol,
+    upstream_roll_shifts,
+)
 from ..leaderboard.checkpoints import resolve_run
 from ..leaderboard.config import RunConfig, config_hash, get_recipe_or_raise, open_datasets
 from ..leaderboard.evaluation import parse_protocols
@@ -95,6 +109,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["upstream", "ours"],
         help="converted checkpoints: the upstream code's preprocessing from manifest.json (default) or "
         "the recipe's own (ours); other checkpoints: ours",
+    )
+    parser.add_argument(
+        "--polar-maps",
+        metavar="DIR",
+        help="--preprocess upstream with a polar checkpoint: read polar maps made beforehand (DIR/<aerial stem>.png, "
+        "e.g. the authors' released polarmap/19) instead of rendering them from the aerial images",
+    )
+    parser.add_argument(
+        "--test-grd-noise",
+        type=float,
+        metavar="DEG",
+        help="--preprocess upstream: roll each query panorama right by DSM's seeded test-time shift "
+        "int(rand * W * DEG / 360) (DSM: 0 by default, 360 = unknown orientation); recorded",
+    )
+    parser.add_argument(
+        "--test-grd-seed",
+        type=int,
+        default=2019,
+        help="seed of numpy's legacy RNG for --test-grd-noise (DSM's test scripts: 2019)",
     )
     parser.add_argument(
         "--descriptors",
@@ -171,6 +204,41 @@ def _preprocess(args: argparse.Namespace, manifest: Manifest | None) -> str:
     return choice
 
 
+def _upstream_options(args: argparse.Namespace, preprocess: str) -> None:
+    """--polar-maps and --test-grd-noise belong to --preprocess upstream."""
+    for option, value in (("--polar-maps", args.polar_maps), ("--test-grd-noise", args.test_grd_noise)):
+        if value is not None and preprocess != "upstream":
+            raise ValueError(
+                f"{option} replays an upstream evaluation: it needs a converted checkpoint under --preprocess "
+                "upstream (for our own orientation protocols use --protocols fov)"
+            )
+    if args.test_grd_noise is not None and not 0 <= args.test_grd_noise <= 360:
+        raise ValueError(f"--test-grd-noise must be in [0, 360] degrees, got {args.test_grd_noise}")
+
+
+def _upstream_views(
+    test: Any, args: argparse.Namespace, manifest: Manifest, extra: dict[str, Any]
+) -> UpstreamViews:
+    """``test`` read with the manifest's upstream pipeline (and the options), the records' fields in ``extra``."""
+    pre = manifest.preprocessing
+    shifts = None
+    if args.test_grd_noise is not None:
+        width = int(pre.ground_size[1])
+        shifts = upstream_roll_shifts(len(test), args.test_grd_noise, seed=args.test_grd_seed, width=width)
+        extra["upstream_test_roll"] = {
+            "noise_deg": float(args.test_grd_noise),
+            "seed": int(args.test_grd_seed),
+            "width": width,
+            "rule": "np.random.seed(seed); int(np.random.rand() * width * noise_deg / 360) per query, right roll",
+        }
+    views = UpstreamViews(test, pre, polar_maps=args.polar_maps, ground_shifts=shifts)
+    extra["upstream_preprocessing"] = upstream_protocol(pre)
+    extra["image_decoders"] = decoder_versions()
+    if args.polar_maps is not None:
+        extra["upstream_polar_maps"] = Path(args.polar_maps).name
+    return views
+
+
 class _Descriptors:
     """Keeps the clean descriptors of an evaluation and writes them as ``.npz`` (atomically)."""
 
@@ -206,6 +274,7 @@ def _run(args: argparse.Namespace) -> int:
     converted = _converted(weights, args)
     manifest = converted[0] if converted is not None else None
     preprocess = _preprocess(args, manifest)
+    _upstream_options(args, preprocess)
     if converted is not None:
         recipe = converted[1]
         variant = recipe.variant
@@ -221,6 +290,8 @@ def _run(args: argparse.Namespace) -> int:
             eval_split=args.split,
             device=args.device,
             vigor_area=args.vigor_area,
+            vigor_labels=args.vigor_labels,
+            vigor_labels_dir=args.vigor_labels_dir,
             cache=args.cache,
             protocols=parse_protocols(args.protocols),
         ),
@@ -251,9 +322,8 @@ def _run(args: argparse.Namespace) -> int:
             "sha256": manifest.source_sha256,
         }
     if preprocess == "upstream" and manifest is not None:
-        test = UpstreamViews(data.test, manifest.preprocessing)
+        test = _upstream_views(data.test, args, manifest, extra)
         prepare = _identity  # UpstreamViews' samples are the model inputs already
-        extra["upstream_preprocessing"] = upstream_protocol(manifest.preprocessing)
     descriptors = _Descriptors() if args.descriptors else None
     store = ResultStore(args.store)
     view = status_view(not progress_enabled(args))  # plain lines every 30 s when there are no bars
@@ -272,6 +342,9 @@ def _run(args: argparse.Namespace) -> int:
             on_descriptors=descriptors,
             protocol_extra=extra,
         )
+    if "upstream_test_roll" in extra and extra["upstream_test_roll"]["noise_deg"] > 0:
+        # the queries were rolled by unknown (to the model) amounts: not the north-aligned protocol
+        records = [replace(r, protocol={**r.protocol, "orientation_known": False}) for r in records]
     for r in records:
         store.append(r)
     if descriptors is not None:

@@ -21,11 +21,29 @@ Convention:
       panorama (and a non-polar aerial) row-cropped and ``cv2.resize``d as above -> float32 x / 255 ->
       ``(x - mean) / std`` (torchvision's ``Normalize`` order) -> (3, H, W). Tested against pixels made by
       Toker's own scripts (``tests/data/upstream/toker``).
-    - ``"pil"`` (TransGeo): ``PIL.Image.open(path).convert("RGB")`` -> optional row crop as above ->
-      ``Image.resize((W, H), resample)`` with the manifest's resampling (``PIL.Image.BILINEAR``, what
-      torchvision's ``Resize`` calls on a PIL image) -> uint8 -> float32 ``/ 255`` (``ToTensor``) ->
-      ``(x - mean) / std`` with float32 mean and std (``Normalize``) -> (3, H, W). Tested against
-      pixels made by TransGeo's own code (``tests/data/upstream/transgeo``).
+    - ``"opencv_caffe"`` (SAFA, DSM; TF1): the same pipeline with the means in pixels
+      (``max_pixel_value`` 1, ``std`` 1): ``float32(x) - float32(mean)``, upstream's in-place
+      ``img[:, :, c] -= 103.939`` ..., bit for bit (upstream feeds BGR; the converters reverse the
+      first convolution's input channels, so the reader returns RGB with the means in RGB order).
+      Polar aerials come from the presets ``safa_imsave`` / ``dsm_imsave`` (``data_preparation.py``'s
+      float render and ``scipy.misc.imsave``'s min-max stretch) on the aerial decoded with Pillow, what
+      ``scipy.misc.imread`` used; the panorama ``cv2.resize``s with ``INTER_AREA``. Tested against pixels
+      made by SAFA's and DSM's own scripts (``tests/data/upstream/polar``).
+    - ``"pil"`` (TransGeo, L2LTR, GeoDTR): ``PIL.Image.open(path).convert("RGB")`` -> optional row crop
+      as above -> ``Image.resize((W, H), resample)`` with the manifest's resampling
+      (``PIL.Image.BILINEAR``, what torchvision's ``Resize`` calls on a PIL image; Pillow returns the
+      image unchanged at its own size) -> uint8 -> float32 ``/ 255`` (``ToTensor``) -> ``(x - mean) /
+      std`` with float32 mean and std (``Normalize``) -> (3, H, W). A polar aerial is first rendered as
+      the PNG upstream read (the manifest's preset, which must end in a uint8 step: ``safa_imsave`` for
+      L2LTR, ``geodtr`` for GeoDTR) and then goes through the same resize. Tested against pixels made by
+      TransGeo's, L2LTR's and GeoDTR's own code (``tests/data/upstream/transgeo``, ``.../polar``).
+    - Polar presets decode the raw aerial as the upstream polar script did: the manifest's
+      ``polar["decode"]`` (``"pil"``: ``scipy.misc.imread`` / ``imageio.imread``, both Pillow;
+      ``"opencv"``, the default: ``cv2.imread``). JPEG decoding depends on the library: Pillow wheels up
+      to 8.4 bundle IJG libjpeg 9, later ones libjpeg-turbo, and the two differ on chroma-subsampled
+      JPEGs (up to 17 levels in SAFA's polar maps of the test images); :func:`decoder_versions` names
+      what ran and the records keep it. ``view="polar_map"`` instead reads a polar map made beforehand
+      (e.g. the authors' released ``polarmap/`` PNGs) as the upstream loader reads it: no render.
     - Every other choice of the dataset loaders (their sizes, their panorama crop, a ``prepare`` cache)
       is bypassed; only the file paths, ids and labels of the dataset are used.
     - Not re-exported by :mod:`geo_bench.datasets` (it imports OpenCV and :mod:`geo_retrieval.convert`,
@@ -34,32 +52,39 @@ Convention:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+import PIL
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError, features
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from geo_retrieval.convert import UpstreamPreprocessing
-from geo_transforms.presets import apply_polar_preset, get_polar_preset
+from geo_transforms.presets import PolarPreset, apply_polar_preset, get_polar_preset
 from geo_transforms.registry import Registry
 
+from ..metrics import make_fov_queries
 from .errors import ImageDecodeError
 
 __all__ = [
     "INTERPOLATIONS",
     "PIL_RESAMPLING",
+    "POLAR_DECODERS",
     "READERS",
     "UpstreamViews",
+    "decoder_versions",
     "read_upstream",
     "register_reader",
     "upstream_protocol",
+    "upstream_roll_shifts",
 ]
 
 #: ``reader(path, view, preprocessing) -> (3, H, W) float32``
@@ -91,12 +116,19 @@ def register_reader(name: str, *, overwrite: bool = False) -> Callable[[Reader],
     return READERS.register(name, overwrite=overwrite)
 
 
+_VIEWS = ("ground", "aerial", "polar_map")
+
+
 def _size(preprocessing: UpstreamPreprocessing, view: str) -> tuple[int, int]:
     if view == "ground":
         return preprocessing.ground_size
-    if view == "aerial":
+    if view in ("aerial", "polar_map"):
+        if view == "polar_map" and preprocessing.polar is None:
+            raise ValueError(
+                "view 'polar_map' needs a manifest with a polar aerial (this one takes raw aerials)"
+            )
         return preprocessing.aerial_size
-    raise ValueError(f"view must be 'ground' or 'aerial', got {view!r}")
+    raise ValueError(f"view must be one of {_VIEWS}, got {view!r}")
 
 
 def _cv2_interpolation(preprocessing: UpstreamPreprocessing) -> int:
@@ -117,10 +149,59 @@ def _cv2_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def _pil_rgb(path: Path) -> Image.Image:
+    """The image as ``PIL.Image.open(path).convert("RGB")`` gives it (missing / undecodable files named)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"image file not found: {os.fspath(path)!r}")
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ImageDecodeError(
+            f"cannot decode image {path} with Pillow ({exc}); re-download or remove it", path=path
+        ) from None
+
+
+#: how a polar preset's input, the raw aerial, is decoded: (H, W, 3) uint8 RGB, by the manifest's
+#: ``polar["decode"]`` (``scipy.misc.imread`` and ``imageio.imread`` decode with Pillow)
+POLAR_DECODERS: dict[str, Callable[[Path], np.ndarray]] = {
+    "opencv": _cv2_rgb,
+    "pil": lambda path: np.asarray(_pil_rgb(path), dtype=np.uint8),
+}
+
+
+def _polar_preset(preprocessing: UpstreamPreprocessing) -> PolarPreset:
+    assert preprocessing.polar is not None
+    return get_polar_preset(str(preprocessing.polar["preset"]))
+
+
+def _render_polar(path: Path, preprocessing: UpstreamPreprocessing) -> np.ndarray:
+    """The polar aerial (3, H, W) float64 on 0-255 that the manifest's preset makes of the raw aerial
+    ``path`` decoded as ``polar["decode"]`` says."""
+    assert preprocessing.polar is not None
+    preset = _polar_preset(preprocessing)
+    decode = str(preprocessing.polar.get("decode", "opencv"))
+    if decode not in POLAR_DECODERS:
+        raise ValueError(f"unknown polar decode {decode!r}; known: {sorted(POLAR_DECODERS)}")
+    img = POLAR_DECODERS[decode](path)
+    if img.shape[0] != img.shape[1]:
+        raise ValueError(f"{path}: the polar preset needs a square aerial image, got {img.shape[:2]}")
+    raw = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].to(torch.float64)
+    return apply_polar_preset(raw, preset)[0].numpy()
+
+
+def _check_polar_map(path: Path, shape: Sequence[int], allowed: Sequence[Sequence[int]]) -> None:
+    if tuple(shape[:2]) not in [tuple(a) for a in allowed]:
+        sizes = " or ".join(dict.fromkeys(f"{a[0]}x{a[1]}" for a in allowed))
+        raise ValueError(
+            f"{path}: a {shape[0]}x{shape[1]} polar map, but this checkpoint's upstream code reads {sizes} maps"
+        )
+
+
 @register_reader("opencv")
 def _read_opencv(path: Path, view: str, preprocessing: UpstreamPreprocessing) -> Tensor:
     """Sample4Geo's pipeline (see the module Convention)."""
-    if preprocessing.polar is not None:
+    if preprocessing.polar is not None or view == "polar_map":
         raise ValueError("the opencv reader has no polar transform; this manifest needs another reader")
     h, w = _size(preprocessing, view)
     interpolation = _cv2_interpolation(preprocessing)
@@ -138,23 +219,25 @@ def _read_opencv(path: Path, view: str, preprocessing: UpstreamPreprocessing) ->
 
 @register_reader("pil")
 def _read_pil(path: Path, view: str, preprocessing: UpstreamPreprocessing) -> Tensor:
-    """TransGeo's pipeline: Pillow and torchvision's ``Resize`` / ``ToTensor`` / ``Normalize`` (see the
-    module Convention)."""
-    if preprocessing.polar is not None:
-        raise ValueError("the pil reader has no polar transform; this manifest needs another reader")
+    """TransGeo's, L2LTR's and GeoDTR's pipeline: Pillow and torchvision's ``Resize`` / ``ToTensor`` /
+    ``Normalize``; a polar aerial rendered first as the PNG upstream read (see the module Convention)."""
     h, w = _size(preprocessing, view)
     resample = PIL_RESAMPLING.get(preprocessing.resize)
     if resample is None:
         raise ValueError(f"unknown resize {preprocessing.resize!r}; known: {sorted(PIL_RESAMPLING)}")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"image file not found: {os.fspath(path)!r}")
-    try:
-        with Image.open(path) as im:
-            img = im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ImageDecodeError(
-            f"cannot decode image {path} with Pillow ({exc}); re-download or remove it", path=path
-        ) from None
+    if view == "aerial" and preprocessing.polar is not None:
+        preset = _polar_preset(preprocessing)
+        if not preset.steps[-1].startswith("uint8"):
+            raise ValueError(
+                f"the pil reader resizes the polar PNG upstream read: polar preset {preset.identifier} must end in "
+                "a uint8 step (e.g. safa_imsave, geodtr); this converted folder can only run with --preprocess ours"
+            )
+        polar = _render_polar(path, preprocessing)
+        img = Image.fromarray(np.ascontiguousarray(polar.transpose(1, 2, 0)).astype(np.uint8), "RGB")
+    else:
+        img = _pil_rgb(path)
+        if view == "polar_map":
+            _check_polar_map(path, (img.height, img.width), (tuple(_polar_preset(preprocessing).out_size),))
     if view == "ground" and preprocessing.ground_crop is not None:
         a, b = preprocessing.ground_crop
         img = img.crop((0, int(a * img.height), img.width, int(b * img.height)))
@@ -166,25 +249,30 @@ def _read_pil(path: Path, view: str, preprocessing: UpstreamPreprocessing) -> Te
     return x.sub_(mean).div_(std)
 
 
+@register_reader("opencv_caffe")
 @register_reader("opencv_torchvision")
-def _read_opencv_torchvision(path: Path, view: str, preprocessing: UpstreamPreprocessing) -> Tensor:
-    """Toker et al.'s pipeline (see the module Convention)."""
+def _read_opencv_float(path: Path, view: str, preprocessing: UpstreamPreprocessing) -> Tensor:
+    """Toker et al.'s pipeline (``opencv_torchvision``) and SAFA's / DSM's (``opencv_caffe``, the same
+    steps with the means in pixels; see the module Convention)."""
     h, w = _size(preprocessing, view)
     interpolation = _cv2_interpolation(preprocessing)
-    img = _cv2_rgb(path)
     if view == "aerial" and preprocessing.polar is not None:
-        preset = get_polar_preset(str(preprocessing.polar["preset"]))
+        preset = _polar_preset(preprocessing)
         if tuple(preset.out_size) != (h, w):
             raise ValueError(
                 f"polar preset {preset.identifier} renders {preset.out_size[0]}x{preset.out_size[1]}, but the model "
                 f"takes {h}x{w} aerials: this converted folder can only run with --preprocess ours"
             )
-        if img.shape[0] != img.shape[1]:
-            raise ValueError(f"{path}: the polar preset needs a square aerial image, got {img.shape[:2]}")
-        raw = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].to(torch.float64)
-        polar = apply_polar_preset(raw, preset)[0].numpy()  # 0-255 scale, (3, H, W)
-        x = polar.astype(np.float32)
+        x = _render_polar(path, preprocessing).astype(np.float32)  # 0-255 scale, (3, H, W)
+    elif view == "polar_map":
+        img = _cv2_rgb(path)
+        # a map at the render size is resized as upstream's loader does (Toker: 224x1232, cubic)
+        _check_polar_map(path, img.shape, ((h, w), tuple(_polar_preset(preprocessing).render_size)))
+        if img.shape[:2] != (h, w):
+            img = cv2.resize(img, (int(w), int(h)), interpolation=interpolation)
+        x = img.astype(np.float32).transpose(2, 0, 1)
     else:
+        img = _cv2_rgb(path)
         if view == "ground" and preprocessing.ground_crop is not None:
             a, b = preprocessing.ground_crop
             img = img[int(a * img.shape[0]) : int(b * img.shape[0])]
@@ -201,13 +289,17 @@ def read_upstream(path: str | os.PathLike[str], view: str, preprocessing: Upstre
 
     Args:
         path: the image file.
-        view: ``"ground"`` or ``"aerial"`` (chooses the size and the crop).
+        view: ``"ground"``, ``"aerial"`` (the raw aerial; a polar manifest renders its preset from it)
+            or ``"polar_map"`` (a polar map made beforehand, e.g. upstream's ``polarmap/*.png``, read as
+            upstream's loader reads it).
         preprocessing: the manifest's upstream preprocessing.
 
     Raises:
-        ValueError: an unknown reader or resize method.
+        ValueError: an unknown reader, resize method or polar decoder; a polar map of another size.
         FileNotFoundError, ImageDecodeError: a missing or undecodable file (named).
     """
+    if view not in _VIEWS:
+        raise ValueError(f"view must be one of {_VIEWS}, got {view!r}")
     return READERS.get(preprocessing.reader)(Path(path), view, preprocessing)
 
 
@@ -216,6 +308,29 @@ def upstream_protocol(preprocessing: UpstreamPreprocessing) -> dict[str, Any]:
     d = preprocessing.to_dict()
     d.pop("code", None)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def decoder_versions() -> dict[str, str]:
+    """The image decoders the readers use here: Pillow and its JPEG library, OpenCV.
+
+    JPEG pixels depend on the library (IJG libjpeg 9, bundled with Pillow wheels up to 8.4, and
+    libjpeg-turbo, bundled since 9.0, decode chroma-subsampled JPEGs differently), so the records keep it.
+    """
+    turbo = features.check_feature("libjpeg_turbo")
+    jpeg = (
+        f"libjpeg-turbo {features.version_feature('libjpeg_turbo')}"
+        if turbo
+        else f"libjpeg {features.version_codec('jpg')}"
+    )
+    return {"pillow": str(PIL.__version__), "pillow_jpeg": jpeg, "opencv": str(cv2.__version__)}
+
+
+def upstream_roll_shifts(n: int, noise_deg: float, *, seed: int = 2019, width: int = 512) -> tuple[int, ...]:
+    """DSM's test-time roll of the query panoramas: ``np.random.seed(seed)`` right before the test scan,
+    then per query, in order, ``int(np.random.rand() * width * noise_deg / 360)`` columns to the right
+    (``polar_input_data_orien_FOV_3.py`` ``next_batch_scan``; ``test_cvusa_fov.py --test_grd_noise``,
+    0 by default, i.e. no roll). The draws are :func:`geo_bench.metrics.make_fov_queries`'."""
+    return make_fov_queries(n, 360.0, noise_deg=noise_deg, seed=seed, width=width).shifts
 
 
 class _UpstreamGallery(Dataset):
@@ -250,9 +365,21 @@ class UpstreamViews(Dataset):
         dataset: a :class:`~geo_bench.datasets.base.CrossViewDataset` read from its image files (not
             from a ``prepare`` cache).
         preprocessing: the manifest's upstream preprocessing.
+        polar_maps: a folder of polar maps made beforehand (``<aerial file stem>.png``, e.g. the authors'
+            released ``polarmap/19``), read as upstream's loader reads them instead of rendering the
+            manifest's preset (polar manifests only).
+        ground_shifts: one right roll (columns) per query panorama, in dataset order, applied to the
+            model input (DSM's test-time roll, :func:`upstream_roll_shifts`); None: no roll.
     """
 
-    def __init__(self, dataset: Any, preprocessing: UpstreamPreprocessing) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        preprocessing: UpstreamPreprocessing,
+        *,
+        polar_maps: str | os.PathLike[str] | None = None,
+        ground_shifts: Sequence[int] | None = None,
+    ) -> None:
         for attr in ("_ground_path", "_aerial_path", "ids"):
             if not hasattr(dataset, attr):
                 raise TypeError(
@@ -263,15 +390,28 @@ class UpstreamViews(Dataset):
                 "upstream preprocessing reads the image files, not a prepare cache: drop --cache, "
                 "or pass --preprocess ours"
             )
+        if polar_maps is not None:
+            if preprocessing.polar is None:
+                raise ValueError(
+                    "polar maps were given, but this checkpoint's upstream code reads raw aerials"
+                )
+            if not Path(polar_maps).is_dir():
+                raise FileNotFoundError(f"polar map folder not found: {os.fspath(polar_maps)!r}")
+            if hasattr(dataset, "gallery_ids"):
+                raise ValueError("polar maps are read for CVUSA / CVACT, not for a VIGOR gallery")
+        if ground_shifts is not None and len(ground_shifts) != len(dataset):
+            raise ValueError(f"ground_shifts has {len(ground_shifts)} entries for {len(dataset)} queries")
         self.dataset = dataset
         self.preprocessing = preprocessing
+        self.polar_maps = Path(polar_maps) if polar_maps is not None else None
+        self.ground_shifts = tuple(int(v) for v in ground_shifts) if ground_shifts is not None else None
         self.gallery = _UpstreamGallery(dataset, preprocessing) if hasattr(dataset, "gallery_ids") else None
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("dataset", "preprocessing", "gallery"):  # not set yet (unpickling)
+        if name in ("dataset", "preprocessing", "gallery", "polar_maps", "ground_shifts"):  # not set yet
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
@@ -285,11 +425,15 @@ class UpstreamViews(Dataset):
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range ({n} samples)")
         i = i % n
-        sample: dict[str, Any] = {
-            "ground": read_upstream(self.dataset._ground_path(i), "ground", self.preprocessing),
-            "aerial": read_upstream(self._aerial_file(i), "aerial", self.preprocessing),
-            "id": self.dataset.ids[i],
-        }
+        ground = read_upstream(self.dataset._ground_path(i), "ground", self.preprocessing)
+        if self.ground_shifts is not None:
+            ground = torch.roll(ground, self.ground_shifts[i], dims=-1)  # column j <- (j - shift) mod W
+        if self.polar_maps is not None:
+            polar_map = self.polar_maps / (self._aerial_file(i).stem + ".png")
+            aerial = read_upstream(polar_map, "polar_map", self.preprocessing)
+        else:
+            aerial = read_upstream(self._aerial_file(i), "aerial", self.preprocessing)
+        sample: dict[str, Any] = {"ground": ground, "aerial": aerial, "id": self.dataset.ids[i]}
         sample.update(self.dataset._extra(i))
         return sample
 
@@ -307,4 +451,10 @@ class UpstreamViews(Dataset):
                 "interpolation": f"{pre.reader}:{pre.resize}",
             }
         )
+        if self.polar_maps is not None:
+            info["polar_maps"] = self.polar_maps.name
+        if self.ground_shifts is not None:
+            info["ground_shifts_sha256"] = hashlib.sha256(
+                json.dumps(self.ground_shifts).encode()
+            ).hexdigest()[:16]
         return info

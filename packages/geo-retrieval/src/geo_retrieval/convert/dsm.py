@@ -28,13 +28,16 @@ returns ``distance = 2 - 2 * <crop / |crop|, ground>`` (B_grd, B_sat): ours is `
 dsm_similarity(...).similarity`` with ``shift`` its ``orien`` transposed.
 
 Upstream preprocessing (CVUSA, ``script/polar_input_data_orien_FOV_3.py`` ``next_batch_scan``): the
-aerial is a 128x512 polar PNG made offline (``script/data_preparation.py``, SAFA's sampler,
-``scipy.misc.imsave``), read with ``cv2.imread`` (BGR), not resized; the panorama ``cv2.imread`` ->
-``cv2.resize(img, (512, 128), INTER_AREA)``, rolled by a random shift (``grd_noise``, 360 degrees by
-default, also at test time) and cropped to ``FOV / 360 * 512`` columns; both minus the BGR caffe means
-(103.939, 116.779, 123.6). Recorded: reader ``opencv_torchvision``, polar preset ``dsm@1``, that mean /
-std (RGB order); the random roll is an evaluation-protocol choice (orientation), not a pixel step; the
-``imsave`` min-max stretch is not reproduced. Only the 360-degree field of view is converted.
+aerial is a 128x512 polar PNG made offline (``script/data_preparation.py``: ``scipy.misc.imread``,
+SAFA's sampler, ``scipy.misc.imsave`` and its per-image min-max stretch), read with ``cv2.imread`` (BGR),
+not resized; the panorama ``cv2.imread`` -> ``cv2.resize(img, (512, 128), INTER_AREA)``, rolled right by
+``int(np.random.rand() * 512 * grd_noise / 360)`` columns after ``np.random.seed(2019)``
+(``test_cvusa_fov.py``; ``--test_grd_noise`` is 0 by default, i.e. no roll) and cropped to
+``FOV / 360 * 512`` columns; both minus the BGR caffe means (103.939, 116.779, 123.6). Recorded: reader
+``opencv_caffe``, polar preset ``dsm_imsave@1`` (``decode: "pil"``), the means in pixels (RGB order);
+``geo-bench evaluate`` reproduces these pixels bit for bit, and replays the seeded roll with
+``--test-grd-noise 360`` (an evaluation-protocol choice, recorded). Only the 360-degree field of view is
+converted.
 
 CLI: ``python -m geo_retrieval.convert dsm model.ckpt.index OUT_DIR``.
 """
@@ -51,9 +54,9 @@ from ..recipes import Recipe, get_recipe
 from .manifest import UpstreamPreprocessing, write_converted
 from .mapping import map_state_dict
 from .safa import (
-    CAFFE_MEAN_BGR,
     _check_src,
     build_meta,
+    caffe_preprocessing,
     data_sha256,
     load_tf_state,
     materialise,
@@ -68,7 +71,7 @@ _BRANCH = {"grd": "ground", "sat": "aerial"}
 #: upstream's projection convs -> index in ``DSMHead.convs`` (ReLUs between them)
 _HEAD = {"conv_dim_reduct_1": 0, "conv5_dim_reduct_2": 2, "conv5_dim_reduct_3": 4}
 _CODE = (
-    f"{UPSTREAM}: script/data_preparation.py (polar 128x512, scipy.misc.imsave), "
+    f"{UPSTREAM}: script/data_preparation.py (scipy.misc.imread, polar 128x512, scipy.misc.imsave), "
     "script/polar_input_data_orien_FOV_3.py next_batch_scan (cv2.imread BGR; panorama cv2.resize (512, 128) "
     "INTER_AREA, random roll grd_noise, FOV crop; minus BGR means 103.939, 116.779, 123.6)"
 )
@@ -87,16 +90,7 @@ def _rename(key: str) -> str | None:
 
 def dsm_preprocessing() -> UpstreamPreprocessing:
     """DSM's CVUSA evaluation preprocessing at a 360-degree field of view (see the module docstring)."""
-    return UpstreamPreprocessing(
-        reader="opencv_torchvision",
-        resize="cv2.INTER_AREA",
-        ground_size=(128, 512),
-        aerial_size=(128, 512),
-        mean=tuple(v / 255.0 for v in reversed(CAFFE_MEAN_BGR)),  # type: ignore[arg-type]
-        std=(1 / 255.0, 1 / 255.0, 1 / 255.0),
-        polar={"preset": "dsm@1", "size": [128, 512], "center": "safa", "input": "raw aerial image"},
-        code=_CODE,
-    )
+    return caffe_preprocessing((128, 512), "dsm_imsave@1", _CODE)
 
 
 def convert_dsm(
@@ -155,10 +149,14 @@ def convert_dsm(
             "The descriptor is a unit (16, 4, 64) feature map matched by dsm_similarity (DSM's distance is "
             "2 - 2 * similarity); upstream's aerial map is unnormalised, which the crop normalisation "
             "makes irrelevant.",
-            "360-degree field of view only; upstream rolls test panoramas by a random shift (grd_noise) to "
-            "evaluate orientation: not a pixel step, not recorded as one.",
-            "Polar aerials: upstream's PNGs went through scipy.misc.imsave's per-image min-max stretch, "
-            "which the dsm@1 preset does not reproduce (not verified against upstream's files).",
+            "360-degree field of view only.",
+            "Polar aerials: preset dsm_imsave@1 renders upstream's PNGs (scipy.misc.imsave's per-image "
+            "min-max stretch included) from the aerial decoded with Pillow; the JPEG library matters (IJG "
+            "libjpeg 9 in Pillow wheels up to 8.4, libjpeg-turbo since): the authors' polar maps can be read "
+            "instead (geo-bench evaluate --polar-maps).",
+            "Test-time roll: test_cvusa_fov.py seeds numpy with 2019 and rolls each panorama by "
+            "int(rand * 512 * test_grd_noise / 360) columns (0 by default): geo-bench evaluate "
+            "--test-grd-noise 360 replays it.",
         ],
     )
 

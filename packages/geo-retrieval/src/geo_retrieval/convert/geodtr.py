@@ -22,9 +22,11 @@ upstream writes it) and are recorded as recipe overrides.
 Upstream preprocessing (``datasets/cvusa.py``, ``datasets/cvact.py``, evaluation mode):
 ``PIL.Image.open`` (no conversion; the datasets' JPEGs / PNGs are RGB), torchvision ``Resize((H, W))``
 of the PIL image (Pillow ``BILINEAR``) to ground 122x671 and aerial 122x671 (polar) or 256x256,
-``ToTensor``, ``Normalize(0.5, 0.5)``. With ``pt`` the aerial is read from pre-made polar images
-(``polarmap/...png``, SAFA's ``data_polar.py`` output) on disk; reader ``"pil"`` reproduces the non-polar
-pipeline only.
+``ToTensor``, ``Normalize(0.5, 0.5)``. With ``pt`` the aerial is read from polar PNGs made beforehand by
+GeoDTR's own ``data_preparation.py`` (SAFA's sampler at 122x671 in float64 on the ``imageio.imread``
+(Pillow) aerial, ``astype(np.uint8)``, ``imageio.imwrite``; the ``Resize`` leaves them unchanged):
+recorded as the polar preset ``geodtr@1`` with ``decode: "pil"``, which ``geo-bench evaluate`` renders
+and reads as upstream does, bit for bit (``geo-bench/tests/data/upstream/polar``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,14 @@ from .manifest import UpstreamPreprocessing, write_converted
 from .mapping import map_state_dict
 from .sources import register_source
 
-__all__ = ["GROUND_SIZE", "UPSTREAM", "convert_geodtr", "find_parameters", "head_options"]
+__all__ = [
+    "GROUND_SIZE",
+    "UPSTREAM",
+    "convert_geodtr",
+    "find_parameters",
+    "geodtr_preprocessing",
+    "head_options",
+]
 
 UPSTREAM = "zxh009123/GeoDTR"
 GROUND_SIZE = (122, 671)
@@ -62,7 +71,8 @@ _HEAD_RENAMES = (
 )
 _CODE = (
     f"{UPSTREAM}: datasets/cvusa.py, datasets/cvact.py (PIL Image.open, torchvision Resize / ToTensor / "
-    "Normalize(0.5, 0.5)), test.py (the model rebuilt from parameter.json)"
+    "Normalize(0.5, 0.5)), data_preparation.py (polar 122x671 PNGs), test.py (the model rebuilt from "
+    "parameter.json)"
 )
 
 
@@ -138,6 +148,29 @@ def _state_dict(obj: Any, src: Path) -> dict[str, Tensor]:
         return strip_prefixes(inner)
     except ValueError as exc:
         raise ValueError(f"{os.fspath(src)}: {exc}") from None
+
+
+def geodtr_preprocessing(polar: bool) -> UpstreamPreprocessing:
+    """Upstream's CVUSA / CVACT evaluation preprocessing (module docstring): ``polar`` is ``pt``."""
+    return UpstreamPreprocessing(
+        reader="pil",
+        resize="PIL.Image.BILINEAR",
+        ground_size=GROUND_SIZE,
+        aerial_size=POLAR_SIZE if polar else AERIAL_SIZE,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        polar={
+            "preset": "geodtr@1",
+            "size": list(POLAR_SIZE),
+            "center": "safa",
+            "input": "raw aerial image",
+            "decode": "pil",
+            "files": "polarmap/19/*.png (GeoDTR data_preparation.py)",
+        }
+        if polar
+        else None,
+        code=_CODE,
+    )
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -222,22 +255,12 @@ def convert_geodtr(
     ]
     if polar:
         notes.append(
-            "pt=True: upstream reads pre-made polar aerial images (polarmap/*.png, SAFA's data_polar.py) and "
-            "resizes them to 122x671; the 'pil' reader has no polar transform, so evaluate this checkpoint with "
-            "--preprocess ours (our SAFA-preset polar transform at 122x671), which is not upstream's pixels."
+            "pt=True: upstream reads the polar PNGs of its data_preparation.py (SAFA's sampler at 122x671, "
+            "astype(np.uint8), imageio) through the same Resize; preset geodtr@1 renders them from the aerial "
+            "decoded with Pillow (the JPEG library matters: IJG libjpeg 9 in Pillow wheels up to 8.4, "
+            "libjpeg-turbo since)."
         )
-    preprocessing = UpstreamPreprocessing(
-        reader="pil",
-        resize="PIL.Image.BILINEAR",
-        ground_size=GROUND_SIZE,
-        aerial_size=aerial_size,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        polar={"preset": "files", "files": "polarmap/*.png (SAFA data_polar.py)", "size": list(POLAR_SIZE)}
-        if polar
-        else None,
-        code=_CODE,
-    )
+    preprocessing = geodtr_preprocessing(polar)
     extra: dict[str, Any] = {
         "parameters_file": params_path.name,
         "dataset": params.get("dataset"),

@@ -29,9 +29,11 @@ released ViT-B/16 config; ``--num-heads``), nor the input size (128x512; ``--ima
 Upstream preprocessing (``utils/dataloader_usa.py`` ``TestDataloader``): ``PIL.Image.open().convert("RGB")``
 -> torchvision ``Resize((128, 512))`` (bilinear) -> ``ToTensor`` -> ``Normalize`` ImageNet, for the
 panorama and for the polar aerial PNG made beforehand with SAFA's ``data_preparation.py`` (112x616,
-centre S/2); recorded with reader ``"pil"`` and the ``safa`` polar preset. Not reproduced by
-``geo-bench evaluate`` yet (no reader runs a polar preset before a Pillow resize): evaluate such a
-folder with ``--preprocess ours``.
+centre S/2, ``scipy.misc.imsave``'s min-max stretch; L2LTR's README names SAFA's and DSM's scripts:
+``polar_script="dsm"`` records DSM's 128x512 maps, which the resize leaves unchanged). Recorded with
+reader ``"pil"`` and the polar preset ``safa_imsave@1`` (or ``dsm_imsave@1``) on the Pillow-decoded
+aerial; ``geo-bench evaluate`` renders that PNG and resizes it as upstream does, bit for bit
+(``geo-bench/tests/data/upstream/polar``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from .sources import register_source
 
 __all__ = [
     "IMAGE_SIZE",
+    "POLAR_SCRIPTS",
     "UPSTREAM",
     "VIEWS",
     "convert_l2ltr",
@@ -139,8 +142,18 @@ def _rename(key: str) -> str | None:
     return None
 
 
-def l2ltr_preprocessing(image_size: tuple[int, int] = IMAGE_SIZE) -> UpstreamPreprocessing:
-    """Upstream's CVUSA evaluation preprocessing (module docstring)."""
+#: whose ``data_preparation.py`` made the polar PNGs -> (preset, rendered size)
+POLAR_SCRIPTS = {"safa": ("safa_imsave@1", (112, 616)), "dsm": ("dsm_imsave@1", (128, 512))}
+
+
+def l2ltr_preprocessing(
+    image_size: tuple[int, int] = IMAGE_SIZE, polar_script: str = "safa"
+) -> UpstreamPreprocessing:
+    """Upstream's CVUSA evaluation preprocessing (module docstring); ``polar_script`` names whose
+    ``data_preparation.py`` made the polar PNGs (``"safa"``: 112x616, ``"dsm"``: 128x512)."""
+    if polar_script not in POLAR_SCRIPTS:
+        raise ValueError(f"polar_script must be one of {sorted(POLAR_SCRIPTS)}, got {polar_script!r}")
+    preset, rendered = POLAR_SCRIPTS[polar_script]
     size = (int(image_size[0]), int(image_size[1]))
     return UpstreamPreprocessing(
         reader="pil",
@@ -149,7 +162,14 @@ def l2ltr_preprocessing(image_size: tuple[int, int] = IMAGE_SIZE) -> UpstreamPre
         aerial_size=size,
         mean=_IMAGENET[0],
         std=_IMAGENET[1],
-        polar={"preset": "safa@1", "size": [112, 616], "center": "safa", "then": "PIL bilinear resize"},
+        polar={
+            "preset": preset,
+            "size": list(rendered),
+            "center": "safa",
+            "input": "raw aerial image",
+            "decode": "pil",
+            "then": "PIL bilinear resize",
+        },
         code=_CODE,
     )
 
@@ -200,6 +220,7 @@ def convert_l2ltr(
     *,
     num_heads: int = 12,
     image_size: tuple[int, int] | list[int] | None = None,
+    polar_script: str = "safa",
     **unused: Any,
 ) -> dict[str, Path]:
     """Convert an L2LTR ``model_checkpoint.pth`` into a converted-checkpoint folder (module docstring).
@@ -209,6 +230,8 @@ def convert_l2ltr(
         out_dir: the folder written.
         num_heads: attention heads (12 for the released ViT-B/16 models; weights do not show it).
         image_size: (H, W) of both inputs (128x512).
+        polar_script: whose ``data_preparation.py`` made the polar PNGs the model was evaluated on
+            (``"safa"``, 112x616, the default; ``"dsm"``, 128x512); recorded as the polar preset.
 
     Raises:
         StateDictMismatchError: keys or shapes that do not fit (names the file and the keys).
@@ -216,7 +239,12 @@ def convert_l2ltr(
         ValueError: no ``model_grd`` / ``model_sat`` in the file.
     """
     if unused:
-        raise TypeError(f"l2ltr takes the options num_heads= and image_size=, not {sorted(unused)}")
+        raise TypeError(
+            f"l2ltr takes the options num_heads=, image_size= and polar_script=, not {sorted(unused)}"
+        )
+    preprocessing = l2ltr_preprocessing(
+        (int(image_size[0]), int(image_size[1])) if image_size is not None else IMAGE_SIZE, polar_script
+    )
     src = Path(src)
     if not src.is_file():
         raise FileNotFoundError(f"no checkpoint at {os.fspath(src)!r}")
@@ -270,13 +298,15 @@ def convert_l2ltr(
         mapped=mapped,
         src=src,
         source_kind="l2ltr",
-        preprocessing=l2ltr_preprocessing(size),
+        preprocessing=preprocessing,
         descriptor_dim=dims["dim"],
-        source_options={"num_heads": int(num_heads), "image_size": list(size)},
+        source_options={"num_heads": int(num_heads), "image_size": list(size), "polar_script": polar_script},
         notes=(
             f"{UPSTREAM} kept the checkpoint with the best test-split R@1 (evaluated every 1,110 steps).",
-            "Upstream preprocessing (polar PNG by SAFA's script, then PIL bilinear resize to 128x512) is recorded "
-            "but not yet reproduced by geo-bench evaluate: use --preprocess ours.",
+            f"Polar aerials: the PNGs of {polar_script.upper()}'s data_preparation.py (preset "
+            f"{POLAR_SCRIPTS[polar_script][0]}, scipy.misc.imsave's min-max stretch included, from the aerial "
+            "decoded with Pillow), then PIL bilinear to the input size, as upstream's TestDataloader; the JPEG "
+            "library matters (IJG libjpeg 9 in Pillow wheels up to 8.4, libjpeg-turbo since).",
         ),
     )
 
@@ -290,4 +320,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("H", "W"),
         default=None,
         help="input size (default 128 512)",
+    )
+    parser.add_argument(
+        "--polar-script",
+        default="safa",
+        choices=sorted(POLAR_SCRIPTS),
+        help="whose data_preparation.py made the polar PNGs: safa (112x616, default) or dsm (128x512)",
     )

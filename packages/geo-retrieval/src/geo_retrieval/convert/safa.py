@@ -24,13 +24,15 @@ the ``.index`` file. Upstream's graph (``script/spatial_net.py`` ``SAFA``, ``scr
   are optimiser state, dropped by name.
 
 Upstream preprocessing (CVUSA, ``script/input_data_cvusa.py`` ``next_batch_scan``): the aerial is a
-polar PNG made offline by ``script/data_preparation.py`` (SAFA's sampler at 112x616 from the 750x750
-aerial, written with ``scipy.misc.imsave``, whose float -> uint8 conversion rescales each image's
-min..max to 0..255), read with ``cv2.imread`` (BGR) and not resized; the panorama is read with
-``cv2.imread`` and ``cv2.resize(img, (616, 112), INTER_AREA)``; both become ``float32(BGR) - (103.939,
-116.779, 123.6)`` (caffe means; note 123.6, not 123.68). The manifest records reader
-``opencv_torchvision`` with polar preset ``safa@1`` and that mean / std (RGB order, x / 255 scale);
-the per-image min-max stretch of ``imsave`` is not reproduced (see the notes).
+polar PNG made offline by ``script/data_preparation.py`` (``scipy.misc.imread``, i.e. Pillow; SAFA's
+sampler at 112x616 in float64 from the 750x750 aerial; written with ``scipy.misc.imsave``, whose float
+-> uint8 conversion stretches each image's min..max to 0..255, rounding half up), read with
+``cv2.imread`` (BGR) and not resized; the panorama is read with ``cv2.imread`` and ``cv2.resize(img,
+(616, 112), INTER_AREA)``; both become ``float32(BGR) - (103.939, 116.779, 123.6)`` (caffe means; note
+123.6, not 123.68). The manifest records reader ``opencv_caffe`` with polar preset ``safa_imsave@1``
+(render + the ``imsave`` stretch, on the aerial decoded with Pillow: ``decode: "pil"``), the means in
+pixels in RGB order (``max_pixel_value`` 1, ``std`` 1), which ``geo-bench evaluate`` reproduces bit for
+bit (``geo-bench/tests/data/upstream/polar``).
 
 CLI: ``python -m geo_retrieval.convert safa model.ckpt.index OUT_DIR [--channel-pool mean|max]``.
 """
@@ -61,6 +63,7 @@ __all__ = [
     "VGG16_FEATURE_INDEX",
     "vgg_backbone_key",
     "build_meta",
+    "caffe_preprocessing",
     "convert_safa",
     "data_sha256",
     "load_tf_state",
@@ -91,9 +94,9 @@ VGG16_FEATURE_INDEX = {
 _BRANCH = {"grd": "ground", "sat": "aerial"}
 _OPTIMISER = re.compile(r"(.+/(Adam|Adam_1|Momentum|RMSProp|RMSProp_1)|beta[12]_power|global_step)")
 _CODE = (
-    f"{UPSTREAM}: script/data_preparation.py (polar 112x616 from the 750x750 aerial, scipy.misc.imsave), "
-    "script/input_data_cvusa.py next_batch_scan (cv2.imread BGR; panorama cv2.resize (616, 112) INTER_AREA; "
-    "minus BGR means 103.939, 116.779, 123.6)"
+    f"{UPSTREAM}: script/data_preparation.py (scipy.misc.imread, polar 112x616 from the 750x750 aerial, "
+    "scipy.misc.imsave), script/input_data_cvusa.py next_batch_scan (cv2.imread BGR; panorama cv2.resize "
+    "(616, 112) INTER_AREA; minus BGR means 103.939, 116.779, 123.6)"
 )
 
 
@@ -157,18 +160,32 @@ def _rename(key: str) -> str | None:
     return None
 
 
+def caffe_preprocessing(size: tuple[int, int], preset: str, code: str) -> UpstreamPreprocessing:
+    """SAFA's / DSM's CVUSA evaluation preprocessing at ``size`` (H, W) with the polar ``preset``: reader
+    ``opencv_caffe``, panorama ``INTER_AREA``, ``float32`` pixels minus the caffe means (RGB order, in
+    pixels: ``max_pixel_value`` 1, ``std`` 1), the polar aerial rendered from the Pillow-decoded aerial."""
+    return UpstreamPreprocessing(
+        reader="opencv_caffe",
+        resize="cv2.INTER_AREA",
+        ground_size=size,
+        aerial_size=size,
+        mean=(CAFFE_MEAN_BGR[2], CAFFE_MEAN_BGR[1], CAFFE_MEAN_BGR[0]),
+        std=(1.0, 1.0, 1.0),
+        max_pixel_value=1.0,
+        polar={
+            "preset": preset,
+            "size": list(size),
+            "center": "safa",
+            "input": "raw aerial image",
+            "decode": "pil",
+        },
+        code=code,
+    )
+
+
 def safa_preprocessing() -> UpstreamPreprocessing:
     """SAFA's CVUSA evaluation preprocessing (see the module docstring)."""
-    return UpstreamPreprocessing(
-        reader="opencv_torchvision",
-        resize="cv2.INTER_AREA",
-        ground_size=(112, 616),
-        aerial_size=(112, 616),
-        mean=tuple(v / 255.0 for v in reversed(CAFFE_MEAN_BGR)),  # type: ignore[arg-type]
-        std=(1 / 255.0, 1 / 255.0, 1 / 255.0),
-        polar={"preset": "safa@1", "size": [112, 616], "center": "safa", "input": "raw aerial image"},
-        code=_CODE,
-    )
+    return caffe_preprocessing((112, 616), "safa_imsave@1", _CODE)
 
 
 def _check_src(src: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -262,8 +279,10 @@ def convert_safa(
             "TF SAME max-pooling equals the recipe's ceil_mode=True pooling; 3x3 stride-1 SAME convs equal "
             "padding 1: no other override.",
             "conv1_1 input channels reversed (upstream reads BGR): feed RGB with the recorded mean / std.",
-            "Polar aerials: upstream's PNGs went through scipy.misc.imsave's per-image min-max stretch to "
-            "0..255, which the safa@1 preset does not reproduce (not verified against upstream's files).",
+            "Polar aerials: preset safa_imsave@1 renders upstream's PNGs (scipy.misc.imsave's per-image "
+            "min-max stretch included) from the aerial decoded with Pillow; the JPEG library matters "
+            "(IJG libjpeg 9 in Pillow wheels up to 8.4, libjpeg-turbo since): the authors' released polar maps "
+            "can be read instead (geo-bench evaluate --polar-maps).",
         ],
     )
 
