@@ -52,6 +52,16 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, default_dataset: str 
     g.add_argument(
         "--vigor-area", choices=["same", "cross"], default="same", help="VIGOR area split (default same)"
     )
+    g.add_argument(
+        "--vigor-labels",
+        choices=["orig", "corrected"],
+        default="orig",
+        help="VIGOR label version (default orig; corrected = SliceMatch's, needs --vigor-labels-dir; "
+        "recorded in every result's protocol)",
+    )
+    g.add_argument(
+        "--vigor-labels-dir", metavar="DIR", help="VIGOR: the corrected split files, mirroring splits/"
+    )
     g.add_argument("--n-train", type=int, help="synthetic world: training cameras (default 1200)")
     g.add_argument(
         "--n-val",

@@ -280,7 +280,7 @@ def _run(args: argparse.Namespace) -> int:
         variant = recipe.variant
     else:
         variant = found.variant
-        recipe = get_recipe_or_raise(found.recipe, variant)
+        recipe = get_recipe_or_raise(found.recipe, variant, task="retrieval")
     cfg = replace(
         RunConfig(
             dataset=args.dataset,

@@ -111,7 +111,9 @@ def _run(args: argparse.Namespace) -> int:
     _check_numbers(args)
     apply_runtime(args)
     variant = args.variant or ("small" if args.dataset == "synthetic" else "full")
-    recipe = get_recipe_or_raise(args.recipe, variant, epochs=args.epochs, batch_size=args.batch_size)
+    recipe = get_recipe_or_raise(
+        args.recipe, variant, epochs=args.epochs, batch_size=args.batch_size, task="retrieval"
+    )
     cfg = replace(
         RunConfig(
             dataset=args.dataset,
@@ -121,6 +123,8 @@ def _run(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             device=args.device,
             vigor_area=args.vigor_area,
+            vigor_labels=args.vigor_labels,
+            vigor_labels_dir=args.vigor_labels_dir,
             cache=args.cache,
             time_budget_s=args.time_budget,
         ),

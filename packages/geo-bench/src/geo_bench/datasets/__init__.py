@@ -26,6 +26,7 @@ from .errors import (
 from .image_io import INTERPOLATION
 from .options import POLAR_SIZES
 from .vigor import VIGOR, VIGORGallery, parse_pano_latlon, parse_tile_latlon
+from .vigor_pose import VIGOR_CITY_METRES_PER_PX, VIGORPose
 
 #: name -> loader class, called ``(root, split, **options)`` (the base class declares no constructor)
 DATASETS: dict[str, Callable[..., CrossViewDataset]] = {"cvusa": CVUSA, "cvact": CVACT, "vigor": VIGOR}
@@ -38,6 +39,8 @@ __all__ = [
     "INTERPOLATION",
     "POLAR_SIZES",
     "VIGOR",
+    "VIGORPose",
+    "VIGOR_CITY_METRES_PER_PX",
     "CacheEntry",
     "CacheError",
     "CrossViewDataset",

@@ -4,7 +4,7 @@ Convention:
 
 - ``ds[i]`` -> ``{"ground": (3, H, W) float32 in [0, 1], north-aligned as released (column W/2
   looks north), "aerial": (3, S, S) float32 in [0, 1], north up, "id": str, "camera_px": (2,)
-  float64, "heading": float32 scalar, "metres_per_px": float64 scalar, "city": str, "tile": int}``
+  float64, "aerial_px": int (S, the side camera_px refers to), "heading": float32 scalar, "metres_per_px": float64 scalar, "city": str, "tile": int}``
   (``tile``: the returned tile's index in ``ds.gallery``). ``transforms`` receives that dict; a
   transform that flips, rotates or crops must update ``camera_px`` and ``heading`` itself.
 - ``camera_px`` = (row, col), continuous, pixel centres at integers, the tile centre at
@@ -266,6 +266,7 @@ class VIGORPose(VIGOR):
             "aerial": aerial,
             "id": self.ids[i],
             "camera_px": torch.tensor([c + d0 * scale, c - d1 * scale], dtype=torch.float64),
+            "aerial_px": size,
             "heading": torch.tensor(0.0, dtype=torch.float32),
             "metres_per_px": torch.tensor(self.metres_per_label_px[city] / scale, dtype=torch.float64),
             "city": city,

@@ -84,6 +84,8 @@ class RunConfig:
         eval_split: the split evaluated (None: ``test``, CVACT ``val``).
         device: ``"cpu"``, ``"cuda"``... (None: CUDA when available).
         vigor_area: ``"same"`` or ``"cross"``.
+        vigor_labels: VIGOR's label version, ``"orig"`` or ``"corrected"`` (SliceMatch's, read from
+            ``vigor_labels_dir``, which mirrors ``splits/``); recorded in every record's protocol.
         cache: real datasets: a ``geo-bench prepare`` cache root, read instead of the images
             (prepared with the loaders' default sizes); synthetic world: where the rendered world
             is cached (default: the caller's, e.g. ``<out>/cache``). Not part of
@@ -107,6 +109,8 @@ class RunConfig:
     eval_split: str | None = None
     device: str | None = None
     vigor_area: str = "same"
+    vigor_labels: str = "orig"
+    vigor_labels_dir: str | None = None
     cache: str | None = None
     protocols: tuple[str, ...] = ()
     time_budget_s: float | None = None
@@ -117,6 +121,13 @@ class RunConfig:
         if self.dataset != "synthetic" and not self.root:
             raise ValueError(f"dataset {self.dataset!r} needs --root DIR (the folder of its official layout)")
         object.__setattr__(self, "protocols", parse_protocols(self.protocols))
+        if self.vigor_labels not in ("orig", "corrected"):
+            raise ValueError(f"--vigor-labels must be 'orig' or 'corrected', got {self.vigor_labels!r}")
+        if (self.vigor_labels == "corrected") != (self.vigor_labels_dir is not None):
+            raise ValueError(
+                "--vigor-labels corrected needs --vigor-labels-dir DIR (the corrected split files), and "
+                "--vigor-labels-dir is only used with --vigor-labels corrected"
+            )
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"--max-steps must be a positive integer, got {self.max_steps}")
         if self.time_budget_s is not None:
@@ -151,7 +162,17 @@ class RunConfig:
         }
         if self.dataset == "vigor":
             d["area"] = self.vigor_area
+            if self.vigor_labels != "orig":  # absent for the original labels: older config hashes stay
+                d["labels"] = self.vigor_labels
+                d["labels_dir"] = str(self.vigor_labels_dir)
         return d
+
+    def vigor_options(self) -> dict[str, Any]:
+        """The VIGOR loader's area and label options of this run."""
+        opts: dict[str, Any] = {"area": self.vigor_area, "labels": self.vigor_labels}
+        if self.vigor_labels_dir is not None:
+            opts["labels_dir"] = self.vigor_labels_dir
+        return opts
 
 
 #: the ``--tiny`` configuration (CI smoke test).
@@ -194,17 +215,31 @@ class RunData(NamedTuple):
 
 
 def get_recipe_or_raise(
-    name: str, variant: str, *, epochs: int | None = None, batch_size: int | None = None
+    name: str,
+    variant: str,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    task: str | None = None,
 ) -> Recipe:
-    """The registered recipe with overrides; unknown names raise ``ValueError`` listing the known ones."""
-    known = list_recipes()
+    """The registered recipe with overrides; unknown names raise ``ValueError`` listing the known ones.
+
+    ``task``: ``"retrieval"`` or ``"pose"`` accepts only recipes of that task (what the caller can
+    train and score); None accepts any (loading a checkpoint)."""
+    known = list_recipes(task=task)
     if name not in known:
         hint = (
             ""
-            if any(n in ("toker21", "smdt") for n in known)
+            if any(n in ("toker21", "smdt") for n in list_recipes(task=None))
             else (" (toker21 and smdt come with geo-synthesis: pip install 'geo-bench[synthesis]')")
         )
-        raise ValueError(f"unknown recipe {name!r}; known recipes: {', '.join(known)}{hint}")
+        if task == "retrieval" and name in list_recipes(task="pose"):
+            hint = (
+                f" ({name} is a fine-grained pose recipe: geo-bench leaderboard --recipes {name}, or --pose)"
+            )
+        raise ValueError(
+            f"unknown {task + ' ' if task else ''}recipe {name!r}; known: {', '.join(known)}{hint}"
+        )
     for option, value in (("--epochs", epochs), ("--batch-size", batch_size)):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be a positive integer, got {value}")
@@ -244,7 +279,7 @@ def open_datasets(
             split("test"),
             split("cross"),
         )
-    kwargs: dict[str, Any] = {"area": cfg.vigor_area} if cfg.dataset == "vigor" else {}
+    kwargs: dict[str, Any] = cfg.vigor_options() if cfg.dataset == "vigor" else {}
     if cfg.cache is not None:
         kwargs["cache"] = cfg.cache
     train = open_real_dataset(cfg.dataset, cfg.root, "train", **kwargs) if need_train else None  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ __all__ = [
     "plot_area_bars",
     "plot_bars",
     "plot_corruption_heatmap",
+    "plot_pose_examples",
     "plot_recall_curves",
     "plot_retrieval_examples",
     "write_plots",
@@ -495,3 +496,62 @@ def plot_corruption_heatmap(
         plt.close(fig)
         raise
     return _save_png(fig, path, dpi=110)
+
+
+def plot_pose_examples(
+    examples: Sequence[Mapping[str, Any]], path: str | Path, *, title: str | None = None
+) -> Path:
+    """Fine-grained pose examples: per query, the panorama and the aerial tile with the predicted
+    position probability over it, the predicted (red) and true (green) positions and headings, and
+    the tile centre (white cross: the retrieval-only answer).
+
+    Convention: each example holds ``ground`` (3, H, W) and ``aerial`` (3, S, S) in [0, 1],
+    ``probability`` (S, S) (the model's heatmap at the tile's size), ``pred_px`` / ``true_px`` (row,
+    col), ``pred_heading`` / ``true_heading`` (degrees clockwise from north; arrows point that way,
+    north up), ``error_m`` and ``label``. The PNG is written atomically.
+
+    Raises:
+        ValueError: no examples.
+    """
+    if not examples:
+        raise ValueError("examples is empty: nothing to plot")
+    plt = _pyplot()
+    n = len(examples)
+    fig = plt.figure(figsize=(7.6, 2.9 * n + 0.4))
+    grid = fig.add_gridspec(n, 2, width_ratios=[2.2, 1.0], wspace=0.05, hspace=0.35)
+    for i, ex in enumerate(examples):
+        ground = np.asarray(ex["ground"], dtype=np.float32).transpose(1, 2, 0).clip(0, 1)
+        aerial = np.asarray(ex["aerial"], dtype=np.float32).transpose(1, 2, 0).clip(0, 1)
+        prob = np.asarray(ex["probability"], dtype=np.float64)
+        s = aerial.shape[0]
+        ax_g = fig.add_subplot(grid[i, 0])
+        ax_g.imshow(ground)
+        ax_g.set_axis_off()
+        ax_g.set_title(
+            f"{ex['label']}: panorama (centre column: heading {ex['true_heading']:.0f} deg)", fontsize=8
+        )
+        ax_a = fig.add_subplot(grid[i, 1])
+        ax_a.imshow(aerial)
+        ax_a.imshow(
+            prob / max(prob.max(), 1e-12), cmap="magma", alpha=0.55, extent=(-0.5, s - 0.5, s - 0.5, -0.5)
+        )
+        arrow = s * 0.12
+        for (r, c), h, colour in (
+            (ex["true_px"], ex["true_heading"], "lime"),
+            (ex["pred_px"], ex["pred_heading"], "red"),
+        ):
+            ax_a.plot([c], [r], "o", color=colour, markersize=5, markeredgecolor="black", markeredgewidth=0.5)
+            if np.isfinite(h):
+                rad = np.deg2rad(h)  # clockwise from north, north up: d(col) = sin, d(row) = -cos
+                ax_a.arrow(c, r, arrow * np.sin(rad), -arrow * np.cos(rad), color=colour, width=s * 0.008)
+        ax_a.plot([(s - 1) / 2], [(s - 1) / 2], "x", color="white", markersize=6)
+        ax_a.set_xlim(-0.5, s - 0.5)
+        ax_a.set_ylim(s - 0.5, -0.5)
+        ax_a.set_axis_off()
+        ax_a.set_title(
+            f"error {ex['error_m']:.1f} m, heading {ex.get('heading_error_deg', float('nan')):.0f} deg",
+            fontsize=8,
+        )
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save_png(fig, path, dpi=90, bbox_inches="tight")

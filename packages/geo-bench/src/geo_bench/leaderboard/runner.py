@@ -102,7 +102,8 @@ def run_leaderboard(
     say = on_event or (lambda msg: log.info("%s", msg))
     names = list(recipes) if recipes is not None else list_recipes(cfg.variant)
     chosen = [
-        get_recipe_or_raise(n, cfg.variant, epochs=cfg.epochs, batch_size=cfg.batch_size) for n in names
+        get_recipe_or_raise(n, cfg.variant, epochs=cfg.epochs, batch_size=cfg.batch_size, task="retrieval")
+        for n in names
     ]
     commit = git_commit()
     t0 = time.perf_counter()

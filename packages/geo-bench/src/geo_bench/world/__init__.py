@@ -2,7 +2,8 @@
 
 A procedural city (:mod:`.city`) is composed into two capture epochs (:mod:`.appearance`),
 rendered as north-up aerial tiles (:mod:`.render_aerial`) and equirectangular street-level
-panoramas (:mod:`.render_ground`), served in memory by :class:`SyntheticWorld` (:mod:`.dataset`)
+panoramas (:mod:`.render_ground`), served in memory by :class:`SyntheticWorld` (:mod:`.dataset`; off-centre tiles for fine-grained
+pose by :class:`WorldPose`, :mod:`.pose`)
 and written to disk in the real CVUSA / CVACT / VIGOR layouts (:mod:`.layouts`). Its lat/lon
 come from :func:`geo_retrieval.geodesy.equirectangular_to_latlon`.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 from .appearance import AppearanceConfig, Capture, Epoch, jpeg_roundtrip, photometric
 from .city import CITY_STYLES, CLASSES, PALETTE, City, CityConfig, city_style
 from .dataset import District, RenderConfig, SyntheticWorld, polar_views
+from .pose import WorldPose, camera_pixels, render_world_pose
 from .render_aerial import bilinear_lookup, render_aerial
 from .render_ground import march_distances, render_panorama
 
@@ -27,7 +29,9 @@ __all__ = [
     "Epoch",
     "RenderConfig",
     "SyntheticWorld",
+    "WorldPose",
     "bilinear_lookup",
+    "camera_pixels",
     "city_style",
     "jpeg_roundtrip",
     "march_distances",
@@ -35,4 +39,5 @@ __all__ = [
     "polar_views",
     "render_aerial",
     "render_panorama",
+    "render_world_pose",
 ]

@@ -156,6 +156,10 @@ class SyntheticWorld(Dataset):
             ``resolution`` and the UTM / lat-lon origins, so the districts tile one frame).
         split_fractions: easting proportions of train / val / test within each district.
         jpeg: JPEG-compress both views in memory (quality ``appearance.jpeg_quality``).
+        tile_offset_m: place each aerial tile's centre off the camera by an offset uniform in the
+            square ``[-t, t]^2`` metres (east, north), drawn per sample from its own stream, instead of
+            the appearance's small jitter: fine-grained pose data (VIGOR's positives hold the camera
+            within a quarter tile of the centre). ``aerial_utm - utm`` is the exact offset.
         transforms: callable applied to the whole sample dict.
 
     Returns (``__getitem__``):
@@ -190,6 +194,7 @@ class SyntheticWorld(Dataset):
         render: RenderConfig | None = None,
         split_fractions: tuple[float, float, float] = (0.6, 0.15, 0.25),
         jpeg: bool = False,
+        tile_offset_m: float | None = None,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         max_districts: int = 64,
     ) -> None:
@@ -205,6 +210,10 @@ class SyntheticWorld(Dataset):
             raise ValueError(
                 f"split_fractions must be 3 positive numbers summing to 1, got {split_fractions}"
             )
+        if tile_offset_m is not None and not (math.isfinite(tile_offset_m) and tile_offset_m >= 0):
+            raise ValueError(
+                f"tile_offset_m must be a finite number of metres >= 0 or None, got {tile_offset_m}"
+            )
         render = render or RenderConfig()
         over: dict[str, Any] = {}
         if ground_size is not None:
@@ -215,6 +224,7 @@ class SyntheticWorld(Dataset):
             render = replace(render, **over)
         self.split, self.num, self.seed = split, int(num), int(seed)
         self.polar, self.yaw, self.fov, self.jpeg = polar, yaw, float(fov), jpeg
+        self.tile_offset_m = None if tile_offset_m is None else float(tile_offset_m)
         cities = (
             (city,) if isinstance(city, CityConfig) else tuple(city) if city is not None else (CityConfig(),)
         )
@@ -265,7 +275,11 @@ class SyntheticWorld(Dataset):
         rc = self.render_config
         key = RenderConfig(aerial_m=rc.aerial_m, camera_spacing=rc.camera_spacing, margin_m=rc.margin_m)
         city = self.city_configs[k % len(self.city_configs)]
-        return district(city, self.appearance, self.seed, k, key, self.split_fractions)
+        app = self.appearance
+        if self.tile_offset_m is not None:
+            # the split buffers and edge margins must hold the farthest tile corner: widen them by the offset
+            app = replace(app, aerial_jitter_m=max(app.aerial_jitter_m, self.tile_offset_m * math.sqrt(2)))
+        return district(city, app, self.seed, k, key, self.split_fractions)
 
     def __len__(self) -> int:
         return self.num
@@ -289,6 +303,11 @@ class SyntheticWorld(Dataset):
         u = torch.rand(8, generator=gen)
         radius = app.aerial_jitter_m * app.gap * math.sqrt(float(u[0]))
         theta = 2 * math.pi * float(u[1])
+        jitter = (radius * math.sin(theta), radius * math.cos(theta))
+        if self.tile_offset_m is not None:  # its own stream: every other draw stays as without it
+            own = torch.Generator().manual_seed(_mix(self.seed, SPLITS.index(self.split), index, 11))
+            e, n = ((2 * torch.rand(2, generator=own, dtype=torch.float64) - 1) * self.tile_offset_m).tolist()
+            jitter = (e, n)
         yaw = 360.0 * float(u[2]) if self.yaw == "random" else float(self.yaw)
         cam_h = rc.camera_height[0] + (rc.camera_height[1] - rc.camera_height[0]) * float(u[3])
         g = app.gap
@@ -301,7 +320,7 @@ class SyntheticWorld(Dataset):
         zenith = zenith * (1 + 0.15 * g * (float(u[6]) - 0.5))
         return {
             "gen": gen,
-            "jitter": (radius * math.sin(theta), radius * math.cos(theta)),
+            "jitter": jitter,
             "yaw": yaw,
             "cam_h": cam_h,
             "haze": haze,
