@@ -16,7 +16,7 @@ from geo_transforms import (
     polar_transform,
     register_polar_preset,
 )
-from geo_transforms.presets import _uint8_bytescale
+from geo_transforms.presets import _uint8_bytescale, _uint8_imageio
 from geo_transforms.testing import BaseTester
 
 DATA = Path(__file__).parent / "data" / "polar_presets"
@@ -28,9 +28,10 @@ STORED = [
     ("safa_imsave", 5, 7),
     ("dsm_imsave", 6, 8),
     ("geodtr", 5, 7),
+    ("toker_cvact", 5, 7),
 ]
 #: presets whose stored reference is made from ``aerial // 2 + 40`` (levels 40-167: the stretch matters)
-NARROW = ("safa_imsave", "dsm_imsave")
+NARROW = ("safa_imsave", "dsm_imsave", "toker_cvact")
 #: ``scipy.misc.bytescale`` of SciPy 1.1.0 (Python 3.7) on three (2, 2, 3) float64 images, flattened:
 #: exact halves on the full range, a narrow range stretched to 0-255, a constant image (-> 0)
 SCIPY_BYTESCALE = [
@@ -43,6 +44,25 @@ SCIPY_BYTESCALE = [
         [0, 0, 1, 64, 127, 191, 255, 25, 247, 108, 150, 205],
     ),
     ([42.7] * 12, [0] * 12),
+]
+#: ``imageio.core.util.image_as_uint(x, bitdepth=8)`` of imageio 2.9.0 on four (2, 2, 3) float64 images
+#: (what ``imageio.imsave`` writes for a float image): the full range (halves truncate: + 0.499999999),
+#: a narrow range stretched (107 / 204 where SciPy's bytescale gives 108 / 205), the [0, 1] branch
+#: (x * 255, no stretch) and a constant image (truncated, not 0)
+IMAGEIO_UINT8 = [
+    (
+        [0.0, 0.5, 1.5, 2.4999999, 2.5, 127.5, 254.49, 254.5, 255.0, 100.0, 3.0, 77.25],
+        [0, 0, 1, 2, 2, 127, 254, 254, 255, 100, 3, 77],
+    ),
+    (
+        [10.0, 10.02, 10.04, 12.55, 15.1, 17.65, 20.2, 11.0, 19.9, 14.3, 16.0, 18.18],
+        [0, 0, 1, 64, 127, 191, 255, 25, 247, 107, 150, 204],
+    ),
+    (
+        [0.0, 0.1, 0.002, 0.5, 0.998, 1.0, 0.25, 0.75, 0.0019607, 0.0019608, 0.33, 0.9999],
+        [0, 25, 1, 127, 254, 255, 64, 191, 0, 1, 84, 255],
+    ),
+    ([42.7] * 12, [42] * 12),
 ]
 
 
@@ -61,6 +81,7 @@ class TestPolarPresets(BaseTester):
             "geodtr@1",
             "safa@1",
             "safa_imsave@1",
+            "toker_cvact@1",
             "toker_cvusa_legacy@1",
         ]
         safa = get_polar_preset("safa")
@@ -82,6 +103,12 @@ class TestPolarPresets(BaseTester):
                 size,
                 ("polar_safa_exact", "uint8_bytescale"),
             )
+        cvact = get_polar_preset("toker_cvact@1")
+        assert (cvact.out_size, cvact.render_size, cvact.steps) == (
+            (112, 616),
+            (112, 616),
+            ("polar_safa_exact", "uint8_imageio"),
+        )
         geodtr = get_polar_preset("geodtr@1")
         assert geodtr.out_size == (122, 671) and geodtr.steps == ("polar_safa_exact", "uint8_truncate")
 
@@ -166,6 +193,18 @@ class TestPolarPresets(BaseTester):
         both = apply_polar_preset(torch.cat([aerial, aerial / 2]), "safa_imsave")
         assert torch.equal(both[0], both[1]) and both.amin() == 0 and both.amax() == 255
         assert apply_polar_preset(aerial / 255, "safa_imsave", max_value=1.0).mul(255).round().equal(both[:1])
+
+    def test_imageio_matches_imageio(self, device):
+        """The ``uint8_imageio`` step is imageio 2.9.0's ``image_as_uint`` (values from imageio itself),
+        one (min, max) per image of the batch; its rounding differs from SciPy's bytescale."""
+        images = torch.tensor([v for v, _ in IMAGEIO_UINT8], dtype=torch.float64, device=device)
+        images = images.view(4, 2, 2, 3).permute(0, 3, 1, 2)
+        out = _uint8_imageio(images).permute(0, 2, 3, 1).reshape(4, -1)
+        assert out.cpu().tolist() == [[float(b) for b in e] for _, e in IMAGEIO_UINT8]
+        assert not torch.equal(_uint8_imageio(images[:2]), _uint8_bytescale(images[:2]))
+        aerial = _aerial(device, torch.float64, narrow=True)
+        both = apply_polar_preset(torch.cat([aerial, aerial / 2]), "toker_cvact")
+        assert torch.equal(both[0], both[1]) and both.amin() == 0 and both.amax() == 255
 
     def test_legacy_close_to_direct(self, device):
         # the legacy chain is a quantised, resampled version of the direct 112x616 map

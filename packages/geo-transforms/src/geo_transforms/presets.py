@@ -21,6 +21,11 @@ Convention:
       over all pixels and channels (one pair per image of the batch; ``cmax == cmin`` counts as 1),
       ``scale = 255.0 / (cmax - cmin)``, ``(x - cmin) * scale``, clipped to 0-255, then ``+ 0.5`` and
       truncated (round half up), in float64 in that order; the image's range is stretched to 0-255;
+    - ``"uint8_imageio"``: what ``imageio.imsave`` (imageio 2.x ``image_as_uint``, here as in 2.9.0, the
+      release of Toker et al.'s time) wrote for a float image, per image over all pixels and channels:
+      ``mi == ma``: truncation; ``0 <= mi`` and ``ma <= 1``: ``x * 255 + 0.499999999``, truncated;
+      otherwise ``(x - mi) / (ma - mi) * 255 + 0.499999999``, truncated (in float64 in that order);
+      the image's range is stretched to 0-255 like ``"uint8_bytescale"``, with other rounding;
     - ``"resize_bicubic"``: resize to ``out_size`` with OpenCV's ``INTER_CUBIC`` kernel (Keys
       a = -0.75, half-pixel centres, replicated border, no antialiasing), which is
       ``F.interpolate(mode="bicubic", align_corners=False)``;
@@ -49,6 +54,10 @@ name                    version  out (H, W)   steps
 ``geodtr``              1        122 x 671    exact SAFA render -> uint8 truncation: the PNGs of
                                               GeoDTR's ``data_preparation.py`` (``astype(np.uint8)``,
                                               ``imageio.imwrite``)
+``toker_cvact``         1        112 x 616    exact SAFA render -> ``uint8_imageio``: the levels
+                                              Toker et al.'s ``convert_polar.py`` (CVACT block) hands
+                                              to the JPEG encoder (``imageio.imsave`` of the float
+                                              maps); the JPEG itself is the reader's business
 ======================  =======  ===========  ======================================================
 
 The uint8 steps have zero gradient almost everywhere; only presets made of ``"polar"`` and
@@ -79,7 +88,15 @@ __all__ = [
     "register_polar_preset",
 ]
 
-_STEPS = ("polar", "polar_safa_exact", "uint8_truncate", "uint8_bytescale", "resize_bicubic", "uint8_round")
+_STEPS = (
+    "polar",
+    "polar_safa_exact",
+    "uint8_truncate",
+    "uint8_bytescale",
+    "uint8_imageio",
+    "resize_bicubic",
+    "uint8_round",
+)
 _POLAR_STEPS = ("polar", "polar_safa_exact")
 
 
@@ -127,6 +144,19 @@ def _uint8_bytescale(x: Tensor) -> Tensor:
     # ``float(high - low) / cscale``, an IEEE division (``255.0 / tensor`` would multiply by the reciprocal)
     scale = torch.full_like(cscale, 255.0).div(cscale)
     return torch.floor(((x - cmin) * scale).clamp(0.0, 255.0) + 0.5)
+
+
+def _uint8_imageio(x: Tensor) -> Tensor:
+    """The ``uint8_imageio`` step: imageio 2.x ``image_as_uint(im, 8)`` per image of (B, C, H, W) float64."""
+    flat = x.flatten(1)
+    mi = flat.amin(dim=1).view(-1, 1, 1, 1)
+    ma = flat.amax(dim=1).view(-1, 1, 1, 1)
+    unit = (mi >= 0) & (ma <= 1)
+    span = torch.where(ma == mi, torch.ones_like(ma), ma - mi)
+    stretched = (x - mi) / span * 255.0 + 0.499999999
+    scaled = torch.where(unit, x * 255.0 + 0.499999999, stretched)
+    # ``ma == mi`` returns ``im.astype(uint8)`` unscaled (C truncation toward zero, wrapping ignored)
+    return torch.floor(torch.where(ma == mi, x.clamp(0.0, 255.0), scaled))
 
 
 @dataclass(frozen=True)
@@ -301,6 +331,8 @@ def apply_polar_preset(aerial: Tensor, preset: str | PolarPreset, *, max_value: 
             x = torch.floor(x.clamp(0.0, 255.0))
         elif step == "uint8_bytescale":
             x = _uint8_bytescale(x)
+        elif step == "uint8_imageio":
+            x = _uint8_imageio(x)
         elif step == "resize_bicubic":
             x = F.interpolate(x, size=spec.out_size, mode="bicubic", align_corners=False)
         elif step == "uint8_round":
@@ -406,6 +438,21 @@ register_polar_preset(
         source=(
             "GeoDTR data_preparation.py (Zhang et al., AAAI'23): SAFA's sample_bilinear at 122x671 in float64, "
             "astype(np.uint8), imageio.imwrite PNG"
+        ),
+    )
+)
+register_polar_preset(
+    PolarPreset(
+        name="toker_cvact",
+        version=1,
+        out_size=(112, 616),
+        center="safa",
+        render_size=(112, 616),
+        steps=("polar_safa_exact", "uint8_imageio"),
+        source=(
+            "Toker et al. CVPR'21 (comingdowntoearth) data/convert_polar.py, CVACT block: SAFA's sample_bilinear "
+            "at 112x616 (S = 1200) in float64, imageio.imsave of the float map (image_as_uint: the image's "
+            "min..max -> 0..255, + 0.499999999, truncated) as <id>_satView_polish.jpg (JPEG, quality 75)"
         ),
     )
 )

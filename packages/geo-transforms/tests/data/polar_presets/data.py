@@ -15,7 +15,10 @@ not from the code under test, plus OpenCV for the legacy Toker chain:
   ``scipy.misc.bytescale`` as ``imsave`` calls it (checked equal to ``scipy.misc.bytescale`` of SciPy
   1.1.0 under Python 3.7 on these arrays), rows / columns as ``safa`` / ``dsm``, uint8;
 - ``geodtr.npy``: SAFA sampler at 122x671 -> ``astype(np.uint8)`` (GeoDTR's script), rows ::5,
-  columns ::7, uint8 (25, 96, 3).
+  columns ::7, uint8 (25, 96, 3);
+- ``toker_cvact.npy``: SAFA sampler at 112x616 of ``aerial // 2 + 40`` -> imageio's own
+  ``imageio.core.util.image_as_uint(x, bitdepth=8)`` (what ``imageio.imsave`` of Toker et al.'s CVACT
+  block calls; needs ``imageio``, made with imageio 2.9.0), rows ::5, columns ::7, uint8 (23, 88, 3).
 
 Only a strided subset of each output is stored to keep the files small (< 60 KB in all). Prints the
 md5 of every file it writes.
@@ -40,6 +43,7 @@ STRIDES = {
     "safa_imsave": (5, 7),
     "dsm_imsave": (6, 8),
     "geodtr": (5, 7),
+    "toker_cvact": (5, 7),
 }
 
 
@@ -52,6 +56,17 @@ def bytescale(data: np.ndarray) -> np.ndarray:
     scale = float(255 - 0) / cscale
     bytedata = (data - cmin) * scale + 0
     return (bytedata.clip(0, 255) + 0.5).astype(np.uint8)
+
+
+def _imageio_uint8(data: np.ndarray) -> np.ndarray:
+    """The ``image_as_uint`` of imageio itself (imported here: only this reference needs imageio)."""
+    import warnings
+
+    from imageio.core.util import image_as_uint
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Lossy conversion from float64 to uint8"
+        return image_as_uint(data, bitdepth=8)
 
 
 def make() -> dict[str, np.ndarray]:
@@ -68,6 +83,7 @@ def make() -> dict[str, np.ndarray]:
         "safa_imsave": bytescale(safa_polar(narrow, 112, 616)),
         "dsm_imsave": bytescale(safa_polar(narrow, 128, 512)),
         "geodtr": safa_polar(aerial, 122, 671).astype(np.uint8),
+        "toker_cvact": _imageio_uint8(safa_polar(narrow, 112, 616)),
     }
     return {"aerial": aerial, **{k: v[:: STRIDES[k][0], :: STRIDES[k][1]] for k, v in outs.items()}}
 
