@@ -15,9 +15,18 @@ lat, lon; optional heading) adds R@k<r m (r = 25, 50, 100), median / P90 error o
 and of the refined position (and the top-1 heading error when headings are estimated), in
 locate.json and printed.
 
+--refine POSE_RUN refines each query's top-1 tile with a fine-grained pose model (a run of a pose
+recipe such as ccvpe, e.g. OUT/runs/ccvpe-small-*/ of `geo-bench leaderboard --recipes ccvpe`): it
+reads the tile of --refine-tile-m metres (the width the model was trained on; default 64 m for runs
+trained on the synthetic world) centred on the candidate and predicts the camera's position in it,
+its heading and a confidence (with --orientation known, heading 0 is the model's prior). Outputs
+gain the pose point (kind "pose" in the GeoJSON, pose_* columns in the CSV, a magenta diamond in
+the report) and, with --truth, its median / P90 / mean error (pose_*) and heading error.
+
   geo-bench locate --index idx/ queries/*.jpg --truth truth.csv --out located/
   geo-bench locate --index idx/ photo.jpg --fov 90 --orientation unknown --top-k 5
   geo-bench locate --index idx/ pano.jpg --orientation unknown --headings 32
+  geo-bench locate --index idx/ queries/*.jpg --refine out/runs/ccvpe-small-abc-s0 --refine-tile-m 64
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import argparse
 import json
 
 from ..localize.locate import DEFAULT_HEADINGS, Localizer
+from ..localize.refine import PoseRefiner
 from ._common import add_runtime_arguments, apply_runtime, check_device, guarded
 
 HELP = "localise street-level images against a map index (JSON / GeoJSON / CSV / HTML, metrics with --truth)"
@@ -64,6 +74,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--html", action="store_true", help="also write a self-contained report.html")
     parser.add_argument("--checkpoint", help="weights to use (default: the checkpoint recorded in the index)")
+    parser.add_argument(
+        "--refine",
+        metavar="POSE_RUN",
+        help="refine each query's top-1 tile with a fine-grained pose model: a run folder (or best/, "
+        "last/, weights file) of a pose recipe such as ccvpe",
+    )
+    parser.add_argument(
+        "--refine-tile-m",
+        type=float,
+        metavar="M",
+        help="--refine: the tile width in metres the pose model was trained on (default 64 for runs "
+        "trained on the synthetic world; required otherwise)",
+    )
     add_runtime_arguments(parser)
 
 
@@ -74,7 +97,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     apply_runtime(args)
-    loc = Localizer(args.index, checkpoint=args.checkpoint, device=check_device(args.device))
+    if args.refine_tile_m is not None and args.refine is None:
+        raise ValueError("--refine-tile-m applies to --refine POSE_RUN only")
+    device = check_device(args.device)
+    refiner = None
+    if args.refine is not None:  # loaded first: a wrong pose run fails before any query is embedded
+        refiner = PoseRefiner.load(args.refine, tile_m=args.refine_tile_m, device=device)
+    loc = Localizer(args.index, checkpoint=args.checkpoint, device=device)
     res = loc.locate(
         args.images,
         top_k=args.top_k,
@@ -83,14 +112,22 @@ def _run(args: argparse.Namespace) -> int:
         truth=args.truth,
         backend=args.search,
         headings_n=args.headings,
+        refine=refiner,
     )
     paths = res.save(args.out, html=args.html, index=loc.tiles)
     for q in res.queries:
         best = q.candidates[0]
         err = "" if q.error_m is None else f"  error {q.error_m:.1f} m (refined {q.refined_error_m:.1f} m)"
         head = "" if best.heading_deg is None else f"  heading {best.heading_deg:.1f} deg"
+        pose = ""
+        if q.pose_latlon is not None:
+            pose = (
+                f"  pose {q.pose_latlon[0]:.6f}, {q.pose_latlon[1]:.6f} heading {q.pose_heading:.1f} deg "
+                f"(confidence {q.pose_confidence:.3f})"
+                + ("" if q.pose_error_m is None else f" error {q.pose_error_m:.1f} m")
+            )
         print(
-            f"{q.id}: {q.refined_latlon[0]:.6f}, {q.refined_latlon[1]:.6f}  score {best.score:.3f}{head}{err}"
+            f"{q.id}: {q.refined_latlon[0]:.6f}, {q.refined_latlon[1]:.6f}  score {best.score:.3f}{head}{err}{pose}"
         )
     if res.metrics:
         print(json.dumps({k: round(v, 2) for k, v in res.metrics.items()}))

@@ -33,6 +33,12 @@ Convention:
       median / P90 / mean metre error of the top-1 tile and of the refined position
       (:mod:`geo_bench.metrics.localisation`); when headings are estimated and the truth CSV has a
       ``heading`` column, the median / P90 circular error of the top-1 candidate's heading.
+    - Pose refinement (``refine=``, a :class:`~geo_bench.localize.refine.PoseRefiner`): a
+      fine-grained pose model looks at the tile centred on each query's top-1 candidate and gives a
+      position inside it, a heading and a confidence (conventions in :mod:`.refine`); the
+      orientation prior is heading 0 with zero range when ``orientation="known"`` (north-centred
+      queries), none when unknown. With a truth: ``pose_`` median / P90 / mean metre errors of that
+      position, and with truth headings the median / P90 error of its heading.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -67,9 +73,13 @@ from geo_bench.metrics.localisation import DEFAULT_RADII_M, position_distances, 
 from geo_bench.metrics.orientation import circular_error_deg
 from geo_retrieval.embedding import embed
 from geo_retrieval.geodesy import great_circle_distance
+from geo_retrieval.recipes import Recipe
 from geo_retrieval.search import dsm_orientations
 from geo_retrieval.training import BatchTransform
 from geo_transforms.panorama import fov_width, limit_fov
+
+if TYPE_CHECKING:  # refine.py imports this module (load_query)
+    from geo_bench.localize.refine import PoseRefiner
 
 __all__ = [
     "DEFAULT_HEADINGS",
@@ -77,6 +87,7 @@ __all__ = [
     "LocateResult",
     "Localizer",
     "QueryResult",
+    "load_query",
     "read_truth",
     "read_truth_headings",
     "refine_position",
@@ -108,7 +119,10 @@ class Candidate:
 @dataclass(frozen=True)
 class QueryResult:
     """Candidates and refined position of one query (``refined_latlon`` = (lat, lon) degrees,
-    ``refined_xy`` = (easting, northing) in the map CRS)."""
+    ``refined_xy`` = (easting, northing) in the map CRS); with a pose model
+    (:class:`~geo_bench.localize.refine.PoseRefiner`) the top-1 candidate's pose: ``pose_xy``,
+    ``pose_latlon``, ``pose_heading`` (degrees clockwise from north), ``pose_confidence`` (peak
+    probability) and ``pose_tile_xy`` (centre of the tile the pose model saw); None without."""
 
     id: str
     file: str
@@ -118,6 +132,13 @@ class QueryResult:
     truth_latlon: tuple[float, float] | None = None
     error_m: float | None = None
     refined_error_m: float | None = None
+    pose_xy: tuple[float, float] | None = None
+    pose_latlon: tuple[float, float] | None = None
+    pose_heading: float | None = None
+    pose_confidence: float | None = None
+    pose_tile_xy: tuple[float, float] | None = None
+    pose_error_m: float | None = None
+    pose_heading_error_deg: float | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +156,9 @@ class LocateResult:
     descriptors: np.ndarray | None = field(default=None, repr=False, compare=False)
     #: headings searched per query (orientation unknown, recipe not orientation-aware), else None
     headings_searched: int | None = None
+    #: the pose model that refined the top-1 candidates (:meth:`PoseRefiner.identity` plus the
+    #: orientation prior), else None
+    refine: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -144,6 +168,7 @@ class LocateResult:
             "headings_searched": self.headings_searched,
             "fov_deg": self.fov_deg,
             "backend": self.backend,
+            "refine": self.refine,
             "metrics": self.metrics,
             "queries": [
                 {
@@ -160,6 +185,9 @@ class LocateResult:
                     else {"lat": q.truth_latlon[0], "lon": q.truth_latlon[1]},
                     "error_m": q.error_m,
                     "refined_error_m": q.refined_error_m,
+                    "pose": _pose_dict(q),
+                    "pose_error_m": q.pose_error_m,
+                    "pose_heading_error_deg": q.pose_heading_error_deg,
                     "candidates": [c.__dict__ for c in q.candidates],
                 }
                 for q in self.queries
@@ -177,6 +205,20 @@ class LocateResult:
                     "properties": {"id": q.id, "kind": "refined", "score": q.candidates[0].score},
                 }
             )
+            if q.pose_latlon is not None:
+                feats.append(
+                    {
+                        "type": "Feature",
+                        "geometry": {"type": "Point", "coordinates": [q.pose_latlon[1], q.pose_latlon[0]]},
+                        "properties": {
+                            "id": q.id,
+                            "kind": "pose",
+                            "heading_deg": q.pose_heading,
+                            "confidence": q.pose_confidence,
+                            "error_m": q.pose_error_m,
+                        },
+                    }
+                )
             for c in q.candidates:
                 feats.append(
                     {
@@ -203,7 +245,8 @@ class LocateResult:
         return {"type": "FeatureCollection", "features": feats}
 
     def csv_rows(self) -> list[list[Any]]:
-        """Header plus one row per (query, candidate); refined and truth repeated per row."""
+        """Header plus one row per (query, candidate); refined, truth and pose repeated per row
+        (the pose columns are empty without a pose model)."""
         rows: list[list[Any]] = [
             [
                 "id",
@@ -221,10 +264,18 @@ class LocateResult:
                 "truth_lat",
                 "truth_lon",
                 "error_m",
+                "pose_lat",
+                "pose_lon",
+                "pose_x",
+                "pose_y",
+                "pose_heading_deg",
+                "pose_confidence",
+                "pose_error_m",
             ]
         ]
         for q in self.queries:
             t = q.truth_latlon or (None, None)
+            pose = _pose_cells(q)
             for c in q.candidates:
                 rows.append(
                     [
@@ -243,6 +294,7 @@ class LocateResult:
                         "" if t[0] is None else f"{t[0]:.9f}",
                         "" if t[1] is None else f"{t[1]:.9f}",
                         "" if q.error_m is None else f"{q.error_m:.3f}",
+                        *pose,
                     ]
                 )
         return rows
@@ -261,6 +313,67 @@ class LocateResult:
                 raise ValueError("the HTML report needs the index")
             paths["html"] = write_report(self, index, out / "report.html")
         return paths
+
+
+def _pose_dict(q: QueryResult) -> dict[str, Any] | None:
+    if q.pose_xy is None or q.pose_latlon is None:
+        return None
+    tile = q.pose_tile_xy or (None, None)
+    return {
+        "lat": q.pose_latlon[0],
+        "lon": q.pose_latlon[1],
+        "x": q.pose_xy[0],
+        "y": q.pose_xy[1],
+        "heading_deg": q.pose_heading,
+        "confidence": q.pose_confidence,
+        "tile_x": tile[0],
+        "tile_y": tile[1],
+    }
+
+
+def _pose_cells(q: QueryResult) -> list[str]:
+    if q.pose_xy is None or q.pose_latlon is None:
+        return [""] * 7
+    return [
+        f"{q.pose_latlon[0]:.9f}",
+        f"{q.pose_latlon[1]:.9f}",
+        f"{q.pose_xy[0]:.3f}",
+        f"{q.pose_xy[1]:.3f}",
+        "" if q.pose_heading is None else f"{q.pose_heading:.2f}",
+        "" if q.pose_confidence is None else f"{q.pose_confidence:.6f}",
+        "" if q.pose_error_m is None else f"{q.pose_error_m:.3f}",
+    ]
+
+
+def load_query(path: Path, recipe: Recipe, fov: float | None = None) -> Tensor:
+    """One image file -> (3, H, W) float in [0, 1] in ``recipe``'s full panorama frame (module
+    Convention: aspect check without ``fov``, else the view put into the panorama frame)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"query image {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            arr = np.array(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise OSError(f"query image {path} cannot be decoded ({exc})") from None
+    img = torch.from_numpy(arr).permute(2, 0, 1).float()[None] / 255.0  # (1, 3, h, w)
+    h, w = (int(v) for v in recipe.ground_size)
+    aspect = arr.shape[1] / arr.shape[0]
+    if fov is None:
+        if abs(aspect / (w / h) - 1) > ASPECT_TOLERANCE:
+            raise ValueError(
+                f"query image {path} is {arr.shape[1]}x{arr.shape[0]} (aspect {aspect:.2f}); the recipe {recipe.name} takes "
+                f"360-degree panoramas of aspect {w / h:.2f} ({w}x{h}); pass --fov DEG for a limited field of view"
+            )
+        return F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+    if not 0 < fov <= 360:
+        raise ValueError(f"--fov must lie in (0, 360] degrees, got {fov}")
+    wf = fov_width(fov, w)
+    if wf < 1:
+        raise ValueError(f"--fov {fov} keeps no column of a {w}-column panorama")
+    canvas = torch.zeros(1, 3, h, w)
+    canvas[..., :wf] = F.interpolate(img, size=(h, wf), mode="bilinear", align_corners=False, antialias=True)
+    fill = torch.tensor(recipe.normalisation.mean, dtype=torch.float32)
+    return limit_fov(canvas, float(fov), 0, fill=fill)[0]
 
 
 def refine_position(xy: np.ndarray, scores: np.ndarray, tile_m: float) -> np.ndarray:
@@ -328,6 +441,53 @@ def _read_truth_rows(path: str | Path) -> dict[str, tuple[float, float, float | 
     return out
 
 
+def _truth_metrics(
+    truth_ll: np.ndarray,
+    truth_heading: np.ndarray,
+    tiles_ll: np.ndarray,
+    idx: Tensor,
+    refined_ll: np.ndarray,
+    headings: np.ndarray | None,
+    pose_ll: np.ndarray | None,
+    pose_heading: np.ndarray | None,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Metrics against the truth (module Convention) and the per-query errors they summarise.
+
+    Args:
+        truth_ll: (N, 2) true lat, lon. truth_heading: (N,) true headings (NaN: unknown).
+        tiles_ll: (T, 2) tile centres. idx: (N, k) ranked tiles. refined_ll: (N, 2).
+        headings: (N,) top-1 headings, or None. pose_ll: (N, 2) pose-refined lat, lon, or None.
+        pose_heading: (N,) pose headings, or None.
+
+    Returns:
+        ``(metrics, errors)``; errors keyed ``top1``, ``refined``, ``pose`` (metres) and
+        ``heading``, ``pose_heading`` (degrees, NaN where the truth has no heading).
+    """
+    dist = position_distances(truth_ll, tiles_ll, idx, "latlon")
+    ks = tuple(k for k in (1, 5, 10) if k <= idx.shape[1])
+    metrics = radius_recall(dist, ks, DEFAULT_RADII_M)
+    errors = {"top1": dist[:, 0], "refined": great_circle_distance(truth_ll, refined_ll)}
+    if pose_ll is not None:
+        errors["pose"] = great_circle_distance(truth_ll, pose_ll)
+    for key, name in (("top1", ""), ("refined", "refined_"), ("pose", "pose_")):
+        if key in errors:
+            e = errors[key]
+            metrics[f"{name}median_error_m"] = float(np.percentile(e, 50))
+            metrics[f"{name}p90_error_m"] = float(np.percentile(e, 90))
+            metrics[f"{name}mean_error_m"] = float(np.mean(e))
+    metrics["n_query"] = float(len(truth_ll))
+    known = np.flatnonzero(np.isfinite(truth_heading))
+    for key, name, est in (("heading", "", headings), ("pose_heading", "pose_", pose_heading)):
+        if est is None or not len(known):
+            continue
+        e = np.full(len(truth_ll), np.nan)
+        e[known] = circular_error_deg(np.asarray(est, dtype=np.float64)[known], truth_heading[known])
+        errors[key] = e
+        metrics[f"{name}median_heading_error_deg"] = float(np.median(e[known]))
+        metrics[f"{name}p90_heading_error_deg"] = float(np.percentile(e[known], 90))
+    return metrics, errors
+
+
 class Localizer:
     """Map tiles -> index -> localised queries: the API behind ``geo-bench index`` and ``locate``.
 
@@ -393,35 +553,7 @@ class Localizer:
     # ---------------------------------------------------------------------------------- queries
     def _load_query(self, path: Path, fov: float | None) -> Tensor:
         """One image file -> (3, H, W) float in [0, 1] in the recipe's full panorama frame."""
-        if not path.is_file():
-            raise FileNotFoundError(f"query image {path} does not exist")
-        try:
-            with Image.open(path) as im:
-                arr = np.array(im.convert("RGB"), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise OSError(f"query image {path} cannot be decoded ({exc})") from None
-        img = torch.from_numpy(arr).permute(2, 0, 1).float()[None] / 255.0  # (1, 3, h, w)
-        recipe = self.model.recipe
-        h, w = (int(v) for v in recipe.ground_size)
-        aspect = arr.shape[1] / arr.shape[0]
-        if fov is None:
-            if abs(aspect / (w / h) - 1) > ASPECT_TOLERANCE:
-                raise ValueError(
-                    f"query image {path} is {arr.shape[1]}x{arr.shape[0]} (aspect {aspect:.2f}); the recipe takes "
-                    f"360-degree panoramas of aspect {w / h:.2f} ({w}x{h}); pass --fov DEG for a limited field of view"
-                )
-            return F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
-        if not 0 < fov <= 360:
-            raise ValueError(f"--fov must lie in (0, 360] degrees, got {fov}")
-        wf = fov_width(fov, w)
-        if wf < 1:
-            raise ValueError(f"--fov {fov} keeps no column of a {w}-column panorama")
-        canvas = torch.zeros(1, 3, h, w)
-        canvas[..., :wf] = F.interpolate(
-            img, size=(h, wf), mode="bilinear", align_corners=False, antialias=True
-        )
-        fill = torch.tensor(recipe.normalisation.mean, dtype=torch.float32)
-        return limit_fov(canvas, float(fov), 0, fill=fill)[0]
+        return load_query(path, self.model.recipe, fov)
 
     def embed_queries(
         self, images: Sequence[str | Path], *, fov: float | None = None, batch_size: int = 32
@@ -479,6 +611,7 @@ class Localizer:
         backend: str = "exact",
         ids: Sequence[str] | None = None,
         headings_n: int = DEFAULT_HEADINGS,
+        refine: PoseRefiner | None = None,
     ) -> LocateResult:
         """Localise image files.
 
@@ -494,6 +627,8 @@ class Localizer:
             ids: query ids (default: file stems).
             headings_n: headings searched for orientation-unaware recipes when the orientation is
                 unknown (the query is encoded that many times).
+            refine: a pose model (:class:`~geo_bench.localize.refine.PoseRefiner`) that refines each
+                query's top-1 candidate (orientation known: heading 0 as its prior; unknown: no prior).
 
         Returns:
             A :class:`LocateResult` (with metrics when ``truth`` is given).
@@ -568,29 +703,44 @@ class Localizer:
             refined_xy[i] = refine_position(xy[idx[i].numpy()], scores[i].numpy(), self.tiles.tile_m)
             results.append((qid, str(p), cand))
         refined_ll = to_latlon(refined_xy, self.tiles.crs)
+        pose = pose_ll = None
+        refine_info: dict[str, Any] | None = None
+        if refine is not None:
+            # known orientation: north-centred queries, heading 0 as a prior of zero range
+            prior = np.zeros(len(paths)) if orientation == "known" else None
+            pose = refine.refine_candidates(self.tiles, idx[:, 0].numpy(), paths, fov=fov, headings=prior)
+            pose_ll = to_latlon(pose.xy, self.tiles.crs)
+            refine_info = {
+                **refine.identity(),
+                "orientation": "known (prior: heading 0, range 0)"
+                if prior is not None
+                else "unknown (no prior)",
+            }
         metrics: dict[str, float] = {}
-        errors = refined_errors = None
+        errors: dict[str, np.ndarray] = {}
         if truth_ll is not None:
-            dist = position_distances(truth_ll, ll, idx, "latlon")
-            ks = tuple(k for k in (1, 5, 10) if k <= idx.shape[1])
-            metrics = radius_recall(dist, ks, DEFAULT_RADII_M)
-            errors = dist[:, 0]
-            refined_errors = great_circle_distance(truth_ll, refined_ll)
-            for name, e in (("", errors), ("refined_", refined_errors)):
-                metrics[f"{name}median_error_m"] = float(np.percentile(e, 50))
-                metrics[f"{name}p90_error_m"] = float(np.percentile(e, 90))
-                metrics[f"{name}mean_error_m"] = float(np.mean(e))
-            metrics["n_query"] = float(len(paths))
-            known = [
-                (i, next(truth_heading[k] for k in (q, p.name, str(p)) if k in truth_heading))
-                for i, (p, q) in enumerate(zip(paths, qids))
-                if any(k in truth_heading for k in (q, p.name, str(p)))
-            ]
-            if headings is not None and known:
-                rows = np.array([i for i, _ in known])
-                err = circular_error_deg(headings[rows, 0], [h for _, h in known])
-                metrics["median_heading_error_deg"] = float(np.median(err))
-                metrics["p90_heading_error_deg"] = float(np.percentile(err, 90))
+            truth_h = np.array(
+                [
+                    next((truth_heading[k] for k in (q, p.name, str(p)) if k in truth_heading), np.nan)
+                    for p, q in zip(paths, qids)
+                ],
+                dtype=np.float64,
+            )
+            metrics, errors = _truth_metrics(
+                truth_ll,
+                truth_h,
+                ll,
+                idx,
+                refined_ll,
+                None if headings is None else headings[:, 0],
+                pose_ll,
+                None if pose is None else pose.heading_deg,
+            )
+
+        def err(name: str, i: int) -> float | None:
+            e = errors.get(name)
+            return None if e is None or not np.isfinite(e[i]) else float(e[i])
+
         queries = tuple(
             QueryResult(
                 qid,
@@ -599,13 +749,22 @@ class Localizer:
                 (float(refined_xy[i, 0]), float(refined_xy[i, 1])),
                 (float(refined_ll[i, 0]), float(refined_ll[i, 1])),
                 None if truth_ll is None else (float(truth_ll[i, 0]), float(truth_ll[i, 1])),
-                None if errors is None else float(errors[i]),
-                None if refined_errors is None else float(refined_errors[i]),
+                err("top1", i),
+                err("refined", i),
+                None if pose is None else (float(pose.xy[i, 0]), float(pose.xy[i, 1])),
+                None if pose_ll is None else (float(pose_ll[i, 0]), float(pose_ll[i, 1])),
+                None if pose is None else float(pose.heading_deg[i]),
+                None if pose is None else float(pose.confidence[i]),
+                None if pose is None else (float(pose.tile_xy[i, 0]), float(pose.tile_xy[i, 1])),
+                err("pose", i),
+                err("pose_heading", i),
             )
             for i, (qid, f, cand) in enumerate(results)
         )
         searched = headings_n if orientation == "unknown" and not aware else None
-        return LocateResult(queries, self.tiles.crs, orientation, fov, backend, metrics, q.numpy(), searched)
+        return LocateResult(
+            queries, self.tiles.crs, orientation, fov, backend, metrics, q.numpy(), searched, refine_info
+        )
 
     def _heading_search(
         self, paths: Sequence[Path], fov: float | None, top_k: int, backend: str, n: int

@@ -4,7 +4,9 @@ Convention: one section per query with the query image, the top-k candidate tile
 maps, one window each) and a heat map of the query's score at every tile centre over the map extent
 (map CRS, east right, north up; flat descriptors only: the cosine of the query against every tile),
 the truth (white star, when given), the refined position (red cross) and the best tile (black
-square). Every picture is an inline base64 PNG; the page loads nothing from the network.
+square); with a pose model, the pose-refined position (magenta diamond) joined to the best tile's
+centre by a dashed line, with an arrow along its heading (half a tile long), and its heading and
+confidence in the caption. Every picture is an inline base64 PNG; the page loads nothing from the network.
 """
 
 from __future__ import annotations
@@ -45,7 +47,12 @@ def _thumb(path: str) -> str:
         return ""
 
 
-def _heatmap(index: TileIndex, scores: np.ndarray, marks: dict[str, tuple[float, float] | None]) -> str:
+def _heatmap(
+    index: TileIndex,
+    scores: np.ndarray,
+    marks: dict[str, tuple[float, float] | None],
+    pose_heading: float | None = None,
+) -> str:
     import matplotlib  # lazy: heavy, and the backend is chosen here before pyplot loads
 
     matplotlib.use("Agg", force=False)
@@ -56,7 +63,24 @@ def _heatmap(index: TileIndex, scores: np.ndarray, marks: dict[str, tuple[float,
     size = max(4.0, 4000.0 / max(1, len(xy)) ** 0.5)
     sc = ax.scatter(xy[:, 0], xy[:, 1], c=scores, s=size, marker="s", cmap="viridis", linewidths=0)
     fig.colorbar(sc, ax=ax, fraction=0.046, label="score")
-    styles = {"truth": ("*", "white", 180), "refined": ("x", "red", 90), "best": ("s", "black", 40)}
+    styles = {
+        "truth": ("*", "white", 180),
+        "refined": ("x", "red", 90),
+        "best": ("s", "black", 40),
+        "pose": ("D", "magenta", 40),
+    }
+    pose, best = marks.get("pose"), marks.get("best")
+    if pose is not None and best is not None:
+        ax.plot([best[0], pose[0]], [best[1], pose[1]], "--", color="magenta", linewidth=0.8)
+        if pose_heading is not None:
+            length = index.tile_m / 2
+            rad = np.deg2rad(pose_heading)  # clockwise from north: east = sin, north = cos
+            ax.annotate(
+                "",
+                xy=(pose[0] + length * np.sin(rad), pose[1] + length * np.cos(rad)),
+                xytext=pose,
+                arrowprops={"arrowstyle": "->", "color": "magenta", "linewidth": 0.8},
+            )
     for name, pos in marks.items():
         if pos is not None:
             m, c, s = styles[name]
@@ -73,6 +97,15 @@ def _heatmap(index: TileIndex, scores: np.ndarray, marks: dict[str, tuple[float,
     fig.savefig(buf, format="png")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _refine_line(refine: dict[str, Any] | None) -> str:
+    if not refine:
+        return ""
+    return html.escape(
+        f"; pose refinement {refine.get('recipe')} ({refine.get('variant')}) on {refine.get('tile_m', 0):g} m "
+        f"tiles at {refine.get('px')} px, orientation {refine.get('orientation')}"
+    )
 
 
 def write_report(
@@ -107,7 +140,9 @@ def write_report(
         f"({html.escape(index.manifest['model']['variant'])}); search {html.escape(result.backend)}; "
         f"orientation {html.escape(result.orientation)}"
         + (f" ({result.headings_searched} headings searched)" if result.headings_searched else "")
-        + f"; FoV {result.fov_deg or 360:g} deg</p>",
+        + f"; FoV {result.fov_deg or 360:g} deg"
+        + _refine_line(result.refine)
+        + "</p>",
     ]
     if result.metrics:
         parts.append(
@@ -142,11 +177,18 @@ def write_report(
         if q.truth_latlon is not None:
             truth_xy = tuple(from_latlon(np.array([q.truth_latlon]), index.crs)[0])
         best = q.candidates[0]
-        marks = {"truth": truth_xy, "refined": q.refined_xy, "best": (best.x, best.y)}
+        marks = {"truth": truth_xy, "refined": q.refined_xy, "best": (best.x, best.y), "pose": q.pose_xy}
         err = "" if q.error_m is None else f" error {q.error_m:.1f} m, refined {q.refined_error_m:.1f} m"
+        pose = ""
+        if q.pose_latlon is not None:
+            pose = (
+                f"<br>pose {q.pose_latlon[0]:.6f}, {q.pose_latlon[1]:.6f}, heading {q.pose_heading:.0f} deg, "
+                f"confidence {q.pose_confidence:.3f}"
+                + ("" if q.pose_error_m is None else f", error {q.pose_error_m:.1f} m")
+            )
         parts.append(
-            f"<figure><img src='{_heatmap(index, scores, marks)}' alt='heat map'><figcaption>"
-            f"refined {q.refined_latlon[0]:.6f}, {q.refined_latlon[1]:.6f}{err}</figcaption></figure>"
+            f"<figure><img src='{_heatmap(index, scores, marks, q.pose_heading)}' alt='heat map'><figcaption>"
+            f"refined {q.refined_latlon[0]:.6f}, {q.refined_latlon[1]:.6f}{err}{pose}</figcaption></figure>"
         )
         parts.append("</section>")
     parts.append("</body></html>")
