@@ -201,6 +201,12 @@ def _preprocess(args: argparse.Namespace, manifest: Manifest | None) -> str:
             "--preprocess upstream runs the dataset's own protocols on its image files: drop --protocols / "
             "--cache, or pass --preprocess ours"
         )
+    recorded = manifest.source_options.get("dataset")
+    if recorded in ("cvusa", "cvact", "vigor") and recorded != args.dataset:
+        raise ValueError(
+            f"{manifest.source_kind}: this folder records upstream's {recorded} preprocessing, not {args.dataset}'s: "
+            f"convert the checkpoint again with --dataset {args.dataset}, or pass --preprocess ours"
+        )
     return choice
 
 

@@ -21,6 +21,18 @@ Convention:
       panorama (and a non-polar aerial) row-cropped and ``cv2.resize``d as above -> float32 x / 255 ->
       ``(x - mean) / std`` (torchvision's ``Normalize`` order) -> (3, H, W). Tested against pixels made by
       Toker's own scripts (``tests/data/upstream/toker``).
+    - A manifest with ``prepared`` (Toker et al.'s CVACT) replays the files upstream's preparation
+      script writes and its loader reads back, for the views it names: the raw image decoded as
+      ``prepared["decode"]`` says (``"pil"``: ``imageio.imread``); the panorama cropped to
+      ``prepared["ground_rows"]`` (rows the script hard-codes; else ``ground_crop``) and ``cv2.resize``d
+      with the manifest's interpolation; the aerial through the polar preset (ending in uint8, e.g.
+      ``toker_cvact``: ``imageio.imsave``'s stretch of the float map); then saved as a JPEG by Pillow at
+      ``prepared["quality"]`` (imageio 2.x's JPEG-PIL writer: quality 75, Pillow's default 4:2:0 chroma)
+      and decoded again with ``cv2.imdecode`` -> RGB, in memory; then the loader's ``cv2.resize`` (the
+      identity at the model's size) and the normalisation. JPEG encoding depends on the library too
+      (IJG libjpeg 9 vs libjpeg-turbo, as for decoding); :func:`decoder_versions` names Pillow's.
+      ``view="polar_map"`` reads a map made beforehand (``polar["map_suffix"]``, ``.jpg`` for
+      Toker's CVACT ``polarmap/``) as the loader reads it.
     - ``"opencv_caffe"`` (SAFA, DSM; TF1): the same pipeline with the means in pixels
       (``max_pixel_value`` 1, ``std`` 1): ``float32(x) - float32(mean)``, upstream's in-place
       ``img[:, :, c] -= 103.939`` ..., bit for bit (upstream feeds BGR; the converters reverse the
@@ -53,6 +65,7 @@ Convention:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -78,6 +91,7 @@ __all__ = [
     "INTERPOLATIONS",
     "PIL_RESAMPLING",
     "POLAR_DECODERS",
+    "PREPARED_FORMATS",
     "READERS",
     "UpstreamViews",
     "decoder_versions",
@@ -249,6 +263,65 @@ def _read_pil(path: Path, view: str, preprocessing: UpstreamPreprocessing) -> Te
     return x.sub_(mean).div_(std)
 
 
+#: what a ``prepared`` manifest's files are written as (``prepared["format"]``)
+PREPARED_FORMATS = ("jpeg",)
+
+
+def _prepared(preprocessing: UpstreamPreprocessing, view: str) -> dict[str, Any] | None:
+    """The manifest's ``prepared`` settings when they cover ``view`` (checked), else None."""
+    prep = preprocessing.prepared
+    if prep is None or view not in prep.get("views", ()):
+        return None
+    if prep.get("format") not in PREPARED_FORMATS:
+        raise ValueError(f"unknown prepared format {prep.get('format')!r}; known: {list(PREPARED_FORMATS)}")
+    decode = str(prep.get("decode", "opencv"))
+    if decode not in POLAR_DECODERS:
+        raise ValueError(f"unknown prepared decode {decode!r}; known: {sorted(POLAR_DECODERS)}")
+    quality = int(prep.get("quality", 75))
+    if not 1 <= quality <= 95:
+        raise ValueError(f"prepared JPEG quality must be in 1..95 (Pillow's range), got {quality}")
+    return prep
+
+
+def _jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """(H, W, 3) uint8 RGB saved as a JPEG by Pillow (``Image.save(fp, "JPEG", quality=q, progressive=False,
+    optimize=False)``, imageio 2.x's JPEG-PIL writer) and read back with ``cv2.imread`` -> RGB."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(
+        buf, format="JPEG", quality=quality, progressive=False, optimize=False
+    )
+    bgr = cv2.imdecode(np.frombuffer(buf.getvalue(), np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:  # pragma: no cover - Pillow's own JPEG
+        raise ImageDecodeError("OpenCV cannot decode the JPEG Pillow wrote", path=Path("<memory>"))
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _prepare_file(
+    path: Path, view: str, preprocessing: UpstreamPreprocessing, prep: dict[str, Any]
+) -> np.ndarray:
+    """The (H, W, 3) uint8 RGB image upstream's preparation script writes for ``view`` (before the JPEG):
+    the panorama decoded, row-cropped and ``cv2.resize``d; the aerial through the polar preset."""
+    h, w = _size(preprocessing, view)
+    if view == "aerial":
+        if preprocessing.polar is None:
+            raise ValueError("a prepared aerial needs a polar manifest (the script writes polar maps)")
+        preset = _polar_preset(preprocessing)
+        if not preset.steps[-1].startswith("uint8") or tuple(preset.out_size) != (h, w):
+            raise ValueError(
+                f"polar preset {preset.identifier} must end in a uint8 step at the model's {h}x{w} to be written "
+                "as the prepared file: this converted folder can only run with --preprocess ours"
+            )
+        return np.ascontiguousarray(_render_polar(path, preprocessing).transpose(1, 2, 0)).astype(np.uint8)
+    img = POLAR_DECODERS[str(prep.get("decode", "opencv"))](path)
+    rows = prep.get("ground_rows")
+    if rows is not None:  # rows as the script hard-codes them (Toker's CVACT: 832 / 4 .. 3 * 832 / 4)
+        img = img[int(rows[0]) : int(rows[1])]
+    elif preprocessing.ground_crop is not None:
+        a, b = preprocessing.ground_crop
+        img = img[int(a * img.shape[0]) : int(b * img.shape[0])]
+    return cv2.resize(img, (int(w), int(h)), interpolation=_cv2_interpolation(preprocessing))
+
+
 @register_reader("opencv_caffe")
 @register_reader("opencv_torchvision")
 def _read_opencv_float(path: Path, view: str, preprocessing: UpstreamPreprocessing) -> Tensor:
@@ -256,7 +329,14 @@ def _read_opencv_float(path: Path, view: str, preprocessing: UpstreamPreprocessi
     steps with the means in pixels; see the module Convention)."""
     h, w = _size(preprocessing, view)
     interpolation = _cv2_interpolation(preprocessing)
-    if view == "aerial" and preprocessing.polar is not None:
+    prep = _prepared(preprocessing, view)
+    if prep is not None:
+        # the script's file (written as a JPEG, read back with cv2.imread), then the loader's resize
+        img = _jpeg_roundtrip(_prepare_file(path, view, preprocessing, prep), int(prep.get("quality", 75)))
+        if img.shape[:2] != (h, w):
+            img = cv2.resize(img, (int(w), int(h)), interpolation=interpolation)
+        x = img.astype(np.float32).transpose(2, 0, 1)
+    elif view == "aerial" and preprocessing.polar is not None:
         preset = _polar_preset(preprocessing)
         if tuple(preset.out_size) != (h, w):
             raise ValueError(
@@ -429,7 +509,8 @@ class UpstreamViews(Dataset):
         if self.ground_shifts is not None:
             ground = torch.roll(ground, self.ground_shifts[i], dims=-1)  # column j <- (j - shift) mod W
         if self.polar_maps is not None:
-            polar_map = self.polar_maps / (self._aerial_file(i).stem + ".png")
+            suffix = str((self.preprocessing.polar or {}).get("map_suffix", ".png"))
+            polar_map = self.polar_maps / (self._aerial_file(i).stem + suffix)
             aerial = read_upstream(polar_map, "polar_map", self.preprocessing)
         else:
             aerial = read_upstream(self._aerial_file(i), "aerial", self.preprocessing)

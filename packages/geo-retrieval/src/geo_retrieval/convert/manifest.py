@@ -86,6 +86,12 @@ class UpstreamPreprocessing:
         max_pixel_value: the scale of the uint8 pixels (255).
         ground_crop: rows (a, b) as fractions of H kept before the resize, or None (no crop).
         polar: ``{"preset", "size", "center"}`` of a polar aerial, or None (raw aerial).
+        prepared: the intermediate image files upstream's data-preparation script writes and its loader
+            reads back, replayed in memory, or None (the loader reads the dataset's files): ``{"views":
+            [...], "decode", "format": "jpeg", "quality"}`` (Toker et al.'s CVACT ``polarmap/`` and
+            ``streetview_polish/`` JPEGs).
+        aerial_tokens: the aerial patch tokens upstream's model keeps at evaluation, or None (all):
+            ``{"method": "transgeo_attention", "keep_rate", ...}`` (TransGeo's stage-2 crop).
         code: where upstream does this (repository and files), for the record.
     """
 
@@ -98,10 +104,16 @@ class UpstreamPreprocessing:
     max_pixel_value: float = 255.0
     ground_crop: tuple[float, float] | None = None
     polar: dict[str, Any] | None = None
+    prepared: dict[str, Any] | None = None
+    aerial_tokens: dict[str, Any] | None = None
     code: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for key in ("prepared", "aerial_tokens"):  # absent unless used (older manifests lack them)
+            if d[key] is None:
+                del d[key]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> UpstreamPreprocessing:

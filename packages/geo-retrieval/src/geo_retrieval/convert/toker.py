@@ -34,10 +34,23 @@ from the 750x750 aerial, ``astype(np.uint8)``, PNG; the loader reads them with `
 ``cv2.resize(..., (616, 112), INTER_CUBIC)``; the panorama the same way from its 224x1232 JPEG; then
 x / 255 and ``Normalize(0.5, 0.5)`` in float32. The polar chain is geo-transforms' preset
 ``toker_cvusa_legacy`` (the manifest's ``polar``); the reader is ``opencv_torchvision``
-(``geo_bench.datasets.upstream_preprocess``). Only ``dataset="cvusa"``: upstream's CVACT maps are written
-as float64 through ``imageio.imsave`` (its conversion to 8 bits is not reproduced here).
+(``geo_bench.datasets.upstream_preprocess``).
 
-CLI: ``python -m geo_retrieval.convert toker SRC OUT_DIR [--image-size H W] [--components-only]``.
+Upstream preprocessing on CVACT (``--dataset cvact``; ``data/convert_polar.py``'s CVACT blocks,
+``data/cvact_utils.py`` ``CVACT``, ``cvact_test.py``): the script reads the 1200x1200 aerial with
+``imageio.imread`` (Pillow), samples the polar map at 112x616 (SAFA's sampler, S = 1200) in float64 and
+writes it with ``imageio.imsave`` under the aerial's own ``.jpg`` name, i.e. ``image_as_uint``'s min-max
+stretch and a Pillow JPEG at quality 75 (``polarmap/<panoId>_satView_polish.jpg``); it reads each panorama
+with ``imageio.imread``, keeps rows 208-624 (``832 / 4`` onwards, hard-coded), ``cv2.resize``s them to
+616x112 with ``INTER_AREA`` and writes a JPEG the same way (``streetview_polish/<panoId>_grdView.jpg``).
+The loader reads both with ``cv2.imread`` -> RGB -> ``cv2.resize((616, 112), INTER_AREA)`` (the identity
+at that size) -> x / 255 -> ``Normalize(0.5, 0.5)``. Recorded as the polar preset ``toker_cvact`` (render +
+``uint8_imageio``; ``decode`` ``pil``, maps ``.jpg``) and ``prepared`` (both views written as JPEG quality
+75 and read back; ``ground_rows`` 208-624), reader ``opencv_torchvision`` with ``cv2.INTER_AREA``.
+``cvact_test.py`` evaluates CVACT_val (``valSet``); the same pipeline applies to CVACT_test's files.
+
+CLI: ``python -m geo_retrieval.convert toker SRC OUT_DIR [--image-size H W] [--components-only]
+[--dataset cvusa|cvact]``.
 """
 
 from __future__ import annotations
@@ -61,8 +74,12 @@ from .mapping import map_state_dict
 from .sources import register_source
 
 __all__ = [
+    "CVACT_GROUND_ROWS",
+    "CVACT_JPEG_QUALITY",
+    "DATASETS",
     "PAPER_SIZE",
     "POLAR_PRESET",
+    "POLAR_PRESET_CVACT",
     "TOKER_COMPONENTS",
     "UPSTREAM",
     "bake_spectral_norm",
@@ -75,6 +92,20 @@ UPSTREAM = "aysim/comingdowntoearth"
 PAPER_SIZE = (112, 616)
 #: the geo-transforms preset that reproduces upstream's CVUSA polar maps as its loader reads them
 POLAR_PRESET = "toker_cvusa_legacy@1"
+#: the preset of upstream's CVACT polar maps (the levels its script writes as JPEG)
+POLAR_PRESET_CVACT = "toker_cvact@1"
+#: the JPEG quality of imageio 2.x's JPEG-PIL writer (``imageio.imsave`` without ``quality``)
+CVACT_JPEG_QUALITY = 75
+#: the panorama rows upstream's script keeps (``int(832 / 4)`` to ``int(832 / 4) + int(832 / 2)``)
+CVACT_GROUND_ROWS = (208, 624)
+DATASETS = ("cvusa", "cvact")
+_CODE_CVACT = (
+    f"{UPSTREAM}: data/convert_polar.py CVACT blocks (imageio.imread, SAFA sampler at 112x616 with S = 1200, "
+    "imageio.imsave of the float map as <panoId>_satView_polish.jpg; panorama rows 208:624, cv2.resize "
+    "(616, 112) INTER_AREA, imageio.imsave as <panoId>_grdView.jpg), data/cvact_utils.py CVACT (cv2.imread, "
+    "COLOR_BGR2RGB, cv2.resize (616, 112) INTER_AREA), data/custom_transforms.py ToTensor (x / 255, "
+    "Normalize 0.5 / 0.5), cvact_test.py"
+)
 _CODE = (
     f"{UPSTREAM}: data/convert_polar.py (SAFA sampler at 224x1232, astype(uint8), PNG), data/utils.py CVUSA "
     "(cv2.imread, COLOR_BGR2RGB, cv2.resize (616, 112) INTER_CUBIC), data/custom_transforms.py ToTensor "
@@ -216,17 +247,54 @@ def _rename(key: str) -> str | None:
     return None
 
 
-def toker_preprocessing(image_size: tuple[int, int] = PAPER_SIZE) -> UpstreamPreprocessing:
-    """Upstream's CVUSA evaluation preprocessing (see the module docstring) for models of ``image_size``.
+def toker_preprocessing(
+    image_size: tuple[int, int] = PAPER_SIZE, dataset: str = "cvusa"
+) -> UpstreamPreprocessing:
+    """Upstream's CVUSA or CVACT evaluation preprocessing (see the module docstring) for models of
+    ``image_size``.
 
-    The polar preset renders 112x616; a folder of another size records it too (the reader then refuses
+    The polar presets render 112x616; a folder of another size records them too (the reader then refuses
     to run it: such folders are for parity checks with ``--preprocess ours``).
+
+    Raises:
+        ValueError: an unknown dataset.
     """
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    size = (int(image_size[0]), int(image_size[1]))
+    if dataset == "cvact":
+        return UpstreamPreprocessing(
+            reader="opencv_torchvision",
+            resize="cv2.INTER_AREA",
+            ground_size=size,
+            aerial_size=size,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            ground_crop=(0.25, 0.75),
+            polar={
+                "preset": POLAR_PRESET_CVACT,
+                "size": list(PAPER_SIZE),
+                "center": "safa",
+                "input": "raw aerial image",
+                "decode": "pil",
+                "map_suffix": ".jpg",
+            },
+            prepared={
+                "views": ["ground", "aerial"],
+                "decode": "pil",
+                "format": "jpeg",
+                "quality": CVACT_JPEG_QUALITY,
+                "ground_rows": list(CVACT_GROUND_ROWS),
+                "writer": "imageio 2.x imsave, JPEG-PIL (Pillow, quality 75, progressive and optimize off)",
+                "files": ["polarmap/<panoId>_satView_polish.jpg", "streetview_polish/<panoId>_grdView.jpg"],
+            },
+            code=_CODE_CVACT,
+        )
     return UpstreamPreprocessing(
         reader="opencv_torchvision",
         resize="cv2.INTER_CUBIC",
-        ground_size=(int(image_size[0]), int(image_size[1])),
-        aerial_size=(int(image_size[0]), int(image_size[1])),
+        ground_size=size,
+        aerial_size=size,
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         polar={
@@ -278,7 +346,8 @@ def convert_toker(
             ``{generator,discriminator,retrieval}.safetensors``.
         image_size: (H, W) of the polar aerial = panorama; default from the SAFA heads (112x616).
         components_only: write only the component files (upstream key names, spectral norm baked).
-        dataset: ``"cvusa"`` (the upstream preprocessing recorded).
+        dataset: ``"cvusa"`` or ``"cvact"``: the upstream preprocessing recorded (the weights are the same
+            architecture either way).
 
     Returns:
         ``{"model", "recipe", "manifest", "generator", "discriminator", "retrieval"}`` paths (only the
@@ -289,10 +358,9 @@ def convert_toker(
         ValueError: a model dict is missing (all three are needed unless ``components_only``).
         StateDictMismatchError: the weights do not fit ``toker21`` (names the file and the keys).
     """
-    if dataset != "cvusa":
+    if dataset not in DATASETS:
         raise ValueError(
-            f"dataset must be 'cvusa' (upstream's CVACT polar maps went through imageio's float -> uint8 "
-            f"conversion, not reproduced here), got {dataset!r}"
+            f"dataset must be one of {DATASETS} (the upstream preprocessing recorded), got {dataset!r}"
         )
     src, out_dir = Path(src), Path(out_dir)
     if not src.is_file():
@@ -341,6 +409,13 @@ def convert_toker(
         "backbone, sa1, sa2; spectral norm kept as torch parametrisations with upstream's u, v).",
         f"{UPSTREAM} selected this checkpoint on the test split (best p2s R@1 per epoch).",
     ]
+    if dataset == "cvact":
+        notes.append(
+            "CVACT: upstream's loader reads polarmap/*.jpg and streetview_polish/*.jpg that its convert_polar.py "
+            "wrote with imageio 2.x (float maps min-max stretched, JPEG quality 75); evaluate replays that in "
+            "memory from the raw files. JPEG encoding and decoding depend on the library (IJG libjpeg 9 in "
+            "Pillow wheels up to 8.4, libjpeg-turbo later): with another library the pixels differ slightly."
+        )
     if size != PAPER_SIZE:
         notes.append(
             f"image size {size[0]}x{size[1]} is not upstream's 112x616: the recorded polar preset renders "
@@ -353,7 +428,7 @@ def convert_toker(
         mapped=mapped,
         src=src,
         source_kind="toker",
-        preprocessing=toker_preprocessing(size),
+        preprocessing=toker_preprocessing(size, dataset),
         # K heads x C bottleneck channels
         descriptor_dim=int(mapped.state["sa1.w1"].shape[0])
         * int(mapped.state["generator.in3_e.weight"].numel()),
@@ -380,7 +455,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write only {generator,discriminator,retrieval}.safetensors (upstream names, spectral norm baked)",
     )
     parser.add_argument(
-        "--dataset", default="cvusa", choices=["cvusa"], help="the upstream preprocessing recorded (cvusa)"
+        "--dataset",
+        default="cvusa",
+        choices=list(DATASETS),
+        help="the upstream preprocessing recorded: cvusa (polar PNGs at 224x1232, INTER_CUBIC) or cvact "
+        "(polarmap/ and streetview_polish/ JPEGs written by imageio, INTER_AREA); default cvusa",
     )
 
 
