@@ -3,6 +3,8 @@
 Parity fixtures: ``tests/data/upstream/transgeo`` (made by TransGeo's own code; see its README).
 """
 
+import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from geo_retrieval.convert import (
 )
 from geo_retrieval.convert.transgeo import _rename, inspect_transgeo
 from geo_retrieval.recipes import build, get_recipe
+from geo_retrieval.token_crop import attention_keep_order, keep_order_channel
 
 DATA = Path(__file__).parent / "data" / "upstream" / "transgeo"
 CKPT = DATA / "checkpoint.pth.tar"
@@ -100,7 +103,10 @@ class TestTransGeoManifest:
     def test_cli(self, tmp_path, capsys):
         rc = main(["transgeo", str(CKPT), str(tmp_path / "c"), "--dataset", "cvact", "--num-heads", "2"])
         assert rc == 0 and "manifest" in capsys.readouterr().out
-        assert read_manifest(tmp_path / "c").source_options == {"dataset": "cvact", "num_heads": 2}
+        m = read_manifest(tmp_path / "c")
+        assert m.source_options == {"dataset": "cvact", "num_heads": 2, "stage": 1}
+        # upstream's CVACT loader crops the panorama to its middle rows (H // 4 .. H // 4 * 3)
+        assert m.preprocessing.ground_crop == (0.25, 0.75) and m.preprocessing.aerial_tokens is None
         assert "transgeo" in list_sources()
 
     def test_real_architecture_stage2_keys(self):
@@ -126,6 +132,72 @@ class TestTransGeoManifest:
         mapped = map_state_dict(state, ours.state_dict(), _rename, path="meta")
         assert ours.ground_backbone.out_channels == 1000
         assert len(mapped.state) == len(state) == len(ours.state_dict())
+
+
+def _stage2_checkpoint(path: Path) -> Path:
+    """Upstream's stage-2 fixture checkpoint (``make_stage2_fixtures.fixture_state`` on ``stage2_spec.json``,
+    float16, as upstream's ``save_checkpoint`` writes it), rebuilt instead of committed."""
+    spec = importlib.util.spec_from_file_location("transgeo_stage2", DATA / "make_stage2_fixtures.py")
+    mf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mf)
+    shapes = json.loads((DATA / "stage2_spec.json").read_text())
+    state = {f"module.{k}": torch.from_numpy(v).half() for k, v in mf.fixture_state(shapes).items()}
+    torch.save({"epoch": 50, "state_dict": state, "best_acc1": np.float64(40.0)}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def converted_stage2(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("transgeo2")
+    out = tmp / "out"
+    convert("transgeo", _stage2_checkpoint(tmp / "checkpoint.pth.tar"), out, dataset="cvusa", num_heads=2)
+    return out
+
+
+class TestTransGeoStage2:
+    def test_recognised_and_recorded(self, converted_stage2, tmp_path):
+        """A 320x320 aerial on CVUSA is stage 2 (--sat_res 320 --crop): select_tokens and aerial_tokens."""
+        m = read_manifest(converted_stage2)
+        assert m.source_options["stage"] == 2 and m.overrides["aerial_size"] == [320, 320]
+        assert m.overrides["backbone_kwargs"]["select_tokens"] is True
+        tokens = m.preprocessing.aerial_tokens
+        assert (
+            tokens["method"] == "transgeo_attention" and tokens["keep_rate"] == 0.64 and tokens["patch"] == 16
+        )
+        assert any("stage 2" in n for n in m.notes)
+        # --stage 1 forces every patch
+        convert(
+            "transgeo",
+            _stage2_checkpoint(tmp_path / "c.pth.tar"),
+            tmp_path / "s1",
+            dataset="cvusa",
+            num_heads=2,
+            stage=1,
+        )
+        m1 = read_manifest(tmp_path / "s1")
+        assert (
+            m1.preprocessing.aerial_tokens is None and "select_tokens" not in m1.overrides["backbone_kwargs"]
+        )
+        with pytest.raises(ValueError, match="stage must be 1 or 2"):
+            convert("transgeo", tmp_path / "c.pth.tar", tmp_path / "s3", dataset="cvusa", stage=3)
+
+    def test_reproduces_upstream_crop(self, converted_stage2):
+        """Upstream's forward_features_crop on seeded 320x320 aerials with stage-1 attention maps (its scan's
+        PNGs): the kept patch indices are equal and the descriptors within 1e-4 (measured 1.3e-7)."""
+        _, _, model = load_converted(converted_stage2)
+        model.eval()
+        fx = np.load(DATA / "stage2_descriptors.npz")
+        order = attention_keep_order(torch.from_numpy(fx["attention"]), (20, 20))
+        np.testing.assert_array_equal(order.numpy(), fx["kept"])
+        assert order.shape == (2, 256)  # int(0.64 * 400)
+        image = torch.from_numpy(fx["aerial_input"]).float()
+        x = torch.cat([image, keep_order_channel(order, (20, 20), 16)], dim=1)
+        up = F.normalize(torch.from_numpy(fx["aerial"]), dim=1)
+        with torch.no_grad():
+            ours = model.encode_aerial(x)
+            every_patch = model.encode_aerial(image)
+        assert (ours - up).abs().max().item() <= 1e-4
+        assert (every_patch - up).abs().max().item() > 1e-3  # the crop changes the descriptor
 
 
 class TestTransGeoFaults:

@@ -28,7 +28,9 @@ Registry (:func:`list_backbones`):
 - ``deit_*``: any timm DeiT (``img_size=(H, W)`` as for ``vit_*``); with ``num_classes=D > 0`` it
   keeps timm's classifier and returns its logits as a (B, D, 1, 1) map (``kind="logits"``): for the
   distilled DeiTs the mean of ``head(cls)`` and ``head_dist(dist)``, TransGeo's descriptor. With
-  ``num_classes=0`` (default) it returns the patch tokens as ``vit_*`` does.
+  ``num_classes=0`` (default) it returns the patch tokens as ``vit_*`` does. With ``num_classes=D`` and
+  ``select_tokens=True`` it also takes (B, 4, H, W) inputs whose fourth channel is a keep-order channel
+  (:mod:`geo_retrieval.token_crop`: TransGeo's stage-2 crop) and encodes only those patches.
 - ``r50_vit``: the R50+ViT-B/16 hybrid ``vit_base_r50_s16_224`` (L2LTR); ``r50_vit_tiny``: the small
   hybrid ``vit_tiny_r_s16_p8_224`` for CPU runs.
 - ``timm:<name>``: any other timm model with ``forward_intermediates`` (escape hatch).
@@ -48,6 +50,7 @@ from geo_transforms.registry import Registry
 
 from .checkpoint import load_weights, strip_prefixes, unwrap_state_dict
 from .heads.dsm import circular_w_padding_
+from .token_crop import forward_kept_tokens, order_from_channel
 
 __all__ = ["Backbone", "create_backbone", "list_backbones", "register_backbone"]
 
@@ -73,8 +76,16 @@ class Backbone(nn.Module):
         num_prefix_tokens: class/register tokens of a ViT (0 for CNNs).
     """
 
-    def __init__(self, model: TimmModel, out_index: int, kind: str, name: str = "") -> None:
+    def __init__(
+        self, model: TimmModel, out_index: int, kind: str, name: str = "", *, select_tokens: bool = False
+    ) -> None:
         super().__init__()
+        if select_tokens and kind != "logits":
+            raise ValueError(
+                f"select_tokens needs a ViT with a classifier (kind 'logits'), got kind {kind!r}"
+            )
+        #: (B, 4, H, W) inputs carry a keep-order channel (:mod:`geo_retrieval.token_crop`)
+        self.select_tokens = bool(select_tokens)
         if kind not in ("features", "vit", "pooled", "logits"):
             raise ValueError(f"kind must be 'features', 'vit', 'pooled' or 'logits', got {kind!r}")
         self.model: TimmModel = model
@@ -103,8 +114,16 @@ class Backbone(nn.Module):
             raise ValueError(f"x must be (B, C, H, W), got {tuple(x.shape)}")
 
     def forward(self, x: Tensor) -> Tensor:
-        """Images (B, 3, H, W) -> feature map (B, C, h, w) ((B, C, 1, 1) for ``kind="pooled"`` / ``"logits"``)."""
+        """Images (B, 3, H, W) -> feature map (B, C, h, w) ((B, C, 1, 1) for ``kind="pooled"`` / ``"logits"``).
+
+        With ``select_tokens``, (B, 4, H, W): the image and a keep-order channel; only the kept patches
+        are encoded (:func:`geo_retrieval.token_crop.forward_kept_tokens`).
+        """
         self._check(x)
+        if self.select_tokens and x.shape[1] == 4:
+            patch = int(self.model.patch_embed.patch_size[0])
+            order = order_from_channel(x[:, 3:], patch)
+            return forward_kept_tokens(self.model, x[:, :3], order)[:, :, None, None]
         if self.kind in ("pooled", "logits"):
             feats = self.model.forward_features(x)
             out = self.model.forward_head(feats, pre_logits=self.kind == "pooled")
@@ -451,6 +470,7 @@ def _vit(
     cut: str | None,
     strict: bool = True,
     num_classes: int = 0,
+    select_tokens: bool = False,
     **kwargs: Any,
 ) -> Backbone:
     if img_size is not None:
@@ -465,7 +485,11 @@ def _vit(
             raise ValueError(
                 "num_classes > 0 returns the classifier's logits; pass num_classes=0 to cut earlier"
             )
-        return Backbone(model, len(model.feature_info) - 1, "logits", name)
+        return Backbone(model, len(model.feature_info) - 1, "logits", name, select_tokens=select_tokens)
+    if select_tokens:
+        raise ValueError(
+            "select_tokens needs num_classes > 0 (the classifier's logits, TransGeo's descriptor)"
+        )
     index = _resolve_index(model, out_index, cut)
     if index != len(model.feature_info) - 1:
         model.prune_intermediate_layers([index], prune_norm=True, prune_head=True)

@@ -28,7 +28,10 @@ decoder); --polar-maps DIR reads polar maps made beforehand instead (<aerial fil
 authors' released polarmap/19), as the upstream loader reads them. --test-grd-noise DEG replays DSM's
 test-time roll of the panoramas (np.random.seed(--test-grd-seed, 2019), then int(rand * W * DEG / 360)
 columns per query; DSM's test_cvusa_fov.py uses 0 by default, 360 for unknown orientation); the records
-then say orientation_known false and keep the roll ("upstream_test_roll"). Every upstream record keeps the
+then say orientation_known false and keep the roll ("upstream_test_roll"). TransGeo stage-2 folders
+(convert transgeo --stage 2) need --attention-maps DIR, the stage-1 attention maps <index>.png of the
+released archive (attention/val): each aerial is encoded on the 64 % of its patches they rank highest, as
+upstream's forward_features_crop does. Every upstream record keeps the
 image decoders that ran ("image_decoders": Pillow and its JPEG library, OpenCV).
 
 --descriptors FILE.npz also writes the descriptors: "ground" (queries) and "aerial" (references)
@@ -115,6 +118,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="--preprocess upstream with a polar checkpoint: read polar maps made beforehand (DIR/<aerial stem>.png, "
         "e.g. the authors' released polarmap/19) instead of rendering them from the aerial images",
+    )
+    parser.add_argument(
+        "--attention-maps",
+        metavar="DIR",
+        help="--preprocess upstream with a TransGeo stage-2 checkpoint: the stage-1 attention maps DIR/<index>.png "
+        "(attention/val of the released model archive; index = the reference's position, as upstream's test "
+        "list orders them); each aerial is encoded on the patches they keep (64 %%)",
     )
     parser.add_argument(
         "--test-grd-noise",
@@ -212,7 +222,11 @@ def _preprocess(args: argparse.Namespace, manifest: Manifest | None) -> str:
 
 def _upstream_options(args: argparse.Namespace, preprocess: str) -> None:
     """--polar-maps and --test-grd-noise belong to --preprocess upstream."""
-    for option, value in (("--polar-maps", args.polar_maps), ("--test-grd-noise", args.test_grd_noise)):
+    for option, value in (
+        ("--polar-maps", args.polar_maps),
+        ("--test-grd-noise", args.test_grd_noise),
+        ("--attention-maps", args.attention_maps),
+    ):
         if value is not None and preprocess != "upstream":
             raise ValueError(
                 f"{option} replays an upstream evaluation: it needs a converted checkpoint under --preprocess "
@@ -237,11 +251,15 @@ def _upstream_views(
             "width": width,
             "rule": "np.random.seed(seed); int(np.random.rand() * width * noise_deg / 360) per query, right roll",
         }
-    views = UpstreamViews(test, pre, polar_maps=args.polar_maps, ground_shifts=shifts)
+    views = UpstreamViews(
+        test, pre, polar_maps=args.polar_maps, ground_shifts=shifts, attention_maps=args.attention_maps
+    )
     extra["upstream_preprocessing"] = upstream_protocol(pre)
     extra["image_decoders"] = decoder_versions()
     if args.polar_maps is not None:
         extra["upstream_polar_maps"] = Path(args.polar_maps).name
+    if args.attention_maps is not None:
+        extra["upstream_attention_maps"] = Path(args.attention_maps).name
     return views
 
 

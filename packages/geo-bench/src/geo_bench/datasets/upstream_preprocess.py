@@ -56,6 +56,10 @@ Convention:
       JPEGs (up to 17 levels in SAFA's polar maps of the test images); :func:`decoder_versions` names
       what ran and the records keep it. ``view="polar_map"`` instead reads a polar map made beforehand
       (e.g. the authors' released ``polarmap/`` PNGs) as the upstream loader reads it: no render.
+    - A manifest with ``aerial_tokens`` (TransGeo stage 2) needs the stage-1 attention maps
+      (``attention_maps``, ``<index>.png``): each aerial input gets a fourth channel, the keep-order
+      channel of the patches upstream keeps (:func:`with_kept_tokens`,
+      :mod:`geo_retrieval.token_crop`), which the converted model's aerial backbone reads.
     - Every other choice of the dataset loaders (their sizes, their panorama crop, a ``prepare`` cache)
       is bypassed; only the file paths, ids and labels of the dataset are used.
     - Not re-exported by :mod:`geo_bench.datasets` (it imports OpenCV and :mod:`geo_retrieval.convert`,
@@ -81,6 +85,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from geo_retrieval.convert import UpstreamPreprocessing
+from geo_retrieval.token_crop import attention_keep_order, keep_order_channel
 from geo_transforms.presets import PolarPreset, apply_polar_preset, get_polar_preset
 from geo_transforms.registry import Registry
 
@@ -93,12 +98,15 @@ __all__ = [
     "POLAR_DECODERS",
     "PREPARED_FORMATS",
     "READERS",
+    "TOKEN_METHODS",
     "UpstreamViews",
     "decoder_versions",
     "read_upstream",
     "register_reader",
     "upstream_protocol",
     "upstream_roll_shifts",
+    "read_attention_map",
+    "with_kept_tokens",
 ]
 
 #: ``reader(path, view, preprocessing) -> (3, H, W) float32``
@@ -413,11 +421,42 @@ def upstream_roll_shifts(n: int, noise_deg: float, *, seed: int = 2019, width: i
     return make_fov_queries(n, 360.0, noise_deg=noise_deg, seed=seed, width=width).shifts
 
 
+#: the aerial token selections a manifest's ``aerial_tokens["method"]`` may name
+TOKEN_METHODS = ("transgeo_attention",)
+
+
+def read_attention_map(path: str | os.PathLike[str]) -> Tensor:
+    """A stage-1 attention map PNG as TransGeo's loader reads it: ``Image.open().convert("RGB")`` then
+    ``ToTensor`` -> (3, h, w) float32 in [0, 1]."""
+    img = np.array(_pil_rgb(Path(path)), np.uint8, copy=True)
+    return torch.from_numpy(img).permute(2, 0, 1).contiguous().to(torch.float32).div(255)
+
+
+def with_kept_tokens(aerial: Tensor, attention_map: Tensor, tokens: dict[str, Any]) -> Tensor:
+    """The (3, H, W) model input and its attention map (C, h, w) -> (4, H, W): the image plus the
+    keep-order channel of the patches upstream keeps (:mod:`geo_retrieval.token_crop`; selected on the
+    CPU as upstream's loader leaves the map there)."""
+    method = tokens.get("method")
+    if method not in TOKEN_METHODS:
+        raise ValueError(f"unknown aerial_tokens method {method!r}; known: {list(TOKEN_METHODS)}")
+    patch = int(tokens.get("patch", 16))
+    h, w = int(aerial.shape[-2]), int(aerial.shape[-1])
+    if h % patch or w % patch:
+        raise ValueError(f"the aerial input {h}x{w} is not a whole number of {patch}-pixel patches")
+    grid = (h // patch, w // patch)
+    order = attention_keep_order(attention_map[None].float().cpu(), grid, float(tokens["keep_rate"]))
+    channel = keep_order_channel(order, grid, patch)[0]
+    return torch.cat([aerial, channel.to(aerial.dtype)], dim=0)
+
+
 class _UpstreamGallery(Dataset):
     """A VIGOR gallery read with the upstream pipeline (``{"aerial", "id", "latlon", "city"}``)."""
 
-    def __init__(self, parent: Any, preprocessing: UpstreamPreprocessing) -> None:
+    def __init__(
+        self, parent: Any, preprocessing: UpstreamPreprocessing, attention_maps: Path | None = None
+    ) -> None:
         self.parent, self.preprocessing = parent, preprocessing
+        self.attention_maps = attention_maps
         self.ids = list(parent.gallery_ids)
 
     def __len__(self) -> int:
@@ -425,8 +464,12 @@ class _UpstreamGallery(Dataset):
 
     def __getitem__(self, j: int) -> dict[str, Any]:
         p = self.parent
+        aerial = read_upstream(p._aerial_path(j), "aerial", self.preprocessing)
+        if self.attention_maps is not None and self.preprocessing.aerial_tokens is not None:
+            att = read_attention_map(self.attention_maps / f"{j}.png")
+            aerial = with_kept_tokens(aerial, att, self.preprocessing.aerial_tokens)
         return {
-            "aerial": read_upstream(p._aerial_path(j), "aerial", self.preprocessing),
+            "aerial": aerial,
             "id": p.gallery_ids[j],
             "latlon": torch.from_numpy(p.gallery_latlon[j].copy()),
             "city": p.gallery_city[j],
@@ -450,6 +493,10 @@ class UpstreamViews(Dataset):
             manifest's preset (polar manifests only).
         ground_shifts: one right roll (columns) per query panorama, in dataset order, applied to the
             model input (DSM's test-time roll, :func:`upstream_roll_shifts`); None: no roll.
+        attention_maps: a manifest with ``aerial_tokens`` (TransGeo stage 2): the folder of stage-1
+            attention maps ``<index>.png``, index = the reference's position (CVUSA / CVACT: the pair's
+            index in dataset order; VIGOR: the gallery tile's), e.g. ``attention/val`` of the released
+            model archive; each aerial input then gets the keep-order channel (:func:`with_kept_tokens`).
     """
 
     def __init__(
@@ -459,6 +506,7 @@ class UpstreamViews(Dataset):
         *,
         polar_maps: str | os.PathLike[str] | None = None,
         ground_shifts: Sequence[int] | None = None,
+        attention_maps: str | os.PathLike[str] | None = None,
     ) -> None:
         for attr in ("_ground_path", "_aerial_path", "ids"):
             if not hasattr(dataset, attr):
@@ -479,26 +527,46 @@ class UpstreamViews(Dataset):
                 raise FileNotFoundError(f"polar map folder not found: {os.fspath(polar_maps)!r}")
             if hasattr(dataset, "gallery_ids"):
                 raise ValueError("polar maps are read for CVUSA / CVACT, not for a VIGOR gallery")
+        if preprocessing.aerial_tokens is not None and attention_maps is None:
+            raise ValueError(
+                "this checkpoint's upstream evaluation keeps the aerial patches that stage-1 attention maps rank "
+                "highest (TransGeo stage 2): pass --attention-maps DIR (attention/val/<index>.png of the released "
+                "model archive, written by the stage-1 scan), or --preprocess ours to encode every patch"
+            )
+        if attention_maps is not None:
+            if preprocessing.aerial_tokens is None:
+                raise ValueError(
+                    "attention maps were given, but this checkpoint's upstream code encodes every patch"
+                )
+            if not Path(attention_maps).is_dir():
+                raise FileNotFoundError(f"attention map folder not found: {os.fspath(attention_maps)!r}")
         if ground_shifts is not None and len(ground_shifts) != len(dataset):
             raise ValueError(f"ground_shifts has {len(ground_shifts)} entries for {len(dataset)} queries")
         self.dataset = dataset
         self.preprocessing = preprocessing
         self.polar_maps = Path(polar_maps) if polar_maps is not None else None
         self.ground_shifts = tuple(int(v) for v in ground_shifts) if ground_shifts is not None else None
-        self.gallery = _UpstreamGallery(dataset, preprocessing) if hasattr(dataset, "gallery_ids") else None
+        self.attention_maps = Path(attention_maps) if attention_maps is not None else None
+        self.gallery = (
+            _UpstreamGallery(dataset, preprocessing, self.attention_maps)
+            if hasattr(dataset, "gallery_ids")
+            else None
+        )
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("dataset", "preprocessing", "gallery", "polar_maps", "ground_shifts"):  # not set yet
+        if name in ("dataset", "preprocessing", "gallery", "polar_maps", "ground_shifts", "attention_maps"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
-    def _aerial_file(self, i: int) -> Path:
+    def _aerial_index(self, i: int) -> int:
         tiles = getattr(self.dataset, "_tiles", None)
-        j = int(tiles[i, 0]) if tiles is not None else i  # VIGOR: the query's positive tile
-        return Path(self.dataset._aerial_path(j))
+        return int(tiles[i, 0]) if tiles is not None else i  # VIGOR: the query's positive tile
+
+    def _aerial_file(self, i: int) -> Path:
+        return Path(self.dataset._aerial_path(self._aerial_index(i)))
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         n = len(self)
@@ -514,6 +582,9 @@ class UpstreamViews(Dataset):
             aerial = read_upstream(polar_map, "polar_map", self.preprocessing)
         else:
             aerial = read_upstream(self._aerial_file(i), "aerial", self.preprocessing)
+        if self.attention_maps is not None and self.preprocessing.aerial_tokens is not None:
+            att = read_attention_map(self.attention_maps / f"{self._aerial_index(i)}.png")
+            aerial = with_kept_tokens(aerial, att, self.preprocessing.aerial_tokens)
         sample: dict[str, Any] = {"ground": ground, "aerial": aerial, "id": self.dataset.ids[i]}
         sample.update(self.dataset._extra(i))
         return sample
@@ -534,6 +605,8 @@ class UpstreamViews(Dataset):
         )
         if self.polar_maps is not None:
             info["polar_maps"] = self.polar_maps.name
+        if self.attention_maps is not None:
+            info["attention_maps"] = self.attention_maps.name
         if self.ground_shifts is not None:
             info["ground_shifts_sha256"] = hashlib.sha256(
                 json.dumps(self.ground_shifts).encode()

@@ -27,10 +27,20 @@ PIL image (``Image.resize`` with ``BILINEAR``); ``ToTensor`` (x / 255 in float32
 ImageNet's mean / std; no polar transform, no crop. Reader ``"pil"`` of
 ``geo_bench.datasets.upstream_preprocess``.
 
-Not reproduced: the stage-2 evaluation of a ``--crop`` model keeps only the 64 % of the aerial
-patches that stage-1 attention maps (PNG files its ``scan`` wrote) rank highest; our model encodes
-every patch. Limited-FoV checkpoints (``--fov``) are refused (their ground position embedding does not
-fit the 360-degree size).
+On CVACT (``dataset/CVACT.py``) the panorama is first cropped to its middle rows
+(``img.crop((0, H // 4, W, H // 4 * 3))``: rows 208-624 of 832), recorded as ``ground_crop`` (0.25, 0.75).
+
+Stage 2 (``--stage 2``; by default a checkpoint whose aerial size is not the dataset's stage-1 size, 256
+on CVUSA / CVACT, 320 on VIGOR: ``run_CVUSA.sh`` trains stage 2 with ``--sat_res 320 --crop``,
+``run_VIGOR.sh`` with ``--sat_res 400 --crop``): upstream evaluates the aerial branch on the 64 % of its
+patches that the stage-1 attention maps rank highest (``model/Deit.py`` ``forward_features_crop``; the maps
+are the PNGs ``attention/val/<index>.png`` its stage-1 ``scan`` wrote, shipped in the released model
+archives, TransGeo#45, read by ``dataset/*.py`` ``test_reference`` with ``ToTensor``). The folder records
+``backbone_kwargs.select_tokens`` (the aerial backbone takes the keep-order channel of
+:mod:`geo_retrieval.token_crop`) and the preprocessing's ``aerial_tokens`` (method ``transgeo_attention``,
+keep rate 0.64, the map files); ``geo-bench evaluate --attention-maps DIR`` applies it. ``--stage 1`` on
+such a checkpoint encodes every patch. Limited-FoV checkpoints (``--fov``) are refused (their ground
+position embedding does not fit the 360-degree size).
 """
 
 from __future__ import annotations
@@ -49,11 +59,20 @@ from torch import Tensor
 from ..checkpoint import _safe_torch_load, strip_prefixes, unwrap_state_dict
 from ..model import CrossViewModel
 from ..recipes import build, get_recipe
+from ..token_crop import KEEP_RATE
 from .manifest import UpstreamPreprocessing, write_converted
 from .mapping import map_state_dict
 from .sources import register_source
 
-__all__ = ["GROUND_SIZES", "PATCH", "UPSTREAM", "convert_transgeo", "inspect_transgeo"]
+__all__ = [
+    "GROUND_SIZES",
+    "PATCH",
+    "STAGE1_AERIAL",
+    "UPSTREAM",
+    "convert_transgeo",
+    "inspect_transgeo",
+    "transgeo_preprocessing",
+]
 
 UPSTREAM = "Jeff-Zilence/TransGeo2022"
 PATCH = 16
@@ -64,12 +83,13 @@ GROUND_SIZES: dict[str, tuple[int, int]] = {
     "vigor": (320, 640),
 }
 #: the stage-1 aerial size per dataset; another size in the checkpoint means ``--sat_res`` (stage 2)
-_STAGE1_AERIAL = {"cvusa": 256, "cvact": 256, "vigor": 320}
+STAGE1_AERIAL = {"cvusa": 256, "cvact": 256, "vigor": 320}
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _BRANCHES = {"query_net.": "ground_backbone.model.", "reference_net.": "aerial_backbone.model."}
 _CODE = (
     f"{UPSTREAM}: dataset/CVUSA.py, CVACT.py, VIGOR.py input_transform (PIL Image.open().convert('RGB'), "
-    "torchvision Resize / ToTensor / Normalize), model/TransGeo.py (sizes), train.py validate / accuracy"
+    "torchvision Resize / ToTensor / Normalize; CVACT.py crop (0, H // 4, W, H // 4 * 3)), model/TransGeo.py "
+    "(sizes), model/Deit.py forward_features_crop (stage 2), train.py validate / accuracy"
 )
 
 
@@ -154,6 +174,37 @@ def inspect_transgeo(state: dict[str, Tensor], *, num_heads: int | None = None) 
     }
 
 
+def transgeo_preprocessing(
+    dataset: str, aerial_size: tuple[int, int], *, stage: int = 1
+) -> UpstreamPreprocessing:
+    """Upstream's evaluation preprocessing (module docstring) for ``dataset`` with the aerial size of the
+    checkpoint; ``stage=2`` adds the attention-guided crop (``aerial_tokens``)."""
+    if dataset not in GROUND_SIZES:
+        raise ValueError(f"dataset must be one of {sorted(GROUND_SIZES)}, got {dataset!r}")
+    tokens = None
+    if stage == 2:
+        tokens = {
+            "method": "transgeo_attention",
+            "keep_rate": KEEP_RATE,
+            "patch": PATCH,
+            "maps": "attention/val/<index>.png of the stage-1 scan (index: the reference's position in the "
+            "test list), PIL .convert('RGB'), ToTensor, channel 0",
+            "select": "F.interpolate(bilinear) to the patch grid, torch.argsort ascending on the CPU, the last "
+            "int(keep_rate * N) patches in that order",
+        }
+    return UpstreamPreprocessing(
+        reader="pil",
+        resize="PIL.Image.BILINEAR",
+        ground_size=GROUND_SIZES[dataset],
+        aerial_size=(int(aerial_size[0]), int(aerial_size[1])),
+        mean=_IMAGENET[0],
+        std=_IMAGENET[1],
+        ground_crop=(0.25, 0.75) if dataset == "cvact" else None,
+        aerial_tokens=tokens,
+        code=_CODE,
+    )
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
@@ -161,6 +212,15 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(GROUND_SIZES),
         help="the dataset the checkpoint was trained on: sets the ground size (112x616 on CVUSA / CVACT, "
         "320x640 on VIGOR); the aerial size comes from the checkpoint",
+    )
+    parser.add_argument(
+        "--stage",
+        type=int,
+        choices=[1, 2],
+        default=None,
+        help="2: a stage-2 (--crop) checkpoint, evaluated on the aerial patches ranked highest by stage-1 "
+        "attention maps (geo-bench evaluate --attention-maps); default: 2 when the aerial size is not the "
+        "dataset's stage-1 size (256 on CVUSA / CVACT, 320 on VIGOR)",
     )
     parser.add_argument(
         "--num-heads",
@@ -182,6 +242,7 @@ def convert_transgeo(
     *,
     dataset: str,
     num_heads: int | None = None,
+    stage: int | None = None,
     **unused: Any,
 ) -> dict[str, Path]:
     """Convert a TransGeo ``checkpoint.pth.tar`` into a converted-checkpoint folder.
@@ -191,6 +252,8 @@ def convert_transgeo(
         out_dir: the folder written (``model.safetensors``, ``recipe.json``, ``manifest.json``).
         dataset: ``"cvusa"``, ``"cvact"`` or ``"vigor"``: upstream's ground size.
         num_heads: attention heads per block (default: width / 64).
+        stage: 1 or 2 (see the module docstring); default 2 when the aerial size is not the dataset's
+            stage-1 size.
 
     Returns:
         ``{"model", "recipe", "manifest"}`` paths.
@@ -201,7 +264,9 @@ def convert_transgeo(
         ValueError: an unknown dataset, or a file that is no TransGeo checkpoint (names the file).
     """
     if unused:
-        raise TypeError(f"transgeo takes the options dataset= and num_heads=, not {sorted(unused)}")
+        raise TypeError(f"transgeo takes the options dataset=, num_heads= and stage=, not {sorted(unused)}")
+    if stage not in (None, 1, 2):
+        raise ValueError(f"stage must be 1 or 2, got {stage!r}")
     if dataset not in GROUND_SIZES:
         raise ValueError(f"--dataset must be one of {sorted(GROUND_SIZES)}, got {dataset!r}")
     src = Path(src)
@@ -214,8 +279,14 @@ def convert_transgeo(
     except ValueError as exc:
         raise ValueError(f"{os.fspath(src)}: {exc}") from None
     ground_size = GROUND_SIZES[dataset]
+    aerial = arch["aerial_size"]
+    if stage is None:
+        stage = 2 if aerial[0] != STAGE1_AERIAL[dataset] else 1
+    backbone_kwargs = dict(arch["backbone_kwargs"])
+    if stage == 2:
+        backbone_kwargs["select_tokens"] = True
     recipe = get_recipe("transgeo", "full").replace(
-        backbone_kwargs=arch["backbone_kwargs"], ground_size=ground_size, aerial_size=arch["aerial_size"]
+        backbone_kwargs=backbone_kwargs, ground_size=ground_size, aerial_size=aerial
     )
     net = build(recipe)
     if not isinstance(net, CrossViewModel) or net.shared_backbone:
@@ -229,16 +300,21 @@ def convert_transgeo(
             f"{ground_size[0]}x{ground_size[1]} panorama {want} (a limited-FoV or another dataset's checkpoint?)"
         )
     mapped = map_state_dict(state, net.state_dict(), _rename, path=src, what=what)
-    aerial = arch["aerial_size"]
     notes = [
         f"{UPSTREAM} collects the descriptors unnormalised and L2-normalises them in accuracy(); here the "
         "head normalises them (the ranking is the same).",
     ]
-    if aerial[0] != _STAGE1_AERIAL[dataset] or dataset == "vigor":
+    if stage == 2:
         notes.append(
-            f"aerial {aerial[0]}x{aerial[1]}: if this is a stage-2 (--sat_res {aerial[0]} --crop) checkpoint, "
-            "upstream evaluates it on the 64 % of the aerial patches ranked highest by stage-1 attention maps "
-            "(files its scan wrote); here every patch is encoded, so its numbers need not match."
+            f"stage 2 (--sat_res {aerial[0]} --crop): upstream evaluates the aerial branch on the "
+            f"{KEEP_RATE:.0%} of its patches ranked highest by the stage-1 attention maps attention/val/<index>.png "
+            "(in the released model archives); geo-bench evaluate --attention-maps DIR applies them. Under "
+            "--preprocess ours every patch is encoded."
+        )
+    elif aerial[0] != STAGE1_AERIAL[dataset]:
+        notes.append(
+            f"aerial {aerial[0]}x{aerial[1]} converted as stage 1 (--stage 1): every patch is encoded; a "
+            "stage-2 (--crop) checkpoint is evaluated upstream on the patches its attention maps keep."
         )
     extra: dict[str, Any] = {}
     if isinstance(raw, dict):
@@ -246,15 +322,7 @@ def convert_transgeo(
             value = raw.get(key)
             if isinstance(value, (int, float, np.integer, np.floating)):
                 extra[key] = value.item() if isinstance(value, (np.integer, np.floating)) else value
-    preprocessing = UpstreamPreprocessing(
-        reader="pil",
-        resize="PIL.Image.BILINEAR",
-        ground_size=ground_size,
-        aerial_size=aerial,
-        mean=_IMAGENET[0],
-        std=_IMAGENET[1],
-        code=_CODE,
-    )
+    preprocessing = transgeo_preprocessing(dataset, aerial, stage=stage)
     return write_converted(
         out_dir,
         model=net,
@@ -264,7 +332,11 @@ def convert_transgeo(
         source_kind="transgeo",
         preprocessing=preprocessing,
         descriptor_dim=int(arch["backbone_kwargs"]["num_classes"]),
-        source_options={"dataset": dataset, "num_heads": arch["backbone_kwargs"]["num_heads"]},
+        source_options={
+            "dataset": dataset,
+            "num_heads": arch["backbone_kwargs"]["num_heads"],
+            "stage": stage,
+        },
         source_extra=extra,
         notes=tuple(notes),
     )
