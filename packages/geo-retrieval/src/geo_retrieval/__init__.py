@@ -92,6 +92,7 @@ from .sampling import (
     similarity_neighbours,
 )
 from .search import FaissIndex, MissingDependencyError, dsm_orientations, extract_descriptors, topk_search
+from .token_crop import attention_keep_order, forward_kept_tokens, keep_order_channel, order_from_channel
 from .training import (
     BatchTransform,
     ResumeMismatchError,
@@ -156,6 +157,7 @@ __all__ = [
     "__version__",
     "all_gather_with_grad",
     "atomic_save",
+    "attention_keep_order",
     "atomic_write_bytes",
     "bake_spectral_norm",
     "barrier",
@@ -174,6 +176,9 @@ __all__ = [
     "dsm_similarity",
     "embed",
     "embed_dataset",
+    "forward_kept_tokens",
+    "keep_order_channel",
+    "order_from_channel",
     "extract_descriptors",
     "file_sha256",
     "geo_neighbours",
