@@ -378,3 +378,21 @@ def test_predict_poses_maps_back_to_the_dataset_frame() -> None:
     np.testing.assert_allclose(pred.errors_m(), expected)
     with pytest.raises(ValueError, match="orientation"):
         predict_poses(Oracle(), ds, prepare=lambda b: b, orientation="maybe")
+
+
+def test_decode_pose_heading_from_the_scores() -> None:
+    from geo_retrieval.pose import CCVPEOutput
+
+    logits = torch.full((1, 1, 8, 8), -10.0)
+    logits[0, 0, 6, 1] = 10.0  # the cell (1, 0) of a 4x4 finest level
+    fine = torch.zeros(1, 16, 4, 4)
+    fine[0, 4, 3, 0] = 1.0  # bin 4 = 90 degrees, at the cell holding pixel (6, 1)
+    fine[0, 12, 0, 0] = 1.0  # elsewhere: ignored
+    out = CCVPEOutput(logits, torch.zeros(1, 2, 8, 8), [fine])
+    _, heading, _ = decode_pose(out, heading_from="scores", temperature=0.01)
+    assert float(heading[0]) == pytest.approx(90.0, abs=1e-3)
+    fine[0, 5, 3, 0] = 1.0  # two equal neighbouring bins: half-way
+    _, heading, _ = decode_pose(out, heading_from="scores", temperature=0.01)
+    assert float(heading[0]) == pytest.approx(101.25, abs=1e-3)
+    with pytest.raises(ValueError, match="heading_from"):
+        decode_pose(out, heading_from="compass")

@@ -124,6 +124,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="evaluation split (default test; CVACT: val = CVACT_val)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the colour-profile baseline")
     parser.add_argument(
+        "--pose-n-train",
+        type=int,
+        metavar="N",
+        help="training cameras of the pose world (default 2000, or --n-train when given)",
+    )
+    parser.add_argument(
         "--pose",
         action="store_true",
         help="also train and evaluate the fine-grained pose recipes (ccvpe) and write the pose table "
@@ -320,6 +326,7 @@ def _pose(
         progress=progress_enabled(args),
         on_event=say,
         figure=None if args.no_plots else out / "leaderboard_pose.png",
+        n_train=args.pose_n_train or (cfg.world.n_train if args.n_train is not None or args.tiny else None),
     )
     split = None if cfg.dataset == "synthetic" else f"{cfg.vigor_area}_area"
     reported = reported_pose_records("vigor", split)

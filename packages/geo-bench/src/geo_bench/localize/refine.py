@@ -21,7 +21,7 @@ Convention:
     - Orientation: a heading per query (degrees clockwise from north of the panorama's centre
       column) is the model's prior with zero range (orientation known; north-centred queries have
       heading 0); without headings, no prior (orientation unknown).
-    - Decoding (:func:`geo_retrieval.pose.decode_pose`): the heatmap's arg-max pixel (row, col),
+    - Decoding (:func:`geo_retrieval.pose.inference.decode_model_pose`: the model's own settings): the heatmap's arg-max pixel (row, col),
       pixel centres at integers, tile centre ``c = (S - 1) / 2``, rows southwards. Offset from the
       tile centre (:func:`pixel_offset_m`): ``east = (col - c) gsd``, ``north = -(row - c) gsd``;
       position = tile centre + offset, in the map CRS (easting, northing metres). Heading: the
@@ -44,7 +44,7 @@ from torch import Tensor
 from geo_bench.localize.index import DEFAULT_TILE_M, LoadedModel, TileIndex, load_checkpoint
 from geo_bench.localize.locate import load_query
 from geo_bench.localize.maps import TileReader, open_maps, open_tile_folder
-from geo_retrieval.pose import decode_pose
+from geo_retrieval.pose.inference import decode_model_pose
 from geo_retrieval.recipes import list_recipes
 from geo_retrieval.training import BatchTransform
 
@@ -210,7 +210,7 @@ class PoseRefiner:
                 out = self.loaded.model(g, a)
             else:
                 out = self.loaded.model(g, a, headings[s:e].to(device, torch.float32), 0.0)
-            pixel, heading, prob = decode_pose(out)
+            pixel, heading, prob = decode_model_pose(self.loaded.model, out)
             peak = prob.flatten(1).amax(dim=1)
             parts.append((pixel.double().cpu(), heading.double().cpu(), peak.double().cpu()))
         return (

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backbones import create_backbone
-from .matching import heading_prior_mask, rotation_scores
+from .matching import bin_headings, heading_prior_mask, rotation_scores
 
 __all__ = [
     "CCVPE",
@@ -69,6 +69,13 @@ class CCVPEConfig:
         circular: circular horizontal padding in the ground encoder (360-degree panoramas).
         sigma_px: the Gaussian position target's sigma, pixels at the aerial input size.
         weight_infonce, weight_orientation, temperature: the loss weights (upstream 1e4, 1e1, 0.1).
+        orientation_score_scale: factor on the rotation scores fed to the orientation decoder
+            (upstream 1: the raw cosines). Cosines of neighbouring bins differ by a few hundredths,
+            so a small, briefly trained decoder sees an almost constant input and predicts one
+            heading; 1 / temperature (10) gives it the logits the InfoNCE sharpens (CPU variant).
+        heading_from: where :meth:`CCVPE.decode` reads the heading: ``"field"`` (upstream: the
+            orientation decoder) or ``"scores"`` (the finest level's rotation scores at the
+            predicted cell; see :func:`decode_pose`).
     """
 
     aerial_backbone: str = "efficientnet_b0"
@@ -82,8 +89,12 @@ class CCVPEConfig:
     weight_infonce: float = 1e4
     weight_orientation: float = 1e1
     temperature: float = 0.1
+    orientation_score_scale: float = 1.0
+    heading_from: str = "field"
 
     def __post_init__(self) -> None:
+        if self.heading_from not in ("field", "scores"):
+            raise ValueError(f"heading_from must be 'field' or 'scores', got {self.heading_from!r}")
         n = len(self.descriptor_channels)
         if n != 6:
             raise ValueError(
@@ -311,6 +322,10 @@ class CCVPE(nn.Module):
         skips = list(inter[-5:])[::-1]
         return self.cells(final), skips
 
+    def decode(self, out: CCVPEOutput) -> tuple[Tensor, Tensor, Tensor]:
+        """:func:`decode_pose` with this model's ``heading_from`` and temperature."""
+        return decode_pose(out, heading_from=self.config.heading_from, temperature=self.config.temperature)
+
     # -- forward -----------------------------------------------------------------------------------
     def forward(
         self,
@@ -355,7 +370,9 @@ class CCVPE(nn.Module):
                 y = torch.cat([y, skips[lvl]], dim=1)
             x = self.conv[lvl](y)
         logits = x
-        z = torch.cat([scores[0], F.normalize(first_cells, dim=1)], dim=1)
+        z = torch.cat(
+            [scores[0] * self.config.orientation_score_scale, F.normalize(first_cells, dim=1)], dim=1
+        )
         for lvl in range(self.levels):
             z = self.orientation_up[lvl](z)
             if lvl < 5:
@@ -365,17 +382,37 @@ class CCVPE(nn.Module):
         return CCVPEOutput(logits, field, scores)
 
 
-def decode_pose(out: CCVPEOutput) -> tuple[Tensor, Tensor, Tensor]:
+def decode_pose(
+    out: CCVPEOutput, *, heading_from: str = "field", temperature: float = 0.1
+) -> tuple[Tensor, Tensor, Tensor]:
     """Arg-max position and the heading there.
+
+    Args:
+        out: the model's output.
+        heading_from: ``"field"`` (CCVPE: the orientation decoder's vector at the arg-max pixel) or
+            ``"scores"`` (the finest matching level's rotation scores at that pixel's cell, as a
+            soft arg-max over the bins: ``angle(sum_k softmax(s / temperature)_k e^{i theta_k})``).
+        temperature: of the ``"scores"`` soft arg-max (CCVPE's InfoNCE temperature).
 
     Returns:
         ``(camera_px, heading_deg, probability)``: (B, 2) float (row, col) of the heatmap's arg-max,
-        (B,) heading in [0, 360) from the field at that pixel, (B, 1, S, S) softmax heatmap.
+        (B,) heading in [0, 360), (B, 1, S, S) softmax heatmap.
     """
+    if heading_from not in ("field", "scores"):
+        raise ValueError(f"heading_from must be 'field' or 'scores', got {heading_from!r}")
     b, _, h, w = out.logits.shape
     prob = F.softmax(out.logits.flatten(1).float(), dim=1).view(b, 1, h, w)
     flat = prob.flatten(1).argmax(dim=1)
     rows, cols = flat // w, flat % w
-    vec = out.field[torch.arange(b, device=flat.device), :, rows, cols].float()  # (B, 2)
+    idx = torch.arange(b, device=flat.device)
+    if heading_from == "field":
+        vec = out.field[idx, :, rows, cols].float()  # (B, 2)
+    else:
+        fine = out.scores[-1].float()  # (B, R, h_l, w_l)
+        cell_r = rows * fine.shape[-2] // h
+        cell_c = cols * fine.shape[-1] // w
+        p = F.softmax(fine[idx, :, cell_r, cell_c] / temperature, dim=1)  # (B, R)
+        theta = torch.deg2rad(bin_headings(fine.shape[1], fine.device))
+        vec = torch.stack([(p * theta.cos()).sum(1), (p * theta.sin()).sum(1)], dim=1)
     heading = torch.rad2deg(torch.atan2(vec[:, 1], vec[:, 0])).remainder(360.0)
     return torch.stack([rows, cols], dim=1).float(), heading, prob

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .ccvpe import CCVPEOutput, decode_pose
 
-__all__ = ["PosePredictions", "predict_poses", "pose_batch_targets", "roll_headings"]
+__all__ = ["PosePredictions", "decode_model_pose", "pose_batch_targets", "predict_poses", "roll_headings"]
 
 
 def roll_headings(ground: Tensor, heading_deg: Tensor, shifts: Tensor) -> tuple[Tensor, Tensor]:
@@ -67,6 +67,12 @@ def pose_batch_targets(batch: Mapping[str, Any], size: int) -> tuple[Tensor, Ten
     # continuous pixel coordinates (centres at integers) scale about the -0.5 image edge
     cam = (cam + 0.5) * scale - 0.5
     return cam.float(), torch.as_tensor(batch["heading"], dtype=torch.float32)
+
+
+def decode_model_pose(model: torch.nn.Module, out: CCVPEOutput) -> tuple[Tensor, Tensor, Tensor]:
+    """``model.decode(out)`` when the model has its own decoding settings, else :func:`decode_pose`."""
+    decode = getattr(model, "decode", None)
+    return decode(out) if callable(decode) else decode_pose(out)
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,7 @@ def predict_poses(
                 out: CCVPEOutput = model(ground, aerial)
             else:
                 out = model(ground, aerial, heading.to(device), 0.0)
-            pred, pred_heading, prob = decode_pose(out)
+            pred, pred_heading, prob = decode_model_pose(model, out)
             aerial_px = torch.as_tensor(raw["aerial_px"], dtype=torch.float64).view(-1, 1)
             back = aerial_px / size
             parts["pred"].append(((pred.double().cpu() + 0.5) * back - 0.5).numpy())
