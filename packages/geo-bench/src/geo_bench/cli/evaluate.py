@@ -225,7 +225,7 @@ def _upstream_options(args: argparse.Namespace, preprocess: str) -> None:
     for option, value in (
         ("--polar-maps", args.polar_maps),
         ("--test-grd-noise", args.test_grd_noise),
-        ("--attention-maps", args.attention_maps),
+        ("--attention-maps", getattr(args, "attention_maps", None)),
     ):
         if value is not None and preprocess != "upstream":
             raise ValueError(
@@ -252,14 +252,19 @@ def _upstream_views(
             "rule": "np.random.seed(seed); int(np.random.rand() * width * noise_deg / 360) per query, right roll",
         }
     views = UpstreamViews(
-        test, pre, polar_maps=args.polar_maps, ground_shifts=shifts, attention_maps=args.attention_maps
+        test,
+        pre,
+        polar_maps=args.polar_maps,
+        ground_shifts=shifts,
+        attention_maps=getattr(args, "attention_maps", None),
     )
     extra["upstream_preprocessing"] = upstream_protocol(pre)
     extra["image_decoders"] = decoder_versions()
     if args.polar_maps is not None:
         extra["upstream_polar_maps"] = Path(args.polar_maps).name
-    if args.attention_maps is not None:
-        extra["upstream_attention_maps"] = Path(args.attention_maps).name
+    attention_maps = getattr(args, "attention_maps", None)
+    if attention_maps is not None:
+        extra["upstream_attention_maps"] = Path(attention_maps).name
     return views
 
 
