@@ -327,6 +327,7 @@ def _pose(
         on_event=say,
         figure=None if args.no_plots else out / "leaderboard_pose.png",
         n_train=args.pose_n_train or (cfg.world.n_train if args.n_train is not None or args.tiny else None),
+        live_console=console if sys.stdout.isatty() and not args.no_progress else None,
     )
     split = None if cfg.dataset == "synthetic" else f"{cfg.vigor_area}_area"
     reported = reported_pose_records("vigor", split)

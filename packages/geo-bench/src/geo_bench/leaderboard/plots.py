@@ -528,7 +528,7 @@ def plot_pose_examples(
         ax_g.imshow(ground)
         ax_g.set_axis_off()
         ax_g.set_title(
-            f"{ex['label']}: panorama (centre column: heading {ex['true_heading']:.0f} deg)", fontsize=8
+            f"{ex['label']}: panorama, centre column heading {ex['true_heading']:.0f} deg", fontsize=8
         )
         ax_a = fig.add_subplot(grid[i, 1])
         ax_a.imshow(aerial)
@@ -549,7 +549,8 @@ def plot_pose_examples(
         ax_a.set_ylim(s - 0.5, -0.5)
         ax_a.set_axis_off()
         ax_a.set_title(
-            f"error {ex['error_m']:.1f} m, heading {ex.get('heading_error_deg', float('nan')):.0f} deg",
+            f"error {ex['error_m']:.1f} m, heading {ex['pred_heading']:.0f} deg "
+            f"(off by {ex.get('heading_error_deg', float('nan')):.0f})",
             fontsize=8,
         )
     if title:

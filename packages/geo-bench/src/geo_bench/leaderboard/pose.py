@@ -41,7 +41,13 @@ import torch
 import torch.nn.functional as F
 
 from geo_retrieval.checkpoint import atomic_save, atomic_write_bytes
-from geo_retrieval.pose.inference import PosePredictions, decode_model_pose, pose_batch_targets, predict_poses
+from geo_retrieval.pose.inference import (
+    PosePredictions,
+    decode_model_pose,
+    pose_batch_targets,
+    predict_poses,
+    roll_headings,
+)
 from geo_retrieval.pose.recipes import POSE_EVAL_SEED
 from geo_retrieval.recipes import Recipe, list_recipes
 from geo_retrieval.training import BatchTransform
@@ -54,6 +60,8 @@ from ..world import WorldPose, city_style, render_world_pose
 from .config import RunConfig, _hash, get_recipe_or_raise
 from .data import WorldConfig
 from .plots import plot_pose_examples
+from .progress import ProgressBoard, ProgressView
+from .runner import _queued_event
 from .training import EventSink, train_recipe
 
 __all__ = [
@@ -203,10 +211,22 @@ def evaluate_pose_model(
 
 
 def pose_examples(
-    model: Any, recipe: Recipe, dataset: Any, indices: Sequence[int], *, label: str, device: Any = "cpu"
+    model: Any,
+    recipe: Recipe,
+    dataset: Any,
+    indices: Sequence[int],
+    *,
+    label: str,
+    orientation: str = "unknown",
+    device: Any = "cpu",
 ) -> list[dict[str, Any]]:
-    """What :func:`~.plots.plot_pose_examples` draws for ``dataset[indices]`` (orientation known):
-    images, the heatmap resized to the tile, predicted and true pixels and headings, errors."""
+    """What :func:`~.plots.plot_pose_examples` draws for ``dataset[indices]``: images (the panorama
+    as the model saw it), the heatmap resized to the tile, predicted and true pixels and headings,
+    errors. ``orientation="unknown"`` rolls the panoramas by the evaluation's seeded shifts (the
+    first ones of :data:`~geo_retrieval.pose.recipes.POSE_EVAL_SEED`), ``"known"`` gives the true
+    heading as a zero-range prior."""
+    if orientation not in ("known", "unknown"):
+        raise ValueError(f"orientation must be 'known' or 'unknown', got {orientation!r}")
     transform = BatchTransform.from_recipe(recipe)
     rows = [dataset[int(i)] for i in indices]
     batch = {
@@ -218,12 +238,23 @@ def pose_examples(
     }
     size = int(model.aerial_size)
     _, heading = pose_batch_targets(batch, size)
+    shown = batch["ground"]
     prepared = transform(dict(batch), None, train=False)
+    ground = prepared["ground"]
+    if orientation == "unknown":
+        gen = torch.Generator().manual_seed(POSE_EVAL_SEED)
+        shifts = torch.randint(0, ground.shape[-1], (ground.shape[0],), generator=gen)
+        ground, heading = roll_headings(ground, heading, shifts)
+        scale = shown.shape[-1] / ground.shape[-1]
+        shown, _ = roll_headings(shown, heading, (shifts.double() * scale).round().long())
     was = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = model(prepared["ground"].to(device), prepared["aerial"].to(device), heading.to(device), 0.0)
+            if orientation == "unknown":
+                out = model(ground.to(device), prepared["aerial"].to(device))
+            else:
+                out = model(ground.to(device), prepared["aerial"].to(device), heading.to(device), 0.0)
             pred, pred_heading, prob = decode_model_pose(model, out)
     finally:
         model.train(was)
@@ -236,17 +267,18 @@ def pose_examples(
         heat = F.interpolate(
             prob[k : k + 1].float().cpu(), size=(s, s), mode="bilinear", align_corners=False
         )[0, 0]
-        err_deg = abs((float(pred_heading[k]) - float(r["heading"]) + 180.0) % 360.0 - 180.0)
+        true_heading = float(heading[k])
+        err_deg = abs((float(pred_heading[k]) - true_heading + 180.0) % 360.0 - 180.0)
         examples.append(
             {
                 "label": f"{label}, {r['id']}",
-                "ground": r["ground"].numpy(),
+                "ground": shown[k].numpy(),
                 "aerial": r["aerial"].numpy(),
                 "probability": heat.numpy(),
                 "pred_px": p,
                 "true_px": t,
                 "pred_heading": float(pred_heading[k]),
-                "true_heading": float(r["heading"]),
+                "true_heading": true_heading,
                 "error_m": float(np.linalg.norm((p - t) * float(r["metres_per_px"]))),
                 "heading_error_deg": err_deg,
             }
@@ -340,6 +372,7 @@ def run_pose_leaderboard(
     figure: str | Path | None = None,
     figure_queries: int = 4,
     n_train: int | None = None,
+    live_console: Any = None,
 ) -> list[ResultRecord]:
     """Train and evaluate the pose recipes and the tile-centre baseline (see the module Convention).
 
@@ -349,12 +382,14 @@ def run_pose_leaderboard(
         recipes: pose recipe names (default: every registered pose recipe).
         store: the results store (default ``<out_dir>/results.jsonl``).
         on_event: one-line status messages.
-        events: progress events of the training (the leaderboard's progress view).
+        events: progress events of the training (a caller's progress view); None: this function shows
+            its own (``live_console``: a rich console for a live table; else a line through
+            ``on_event`` about every 30 s).
         predictions: if given, filled with ``{label: known-orientation test predictions}``.
         n_train: training cameras of the pose world (default :data:`POSE_N_TRAIN`, or the world's
             ``n_train`` when that is smaller than 1000, e.g. ``--tiny``).
         figure: if given, the PNG path of :func:`~.plots.plot_pose_examples` for the first pose
-            recipe's first ``figure_queries`` test queries (orientation known).
+            recipe's first ``figure_queries`` test queries (orientation unknown).
 
     Returns:
         The records of this configuration (fresh or found in the store).
@@ -412,7 +447,26 @@ def run_pose_leaderboard(
             continue
         run_dir = out_dir / "runs" / f"{recipe.name}-{recipe.variant}-{config}-s{cfg.seed}"
         # the world selects on its val region; VIGOR on a seeded held-out slice of train (train_recipe)
-        run = train_recipe(recipe, data.train, cfg, run_dir, progress=progress, events=events, val=data.val)
+        say(f"{recipe.name} ({recipe.variant}) pose: training in {run_dir}")
+        if events is not None:
+            run = train_recipe(
+                recipe, data.train, cfg, run_dir, progress=progress, events=events, val=data.val
+            )
+        else:  # our own progress: a line every 30 s (or the live table on a terminal)
+            board = ProgressBoard(jobs=1)
+            board.update(_queued_event(recipe, cfg, len(data.train)))
+            with ProgressView(board, live=live_console is not None, emit=say, console=live_console) as view:
+                view.update({"kind": "start", "recipe": recipe.name})
+                run = train_recipe(
+                    recipe,
+                    data.train,
+                    cfg,
+                    run_dir,
+                    progress=progress and live_console is None,
+                    events=view.update,
+                    val=data.val,
+                )
+                view.update({"kind": "done", "recipe": recipe.name, "r1": None})
         base = _base_protocol(cfg, data, config) | {
             "selection_split": run.selection_split,
             "selection_metric": "median_m (orientation unknown)",
@@ -440,7 +494,7 @@ def run_pose_leaderboard(
             records.append(rec)
             if predictions is not None and orientation == "known":
                 predictions[f"{recipe.name} ({recipe.variant})"] = pred
-            if figure is not None and orientation == "known" and not drawn:
+            if figure is not None and orientation == "unknown" and not drawn:
                 label = f"{recipe.name} ({recipe.variant})"
                 picks = range(min(figure_queries, len(data.test)))
                 examples = pose_examples(
@@ -449,8 +503,9 @@ def run_pose_leaderboard(
                 plot_pose_examples(
                     examples,
                     figure,
-                    title=f"{label} on {cfg.dataset} test: probability of the camera's position (magma), "
-                    "true (green) and predicted (red) position and heading, tile centre (x); orientation known",
+                    title=f"{label} on {cfg.dataset} test, orientation unknown (panoramas rolled at random)\n"
+                    "probability of the camera's position (magma), true (green) and predicted (red) position "
+                    "and heading, tile centre (x)",
                 )
                 drawn = True
             say(
