@@ -106,3 +106,28 @@ def test_vigor_labels_options_are_checked() -> None:
     cfg = RunConfig(dataset="vigor", root="x", vigor_labels="corrected", vigor_labels_dir="y")
     assert cfg.data_dict()["labels"] == "corrected" and cfg.vigor_options()["labels_dir"] == "y"
     assert "labels" not in replace(cfg, vigor_labels="orig", vigor_labels_dir=None).data_dict()
+
+
+@pytest.mark.slow
+def test_pose_leaderboard_on_vigor(tmp_path: Path) -> None:
+    """--dataset vigor: VIGORPose train (a seeded held-out slice selects) and test, the label version
+    and area in every record, the reported rows of the same area beside them."""
+    from geo_bench.world import CityConfig
+    from geo_bench.world.dataset import RenderConfig
+    from geo_bench.world.layouts import write_vigor
+
+    root = tmp_path / "VIGOR"
+    render = RenderConfig(ground_size=(32, 64), aerial_size=64, steps=16, elevation=(-90.0, 90.0))
+    write_vigor(root, 24, 0, city=CityConfig(size_m=300), render=render, progress=False)
+    cfg = RunConfig(
+        dataset="vigor", root=str(root), variant="small", epochs=1, batch_size=8, max_steps=2, holdout=0.2
+    )
+    records = run_pose_leaderboard(cfg, tmp_path / "out", on_event=lambda m: None)
+    assert [r.recipe for r in records] == [POSE_BASELINE, "ccvpe", "ccvpe"]
+    for r in records:
+        assert r.dataset == "vigor" and r.protocol["labels"] == "orig" and r.protocol["task"] == "pose"
+        assert r.n_query == 48  # same-area test: the second half of every city's panoramas
+        assert np.isfinite(r.metrics["median_m"])
+    assert records[1].protocol["selection_split"] == "train-holdout"
+    table = pose_records_table(records, reported_pose_records("vigor", "same_area"))
+    assert "| ccvpe | small | vigor same-area | orig |" in table

@@ -321,7 +321,11 @@ def _record(
 
 
 def _base_protocol(cfg: RunConfig, data: PoseData, config: str) -> dict[str, Any]:
-    extra = {"world": cfg.world.to_dict(), "world_seed": cfg.world.seed} if cfg.dataset == "synthetic" else {}
+    extra: dict[str, Any] = (
+        {"world": cfg.world.to_dict(), "world_seed": cfg.world.seed}
+        if cfg.dataset == "synthetic"
+        else {"area": cfg.vigor_area}
+    )
     return {
         "task": "pose",
         "polar": False,
