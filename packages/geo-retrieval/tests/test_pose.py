@@ -4,6 +4,7 @@ rotation equivariance, recipes and the trainer hooks."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -298,11 +299,23 @@ def test_recipes_registered_apart_from_retrieval() -> None:
         get_recipe("ccvpe", "small").replace(polar=True)
 
 
-def test_full_recipe_builds_at_the_papers_sizes() -> None:
+def test_full_recipe_matches_upstream_part_by_part() -> None:
+    """The full model has upstream CVM_VIGOR's parameter count in every part (param_counts.json, made
+    by upstream's models.py; README beside it) and its output sizes at the paper's input sizes."""
     m = build(get_recipe("ccvpe", "full"))
     assert isinstance(m, CCVPEModel)
     assert m.bins == 20  # 640 px / 32 = 20 columns: 18-degree bins as upstream
     assert [m.bins * c for c in m.config.descriptor_channels] == [1280, 640, 320, 160, 80, 40]
+    counts: dict[str, int] = {}
+    for name, p in m.named_parameters():
+        part = name.split(".")[0]
+        counts[part] = counts.get(part, 0) + p.numel()
+    upstream = json.loads((FIXTURES / "param_counts.json").read_text())
+    assert counts == upstream
+    with torch.no_grad():
+        out = m.eval()(torch.randn(1, 3, 320, 640), torch.randn(1, 3, 512, 512))
+    assert out.logits.shape == (1, 1, 512, 512) and out.field.shape == (1, 2, 512, 512)
+    assert [s.shape[-1] for s in out.scores] == [8, 16, 32, 64, 128, 256]
 
 
 class _PoseSet(torch.utils.data.Dataset):

@@ -31,7 +31,7 @@ Convention:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import timm
 import torch
@@ -193,6 +193,18 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+class _FinalFeatures(nn.Module):
+    """A timm model's final feature map (``forward_features``: for EfficientNet after its 1x1 head
+    conv, 1280 channels, as upstream's ``extract_features``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return cast(Tensor, cast(Any, self.model).forward_features(x))
+
+
 class _GroundDescriptor(nn.Module):
     """(B, C, h', W') features -> (B, W', c): 1x1 conv to ``c`` channels, then a learned weighting of
     the ``h'`` rows (CCVPE's ``Conv2d(h', 1, 1)`` on the permuted map)."""
@@ -213,7 +225,9 @@ class CCVPE(nn.Module):
     Args:
         config: :class:`CCVPEConfig`.
         ground_backbone: registered backbone name of the ground encoder (``create_backbone``).
-        ground_backbone_kwargs: its options.
+        ground_backbone_kwargs: its options; ``final_features=True`` (with a ``"timm:<model>"`` name) takes
+            the model's final feature map instead (EfficientNet: after its 1280-channel head conv, as
+            upstream's ground encoder).
         ground_size: panorama (H, W) the model is built for (fixes ``h'`` and ``W'``).
         aerial_size: aerial side S.
     """
@@ -232,7 +246,16 @@ class CCVPE(nn.Module):
         super().__init__()
         self.config = config
         levels = len(config.descriptor_channels)
-        self.ground_encoder = create_backbone(ground_backbone, **dict(ground_backbone_kwargs or {}))
+        kwargs = dict(ground_backbone_kwargs or {})
+        if kwargs.pop("final_features", False):
+            if not ground_backbone.startswith("timm:"):
+                raise ValueError(
+                    f"final_features needs a 'timm:<model>' ground backbone, got {ground_backbone!r}"
+                )
+            model = timm.create_model(ground_backbone[5:], pretrained=False, num_classes=0, **kwargs)
+            self.ground_encoder: nn.Module = _FinalFeatures(model)
+        else:
+            self.ground_encoder = create_backbone(ground_backbone, **kwargs)
         if config.circular:
             circular_width_padding(self.ground_encoder)
         with torch.no_grad():

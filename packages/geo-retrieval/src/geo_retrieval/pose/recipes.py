@@ -127,7 +127,7 @@ _FULL = CCVPERecipe(
     name="ccvpe",
     variant="full",
     backbone="timm:efficientnet_b0",
-    backbone_kwargs={"out_index": -1},
+    backbone_kwargs={"final_features": True},
     head="ccvpe",
     loss="ccvpe",
     ground_size=(320, 640),
@@ -140,7 +140,8 @@ _FULL = CCVPERecipe(
     normalisation=Normalisation.imagenet(),
     ccvpe=CCVPEConfig(),
     source="Xia, Booij, Kooij, TPAMI 2023, 'Convolutional Cross-View Pose Estimation' (tudelft-iv/CCVPE)",
-    note="EfficientNet-B0 per view (ground with circular horizontal padding, 10x20 map: 20 rotation bins), "
+    note="EfficientNet-B0 per view (ground: its 1280-channel final map with circular horizontal padding, 10x20: "
+    "20 rotation bins; every part has upstream CVM_VIGOR's parameter count), "
     "six matching levels from 8x8 cells of a 512 px tile, Gaussian target sigma 4 px, loss weights 1e4 "
     "(InfoNCE, temperature 0.1) and 1e1 (orientation), Adam 1e-4, batch 8, 15 epochs, random panorama "
     "rolls in training. Deviations: timm's efficientnet_b0 (ImageNet weights only with weights= / "
