@@ -95,6 +95,11 @@ def add_arguments(parser: argparse.ArgumentParser, *, batch: int, steps: int, wa
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per side (default 2)")
     parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed steps first (default {warmup})")
     parser.add_argument("--steps", type=int, default=steps, help=f"timed steps (default {steps})")
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="our side with the Trainer's channels_last=True (not the default; changes rounding)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write both rows as JSON")
     parser.add_argument("--worker", choices=["ours", "theirs"], help=argparse.SUPPRESS)
 
@@ -170,6 +175,8 @@ def _run_side(
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     cmd = [python, script, "--worker", side, "--batch", str(args.batch), "--threads", str(args.threads)]
     cmd += ["--warmup", str(args.warmup), "--steps", str(args.steps), *extra]
+    if args.channels_last and side == "ours":
+        cmd.append("--channels-last")
     if args.upstream:
         cmd += ["--upstream", str(Path(args.upstream).resolve())]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -222,7 +229,7 @@ def main(
     print(f"{title}")
     print(
         f"batch {args.batch}, {args.threads} threads per side, {args.warmup} warm-up + {args.steps} timed "
-        f"steps, one process per side; {when}, commit {_commit()}; {platform.processor() or platform.machine()}, "
+        f"steps, one process per side{'; ours channels-last' if args.channels_last else ''}; {when}, commit {_commit()}; {platform.processor() or platform.machine()}, "
         f"{MACHINE_NOTE}"
     )
     print(

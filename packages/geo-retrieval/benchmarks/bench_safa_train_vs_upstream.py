@@ -69,6 +69,7 @@ def ours(args: argparse.Namespace) -> Callable[[], object]:
         out_dir=tempfile.mkdtemp(prefix="bench_safa_"),
         device=torch.device("cpu"),
         amp=False,
+        channels_last=args.channels_last,
         sampler="unique",
         progress=False,
     )

@@ -72,6 +72,7 @@ def ours(args: argparse.Namespace) -> Callable[[], object]:
         out_dir=tempfile.mkdtemp(prefix="bench_s4g_"),
         device=torch.device("cpu"),
         amp=False,
+        channels_last=args.channels_last,
         sampler="unique",
         progress=False,
     )

@@ -78,6 +78,7 @@ def ours(args: argparse.Namespace) -> Callable[[], object]:
         out_dir=tempfile.mkdtemp(prefix="bench_toker21_"),
         device=torch.device("cpu"),
         amp=False,
+        channels_last=args.channels_last,
         sampler="unique",
         progress=False,
     )
