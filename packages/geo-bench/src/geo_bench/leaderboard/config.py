@@ -238,7 +238,7 @@ def get_recipe_or_raise(
                 f" ({name} is a fine-grained pose recipe: geo-bench leaderboard --recipes {name}, or --pose)"
             )
         raise ValueError(
-            f"unknown {task + ' ' if task else ''}recipe {name!r}; known: {', '.join(known)}{hint}"
+            f"unknown recipe {name!r}; known {task + ' ' if task else ''}recipes: {', '.join(known)}{hint}"
         )
     for option, value in (("--epochs", epochs), ("--batch-size", batch_size)):
         if value is not None and value < 1:
