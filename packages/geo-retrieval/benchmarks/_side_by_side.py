@@ -22,6 +22,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +80,41 @@ def input_pair(
     g = rng.random((batch, 3, *ground), dtype=np.float32)
     a = rng.random((batch, 3, *aerial), dtype=np.float32)
     return g, a
+
+
+def trainer_step(recipe_name: str, args: argparse.Namespace, **changes: Any) -> Callable[[], object]:
+    """Our side: ``Trainer.train_step`` of the ``full`` recipe ``recipe_name`` (batch ``args.batch``,
+    ``changes`` applied to the recipe) on one seeded batch of the recipe's input shapes, float32, the
+    ``unique`` sampler, ``args.channels_last`` as asked. A non-square aerial is taken as already
+    polar, like the authors' inputs."""
+    import torch  # our packages load only in our side's interpreter
+
+    from geo_retrieval.recipes import build, get_recipe
+    from geo_retrieval.testing import SyntheticPairs
+    from geo_retrieval.training import Trainer
+
+    recipe = get_recipe(recipe_name, "full").replace(batch_size=args.batch, **changes)
+    g, a = input_pair(args.batch, recipe.ground_size, recipe.aerial_size)
+    batch = {
+        "ground": torch.from_numpy(g),
+        "aerial": torch.from_numpy(a),
+        "id": [f"loc{i:05d}" for i in range(args.batch)],
+    }
+    torch.manual_seed(0)
+    model = build(recipe)
+    data = SyntheticPairs(args.batch, aerial_size=32, ground_size=(16, 64))  # the trainer wants a dataset
+    trainer = Trainer(
+        model,
+        recipe,
+        data,
+        out_dir=tempfile.mkdtemp(prefix=f"bench_{recipe_name}_"),
+        device=torch.device("cpu"),
+        amp=False,
+        channels_last=args.channels_last,
+        sampler="unique",
+        progress=False,
+    )
+    return lambda: trainer.train_step(batch)
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, batch: int, steps: int, warmup: int) -> None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import types
 from collections.abc import Callable
 
@@ -47,34 +46,7 @@ NEEDED = "models/model_crossattn.py"
 
 
 def ours(args: argparse.Namespace) -> Callable[[], object]:
-    import torch
-
-    from geo_retrieval.recipes import build, get_recipe
-    from geo_retrieval.testing import SyntheticPairs
-    from geo_retrieval.training import Trainer
-
-    recipe = get_recipe("l2ltr", "full").replace(batch_size=args.batch)
-    g, a = sbs.input_pair(args.batch, recipe.ground_size, recipe.aerial_size)
-    batch = {
-        "ground": torch.from_numpy(g),
-        "aerial": torch.from_numpy(a),  # non-square: taken as already polar, like their input
-        "id": [f"loc{i:05d}" for i in range(args.batch)],
-    }
-    torch.manual_seed(0)
-    model = build(recipe)
-    data = SyntheticPairs(args.batch, aerial_size=32, ground_size=(16, 64))  # the trainer wants a dataset
-    trainer = Trainer(
-        model,
-        recipe,
-        data,
-        out_dir=tempfile.mkdtemp(prefix="bench_l2ltr_"),
-        device=torch.device("cpu"),
-        amp=False,
-        channels_last=args.channels_last,
-        sampler="unique",
-        progress=False,
-    )
-    return lambda: trainer.train_step(batch)
+    return sbs.trainer_step("l2ltr", args)
 
 
 def theirs(args: argparse.Namespace) -> Callable[[], object]:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import tempfile
 from collections.abc import Callable
 from types import SimpleNamespace
 
@@ -48,35 +47,9 @@ NEEDED = "sample4geo/trainer.py"
 
 
 def ours(args: argparse.Namespace) -> Callable[[], object]:
-    import torch
+    from geo_retrieval.config import Augmentation  # our augmentation off: theirs runs in the data loader
 
-    from geo_retrieval.config import Augmentation
-    from geo_retrieval.recipes import build, get_recipe
-    from geo_retrieval.testing import SyntheticPairs
-    from geo_retrieval.training import Trainer
-
-    recipe = get_recipe("sample4geo", "full").replace(batch_size=args.batch, augmentation=Augmentation())
-    g, a = sbs.input_pair(args.batch, recipe.ground_size, recipe.aerial_size)
-    batch = {
-        "ground": torch.from_numpy(g),
-        "aerial": torch.from_numpy(a),
-        "id": [f"loc{i:05d}" for i in range(args.batch)],
-    }
-    torch.manual_seed(0)
-    model = build(recipe)
-    data = SyntheticPairs(args.batch, aerial_size=32, ground_size=(16, 64))  # the trainer wants a dataset
-    trainer = Trainer(
-        model,
-        recipe,
-        data,
-        out_dir=tempfile.mkdtemp(prefix="bench_s4g_"),
-        device=torch.device("cpu"),
-        amp=False,
-        channels_last=args.channels_last,
-        sampler="unique",
-        progress=False,
-    )
-    return lambda: trainer.train_step(batch)
+    return sbs.trainer_step("sample4geo", args, augmentation=Augmentation())
 
 
 def theirs(args: argparse.Namespace) -> sbs.Loop:

@@ -55,34 +55,7 @@ sbs = _harness()
 
 
 def ours(args: argparse.Namespace) -> Callable[[], object]:
-    import torch
-
-    from geo_retrieval.recipes import build, get_recipe
-    from geo_retrieval.testing import SyntheticPairs
-    from geo_retrieval.training import Trainer
-
-    recipe = get_recipe("toker21", "full").replace(batch_size=args.batch)
-    g, a = sbs.input_pair(args.batch, recipe.ground_size, recipe.aerial_size)
-    batch = {
-        "ground": torch.from_numpy(g),
-        "aerial": torch.from_numpy(a),  # non-square: taken as already polar, like their input
-        "id": [f"loc{i:05d}" for i in range(args.batch)],
-    }
-    torch.manual_seed(0)
-    model = build(recipe)
-    data = SyntheticPairs(args.batch, aerial_size=32, ground_size=(16, 64))  # the trainer wants a dataset
-    trainer = Trainer(
-        model,
-        recipe,
-        data,
-        out_dir=tempfile.mkdtemp(prefix="bench_toker21_"),
-        device=torch.device("cpu"),
-        amp=False,
-        channels_last=args.channels_last,
-        sampler="unique",
-        progress=False,
-    )
-    return lambda: trainer.train_step(batch)
+    return sbs.trainer_step("toker21", args)
 
 
 def theirs(args: argparse.Namespace) -> Callable[[], object]:
