@@ -54,6 +54,9 @@ def test_pose_leaderboard_runs_records_and_resumes(tmp_path: Path) -> None:
     assert {"lateral_median_m", "longitudinal_median_m", "heading_median_deg", "R@5deg"} <= set(ccvpe.metrics)
     assert "heading_median_deg" not in records[0].metrics  # the tile centre has no heading
     assert (tmp_path / "pose.png").stat().st_size > 10_000
+    (run_json,) = (tmp_path / "runs").glob("ccvpe-small-*/run.json")  # locate --refine finds the world there
+    info = json.loads(run_json.read_text())
+    assert info["data"]["dataset"] == "synthetic" and info["global_step"] == 2
     # the same configuration again: the trained recipe is found in the store, not retrained
     again = run_pose_leaderboard(cfg, tmp_path, store=store, on_event=messages.append)
     assert any("already in the store" in m for m in messages)

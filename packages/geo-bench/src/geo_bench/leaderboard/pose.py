@@ -50,6 +50,7 @@ from geo_retrieval.pose.inference import (
 )
 from geo_retrieval.pose.recipes import POSE_EVAL_SEED
 from geo_retrieval.recipes import Recipe, list_recipes
+from geo_retrieval.run_folder import RunLayout
 from geo_retrieval.training import BatchTransform
 
 from ..datasets import VIGORPose
@@ -471,6 +472,20 @@ def run_pose_leaderboard(
                     val=data.val,
                 )
                 view.update({"kind": "done", "recipe": recipe.name, "r1": None})
+        info = {  # the run's summary, as geo-bench train writes it (locate --refine reads the data)
+            "recipe": recipe.name,
+            "variant": recipe.variant,
+            "seed": cfg.seed,
+            "data": cfg.data_dict(),
+            "pose_data": data.protocol,
+            "config": config,
+            "global_step": run.global_step,
+            "train_seconds": round(run.train_seconds, 2),
+            "selection_split": run.selection_split,
+            "best_median_m": run.best_metric,
+            "checkpoint": run.checkpoint,
+        }
+        atomic_write_bytes(RunLayout(run_dir).run_json, (json.dumps(info, indent=1) + "\n").encode())
         base = _base_protocol(cfg, data, config) | {
             "selection_split": run.selection_split,
             "selection_metric": "median_m (orientation unknown)",
