@@ -128,22 +128,24 @@ class TestGeometry:
         np.testing.assert_allclose(tile + pixel_offset_m(px, 128, 0.5), camera, atol=1e-9)
 
     def test_stub_peak_gives_known_metres(self):
-        stub = PeakStub((10, 100), 30.0)
+        s = get_recipe("ccvpe", "small").aerial_size[0]  # the recipe's tile side (never hard-coded)
+        r, col = s // 12, (25 * s) // 32  # north-east of the centre
+        stub = PeakStub((r, col), 30.0)
         ref = PoseRefiner(_loaded(stub), tile_m=64.0)
-        s = ref.size  # read from the recipe (never hard-coded)
+        assert ref.size == s
         h, w = ref.loaded.recipe.ground_size
         ground = torch.rand(2, 3, h, w)
         tiles = torch.zeros(2, 3, s, s, dtype=torch.uint8)
         centres = np.array([[WEST, NORTH], [WEST + 100.0, NORTH - 50.0]])
         est = ref.refine(ground, tiles, centres, torch.tensor([0.0, 90.0]))
         c, gsd = (s - 1) / 2, 64.0 / s
-        expected = centres + np.array([(100 - c) * gsd, (c - 10) * gsd])
+        expected = centres + np.array([(col - c) * gsd, (c - r) * gsd])
         np.testing.assert_allclose(est.xy, expected)
         assert (est.xy[:, 0] > centres[:, 0]).all() and (est.xy[:, 1] > centres[:, 1]).all()  # north-east
         np.testing.assert_allclose(est.heading_deg, [30.0, 30.0], atol=1e-4)
         peak = math.exp(10) / (math.exp(10) + s * s - 1)
         np.testing.assert_allclose(est.confidence, [peak, peak], rtol=1e-4)  # float32 softmax
-        np.testing.assert_array_equal(est.pixel, [[10, 100], [10, 100]])
+        np.testing.assert_array_equal(est.pixel, [[r, col], [r, col]])
         prior, rng = stub.priors[-1]
         assert prior is not None and prior.tolist() == [0.0, 90.0] and rng == 0.0  # orientation known
         ref.refine(ground, tiles, centres)
@@ -168,7 +170,8 @@ class TestGeometry:
         true = np.array([WEST + (marker[1] + 0.5) * res, NORTH - (marker[0] + 0.5) * res])
         # candidates whose tiles hold the marker off centre (north-east and south-west of their
         # centres), their edges on the map's pixel grid (so the read copies pixels, no resampling)
-        xy = true + (np.array([[-40.0, -40.0], [30.0, 20.0]]) + 0.5) * res
+        q = ref.size / 128  # offsets within half a tile at any recipe size
+        xy = true + (np.array([[-40.0, -40.0], [30.0, 20.0]]) * q + 0.5) * res
         index = _index(tmp_path, [tif], xy, 64.0)
         images = [_pano(tmp_path / "a.png"), _pano(tmp_path / "b.png")]
         est = ref.refine_candidates(index, np.array([0, 1]), images)
