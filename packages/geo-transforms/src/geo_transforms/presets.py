@@ -251,7 +251,7 @@ def list_polar_presets(filter: str | None = None) -> list[str]:
 
     Example:
         >>> list_polar_presets()
-        ['dsm@1', 'dsm_imsave@1', 'geodtr@1', 'safa@1', 'safa_imsave@1', 'toker_cvusa_legacy@1']
+        ['dsm@1', 'dsm_imsave@1', 'geodtr@1', 'safa@1', 'safa_imsave@1', 'toker_cvact@1', 'toker_cvusa_legacy@1']
     """
     return _PRESETS.names(filter)
 
