@@ -51,7 +51,8 @@ def timed_batches(batch: object, n: int, stamps: list[float]) -> Any:
     stamps.append(time.perf_counter())
 
 
-def _status_kib(field: str) -> int | None:
+def status_kib(field: str) -> int | None:
+    """A ``/proc/self/status`` field in KiB (``VmRSS``, ``VmHWM``), None where unavailable."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -190,7 +191,7 @@ def _measure(step: Callable[[], object] | Loop, warmup: int, steps: int, batch: 
             step()
             times.append(time.perf_counter() - t0)
     cpu = (_cpu_s() - cpu0) / steps
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     mean = sum(times) / len(times)
     return {
         "step_mean_s": mean,

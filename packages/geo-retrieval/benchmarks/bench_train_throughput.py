@@ -32,20 +32,11 @@ import time
 from pathlib import Path
 
 import torch
+from _side_by_side import status_kib  # the benchmarks' one /proc reader
 
 from geo_retrieval.recipes import build, get_recipe, list_recipes
 from geo_retrieval.testing import SyntheticPairs
 from geo_retrieval.training import Trainer
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def bench_one(
@@ -64,7 +55,7 @@ def bench_one(
     aerial_side = max(recipe.aerial_size) if recipe.polar else recipe.aerial_size[0]
     data = SyntheticPairs(b, aerial_size=aerial_side, ground_size=recipe.ground_size, seed=0)
     batch = {"ground": data.ground, "aerial": data.aerial, "id": data.ids, "utm": data.utm}
-    rss_base = _status_kib("VmRSS")
+    rss_base = status_kib("VmRSS")
     torch.manual_seed(0)
     model = build(recipe)
     with tempfile.TemporaryDirectory() as out:
@@ -105,7 +96,7 @@ def bench_one(
     if device.type == "cuda":
         row["peak_mem_MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
     else:
-        peak = _status_kib("VmHWM")
+        peak = status_kib("VmHWM")
         row["peak_rss_MiB"] = peak / 1024 if peak else float("nan")
         row["rss_growth_MiB"] = (peak - rss_base) / 1024 if peak and rss_base else float("nan")
     return row
