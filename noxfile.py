@@ -9,7 +9,8 @@ Sessions (``nox -l`` lists them):
 - ``lint``: ``ruff check`` over the whole tree and ``ruff format --check`` over ``packages``,
   ``noxfile.py`` and ``docs`` (also tagged ``tests``, so ``nox -t tests`` lints too).
 - ``typecheck``: mypy over ``packages/*/src`` with the root ``mypy.ini`` (also tagged ``tests``).
-- ``bench(<package>)``: runs the benchmark scripts in ``packages/<package>/benchmarks/``.
+- ``bench(<package>)``: runs the benchmark scripts in ``packages/<package>/benchmarks/`` (the
+  side-by-side ``*_vs_*`` ones only with ``UPSTREAM_<KEY>`` set to a checkout of the original code).
 - ``leaderboard``: installs every package (geo-bench with ``[synthesis]``) and runs
   ``geo-bench leaderboard`` (posargs are passed through, e.g. ``nox -s leaderboard -- --tiny``).
 - ``gpu``: installs every package (with the test extras) and runs the GPU check,
@@ -180,16 +181,54 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "--config-file", "mypy.ini", *session.posargs)
 
 
+#: Side-by-side scripts (``bench_*_vs_*.py``) time the authors' code too, so they need a checkout of
+#: it: the ``bench`` session runs one only when ``UPSTREAM_<KEY>`` names that checkout (and passes
+#: ``UPSTREAM_<KEY>_PYTHON`` as ``--upstream-python`` to the training-step scripts when set: the
+#: authors' interpreter, e.g. TF1 for SAFA).
+UPSTREAM_CHECKOUTS = {
+    "bench_recall_vs_sample4geo.py": ("SAMPLE4GEO", "https://github.com/Skyy93/Sample4Geo"),
+    "bench_sample4geo_train_vs_upstream.py": ("SAMPLE4GEO", "https://github.com/Skyy93/Sample4Geo"),
+    "bench_safa_train_vs_upstream.py": ("SAFA", "https://github.com/shiyujiao/cross_view_localization_SAFA"),
+    "bench_l2ltr_train_vs_upstream.py": (
+        "L2LTR",
+        "https://github.com/yanghongji2007/cross_view_localization_L2LTR",
+    ),
+    "bench_toker21_vs_upstream.py": ("TOKER21", "https://github.com/aysim/comingdowntoearth"),
+}
+
+
+def _bench_args(session: nox.Session, script: Path) -> list[str] | None:
+    """The arguments a benchmark script runs with; None (with a logged reason) to leave it out."""
+    if "_vs_" not in script.name:
+        return []
+    if script.name not in UPSTREAM_CHECKOUTS:
+        session.error(f"{script}: a side-by-side script must be listed in noxfile.UPSTREAM_CHECKOUTS")
+    key, url = UPSTREAM_CHECKOUTS[script.name]
+    checkout = os.environ.get(f"UPSTREAM_{key}")
+    if not checkout:
+        session.log(f"skipping {script.name}: set UPSTREAM_{key} to a checkout of {url}")
+        return None
+    args = ["--upstream", checkout]
+    python = os.environ.get(f"UPSTREAM_{key}_PYTHON")
+    takes_python = script.name != "bench_recall_vs_sample4geo.py"  # one interpreter times both sides there
+    return args + (["--upstream-python", python] if python and takes_python else [])
+
+
 @nox.session(tags=["bench"])
 @nox.parametrize("package", PACKAGES, ids=PACKAGES)
 def bench(session: nox.Session, package: str) -> None:
-    """Run every ``packages/<package>/benchmarks/bench_*.py`` script (prints figures, not a test)."""
+    """Run every ``packages/<package>/benchmarks/bench_*.py`` script (prints figures, not a test).
+
+    Side-by-side scripts run only against a configured checkout of the original code
+    (:data:`UPSTREAM_CHECKOUTS`), e.g. ``UPSTREAM_SAMPLE4GEO=~/src/Sample4Geo nox -s bench``."""
     scripts = sorted((PACKAGES_DIR / package / "benchmarks").glob("bench_*.py"))
     if not scripts:
         session.skip(f"{package} has no benchmarks")
     _install(session, package, "bench")
     for script in scripts:
-        session.run("python", str(script.relative_to(ROOT)), *session.posargs)
+        args = _bench_args(session, script)
+        if args is not None:
+            session.run("python", str(script.relative_to(ROOT)), *args, *session.posargs)
 
 
 @nox.session(tags=["leaderboard"])
