@@ -14,7 +14,7 @@ from geo_retrieval.heads import (
     dsm_similarity,
     list_heads,
 )
-from geo_retrieval.heads.transformer import sincos_pos_embed_2d
+from geo_retrieval.heads.transformer import attention, sincos_pos_embed_2d
 from geo_transforms.testing import BaseTester
 
 
@@ -111,6 +111,45 @@ class TestPoolingHeads(BaseTester):
     def test_exception(self):
         with pytest.raises(ValueError, match=r"\(B, 4, h, w\)"):
             create_head("avg", in_channels=4)(torch.rand(2, 3, 2, 2))
+
+
+class TestAttention:
+    """``attention`` is SDPA; its written-out CPU half-precision path must agree with it."""
+
+    def _qkv(self, dtype, nq=65, nk=65):
+        g = torch.Generator().manual_seed(0)
+        return [torch.randn(3, 4, n, 32, generator=g, dtype=torch.float64).to(dtype) for n in (nq, nk, nk)]
+
+    def test_float_path_is_sdpa(self):
+        q, k, v = self._qkv(torch.float64)
+        assert torch.equal(attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
+
+    @pytest.mark.parametrize("nk", [65, 17])
+    def test_bf16_path_matches_float64_reference(self, nk):
+        q, k, v = self._qkv(torch.float64, nk=nk)
+        ref = torch.softmax(q @ k.transpose(-2, -1) / 32**0.5, dim=-1) @ v
+        out = attention(*(t.to(torch.bfloat16) for t in (q, k, v)))
+        assert out.dtype == torch.bfloat16 and out.shape == ref.shape
+        fused = F.scaled_dot_product_attention(*(t.to(torch.bfloat16) for t in (q, k, v)))
+        err, err_fused = (out.double() - ref).abs().max(), (fused.double() - ref).abs().max()
+        # bf16 rounds the logits and the weights once each (the fused kernel only its output): within
+        # a few bf16 epsilons (2**-8) of the float64 value, and within 3x the fused kernel's error
+        assert err < 0.03 and err <= 3 * err_fused + 1e-3
+
+    def test_bf16_path_gradients(self):
+        q, k, v = (t.requires_grad_() for t in self._qkv(torch.float64))
+        (attention(q, k, v) ** 2).sum().backward()
+        ref_grads = [t.grad.clone() for t in (q, k, v)]
+        q2, k2, v2 = (t.detach().to(torch.bfloat16).requires_grad_() for t in (q, k, v))
+        (attention(q2, k2, v2).float() ** 2).sum().backward()
+        for got, ref in zip((q2.grad, k2.grad, v2.grad), ref_grads):
+            assert (got.double() - ref).abs().max() < 0.05 * ref.abs().max()
+
+    def test_dropout_only_in_written_out_path_when_asked(self):
+        q, k, v = (t.to(torch.bfloat16) for t in self._qkv(torch.float64))
+        torch.manual_seed(0)
+        assert torch.equal(attention(q, k, v, 0.0), attention(q, k, v, 0.0))
+        assert not torch.equal(attention(q, k, v, 0.5), attention(q, k, v, 0.0))
 
 
 class TestTransformerHead(BaseTester):

@@ -229,6 +229,33 @@ class TestToker21Model(BaseTester):
         m.training_step(_batch(), trainer)
         assert m.triplet.hard_negative_ratio == 0.05
 
+    def test_synthesis_samples_limit_gan_and_l1_terms(self):
+        """With synthesis_samples=n, D, the GAN and the L1 terms see the first n samples only (their
+        values equal a step on that n-sample batch), while the triplets use the whole batch."""
+        b = _batch(b=6)
+        m_sub = tiny_model(synthesis_samples=2)
+        m_full = tiny_model()
+        m_full.load_state_dict(m_sub.state_dict())
+        d_batches = []
+        m_sub.discriminator.register_forward_hook(lambda mod, i, o: d_batches.append(i[0].shape[0]))
+        logs = m_sub.training_step(b, FakeTrainer(m_sub, _recipe("full")))
+        assert d_batches == [4, 2]  # real + fake of 2 samples in the D step, 2 fakes in the G step
+        head = {k: v[:2] for k, v in b.items()}
+        ref = m_full.training_step(head, FakeTrainer(m_full, _recipe("full")))
+        for key in ("loss_D", "G_gan", "G_l1"):
+            torch.testing.assert_close(logs[key], ref[key], rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(logs["loss_R"], ref["loss_R"])  # the triplet saw all 6
+
+    def test_synthesis_samples_none_is_the_paper_step(self):
+        m_none, m_big = tiny_model(), tiny_model(synthesis_samples=99)  # n >= B: every sample
+        m_big.load_state_dict(m_none.state_dict())
+        a = m_none.training_step(_batch(), FakeTrainer(m_none, _recipe("full")))
+        c = m_big.training_step(_batch(), FakeTrainer(m_big, _recipe("full")))
+        for key in a:
+            torch.testing.assert_close(a[key], c[key], rtol=0, atol=0)
+        with pytest.raises(ValueError, match="synthesis_samples"):
+            tiny_model(synthesis_samples=0)
+
     def test_training_step_shape_check(self):
         m = tiny_model()
         b = _batch()

@@ -55,6 +55,7 @@ class Toker21Config:
     l1_weight: float = 100.0
     triplet_weight: float = 1000.0
     spectral_norm: bool = True
+    synthesis_samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,7 @@ def build_toker21(recipe: Recipe) -> nn.Module:
         triplet_kwargs=dict(recipe.loss_kwargs),
         geo_mask_m=recipe.geo_mask_m,
         spectral_norm=cfg.spectral_norm,
+        synthesis_samples=cfg.synthesis_samples,
     )
 
 

@@ -232,6 +232,10 @@ class Toker21Model(nn.Module):
         triplet_kwargs: :class:`~geo_retrieval.losses.SoftMarginTripletLoss` options (default
             alpha 10 and :data:`TOKER_SCHEDULE`).
         spectral_norm: spectral norm in G and D.
+        synthesis_samples: synthesise (decoder, D step, the GAN and L1 terms) only the first
+            ``n`` panoramas of each training batch; the retrieval terms and the encoder still see
+            the whole batch. None (the paper): every sample. A CPU economy of the small variant:
+            the decoder is about 60 % of the generator's forward + backward.
 
     Example:
         >>> m = Toker21Model(image_size=(32, 64), gen_base=8,
@@ -261,9 +265,13 @@ class Toker21Model(nn.Module):
         triplet_kwargs: Mapping[str, Any] | None = None,
         geo_mask_m: float | None = None,
         spectral_norm: bool = True,
+        synthesis_samples: int | None = None,
     ) -> None:
         super().__init__()
         h, w = int(image_size[0]), int(image_size[1])
+        if synthesis_samples is not None and int(synthesis_samples) < 1:
+            raise ValueError(f"synthesis_samples must be None or >= 1, got {synthesis_samples}")
+        self.synthesis_samples = None if synthesis_samples is None else int(synthesis_samples)
         if h % 8 or w % 8 or h < 16 or w < 16:
             raise ValueError(f"image_size must be (H, W) divisible by 8 and >= 16, got {tuple(image_size)}")
         for name, value in (
@@ -382,6 +390,8 @@ class Toker21Model(nn.Module):
     def _g_terms(
         self, aerial: Tensor, ground: Tensor, fake: Tensor, resb6: Tensor, street: Tensor, utm: Tensor | None
     ) -> dict[str, Tensor]:
+        """G's loss; ``aerial``, ``ground`` and ``fake`` are the synthesised samples (the first n),
+        ``resb6`` / ``street`` the whole batch."""
         gan = self.gan_loss.generator_loss(self.discriminator(aerial, fake))
         l1 = F.l1_loss(fake.float(), ground.float())
         trip = self.triplet(self.similarity(self.sa2(street), self.sa1(resb6)), utm=utm)
@@ -401,13 +411,20 @@ class Toker21Model(nn.Module):
             )
         self.triplet.set_epoch(int(getattr(trainer, "epoch", 0)))
         utm = self._mask_coords(batch.get("utm"))  # the geo mask of both triplet terms (R and G steps)
+        n = (
+            ground.shape[0]
+            if self.synthesis_samples is None
+            else min(self.synthesis_samples, ground.shape[0])
+        )
         with trainer.autocast():
-            fake, resb6 = self.generator(aerial)
+            resb6, skips = self.generator.encode(aerial)
+            fake = self.generator.decode(resb6[:n], (skips[0][:n], skips[1][:n], skips[2][:n]))
             street = self.street(ground)  # the only street-branch forward of the iteration
+        aerial_s, ground_s = aerial[:n], ground[:n]  # the synthesised samples (all unless synthesis_samples)
 
         # 1) D step on detached fakes
         with trainer.autocast():
-            d_real, d_fake = self._d_pair(aerial, ground, fake.detach())
+            d_real, d_fake = self._d_pair(aerial_s, ground_s, fake.detach())
         loss_d = self.gan_loss.discriminator_loss(d_real, d_fake)
         trainer.backward(loss_d)
         trainer.optimizer_step("D")
@@ -422,7 +439,7 @@ class Toker21Model(nn.Module):
         # 3) G step with D and R frozen (they still pass gradients to the generator)
         with _frozen(self.discriminator, *self.retrieval_modules):
             with trainer.autocast():
-                terms = self._g_terms(aerial, ground, fake, resb6, street.detach(), utm)
+                terms = self._g_terms(aerial_s, ground_s, fake, resb6, street.detach(), utm)
             trainer.backward(terms["G"])
         trainer.optimizer_step("G")
         return {
