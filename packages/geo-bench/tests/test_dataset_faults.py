@@ -12,9 +12,11 @@ import json
 import logging
 import pickle
 import shutil
+import threading
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -404,6 +406,43 @@ class TestWorldCache:
         assert torch.equal(again.ground, first.ground) and again.ids == first.ids
         _, third = load_world(WORLD, tmp_path, train=False)  # the rewritten cache is read
         assert calls == ["test", "test"] and torch.equal(third.aerial, first.aerial)
+
+
+    def test_concurrent_writers_share_a_cache(self, tmp_path, monkeypatch, world_arrays):
+        """Two runs rendering the same split into one cache at once (two leaderboards, the tuning
+        script): the second writer used to find its fixed temporary name renamed away by the first
+        (FileNotFoundError). Both now finish and leave one readable cache, no temporary files."""
+        both_written = threading.Barrier(2, timeout=30)
+        savez = np.savez
+
+        def savez_then_wait(*args, **kwargs):
+            savez(*args, **kwargs)
+            both_written.wait()  # neither renames its file before both have written theirs
+
+        def render(split, num, cfg, progress):
+            return {k: v.copy() for k, v in world_arrays.items()}
+
+        monkeypatch.setattr(leaderboard_data, "_render", render)
+        monkeypatch.setattr(np, "savez", savez_then_wait)
+        results: list[Any] = []
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                results.append(load_world(WORLD, tmp_path, train=False)[1])
+            except BaseException as exc:  # noqa: BLE001  (reported below)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        assert len(results) == 2 and torch.equal(results[0].ground, results[1].ground)
+        folder = tmp_path / f"world-{WORLD.key()}"
+        assert sorted(p.name for p in folder.iterdir()) == ["test.npz", "world.json"]
+        assert torch.equal(load_world(WORLD, tmp_path, train=False)[1].aerial, results[0].aerial)
 
 
 # --------------------------------------------------------------------------------------------------

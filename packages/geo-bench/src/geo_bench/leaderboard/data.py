@@ -39,6 +39,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from geo_retrieval.checkpoint import atomic_save, atomic_write_bytes
 from geo_retrieval.geodesy import equirectangular_to_latlon
 
 from ..datasets import DATASETS
@@ -330,11 +331,10 @@ def load_world_split(
     if arrays is None:
         arrays = _render(split, num, cfg, progress)
         if path is not None and folder is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp.npz")
-            np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub: **kwds could name allow_pickle
-            tmp.replace(path)
-            (folder / "world.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+            # a unique temporary file per writer: runs sharing a cache (two leaderboards, the
+            # tuning script) may render the same split at once; the last rename wins, both complete
+            atomic_save(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]  # numpy's stub
+            atomic_write_bytes(folder / "world.json", (json.dumps(cfg.to_dict(), indent=1) + "\n").encode())
     return TensorPairs(
         torch.from_numpy(arrays["ground"]),
         torch.from_numpy(arrays["aerial"]),
