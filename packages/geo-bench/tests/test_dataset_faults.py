@@ -407,7 +407,6 @@ class TestWorldCache:
         _, third = load_world(WORLD, tmp_path, train=False)  # the rewritten cache is read
         assert calls == ["test", "test"] and torch.equal(third.aerial, first.aerial)
 
-
     def test_concurrent_writers_share_a_cache(self, tmp_path, monkeypatch, world_arrays):
         """Two runs rendering the same split into one cache at once (two leaderboards, the tuning
         script): the second writer used to find its fixed temporary name renamed away by the first
@@ -430,7 +429,7 @@ class TestWorldCache:
         def run() -> None:
             try:
                 results.append(load_world(WORLD, tmp_path, train=False)[1])
-            except BaseException as exc:  # noqa: BLE001  (reported below)
+            except BaseException as exc:  # reported below
                 errors.append(exc)
 
         threads = [threading.Thread(target=run) for _ in range(2)]
