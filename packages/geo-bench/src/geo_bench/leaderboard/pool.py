@@ -15,6 +15,7 @@ Convention:
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import queue as queue_module
@@ -87,10 +88,37 @@ def _terminate_workers(pool: Any, grace_s: float = 10.0) -> None:
 _EVENTS: Any = None
 
 
+#: glibc ``mallopt`` parameters (``malloc.h``): M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed memory for reuse instead of handing it back to the kernel every step.
+
+    A training step allocates and frees the same activation buffers each time; with glibc's
+    defaults the larger ones are ``mmap``-ed and unmapped (or the heap trimmed) on every step, so
+    each step faults its pages in again. Setting the mmap threshold to 32 MiB and the trim
+    threshold to 1 GiB (``mallopt``) removes that: toker21 / l2ltr small steps ran 3-4 % faster
+    and the process spent 0.9 instead of 2.4 s in the kernel over 24 steps (one thread, the
+    2-core machine). The process keeps its peak heap instead of shrinking after each step.
+
+    Returns:
+        True when the settings were applied (glibc), False elsewhere (no-op).
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    settings = ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 64 << 20))
+    return all(mallopt(option, value) == 1 for option, value in settings)
+
+
 def _init_worker(events: Any) -> None:
-    """Pool initializer: keep the progress queue; never block the worker's exit on unsent events."""
+    """Pool initializer: keep the progress queue (never block the worker's exit on unsent events)
+    and keep freed memory for the next step (:func:`keep_freed_memory`)."""
     global _EVENTS
     _EVENTS = events
+    keep_freed_memory()
     if events is not None:
         events.cancel_join_thread()
 
