@@ -16,6 +16,8 @@ Ablations (name: what changes against the registered small recipe):
 - ``l2ltr-24-epochs``: L2LTR small trained for 24 epochs (cosine over 24) instead of 32;
 - ``toker21-8-epochs``: toker21 small for 8 epochs with a cosine lr from 4e-4 and mining from epoch 5,
   instead of 15 epochs at a constant 2e-4 with mining from epoch 10;
+- ``toker21-synthesise-all``: toker21 small synthesising every sample of a batch (the paper's step)
+  instead of the first 4 of 16 (``synthesis_samples=4``);
 - ``float32:<recipe>``: the registered small recipe trained without bf16 autocast (``amp=False``);
 - ``registered:<recipe>``: the registered small recipe itself (its val R@1 is also in the default
   leaderboard run's ``leaderboard_selection.md``).
@@ -72,6 +74,11 @@ def _l2ltr_24_epochs() -> Recipe:
     return get_recipe("l2ltr", "small").replace(epochs=24)
 
 
+def _toker21_synthesise_all() -> Recipe:
+    recipe: Any = get_recipe("toker21", "small")
+    return recipe.replace(toker=dataclasses.replace(recipe.toker, synthesis_samples=None))
+
+
 def _toker21_8_epochs() -> Recipe:
     recipe = get_recipe("toker21", "small")
     return recipe.replace(
@@ -89,6 +96,7 @@ ABLATIONS: dict[str, tuple[str, Callable[[], Recipe]]] = {
     "dsm-8-epochs": ("8 epochs (registered: 10)", _dsm_8_epochs),
     "l2ltr-24-epochs": ("24 epochs (registered: 32)", _l2ltr_24_epochs),
     "toker21-8-epochs": ("8 epochs, cosine lr 4e-4 (registered: 15, constant 2e-4)", _toker21_8_epochs),
+    "toker21-synthesise-all": ("synthesis on all 16 samples (registered: 4)", _toker21_synthesise_all),
 }
 
 
