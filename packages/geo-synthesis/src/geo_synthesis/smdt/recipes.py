@@ -162,7 +162,8 @@ def smdt_recipes() -> list[SMDTRecipe]:
             "the mapped aerial besides the segmentation (g2_input='seg+aerial'), re-derived on the synthetic "
             "world's val region (world seed 0, 250 queries, binomial s.e. about 2 points; "
             "tuning/tune_on_val.py smdt-g2-seg): best val R@1 13.6 with seg+aerial and 11.6 with seg only, "
-            "both with amp; 14.8 with seg+aerial in float32. bf16 autocast in training (amp; float32 "
+            "both with amp; 14.8 with seg+aerial in float32; 15.6 with the CPU attention written out in "
+            "float32 (geo_retrieval's heads.transformer.attention, issue 15). bf16 autocast in training (amp; float32 "
             "evaluation). Keep modes blank to white, remove_sky to black, as the paper's Fig. 2. Same design "
             "caveats as 'full'."
         ),
