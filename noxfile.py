@@ -233,7 +233,7 @@ def bench(session: nox.Session, package: str) -> None:
 
 @nox.session(tags=["leaderboard"])
 def leaderboard(session: nox.Session) -> None:
-    """Train and evaluate every recipe on the embedded synthetic world (~25 min on 2 CPU cores) and
+    """Train and evaluate every recipe on the embedded synthetic world (~14 min on 2 CPU cores) and
     print the leaderboard: ``nox -s leaderboard -- [geo-bench leaderboard options]``, e.g.
     ``nox -s leaderboard -- --tiny`` or ``-- --dataset cvusa --root data/CVUSA --device cuda``."""
     session.install(
