@@ -1,11 +1,14 @@
 """The leaderboard's worker-process settings (``geo_bench.leaderboard.pool``)."""
 
+import argparse
 import platform
 import subprocess
 import sys
 
 import pytest
+import torch
 
+from geo_bench.cli import _common
 from geo_bench.leaderboard import pool
 
 # In a fresh interpreter (mallopt is process-wide): page faults of allocating, touching and freeing
@@ -46,4 +49,17 @@ def test_workers_keep_freed_memory(monkeypatch):
     monkeypatch.setattr(pool, "keep_freed_memory", lambda: calls.append(1) or True)
     monkeypatch.setattr(pool, "_EVENTS", None)
     pool._init_worker(None)
+    assert calls == [1]
+
+
+def test_cpu_commands_keep_freed_memory(monkeypatch):
+    """``geo-bench train`` / ``evaluate`` / ``leaderboard`` on the CPU (``apply_runtime``) apply the
+    same allocator setting in their own process."""
+    calls = []
+    monkeypatch.setattr(_common, "keep_freed_memory", lambda: calls.append(1) or True)
+    threads = torch.get_num_threads()
+    try:
+        _common.apply_runtime(argparse.Namespace(device="cpu", threads=None))
+    finally:
+        torch.set_num_threads(threads)
     assert calls == [1]
