@@ -245,6 +245,14 @@ class TestToker21Model(BaseTester):
         for key in ("loss_D", "G_gan", "G_l1"):
             torch.testing.assert_close(logs[key], ref[key], rtol=1e-5, atol=1e-6)
         assert not torch.allclose(logs["loss_R"], ref["loss_R"])  # the triplet saw all 6
+        # losses() builds the same terms as the step: D / GAN / L1 of the first 2 samples
+        m_sub.load_state_dict(m_full.state_dict())  # both at the weights after one full step
+        head_losses, sub_losses = (
+            m_full.losses(head["ground"], head["aerial"]),
+            m_sub.losses(b["ground"], b["aerial"]),
+        )
+        for key in ("D", "G_gan", "G_l1"):
+            torch.testing.assert_close(sub_losses[key], head_losses[key], rtol=1e-5, atol=1e-6)
 
     def test_synthesis_samples_none_is_the_paper_step(self):
         m_none, m_big = tiny_model(), tiny_model(synthesis_samples=99)  # n >= B: every sample

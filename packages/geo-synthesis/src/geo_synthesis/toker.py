@@ -370,13 +370,23 @@ class Toker21Model(nn.Module):
         in :meth:`training_step`.
         """
         utm = self._mask_coords(utm)
-        fake, resb6 = self.generator(aerial)
+        fake, resb6, n = self._synthesise(aerial)
         street = self.street(ground)
-        d_real, d_fake = self._d_pair(aerial, ground, fake.detach())
+        d_real, d_fake = self._d_pair(aerial[:n], ground[:n], fake.detach())
         out = {"D": self.gan_loss.discriminator_loss(d_real, d_fake)}
         out["R"] = self.triplet(self.similarity(self.sa2(street), self.sa1(resb6.detach())), utm=utm)
-        out.update(self._g_terms(aerial, ground, fake, resb6, street.detach(), utm))
+        out.update(self._g_terms(aerial[:n], ground[:n], fake, resb6, street.detach(), utm))
         return out
+
+    def _synthesise(self, aerial: Tensor) -> tuple[Tensor, Tensor, int]:
+        """The generator's part of an iteration: ``(fake, resb6, n)``, the encoder on the whole batch
+        (``resb6`` (B, 8*base, H/8, W/8)) and the decoder on its first ``n`` samples (``fake``
+        (n, 3, H, W); ``n = min(synthesis_samples, B)``, B when None)."""
+        b = aerial.shape[0]
+        n = b if self.synthesis_samples is None else min(self.synthesis_samples, b)
+        resb6, skips = self.generator.encode(aerial)
+        fake = self.generator.decode(resb6[:n], (skips[0][:n], skips[1][:n], skips[2][:n]))
+        return fake, resb6, n
 
     def _mask_coords(self, utm: Tensor | None) -> Tensor | None:
         """The coordinates the triplet's geo mask uses: ``utm`` when ``geo_mask_m`` is set, else None."""
@@ -411,14 +421,8 @@ class Toker21Model(nn.Module):
             )
         self.triplet.set_epoch(int(getattr(trainer, "epoch", 0)))
         utm = self._mask_coords(batch.get("utm"))  # the geo mask of both triplet terms (R and G steps)
-        n = (
-            ground.shape[0]
-            if self.synthesis_samples is None
-            else min(self.synthesis_samples, ground.shape[0])
-        )
         with trainer.autocast():
-            resb6, skips = self.generator.encode(aerial)
-            fake = self.generator.decode(resb6[:n], (skips[0][:n], skips[1][:n], skips[2][:n]))
+            fake, resb6, n = self._synthesise(aerial)
             street = self.street(ground)  # the only street-branch forward of the iteration
         aerial_s, ground_s = aerial[:n], ground[:n]  # the synthesised samples (all unless synthesis_samples)
 
