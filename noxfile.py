@@ -182,18 +182,23 @@ def typecheck(session: nox.Session) -> None:
 
 
 #: Side-by-side scripts (``bench_*_vs_*.py``) time the authors' code too, so they need a checkout of
-#: it: the ``bench`` session runs one only when ``UPSTREAM_<KEY>`` names that checkout (and passes
-#: ``UPSTREAM_<KEY>_PYTHON`` as ``--upstream-python`` to the training-step scripts when set: the
-#: authors' interpreter, e.g. TF1 for SAFA).
+#: it: the ``bench`` session runs one only when ``UPSTREAM_<KEY>`` names that checkout. Per script:
+#: (KEY, the repository, whether it takes ``--upstream-python``, passed from ``UPSTREAM_<KEY>_PYTHON``
+#: when set: the authors' interpreter, e.g. TF1 for SAFA; the recall script times both sides in one).
 UPSTREAM_CHECKOUTS = {
-    "bench_recall_vs_sample4geo.py": ("SAMPLE4GEO", "https://github.com/Skyy93/Sample4Geo"),
-    "bench_sample4geo_train_vs_upstream.py": ("SAMPLE4GEO", "https://github.com/Skyy93/Sample4Geo"),
-    "bench_safa_train_vs_upstream.py": ("SAFA", "https://github.com/shiyujiao/cross_view_localization_SAFA"),
+    "bench_recall_vs_sample4geo.py": ("SAMPLE4GEO", "https://github.com/Skyy93/Sample4Geo", False),
+    "bench_sample4geo_train_vs_upstream.py": ("SAMPLE4GEO", "https://github.com/Skyy93/Sample4Geo", True),
+    "bench_safa_train_vs_upstream.py": (
+        "SAFA",
+        "https://github.com/shiyujiao/cross_view_localization_SAFA",
+        True,
+    ),
     "bench_l2ltr_train_vs_upstream.py": (
         "L2LTR",
         "https://github.com/yanghongji2007/cross_view_localization_L2LTR",
+        True,
     ),
-    "bench_toker21_vs_upstream.py": ("TOKER21", "https://github.com/aysim/comingdowntoearth"),
+    "bench_toker21_vs_upstream.py": ("TOKER21", "https://github.com/aysim/comingdowntoearth", True),
 }
 
 
@@ -203,15 +208,13 @@ def _bench_args(session: nox.Session, script: Path) -> list[str] | None:
         return []
     if script.name not in UPSTREAM_CHECKOUTS:
         session.error(f"{script}: a side-by-side script must be listed in noxfile.UPSTREAM_CHECKOUTS")
-    key, url = UPSTREAM_CHECKOUTS[script.name]
+    key, url, takes_python = UPSTREAM_CHECKOUTS[script.name]
     checkout = os.environ.get(f"UPSTREAM_{key}")
     if not checkout:
         session.log(f"skipping {script.name}: set UPSTREAM_{key} to a checkout of {url}")
         return None
-    args = ["--upstream", checkout]
     python = os.environ.get(f"UPSTREAM_{key}_PYTHON")
-    takes_python = script.name != "bench_recall_vs_sample4geo.py"  # one interpreter times both sides there
-    return args + (["--upstream-python", python] if python and takes_python else [])
+    return ["--upstream", checkout] + (["--upstream-python", python] if python and takes_python else [])
 
 
 @nox.session(tags=["bench"])
