@@ -39,6 +39,7 @@ from geo_retrieval.recipes import Recipe, list_recipes
 from geo_retrieval.run_folder import RUN_ARGS_FILE, RunLayout
 from geo_retrieval.training.trainer import check_resume, recover_checkpoint
 
+from ..leaderboard.checkpoints import write_run_json
 from ..leaderboard.config import RunConfig, get_recipe_or_raise, open_datasets
 from ..leaderboard.training import train_recipe
 from ._common import (
@@ -185,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
     }
     if cfg.time_budget_s is not None:
         info.update({"time_budget_s": cfg.time_budget_s, "stopped_by_time_budget": run_.stopped_by_budget})
-    layout.run_json.write_text(json.dumps(info, indent=1) + "\n")
+    write_run_json(layout.run_json, info)
     best = "none" if run_.best_metric is None else f"{run_.best_metric:.1f}"
     print(
         f"{recipe.name} ({variant}): {run_.global_step} steps in {run_.train_seconds:.0f} s; "

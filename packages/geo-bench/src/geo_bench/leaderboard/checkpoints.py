@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from geo_retrieval.checkpoint import read_metadata
+from geo_retrieval.checkpoint import atomic_write_bytes, read_metadata
 from geo_retrieval.run_folder import RunLayout, locate_weights
 
-__all__ = ["RunFolder", "read_run_json", "resolve_run"]
+__all__ = ["RunFolder", "read_run_json", "resolve_run", "write_run_json"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,12 @@ class RunFolder:
     recipe: str
     variant: str
     info: dict[str, Any]
+
+
+def write_run_json(path: str | Path, info: dict[str, Any]) -> None:
+    """Write a run folder's ``run.json`` (the run's summary: recipe, seed, data, steps, selection,
+    checkpoint) atomically, as :func:`read_run_json` reads it."""
+    atomic_write_bytes(path, (json.dumps(info, indent=1) + "\n").encode())
 
 
 def read_run_json(path: str | Path) -> dict[str, Any]:

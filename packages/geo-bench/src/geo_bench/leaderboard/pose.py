@@ -58,6 +58,7 @@ from ..metrics.pose import pose_metrics
 from ..records import ResultRecord, collect_provenance, git_commit
 from ..store import ResultStore
 from ..world import WorldPose, city_style, render_world_pose
+from .checkpoints import write_run_json
 from .config import RunConfig, _hash, get_recipe_or_raise
 from .data import WorldConfig
 from .plots import plot_pose_examples
@@ -485,7 +486,7 @@ def run_pose_leaderboard(
             "best_median_m": run.best_metric,
             "checkpoint": run.checkpoint,
         }
-        atomic_write_bytes(RunLayout(run_dir).run_json, (json.dumps(info, indent=1) + "\n").encode())
+        write_run_json(RunLayout(run_dir).run_json, info)
         base = _base_protocol(cfg, data, config) | {
             "selection_split": run.selection_split,
             "selection_metric": "median_m (orientation unknown)",
