@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import SelfAttention, init_normal_, sn_conv2d
+from .pooling import avg_pool2d
 
 __all__ = ["MultiScaleDiscriminator", "PatchDiscriminator", "patch_output_size"]
 
@@ -181,7 +181,7 @@ class MultiScaleDiscriminator(nn.Module):
 
     @staticmethod
     def downsample(x: Tensor) -> Tensor:
-        return F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+        return avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
 
     def forward(self, condition: Tensor | None, image: Tensor) -> list[Tensor]:
         x = _concat(condition, image, self.in_channels)

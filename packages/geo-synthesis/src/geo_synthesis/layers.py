@@ -21,6 +21,8 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
+from .pooling import avg_pool2d
+
 __all__ = [
     "ConvLayer",
     "ResidualBlock",
@@ -186,7 +188,7 @@ class ResidualBlockDown(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv_r2(F.relu(self.conv_r1(F.relu(x))))
-        return F.avg_pool2d(out, 2) + F.avg_pool2d(self.conv_l(x), 2)
+        return avg_pool2d(out, 2) + avg_pool2d(self.conv_l(x), 2)
 
 
 class ResidualBlockUp(nn.Module):

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import ResidualBlock, init_normal_
+from ..pooling import AvgPool2d
 
 __all__ = ["SMDTSingleGenerator", "UNetGenerator"]
 
@@ -102,7 +103,7 @@ class UNetGenerator(nn.Module):
         self.down = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, padding_mode=padding_mode),
-                nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+                AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
                 nn.InstanceNorm2d(chans[i + 1], affine=True),
                 nn.ReLU(inplace=True),
             )
