@@ -18,6 +18,12 @@ Ablations (name: what changes against the registered small recipe):
   instead of 15 epochs at a constant 2e-4 with mining from epoch 10;
 - ``toker21-synthesise-all``: toker21 small synthesising every sample of a batch (the paper's step)
   instead of the first 4 of 16 (``synthesis_samples=4``);
+- ``sample4geo-layer-scale-1e-6``: Sample4Geo small with timm's ConvNeXt layer-scale init 1e-6 and
+  40 epochs (the setting registered before issue 15) instead of layer scale 1.0 and 32 epochs;
+- ``sample4geo-40-epochs`` / ``sample4geo-24-epochs``: Sample4Geo small (layer scale 1.0) trained for 40
+  or 24 epochs instead of 32;
+- ``smdt-gan-10-epochs``: SMDT small with its GANs frozen after epoch 10 of 20 (``gan_epochs=10``; the
+  retrieval goes on training on the frozen GAN's images) instead of GANs trained for all 20;
 - ``float32:<recipe>``: the registered small recipe trained without bf16 autocast (``amp=False``);
 - ``registered:<recipe>``: the registered small recipe itself (its val R@1 is also in the default
   leaderboard run's ``leaderboard_selection.md``).
@@ -89,6 +95,20 @@ def _toker21_8_epochs() -> Recipe:
     )
 
 
+def _sample4geo_layer_scale_1e6() -> Recipe:
+    recipe = get_recipe("sample4geo", "small")
+    return recipe.replace(epochs=40, backbone_kwargs={**dict(recipe.backbone_kwargs), "ls_init_value": 1e-6})
+
+
+def _sample4geo_epochs(epochs: int) -> Callable[[], Recipe]:
+    return lambda: get_recipe("sample4geo", "small").replace(epochs=epochs)
+
+
+def _smdt_gan_10_epochs() -> Recipe:
+    recipe: Any = get_recipe("smdt", "small")
+    return recipe.replace(smdt=dataclasses.replace(recipe.smdt, gan_epochs=10))
+
+
 ABLATIONS: dict[str, tuple[str, Callable[[], Recipe]]] = {
     "l2ltr-pos-normal": ("head pos_init normal (registered: sincos)", _l2ltr_pos_normal),
     "smdt-g2-seg": ("g2_input seg (registered: seg+aerial)", _smdt_g2_seg),
@@ -97,6 +117,13 @@ ABLATIONS: dict[str, tuple[str, Callable[[], Recipe]]] = {
     "l2ltr-24-epochs": ("24 epochs (registered: 32)", _l2ltr_24_epochs),
     "toker21-8-epochs": ("8 epochs, cosine lr 4e-4 (registered: 15, constant 2e-4)", _toker21_8_epochs),
     "toker21-synthesise-all": ("synthesis on all 16 samples (registered: 4)", _toker21_synthesise_all),
+    "sample4geo-layer-scale-1e-6": (
+        "ConvNeXt layer scale 1e-6, 40 epochs (registered: 1.0, 32)",
+        _sample4geo_layer_scale_1e6,
+    ),
+    "sample4geo-40-epochs": ("40 epochs (registered: 32)", _sample4geo_epochs(40)),
+    "sample4geo-24-epochs": ("24 epochs (registered: 32)", _sample4geo_epochs(24)),
+    "smdt-gan-10-epochs": ("GANs frozen after epoch 10 (registered: trained all 20)", _smdt_gan_10_epochs),
 }
 
 

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from geo_retrieval.checkpoint import load_weights
+from geo_retrieval.config import OptimizerConfig
 from geo_retrieval.model import CrossViewModel
 from geo_retrieval.recipes import Recipe
 from geo_retrieval.training import build_optimizer
@@ -224,10 +225,10 @@ class SMDTModel(nn.Module):
     # -- training --------------------------------------------------------------------------------
     def configure_optimizers(self, recipe: Recipe) -> dict[str, torch.optim.Optimizer]:
         cfg = self.config
-        adam: dict[str, Any] = {"lr": cfg.gan_lr, "betas": tuple(cfg.gan_betas)}
+        adam = OptimizerConfig("adam", lr=cfg.gan_lr, betas=cfg.gan_betas, weight_decay=0.0, eps=1e-8)
         return {
-            "generators": torch.optim.Adam(list(self.cascade.generator_parameters()), **adam),
-            "discriminators": torch.optim.Adam(list(self.cascade.discriminator_parameters()), **adam),
+            "generators": build_optimizer(list(self.cascade.generator_parameters()), adam),
+            "discriminators": build_optimizer(list(self.cascade.discriminator_parameters()), adam),
             "retrieval": build_optimizer(
                 [p for p in self.retrieval.parameters() if p.requires_grad], recipe.optimizer
             ),
