@@ -147,3 +147,23 @@ class TestPhotometric:
         assert int((mask[1] == 0).sum()) == 4 * 8 and bool((mask[1, 0, -4:, -8:] == 0).all())
         assert bool((mask[2] == 1).all())
         assert torch.equal(mask, _dropout_reference((16, 32), on, counts, fracs, positions))
+
+
+class TestStoredBytes:
+    def test_joint_augmentation_on_uint8_equals_the_float_images(self):
+        """Flips, quarter turns and rolls run on the stored uint8 images, before the conversion to
+        float: bit for bit what the same draws give on the images already in [0, 1]."""
+        g = torch.Generator().manual_seed(0)
+        ground = torch.randint(0, 256, (B, 3, 16, 64), generator=g, dtype=torch.uint8)
+        aerial = torch.randint(0, 256, (B, 3, 32, 32), generator=g, dtype=torch.uint8)
+        aug = Augmentation(hflip_p=0.5, rot90_p=0.75, color_jitter=0.2, color_jitter_p=0.5)
+        t = BatchTransform(ground_size=(8, 32), aerial_size=(16, 16), augmentation=aug)
+        for seed in range(4):
+            stored = t({"ground": ground, "aerial": aerial}, torch.Generator().manual_seed(seed), train=True)
+            floats = t(
+                {"ground": ground.float() / 255, "aerial": aerial.float() / 255},
+                torch.Generator().manual_seed(seed),
+                train=True,
+            )
+            assert torch.equal(stored["ground"], floats["ground"])
+            assert torch.equal(stored["aerial"], floats["aerial"])

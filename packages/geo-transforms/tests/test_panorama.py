@@ -240,6 +240,24 @@ class TestJointRotate(BaseTester):
         with pytest.raises(ValueError, match="exactly one of k or angle_deg"):
             JointRotate()
 
+    def test_uint8_quarter_turns_and_mirror_move_the_stored_bytes(self):
+        # quarter turns and the mirror only move pixels: uint8 images give the float result exactly
+        g = torch.Generator().manual_seed(0)
+        aerial = torch.randint(0, 256, (2, 3, 16, 16), generator=g, dtype=torch.uint8)
+        pano = torch.randint(0, 256, (2, 3, 8, 32), generator=g, dtype=torch.uint8)
+        for k in (1, 2, 3, -1):
+            a, p = joint_rotate(aerial, pano, k=k)
+            fa, fp = joint_rotate(aerial.float(), pano.float(), k=k)
+            assert a.dtype == p.dtype == torch.uint8
+            assert torch.equal(a.float(), fa) and torch.equal(p.float(), fp)
+        a, p = joint_hflip(aerial, pano)
+        fa, fp = joint_hflip(aerial.float(), pano.float())
+        assert a.dtype == p.dtype == torch.uint8
+        assert torch.equal(a.float(), fa) and torch.equal(p.float(), fp)
+        # a fractional turn resamples: it still needs floating images, and says so
+        with pytest.raises(TypeError, match="aerial must be a floating tensor"):
+            joint_rotate(aerial, pano, angle_deg=30.0)
+
     @settings(max_examples=25, deadline=None)
     @given(
         size=st.integers(4, 33), height=st.integers(2, 16), quarter=st.integers(1, 20), k=st.integers(-5, 5)

@@ -19,11 +19,12 @@ MAX_OUTPUT_PIXELS = 2**26
 """Largest output of a mapping, in pixels per image (8192 x 8192; a 112 x 616 polar map is 69,000)."""
 
 
-def check_image(image: object, name: str, *, square: bool = False) -> Tensor:
-    """Require a floating (B, C, H, W) tensor (square when ``square``); return it unchanged."""
+def check_image(image: object, name: str, *, square: bool = False, any_dtype: bool = False) -> Tensor:
+    """Require a floating (B, C, H, W) tensor (square when ``square``; of any dtype with
+    ``any_dtype``, for the exact pixel permutations); return it unchanged."""
     if not isinstance(image, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(image).__name__}")
-    if not image.is_floating_point():
+    if not any_dtype and not image.is_floating_point():
         raise TypeError(
             f"{name} must be a floating tensor (float16, bfloat16, float32 or float64), got {image.dtype}; "
             f"convert uint8 images with {name}.float() / 255"

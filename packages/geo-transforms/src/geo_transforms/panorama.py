@@ -278,9 +278,9 @@ def limit_fov(
     return torch.where(keep, rolled, fill_t)
 
 
-def _check_pair(aerial: Tensor, pano: Tensor) -> None:
-    check_image(aerial, "aerial", square=True)
-    check_image(pano, "pano")
+def _check_pair(aerial: Tensor, pano: Tensor, *, any_dtype: bool = False) -> None:
+    check_image(aerial, "aerial", square=True, any_dtype=any_dtype)
+    check_image(pano, "pano", any_dtype=any_dtype)
     if aerial.shape[0] != pano.shape[0]:
         raise ValueError(
             f"aerial and pano must have the same batch size, got aerial {tuple(aerial.shape)} "
@@ -309,8 +309,9 @@ def joint_rotate(
           :func:`rotate_panorama` (fractional, wrap-around).
 
     Args:
-        aerial: (B, C, S, S) floating tensor.
-        pano: (B, C', H, W) floating tensor (a ground panorama or a polar image).
+        aerial: (B, C, S, S) tensor, floating (any dtype with ``k``: quarter turns only move pixels,
+            so uint8 images turn as they are stored).
+        pano: (B, C', H, W) tensor (a ground panorama or a polar image), floating (any dtype with ``k``).
         k: number of counter-clockwise quarter turns.
         angle_deg: rotation angle in degrees, counter-clockwise for the aerial.
 
@@ -324,7 +325,7 @@ def joint_rotate(
         >>> torch.equal(p1, torch.roll(pano, -32, dims=-1))
         True
     """
-    _check_pair(aerial, pano)
+    _check_pair(aerial, pano, any_dtype=k is not None and angle_deg is None)
     if (k is None) == (angle_deg is None):
         raise ValueError(f"give exactly one of k or angle_deg, got k={k!r}, angle_deg={angle_deg!r}")
     w = pano.shape[-1]
@@ -355,18 +356,19 @@ def joint_hflip(aerial: Tensor, pano: Tensor) -> tuple[Tensor, Tensor]:
         the pair stays bit-exact.
 
     Args:
-        aerial: (B, C, S, S) floating tensor.
-        pano: (B, C', H, W) floating tensor.
+        aerial: (B, C, S, S) tensor of any dtype (a mirror only moves pixels: uint8 images are
+            mirrored as they are stored).
+        pano: (B, C', H, W) tensor of any dtype.
 
     Returns:
-        ``(aerial', pano')`` with the input shapes.
+        ``(aerial', pano')`` with the input shapes and dtypes.
 
     Example:
         >>> aerial, pano = torch.rand(1, 3, 8, 8), torch.arange(4.0).expand(1, 1, 2, 4)
         >>> joint_hflip(aerial, pano)[1][0, 0, 0]
         tensor([0., 3., 2., 1.])
     """
-    _check_pair(aerial, pano)
+    _check_pair(aerial, pano, any_dtype=True)
     return aerial.flip(-1), torch.roll(pano.flip(-1), 1, dims=-1)
 
 

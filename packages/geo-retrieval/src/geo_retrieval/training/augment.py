@@ -205,15 +205,17 @@ class BatchTransform:
         for name, x in (("ground", ground), ("aerial", aerial)):
             if x.ndim != 4 or x.shape[1] != 3:
                 raise ValueError(f"batch[{name!r}] must be (B, 3, H, W), got {tuple(x.shape)}")
-        ground = ground.float() / 255 if ground.dtype == torch.uint8 else ground.float()
-        aerial = aerial.float() / 255 if aerial.dtype == torch.uint8 else aerial.float()
         aug = self.augmentation
         b = ground.shape[0]
         if ((train and aug.enabled) or (orientation_noise and aug.pano_shift_deg > 0)) and generator is None:
             raise ValueError("training augmentation needs a seeded torch.Generator")
         draws = _Draws(generator, b, offset, global_batch)
         if train and (aug.hflip_p > 0 or aug.rot90_p > 0):
+            # flips, rolls and quarter turns only move pixels: on the stored bytes (uint8) they move a
+            # quarter of the memory of the float images and give the same values after the conversion
             aerial, ground = self._joint(aerial, ground, draws)
+        ground = ground.float() / 255 if ground.dtype == torch.uint8 else ground.float()
+        aerial = aerial.float() / 255 if aerial.dtype == torch.uint8 else aerial.float()
         ground = _resize(ground, self.ground_size)
         if (train or orientation_noise) and aug.pano_shift_deg > 0:
             shifts = (draws.rand() * aug.pano_shift_deg / 360.0 * ground.shape[-1]).long().tolist()
