@@ -425,6 +425,13 @@ class TestBuildOptimizer:
         opt = build_optimizer([p], OptimizerConfig("sgd", lr=0.1, betas=(0.9, 0.999)))
         assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9
 
+    @pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+    def test_an_iterator_of_parameters(self, name):
+        # model.parameters() is a generator: read once, every optimiser gets all of them
+        net = nn.Linear(3, 2)
+        opt = build_optimizer(net.parameters(), OptimizerConfig(name))
+        assert len(opt.param_groups[0]["params"]) == 2
+
     def test_unknown_name(self):
         with pytest.raises(ValueError, match="unknown optimiser 'lion'"):
             build_optimizer([nn.Parameter(torch.zeros(1))], OptimizerConfig("lion"))
