@@ -56,7 +56,7 @@ import secrets
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -257,7 +257,7 @@ class TrainResult:
     out_dir: str = ""
 
 
-def build_optimizer(params: Sequence[nn.Parameter] | Sequence[dict], config: Any) -> torch.optim.Optimizer:
+def build_optimizer(params: Iterable[nn.Parameter] | Iterable[dict], config: Any) -> torch.optim.Optimizer:
     """Optimiser from a recipe's ``optimizer`` config (``name`` in adam / adamw / sgd).
 
     Adam and AdamW use torch's fused kernel when every parameter is a floating-point tensor on the
