@@ -9,7 +9,8 @@ Convention:
     1. joint augmentation (training only; per sample): horizontal flip of both views (p ``hflip_p``)
        and rotation (p ``rot90_p``, k uniform in {1, 2, 3}): ``rot90(aerial, k)`` with the panorama
        rolled by ``-k*W/4`` (for a polar aerial the same roll), geo-transforms' identity
-       ``polar(rot90(A, k)) == roll(polar(A), -k*W/4)``;
+       ``polar(rot90(A, k)) == roll(polar(A), -k*W/4)``; on uint8 batches this step moves the
+       stored bytes and the conversion to [0, 1] follows it (the same values, a quarter of the memory);
     2. orientation noise (``pano_shift_deg``, training; orientation-unknown recipes): a random
        circular roll of the panorama only;
     3. field of view: resize the panorama to ``ground_size`` then keep ``int(fov/360 * W)`` columns
