@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from geo_synthesis.pooling import AvgPool2d, avg_pool2d
+from geo_synthesis.pooling import SMALL_MAP_PIXELS, AvgPool2d, avg_pool2d
 
 CASES = [
     # kernel, stride, padding, count_include_pad
@@ -100,3 +100,16 @@ def test_bad_arguments_are_named(kwargs, match):
 def test_needs_a_batch_of_maps():
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         avg_pool2d(torch.zeros(1, 8, 8), 2)
+
+
+def test_large_maps_take_torchs_kernel_bit_for_bit():
+    # above SMALL_MAP_PIXELS PyTorch's kernel is the faster one: the result is exactly its own
+    x = torch.randn(2, 4, 65, 64, generator=torch.Generator().manual_seed(4))
+    assert 65 * 64 > SMALL_MAP_PIXELS
+    assert torch.equal(avg_pool2d(x, 3, 2, 1, False), F.avg_pool2d(x, 3, 2, 1, count_include_pad=False))
+    small = x[..., :64, :64]
+    assert 64 * 64 <= SMALL_MAP_PIXELS
+    # the depthwise path: equal to float rounding, not bit for bit, on 3x3 windows
+    torch.testing.assert_close(
+        avg_pool2d(small, 3, 2, 1, False), F.avg_pool2d(small, 3, 2, 1, count_include_pad=False)
+    )

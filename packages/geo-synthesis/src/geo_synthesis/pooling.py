@@ -2,18 +2,23 @@
 
 Convention:
     :func:`avg_pool2d` is ``F.avg_pool2d`` for square kernels (``kernel_size``, ``stride``,
-    ``padding``, ``count_include_pad``; no ``ceil_mode``, no ``divisor_override``). On CUDA (and
-    any device but the CPU) it calls ``F.avg_pool2d``. On the CPU it sums each window with a
-    depthwise convolution of ones and multiplies by the reciprocal of the window's count (the
-    number of non-padding pixels with ``count_include_pad=False``), in float32 (float64 for
-    float64 inputs) with autocast off, and returns the input's dtype.
+    ``padding``, ``count_include_pad``; no ``ceil_mode``, no ``divisor_override``). On the CPU, for
+    maps of at most :data:`SMALL_MAP_PIXELS` pixels (H x W), it sums each window with a depthwise
+    convolution of ones and multiplies by the reciprocal of the window's count (the number of
+    non-padding pixels with ``count_include_pad=False``), in float32 (float64 for float64 inputs)
+    with autocast off, and returns the input's dtype. Larger maps and every other device call
+    ``F.avg_pool2d``.
 
     Why: PyTorch's CPU ``avg_pool2d`` kernels for NCHW inputs are slow on narrow feature maps
     (no vectorisation over channels), and slower still in bf16 under autocast. On the 2-core
     AVX-512 machine, one thread, a (16, 16, 32, 128) map: ``F.avg_pool2d(x, 3, 2, 1,
     count_include_pad=False)`` forward + backward 8.5 ms in float32 and 17-21 ms in bf16, the
     depthwise form 2.9-3.5 ms; pooling was 12 % of the ``toker21`` and ``smdt`` small training
-    steps (``torch.profiler``, issue 15). Values agree with ``F.avg_pool2d`` to float32 rounding
+    steps (``torch.profiler``, issue 15). On large maps PyTorch's kernel is the faster one: the
+    toker21 ``full`` shapes (batch 4, 2 threads, float32, 2x2 windows) took 91 / 35 / 17 ms forward +
+    backward at 112x616 / 56x308 / 28x154 with ``F.avg_pool2d`` and 104 / 56 / 19 ms depthwise, hence
+    the size limit (32x128, the small recipes' largest map, is the largest measured faster).
+    Values agree with ``F.avg_pool2d`` to float32 rounding
     (the sum runs in another order and the mean is a product with the reciprocal; exactly equal
     for 2x2 windows).
 
@@ -28,7 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AvgPool2d", "avg_pool2d"]
+__all__ = ["SMALL_MAP_PIXELS", "AvgPool2d", "avg_pool2d"]
+
+SMALL_MAP_PIXELS = 4096
+"""Largest H x W that takes the depthwise CPU path (32 x 128; see the module docstring)."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -77,7 +85,7 @@ def avg_pool2d(
             f"need kernel_size >= 1, stride >= 1 and 0 <= padding <= kernel_size // 2, got "
             f"kernel_size={kernel_size}, stride={stride}, padding={padding}"
         )
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or x.shape[-2] * x.shape[-1] > SMALL_MAP_PIXELS:
         return F.avg_pool2d(x, kernel_size, stride, padding, count_include_pad=count_include_pad)
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     channels, height, width = x.shape[1:]
