@@ -227,8 +227,8 @@ class SMDTModel(nn.Module):
         cfg = self.config
         adam = OptimizerConfig("adam", lr=cfg.gan_lr, betas=cfg.gan_betas, weight_decay=0.0, eps=1e-8)
         return {
-            "generators": build_optimizer(list(self.cascade.generator_parameters()), adam),
-            "discriminators": build_optimizer(list(self.cascade.discriminator_parameters()), adam),
+            "generators": build_optimizer(self.cascade.generator_parameters(), adam),
+            "discriminators": build_optimizer(self.cascade.discriminator_parameters(), adam),
             "retrieval": build_optimizer(
                 [p for p in self.retrieval.parameters() if p.requires_grad], recipe.optimizer
             ),

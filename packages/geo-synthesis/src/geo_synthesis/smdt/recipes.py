@@ -23,7 +23,8 @@ Convention:
     ``small``: CPU-sized (about 0.3 s per step on one CPU thread): 32x128 GAN and transformer
     inputs, 64x64 aerial, ngf 8, 3 levels, 1 residual block, 2-scale Ds (ndf 8) with 2 stride-2
     layers, the l2ltr small transformer, batch 16, 20 epochs with retrieval from epoch 5 (the GAN
-    alone first) and the GANs frozen after epoch 10 (``gan_epochs=10``; chosen on val). One design change from ``full``: G2 sees the mapped aerial besides G1's
+    alone first) and the GANs frozen after epoch 10 (``gan_epochs=10``; chosen on the synthetic
+    world's val region). One design change from ``full``: G2 sees the mapped aerial besides G1's
     segmentation (``g2_input="seg+aerial"``); from the segmentation alone the small GAN kept too
     little of a place to retrieve it (R@1 0.8-12 % on the synthetic world's test region against
     9.6-15 % with the aerial, one seed per setting; see the geo-bench README). Stated in its note.
@@ -160,16 +161,18 @@ def smdt_recipes() -> list[SMDTRecipe]:
             "residual block, 2-scale patch Ds (ndf 8, 2 stride-2 layers), the l2ltr small transformer "
             "(ResNet-10-T cut at layer2 + 2-layer 128-d self-cross); Adam 2e-4 for the GANs, AdamW 1e-3 for "
             "retrieval (cosine); 20 epochs, the GAN alone for the first 5, the GANs frozen after epoch 10 "
-            "(gan_epochs=10; the retrieval trains on until epoch 20 on the frozen GANs' images). Deviation from 'full': G2 sees "
-            "the mapped aerial besides the segmentation (g2_input='seg+aerial'), re-derived on the synthetic "
+            "(gan_epochs=10; the retrieval trains on until epoch 20 on the frozen GANs' images). Deviation "
+            "from 'full': G2 sees the mapped aerial besides the segmentation (g2_input='seg+aerial'), "
+            "re-derived on the synthetic "
             "world's val region (world seed 0, 250 queries, binomial s.e. about 2 points; "
             "tuning/tune_on_val.py smdt-g2-seg): best val R@1 13.6 with seg+aerial and 11.6 with seg only, "
             "both with amp; 14.8 with seg+aerial in float32; 15.6 with the CPU attention written out in "
-            "float32 (geo_retrieval's heads.transformer.attention, issue 15). GANs frozen after epoch 10 (issue 15, "
-            "tuning/tune_on_val.py smdt-gan-all-epochs, with geo_synthesis.pooling): best val R@1 21.6 vs 18.8 "
-            "with the GANs trained all 20 epochs (world 0), 12.4 vs 12.0 (world 1), for about a quarter less "
-            "CPU. bf16 autocast in training (amp; float32 "
-            "evaluation). Keep modes blank to white, remove_sky to black, as the paper's Fig. 2. Same design "
+            "float32 (geo_retrieval's heads.transformer.attention, issue 15). GANs frozen after epoch 10 "
+            "(issue 15, tuning/tune_on_val.py smdt-gan-all-epochs, with geo_synthesis.pooling), on the "
+            "synthetic world's val region (250 queries): best val R@1 21.6 vs 18.8 with the GANs trained all "
+            "20 epochs (world seed 0), 12.4 vs 12.0 (world seed 1), for about a quarter less CPU. bf16 "
+            "autocast in training (amp; float32 evaluation). Keep modes blank to white, remove_sky to black, "
+            "as the paper's Fig. 2. Same design "
             "caveats as 'full'."
         ),
     )
