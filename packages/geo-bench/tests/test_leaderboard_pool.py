@@ -63,3 +63,50 @@ def test_cpu_commands_keep_freed_memory(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert calls == [1]
+
+
+def test_worker_pool_spawns_its_processes_when_created():
+    """The processes start with the pool (their imports overlap the parent's world rendering),
+    not at the first recipe."""
+    workers = pool.WorkerPool(2)
+    try:
+        assert len(workers.executor._processes) == 2
+        assert all(f.result(timeout=120) > 0 for f in workers._started)
+    finally:
+        workers.close()
+    with pytest.raises(ValueError, match="jobs"):
+        pool.WorkerPool(0)
+
+
+_ORDER: list[str] = []
+
+
+class _FakePool:
+    def __init__(self, jobs):
+        self.jobs = jobs
+        _ORDER.append(f"pool({jobs})")
+
+    def terminate(self):
+        _ORDER.append("terminated")
+
+
+def test_leaderboard_starts_workers_before_rendering_and_stops_them_on_failure(monkeypatch, tmp_path):
+    from geo_bench.leaderboard import runner
+    from geo_bench.leaderboard.config import RunConfig
+
+    order = _ORDER
+    order.clear()
+
+    def no_data(*args, **kwargs):
+        order.append("data")
+        raise RuntimeError("rendering failed")
+
+    monkeypatch.setattr(runner, "WorkerPool", _FakePool)
+    monkeypatch.setattr(runner, "open_datasets", no_data)
+    with pytest.raises(RuntimeError, match="rendering failed"):
+        runner.run_leaderboard(RunConfig(), tmp_path, recipes=["safa", "dsm", "l2ltr"], jobs=2)
+    assert order == ["pool(2)", "data", "terminated"]
+    order.clear()
+    with pytest.raises(RuntimeError, match="rendering failed"):  # one recipe: trained in process, no pool
+        runner.run_leaderboard(RunConfig(), tmp_path, recipes=["safa"], jobs=2)
+    assert order == ["data"]

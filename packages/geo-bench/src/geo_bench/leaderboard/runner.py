@@ -50,7 +50,7 @@ from ..store import ResultStore
 from .config import RunConfig, RunData, _hash, config_hash, get_recipe_or_raise, open_datasets
 from .evaluation import area_splits, evaluate_baseline
 from .examples import _read_examples, _write_examples
-from .pool import _run_parallel
+from .pool import WorkerPool, _run_parallel
 from .progress import ProgressBoard, ProgressView
 from .recording import _data_protocol, _done, _done_message, _records, evaluate_trained
 from .training import train_recipe
@@ -106,6 +106,78 @@ def run_leaderboard(
         for n in names
     ]
     commit = git_commit()
+    # what the store already holds needs no data: knowing the pending recipes first lets their
+    # worker processes start (imports) while the world renders
+    stored: list[ResultRecord] = []
+    pending = []
+    for recipe in chosen:
+        config = config_hash(recipe.to_dict(), cfg)
+        found, missing = _done(store, recipe.name, recipe.variant, cfg, config, commit)
+        if not missing:
+            say(
+                f"{recipe.name} ({recipe.variant}): already in the store for this config/seed/commit; skipped"
+            )
+            stored += found
+        else:
+            if found:
+                say(
+                    f"{recipe.name} ({recipe.variant}): only {len(found)} of {len(found) + len(missing)} records in "
+                    f"the store (missing {missing}); running again (training resumes from last/)"
+                )
+            pending.append(
+                (recipe, out_dir / "runs" / f"{recipe.name}-{recipe.variant}-{config}-s{cfg.seed}")
+            )
+        if examples is not None:
+            run_dir = out_dir / "runs" / f"{recipe.name}-{recipe.variant}-{config}-s{cfg.seed}"
+            examples[f"{recipe.name} ({recipe.variant})"] = {"run_dir": str(run_dir)}
+    parallel = jobs > 1 and len(pending) > 1
+    workers = WorkerPool(min(jobs, len(pending))) if parallel else None
+    try:
+        records = _run(
+            cfg,
+            out_dir,
+            store,
+            commit,
+            pending,
+            workers,
+            stored=stored,
+            baseline=baseline,
+            progress=progress,
+            say=say,
+            failures=failures,
+            live_console=live_console,
+        )
+    except BaseException:
+        if workers is not None:
+            workers.terminate()
+        raise
+    if examples is not None:
+        for label in list(examples):
+            example = _read_examples(Path(examples[label]["run_dir"]))
+            if example is None:
+                del examples[label]
+            else:
+                examples[label] = example
+    return records
+
+
+def _run(
+    cfg: RunConfig,
+    out_dir: Path,
+    store: ResultStore,
+    commit: str,
+    pending: list[tuple[Recipe, Path]],
+    workers: WorkerPool | None,
+    *,
+    stored: list[ResultRecord],
+    baseline: bool,
+    progress: bool,
+    say: Callable[[str], None],
+    failures: list[tuple[str, str]] | None,
+    live_console: Any,
+) -> list[ResultRecord]:
+    """The data, the baseline and the ``pending`` recipes (in ``workers`` when given, else here);
+    returns the baseline's records, then ``stored`` (found in the store), then the new ones."""
     t0 = time.perf_counter()
     data = open_datasets(cfg, out_dir / "cache", progress=progress)
     train_full, test = data.train, data.test
@@ -170,29 +242,8 @@ def run_leaderboard(
                 store.append(r)
             records += new
             say(f"{BASELINE_NAME}: R@1 {new[0].metrics['R@1']:.1f}")
-    pending = []
-    for recipe in chosen:
-        config = config_hash(recipe.to_dict(), cfg)
-        found, missing = _done(store, recipe.name, recipe.variant, cfg, config, commit)
-        if not missing:
-            say(
-                f"{recipe.name} ({recipe.variant}): already in the store for this config/seed/commit; skipped"
-            )
-            records += found
-        else:
-            if found:
-                say(
-                    f"{recipe.name} ({recipe.variant}): only {len(found)} of {len(found) + len(missing)} records in "
-                    f"the store (missing {missing}); running again (training resumes from last/)"
-                )
-            pending.append(
-                (recipe, out_dir / "runs" / f"{recipe.name}-{recipe.variant}-{config}-s{cfg.seed}")
-            )
-        if examples is not None:
-            run_dir = out_dir / "runs" / f"{recipe.name}-{recipe.variant}-{config}-s{cfg.seed}"
-            examples[f"{recipe.name} ({recipe.variant})"] = {"run_dir": str(run_dir)}
-    parallel = jobs > 1 and len(pending) > 1
-    board = ProgressBoard(jobs=min(jobs, len(pending)) if parallel else 1)
+    records += stored
+    board = ProgressBoard(jobs=workers.jobs if workers is not None else 1)
     n_fit = (
         len(train_full) if data.val is not None else len(train_full) - round(len(train_full) * cfg.holdout)
     )
@@ -200,7 +251,7 @@ def run_leaderboard(
         board.update(_queued_event(recipe, cfg, n_fit))
     view = ProgressView(board, live=live_console is not None, emit=say, console=live_console)
     with view:
-        if parallel:
+        if workers is not None:
             records += _run_parallel(
                 pending,
                 cfg,
@@ -210,21 +261,15 @@ def run_leaderboard(
                 progress,
                 say,
                 failures,
-                jobs,
+                workers.jobs,
                 n_train=len(train_full),
                 view=view,
+                workers=workers,
             )
         else:
             records += _run_serial(
                 pending, data, cfg, out_dir, store, commit, progress and not view.live, say, failures, view
             )
-    if examples is not None:
-        for label in list(examples):
-            example = _read_examples(Path(examples[label]["run_dir"]))
-            if example is None:
-                del examples[label]
-            else:
-                examples[label] = example
     return records
 
 

@@ -28,7 +28,11 @@ Convention:
          (``semantic_augment``, drawn from a generator seeded by ``(trainer.seed, global_step)``).
 
       ``gan_epochs`` (train the GAN only in epochs ``< gan_epochs``; None = always) and
-      ``retrieval_start_epoch`` (train retrieval from that epoch) give a staged schedule.
+      ``retrieval_start_epoch`` (train retrieval from that epoch) give a staged schedule. In the
+      epochs after ``gan_epochs`` the generators are frozen, so each training sample's I_g' is
+      synthesised once and then served from a :class:`~.synthesis_cache.SynthesisCache` (keyed by
+      ``batch["id"]``, checked against the exact aerial input, bounded by ``synthesis_cache_mb``):
+      the same images as running the frozen cascade again, without its forward pass.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from geo_retrieval.training import build_optimizer
 from .augment import SemanticAugment, semantic_augment
 from .cascade import CascadeConfig, SMDTCascade
 from .segmentation import ClassGrouping, SegmentationUNet, prepare_labels, world_grouping
+from .synthesis_cache import SynthesisCache
 
 __all__ = ["SMDTConfig", "SMDTModel", "scale_gradient"]
 
@@ -137,6 +142,8 @@ class SMDTModel(nn.Module):
         config: :class:`SMDTConfig` (its ``cascade`` must be ``cascade.config``).
         segmenter: segmentation network for batches without ``ground_seg`` (frozen here);
             default a :class:`SegmentationUNet` of ``config.segmenter_width`` / ``_depth``.
+        synthesis_cache_mb: memory bound of the frozen-GAN image cache (MiB; 0 disables it). The
+            small recipe's 1,200 world samples take about 90 MiB (inputs and images).
     """
 
     def __init__(
@@ -146,8 +153,11 @@ class SMDTModel(nn.Module):
         loss: nn.Module,
         config: SMDTConfig | None = None,
         segmenter: SegmentationUNet | None = None,
+        synthesis_cache_mb: float = 512.0,
     ) -> None:
         super().__init__()
+        if synthesis_cache_mb < 0:
+            raise ValueError(f"synthesis_cache_mb must be >= 0, got {synthesis_cache_mb}")
         config = config or SMDTConfig(cascade=cascade.config)
         if config.cascade != cascade.config:
             raise ValueError("config.cascade must equal the cascade's config")
@@ -166,6 +176,7 @@ class SMDTModel(nn.Module):
         self.segmenter_ready: Tensor
         self.register_buffer("segmenter_ready", torch.tensor(False))
         self._warned_predicted = False
+        self.synthesis_cache = SynthesisCache(int(synthesis_cache_mb * 2**20))
         if config.segmenter_weights:
             self.load_segmenter(config.segmenter_weights)
 
@@ -222,6 +233,13 @@ class SMDTModel(nn.Module):
     def forward(self, ground: Tensor, aerial: Tensor) -> tuple[Tensor, Tensor]:
         return self.encode_ground(ground), self.encode_aerial(aerial)
 
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """``nn.Module.load_state_dict``; new weights invalidate the frozen-GAN image cache."""
+        self.synthesis_cache.clear()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     # -- training --------------------------------------------------------------------------------
     def configure_optimizers(self, recipe: Recipe) -> dict[str, torch.optim.Optimizer]:
         cfg = self.config
@@ -243,14 +261,26 @@ class SMDTModel(nn.Module):
         flow = cfg.retrieval_grad_to_gan and train_gan  # gradients into G only while G is stepped
         cascade = self.cascade
         labels = self.ground_labels(batch)
-        gan_ground = _resize(ground, cascade.config.gan_size)
         logs: dict[str, Tensor] = {}
 
-        with trainer.autocast():
-            mapped = cascade.map_aerial(aerial)
-            with torch.set_grad_enabled(train_gan):
-                out = cascade.generate(mapped)
+        ids = _sample_ids(batch)
         if train_gan:
+            self.synthesis_cache.clear()  # the generators change with this step
+            cached = None
+        else:
+            cached = self.synthesis_cache.lookup(ids, aerial)
+        if cached is None:
+            with trainer.autocast():
+                mapped = cascade.map_aerial(aerial)
+                with torch.set_grad_enabled(train_gan):
+                    out = cascade.generate(mapped)
+            fake = out.image
+            if not train_gan:
+                self.synthesis_cache.store(ids, aerial, fake)
+        else:
+            fake = cached
+        if train_gan:
+            gan_ground = _resize(ground, cascade.config.gan_size)
             with trainer.autocast():
                 loss_d, d_logs = cascade.discriminator_loss(mapped, out, labels, gan_ground)
             trainer.backward(loss_d)
@@ -269,7 +299,6 @@ class SMDTModel(nn.Module):
                 set_epoch = getattr(self.loss, "set_epoch", None)
                 if set_epoch is not None:
                     set_epoch(epoch)
-                fake = out.image
                 if flow:
                     fake = scale_gradient(fake, cfg.retrieval_grad_weight)
                 else:
@@ -299,3 +328,15 @@ class SMDTModel(nn.Module):
         if total is not None:
             logs["loss"] = total.detach()
         return logs
+
+
+def _sample_ids(batch: Mapping[str, Any]) -> list[Any] | None:
+    """The batch's per-sample ids as a list of hashable values (None when the batch has none)."""
+    ids = batch.get("id")
+    if ids is None:
+        return None
+    if isinstance(ids, Tensor):
+        return [int(i) for i in ids.flatten().tolist()] if ids.ndim == 1 else None
+    if isinstance(ids, (list, tuple)) and all(isinstance(i, (str, int)) for i in ids):
+        return list(ids)
+    return None
