@@ -65,15 +65,30 @@ def test_cpu_commands_keep_freed_memory(monkeypatch):
     assert calls == [1]
 
 
-def test_worker_pool_spawns_its_processes_when_created():
-    """The processes start with the pool (their imports overlap the parent's world rendering),
-    not at the first recipe."""
+def test_worker_pool_starts_at_once_and_renders_the_cross_area_city_ahead(tmp_path):
+    """The processes start with the pool (their imports overlap the parent's world rendering), not
+    at the first recipe; a worker renders the cross-area split into the cache meanwhile, the same
+    arrays as the parent renders after train, val and test in one process."""
+    from geo_bench.leaderboard.config import TINY_WORLD, RunConfig, open_datasets
+
     workers = pool.WorkerPool(2)
     try:
         assert len(workers.executor._processes) == 2
-        assert all(f.result(timeout=120) > 0 for f in workers._started)
+        cfg = RunConfig(world=TINY_WORLD)
+        rendering = workers.render_ahead(cfg, tmp_path / "ahead")
+        assert set(rendering) == {"cross"}
+        ahead = open_datasets(cfg, tmp_path / "ahead", rendering=rendering)
+        assert rendering["cross"].result() == "cross"
     finally:
         workers.close()
+    here = open_datasets(cfg, tmp_path / "here")
+    for name in ("train", "val", "test", "cross"):
+        a, b = getattr(ahead, name), getattr(here, name)
+        assert torch.equal(a.ground, b.ground) and torch.equal(a.aerial, b.aerial), name
+        assert a.ids == b.ids and torch.equal(a.utm, b.utm), name
+    assert (
+        pool.WorkerPool.render_ahead(workers, RunConfig(dataset="cvusa", root=str(tmp_path)), tmp_path) == {}
+    )
     with pytest.raises(ValueError, match="jobs"):
         pool.WorkerPool(0)
 
@@ -85,6 +100,10 @@ class _FakePool:
     def __init__(self, jobs):
         self.jobs = jobs
         _ORDER.append(f"pool({jobs})")
+
+    def render_ahead(self, cfg, cache_dir):
+        _ORDER.append("render_ahead")
+        return {}
 
     def terminate(self):
         _ORDER.append("terminated")
@@ -105,7 +124,7 @@ def test_leaderboard_starts_workers_before_rendering_and_stops_them_on_failure(m
     monkeypatch.setattr(runner, "open_datasets", no_data)
     with pytest.raises(RuntimeError, match="rendering failed"):
         runner.run_leaderboard(RunConfig(), tmp_path, recipes=["safa", "dsm", "l2ltr"], jobs=2)
-    assert order == ["pool(2)", "data", "terminated"]
+    assert order == ["pool(2)", "render_ahead", "data", "terminated"]
     order.clear()
     with pytest.raises(RuntimeError, match="rendering failed"):  # one recipe: trained in process, no pool
         runner.run_leaderboard(RunConfig(), tmp_path, recipes=["safa"], jobs=2)

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,6 +32,8 @@ from geo_retrieval.recipes import Recipe, get_recipe, list_recipes
 
 from .data import DATASET_NAMES, WorldConfig, load_world_split, open_real_dataset
 from .evaluation import parse_protocols
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "EVAL_SPLITS",
@@ -263,14 +268,29 @@ def uses_synthesis(recipe: Recipe) -> bool:
 
 
 def open_datasets(
-    cfg: RunConfig, cache_dir: str | Path | None, *, progress: bool = False, need_train: bool = True
+    cfg: RunConfig,
+    cache_dir: str | Path | None,
+    *,
+    progress: bool = False,
+    need_train: bool = True,
+    rendering: Mapping[str, Future[Any]] | None = None,
 ) -> RunData:
     """The :class:`RunData` of a run; train (and the world's val) is None when ``need_train`` is False.
-    ``cache_dir`` is the synthetic world's cache when ``cfg.cache`` does not name one."""
+    ``cache_dir`` is the synthetic world's cache when ``cfg.cache`` does not name one. ``rendering``
+    maps world splits that another process is rendering into that cache to its future: each is
+    awaited before its split is read (if it failed, the split is rendered here)."""
     if cfg.dataset == "synthetic":
         cache = cfg.cache or cache_dir
+        elsewhere = dict(rendering or {})
 
         def split(name: str) -> Any:
+            if name in elsewhere:
+                try:
+                    elsewhere[name].result()
+                except Exception as exc:  # rendered here instead; the split is the same
+                    log.warning(
+                        "rendering the world's %r split in a worker failed (%s); rendering it here", name, exc
+                    )
             return load_world_split(cfg.world, name, cache, progress=progress)
 
         return RunData(

@@ -8,7 +8,8 @@ Convention:
     - **Early start.** A :class:`WorkerPool` spawns its processes when it is created, so their
       start-up (a fresh interpreter importing torch, timm and the packages: about 11 s of one core
       each on the 2-core machine) runs while the parent renders the synthetic world on one core,
-      instead of after it.
+      instead of after it; :meth:`WorkerPool.render_ahead` has an idle worker render the world's
+      cross-area city meanwhile (its districts are its own, so nothing is rendered twice).
     - **Progress.** Workers put progress events (:mod:`.progress`) on a queue of the spawn context,
       handed over by the pool initializer (:func:`_init_worker`); the parent waits in short slices
       and folds them into its :class:`~.progress.ProgressView` (:func:`_drain`).
@@ -27,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from geo_retrieval.recipes import Recipe
 from ..records import ResultRecord
 from ..store import ResultStore
 from .config import RunConfig, open_datasets
+from .data import WorldConfig, load_world_split
 from .examples import _write_examples
 from .progress import ProgressView
 from .recording import _done_message, evaluate_trained
@@ -182,6 +184,14 @@ def _drain(events: Any, view: ProgressView) -> None:
             view.update(event)
 
 
+def _render_split(world: WorldConfig, split: str, cache_dir: str, threads: int) -> str:
+    """In a worker: render one world split into the cache (the parent reads it from there), with
+    the parent's torch thread count (two threads beside the parent's rendering oversubscribe)."""
+    torch.set_num_threads(threads)
+    load_world_split(world, split, cache_dir)
+    return split
+
+
 def _started() -> int:
     """A worker's first task: nothing but proof that the process is up (its imports are done)."""
     return os.getpid()
@@ -206,6 +216,16 @@ class WorkerPool:
         )
         # one task per worker: the executor spawns a process per submitted task while none is idle
         self._started = [self.executor.submit(_started) for _ in range(jobs)]
+
+    def render_ahead(self, cfg: RunConfig, cache_dir: str | Path) -> dict[str, Future[str]]:
+        """Have a worker render the synthetic world's cross-area split into ``cache_dir`` while the
+        parent renders train, val and test (which share districts, so they stay in one process);
+        ``{split: future}`` for :func:`~.config.open_datasets`' ``rendering``. Empty for real data."""
+        if cfg.dataset != "synthetic":
+            return {}
+        cache = str(cfg.cache or cache_dir)
+        threads = torch.get_num_threads()
+        return {"cross": self.executor.submit(_render_split, cfg.world, "cross", cache, threads)}
 
     def terminate(self) -> None:
         """Stop the workers now (running recipes too; see :func:`_terminate_workers`)."""

@@ -179,7 +179,8 @@ def _run(
     """The data, the baseline and the ``pending`` recipes (in ``workers`` when given, else here);
     returns the baseline's records, then ``stored`` (found in the store), then the new ones."""
     t0 = time.perf_counter()
-    data = open_datasets(cfg, out_dir / "cache", progress=progress)
+    rendering = workers.render_ahead(cfg, out_dir / "cache") if workers is not None else None
+    data = open_datasets(cfg, out_dir / "cache", progress=progress, rendering=rendering)
     train_full, test = data.train, data.test
     selection = (
         f"{len(data.val)} val-region" if data.val is not None else f"held-out {cfg.holdout:g} of train"
