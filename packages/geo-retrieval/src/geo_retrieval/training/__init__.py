@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from ..config import Augmentation, Normalisation
 from ..distributed import init_distributed, is_distributed, unwrap_model
-from .augment import BatchTransform, joint_hflip, joint_rot90
+from .augment import PREPARED, BatchTransform, joint_hflip, joint_rot90
+from .prepared import PreparedPairs, prepared_size
 from .schedules import WarmupCosine, build_lr_scheduler, piecewise_value
 from .splits import IdSubset, dataset_ids, holdout_ids, load_id_list, save_id_list, split_holdout
 from .trainer import (
@@ -19,10 +20,12 @@ from .trainer import (
 )
 
 __all__ = [
+    "PREPARED",
     "Augmentation",
     "BatchTransform",
     "IdSubset",
     "Normalisation",
+    "PreparedPairs",
     "ResumeMismatchError",
     "StopTraining",
     "TrainResult",
@@ -39,6 +42,7 @@ __all__ = [
     "joint_rot90",
     "load_id_list",
     "piecewise_value",
+    "prepared_size",
     "recover_checkpoint",
     "save_id_list",
     "split_holdout",

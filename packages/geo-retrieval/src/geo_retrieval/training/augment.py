@@ -28,6 +28,12 @@ Convention:
 
     Randomness comes only from the ``torch.Generator`` passed in (the trainer seeds one per step from
     ``(seed, step)``), so a resumed run draws the same augmentations.
+
+    Prepared inputs: without joint augmentation (step 1) the conversion to [0, 1], the panorama
+    resize and the aerial polar transform / resize (steps 3-4, less the FoV crop) depend on the
+    sample alone. :meth:`BatchTransform.prepare` runs them once (the trainer keeps the results of a
+    small training set in memory, :class:`~.prepared.PreparedPairs`); such a batch carries
+    ``batch[PREPARED] = True`` and the transform goes on from the random panorama roll.
 """
 
 from __future__ import annotations
@@ -52,10 +58,15 @@ from ..config import Augmentation, Normalisation
 from ..recipes import Recipe
 
 __all__ = [
+    "PREPARED",
     "BatchTransform",
     "joint_hflip",
     "joint_rot90",
 ]
+
+
+#: batch key of :meth:`BatchTransform.prepare`'s output: the deterministic steps are done
+PREPARED = "prepared"
 
 
 def joint_hflip(aerial: Tensor, ground: Tensor) -> tuple[Tensor, Tensor]:
@@ -170,6 +181,40 @@ class BatchTransform:
         )
 
     @property
+    def prepares_once(self) -> bool:
+        """Whether :meth:`prepare`'s steps may run once per sample: no joint augmentation (flip,
+        quarter turn) comes before them in training."""
+        aug = self.augmentation
+        return not (aug.hflip_p > 0 or aug.rot90_p > 0)
+
+    def prepare(self, batch: dict) -> dict:
+        """The deterministic steps (see the module docstring, "Prepared inputs"): ``"ground"``
+        converted to [0, 1] and resized to ``ground_size`` (no FoV crop: a random roll comes first),
+        ``"aerial"`` polar-transformed or resized to ``aerial_size``; float32, other keys untouched,
+        ``PREPARED`` set. Feed the result to ``__call__`` as any batch."""
+        if batch.get(PREPARED) is not None:
+            raise ValueError("the batch is prepared already")
+        ground, aerial = batch["ground"], batch["aerial"]
+        for name, x in (("ground", ground), ("aerial", aerial)):
+            if x.ndim != 4 or x.shape[1] != 3:
+                raise ValueError(f"batch[{name!r}] must be (B, 3, H, W), got {tuple(x.shape)}")
+        out = dict(batch)
+        out["ground"], out["aerial"] = self._sized(ground, aerial)
+        out[PREPARED] = True
+        return out
+
+    def _sized(self, ground: Tensor, aerial: Tensor) -> tuple[Tensor, Tensor]:
+        """[0, 1] floats, the panorama at ``ground_size``, the aerial polar / resized to ``aerial_size``."""
+        ground = ground.float() / 255 if ground.dtype == torch.uint8 else ground.float()
+        aerial = aerial.float() / 255 if aerial.dtype == torch.uint8 else aerial.float()
+        ground = _resize(ground, self.ground_size)
+        if self.polar and aerial.shape[-1] == aerial.shape[-2]:
+            aerial = polar_transform(aerial, self.aerial_size, center=self.polar_center)
+        else:
+            aerial = _resize(aerial, self.aerial_size)
+        return ground, aerial
+
+    @property
     def ground_width(self) -> int:
         """Width of the ground input after the FoV crop (``int(fov/360 * W)``, DSM's rule)."""
         return fov_width(self.fov, self.ground_size[1])
@@ -211,22 +256,26 @@ class BatchTransform:
         if ((train and aug.enabled) or (orientation_noise and aug.pano_shift_deg > 0)) and generator is None:
             raise ValueError("training augmentation needs a seeded torch.Generator")
         draws = _Draws(generator, b, offset, global_batch)
-        if train and (aug.hflip_p > 0 or aug.rot90_p > 0):
-            # flips, rolls and quarter turns only move pixels: on the stored bytes (uint8) they move a
-            # quarter of the memory of the float images and give the same values after the conversion
-            aerial, ground = self._joint(aerial, ground, draws)
-        ground = ground.float() / 255 if ground.dtype == torch.uint8 else ground.float()
-        aerial = aerial.float() / 255 if aerial.dtype == torch.uint8 else aerial.float()
-        ground = _resize(ground, self.ground_size)
+        prepared = _is_prepared(batch.get(PREPARED))
+        if prepared:
+            if train and not self.prepares_once:
+                raise ValueError("a prepared batch cannot be trained with joint flips / quarter turns")
+            if tuple(ground.shape[-2:]) != self.ground_size or tuple(aerial.shape[-2:]) != self.aerial_size:
+                raise ValueError(
+                    f"a prepared batch must hold ground {self.ground_size} and aerial {self.aerial_size}, "
+                    f"got {tuple(ground.shape[-2:])} and {tuple(aerial.shape[-2:])}"
+                )
+        else:
+            if train and (aug.hflip_p > 0 or aug.rot90_p > 0):
+                # flips, rolls and quarter turns only move pixels: on the stored bytes (uint8) they move a
+                # quarter of the memory of the float images and give the same values after the conversion
+                aerial, ground = self._joint(aerial, ground, draws)
+            ground, aerial = self._sized(ground, aerial)
         if (train or orientation_noise) and aug.pano_shift_deg > 0:
             shifts = (draws.rand() * aug.pano_shift_deg / 360.0 * ground.shape[-1]).long().tolist()
             ground = torch.stack([g.roll(-s, dims=-1) for g, s in zip(ground, shifts)])
         if self.fov < 360:
             ground = crop_fov(ground, self.fov)
-        if self.polar and aerial.shape[-1] == aerial.shape[-2]:
-            aerial = polar_transform(aerial, self.aerial_size, center=self.polar_center)
-        else:
-            aerial = _resize(aerial, self.aerial_size)
         if train:
             ground = self._photometric(ground, draws)
             aerial = self._photometric(aerial, draws)
@@ -235,6 +284,7 @@ class BatchTransform:
             ground = self._limit_fov(ground, draws, progress, fill=mean.view(3))
         std = torch.tensor(self.normalisation.std, device=ground.device).view(1, 3, 1, 1)
         out = dict(batch)
+        out.pop(PREPARED, None)
         out["ground"] = ((ground - mean) / std).contiguous()
         out["aerial"] = ((aerial - mean) / std).contiguous()
         return out
@@ -303,6 +353,17 @@ class BatchTransform:
                 x.dtype
             )
         return x
+
+
+def _is_prepared(flag: object) -> bool:
+    """``batch[PREPARED]``: True, or a collated tensor / list of True for every sample."""
+    if flag is None:
+        return False
+    if isinstance(flag, Tensor):
+        return bool(flag.all())
+    if isinstance(flag, (list, tuple)):
+        return all(bool(f) for f in flag)
+    return bool(flag)
 
 
 def _dropout_mask(

@@ -95,6 +95,7 @@ from ..sampling import (
     rank_slice,
 )
 from .augment import BatchTransform
+from .prepared import PreparedPairs, prepared_size
 from .schedules import build_lr_scheduler
 
 __all__ = [
@@ -379,6 +380,10 @@ class Trainer:
         num_workers: DataLoader workers.
         resume: resume from ``out_dir/last`` (True) or from a given ``last``-style directory.
         eval_batch_size: batch size for embedding (default ``batch_size``).
+        prepare_inputs_mb: keep the training and validation samples after the transform's
+            deterministic steps (conversion, resize, polar transform) in memory, prepared once
+            (:class:`~.prepared.PreparedPairs`; same values), when each split needs at most this many
+            MiB, ``num_workers`` is 0 and, for training, no joint flip / turn comes first; 0 never.
     """
 
     def __init__(
@@ -408,6 +413,7 @@ class Trainer:
         num_workers: int = 0,
         resume: bool | str | os.PathLike[str] = False,
         eval_batch_size: int | None = None,
+        prepare_inputs_mb: float = 1024.0,
     ) -> None:
         self.recipe = recipe
         self.val_split = (
@@ -444,6 +450,9 @@ class Trainer:
         self.eval_batch_size = eval_batch_size or self.batch_size
         self.channels_last = channels_last
         self.transform = BatchTransform.from_recipe(recipe)
+        if prepare_inputs_mb < 0:
+            raise ValueError(f"prepare_inputs_mb must be >= 0, got {prepare_inputs_mb}")
+        self.prepare_inputs_mb = float(prepare_inputs_mb)
 
         # precision
         use_amp = bool(recipe.amp if amp is None else amp)
@@ -495,6 +504,10 @@ class Trainer:
                 self.raw_model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
 
+        # what the loaders read: the splits, or their samples prepared once (same values)
+        self._train_data = self._prepared(train_dataset, training=True)
+        self._val_data = None if val_dataset is None else self._prepared(val_dataset, training=False)
+
         # sampler and schedule
         self.batch_sampler = self._build_sampler(sampler)
         self.steps_per_epoch = max(1, len(self.train_dataset) // self.batch_size)
@@ -530,6 +543,19 @@ class Trainer:
             self.load_checkpoint(RunLayout(self.out_dir).last if resume is True else Path(resume))
 
     # -- construction helpers ---------------------------------------------------------------------
+    def _prepared(self, dataset: PairDataset, *, training: bool) -> PairDataset | PreparedPairs:
+        """``dataset`` wrapped in :class:`PreparedPairs` when that is allowed and fits (see
+        ``prepare_inputs_mb``); self-evaluating models read their own validation inputs."""
+        if (
+            self.prepare_inputs_mb == 0
+            or self.num_workers > 0
+            or (training and not self.transform.prepares_once)
+            or (not training and self.self_evaluating)
+            or prepared_size(self.transform, len(dataset)) > self.prepare_inputs_mb * 2**20
+        ):
+            return dataset
+        return PreparedPairs(dataset, self.transform, training=training)
+
     @staticmethod
     def _build_loss(recipe: Recipe) -> Callable[..., Tensor]:
         kwargs = dict(recipe.loss_kwargs)
@@ -729,6 +755,8 @@ class Trainer:
         # identical at every evaluation (never with the known orientation)
         noise = bool(self.recipe.orientation_aware and self.recipe.augmentation.pano_shift_deg > 0)
         gen = torch.Generator().manual_seed(EVAL_SHIFT_SEED)
+        if dataset is self.val_dataset and self._val_data is not None:
+            dataset = self._val_data
         return embed_dataset(
             self.raw_model,
             cast(Dataset, dataset),  # a PairDataset is a map-style torch Dataset (DataLoader-ready)
@@ -945,7 +973,7 @@ class Trainer:
         if self.world_size > 1:
             batches = [rank_slice(b, self.rank, self.world_size) for b in batches]
         return DataLoader(
-            cast(Dataset, self.train_dataset),  # a PairDataset is a map-style torch Dataset
+            cast(Dataset, self._train_data),  # a PairDataset is a map-style torch Dataset
             batch_sampler=_FixedBatches(batches),
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
