@@ -132,5 +132,7 @@ def test_trainer_prepares_only_what_it_may(tmp_path):
         prepare_inputs_mb=need / 2**20 - 0.001,  # the training split does not fit, the smaller val does
     )
     assert small._train_data is train and isinstance(small._val_data, PreparedPairs)
+    small.device = torch.device("cuda")  # on an accelerator the batch steps run there, as before
+    assert small._prepared(val, training=False) is val
     with pytest.raises(ValueError, match="prepare_inputs_mb"):
         Trainer(TinyCrossView(), tiny_recipe(), train, val, out_dir=tmp_path / "c", prepare_inputs_mb=-1)

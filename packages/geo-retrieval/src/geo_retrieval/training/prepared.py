@@ -11,7 +11,7 @@ Convention:
 
     Only for transforms with :attr:`~.augment.BatchTransform.prepares_once` and datasets small
     enough to keep: :func:`prepared_size` is the memory it will hold, and the trainer uses it only
-    when that stays under its ``prepare_inputs_mb`` and the loader runs in this process
+    on the CPU, when that stays under its ``prepare_inputs_mb`` and the loader runs in this process
     (``num_workers=0``: a worker's memory would be lost each epoch).
 
 Shapes: ``"ground"`` (3, H, W) at the transform's ``ground_size``, ``"aerial"`` (3, h, w) at its

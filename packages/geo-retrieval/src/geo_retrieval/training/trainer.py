@@ -380,10 +380,11 @@ class Trainer:
         num_workers: DataLoader workers.
         resume: resume from ``out_dir/last`` (True) or from a given ``last``-style directory.
         eval_batch_size: batch size for embedding (default ``batch_size``).
-        prepare_inputs_mb: keep the training and validation samples after the transform's
-            deterministic steps (conversion, resize, polar transform) in memory, prepared once
-            (:class:`~.prepared.PreparedPairs`; same values), when each split needs at most this many
-            MiB, ``num_workers`` is 0 and, for training, no joint flip / turn comes first; 0 never.
+        prepare_inputs_mb: on the CPU, keep the training and validation samples after the
+            transform's deterministic steps (conversion, resize, polar transform) in memory,
+            prepared once (:class:`~.prepared.PreparedPairs`; same values), when each split needs at
+            most this many MiB, ``num_workers`` is 0 and, for training, no joint flip / turn comes
+            first; 0 never.
     """
 
     def __init__(
@@ -545,9 +546,11 @@ class Trainer:
     # -- construction helpers ---------------------------------------------------------------------
     def _prepared(self, dataset: PairDataset, *, training: bool) -> PairDataset | PreparedPairs:
         """``dataset`` wrapped in :class:`PreparedPairs` when that is allowed and fits (see
-        ``prepare_inputs_mb``); self-evaluating models read their own validation inputs."""
+        ``prepare_inputs_mb``); self-evaluating models read their own validation inputs. CPU only:
+        on an accelerator the per-batch steps are cheap and run there, as before."""
         if (
             self.prepare_inputs_mb == 0
+            or self.device.type != "cpu"
             or self.num_workers > 0
             or (training and not self.transform.prepares_once)
             or (not training and self.self_evaluating)
