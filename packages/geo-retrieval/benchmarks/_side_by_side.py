@@ -6,7 +6,9 @@ builds its model, loss, optimiser and the seeded inputs and returns one training
 runs every side in a fresh interpreter (``python SCRIPT --worker SIDE ...``, the upstream side with
 ``--upstream-python`` when given), pins the thread count (``torch.set_num_threads`` and the
 OMP / MKL / TF variables), runs ``--warmup`` untimed steps, then ``--steps`` timed steps, and reads
-back one JSON line. Per side: wall seconds per step (mean and min), CPU seconds per step (user + sys
+back one JSON line (with the step's ``info`` dict, where the worker sets one: parameters in
+millions ``params_m`` and ``gflop_per_step`` are printed as a second table). Per side: wall
+seconds per step (mean and min), CPU seconds per step (user + sys
 of the whole process over the timed steps: less sensitive than wall time to other load on a shared
 machine), pairs/s from the mean step. Peak memory is the process's peak resident set size (Linux ``VmHWM``, reset
 with ``/proc/self/clear_refs`` before the timed steps), so it covers everything the process holds:
@@ -254,6 +256,8 @@ def main(
         _set_threads(args.threads)
         step = workers[args.worker](args)
         row = _measure(step, args.warmup, args.steps, args.batch)
+        # e.g. parameters and GFLOP per step, where a worker counts them
+        row.update(getattr(step, "info", {}))
         row.update(side=args.worker, what=labels[args.worker], python=platform.python_version())
         print(json.dumps(row))
         return 0
@@ -281,6 +285,16 @@ def main(
             f"| {side} | {r['what']} | {r['step_mean_s']:.2f} | {r['step_min_s']:.2f} | {r['cpu_s_per_step']:.2f} | "
             f"{r['pairs_per_s']:.2f} | {r['peak_rss_mib']:.0f} |"
         )
+    if all("gflop_per_step" in rows[side] for side in rows):
+        print()
+        print("| side | parameters (M) | GFLOP per step | GFLOP/s (mean step) |")
+        print("|---|---|---|---|")
+        for side in ("ours", "theirs"):
+            r = rows[side]
+            print(
+                f"| {side} | {r['params_m']:.1f} | {r['gflop_per_step']:.0f} | "
+                f"{r['gflop_per_step'] / r['step_mean_s']:.1f} |"
+            )
     mean_ratio = rows["theirs"]["step_mean_s"] / rows["ours"]["step_mean_s"]
     min_ratio = rows["theirs"]["step_min_s"] / rows["ours"]["step_min_s"]
     cpu_ratio = rows["theirs"]["cpu_s_per_step"] / rows["ours"]["cpu_s_per_step"]
