@@ -5,6 +5,9 @@
 #
 # Through the device tool (wheels prepared here first with tools/gpu/fetch_wheels.sh):
 #   run(command="bash tools/gpu/run_on_device.sh", carry=[".whl"], timeout_s=600)
+# With the authors' checkouts in .upstream/ (the side-by-side training steps, geo-bench README):
+#   run(command="bash tools/gpu/run_on_device.sh --only upstream --upstream-root .upstream",
+#       carry=[".whl", ".upstream"], timeout_s=600)
 # The report (gpu_check.json, gpu_check.md, gpu_check.log) goes to $OUT (the tool's folder that
 # comes back), else to out/gpu-check. The image's python3 already holds torch and most
 # dependencies; the wheels in .whl/ (kornia, kornia-rs, faiss-cpu) install into /tmp/geo-site, the

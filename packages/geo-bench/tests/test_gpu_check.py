@@ -16,9 +16,11 @@ from geo_bench.gpu_check import (
     CHECK_GROUPS,
     PACKAGES,
     PRECISIONS,
+    UPSTREAM_BENCHMARKS,
     CheckRecord,
     compare_ddp_ranks,
     ddp_worker,
+    find_repo,
     make_plan,
     render_markdown,
     run_gpu_check,
@@ -42,7 +44,7 @@ def test_dry_run_passes_and_reports_every_check(tmp_path):
     assert report == _load(tmp_path)  # the file holds what was returned
     assert report["ok"] and report["complete"] and report["dry_run"] and report["device"] == "cpu"
     checks = {c["name"]: c for c in report["checks"]}
-    expected = {"environment", "mappings", "recall:torch", "recall:faiss", "ddp"}
+    expected = {"environment", "mappings", "recall:torch", "recall:faiss", "ddp", "upstream"}
     expected |= {f"train:{name}" for name in list_recipes("small")}
     expected |= {f"tests:{p}" for p in PACKAGES}
     assert set(checks) == expected
@@ -69,6 +71,7 @@ def test_dry_run_passes_and_reports_every_check(tmp_path):
     assert checks["tests:geo-transforms"]["status"] == "ok"
     assert checks["tests:geo-transforms"]["figures"]["passed"] > 0
     assert checks["ddp"]["status"] == "skipped" and "nccl" in checks["ddp"]["reason"]
+    assert checks["upstream"]["status"] == "skipped" and "--upstream-root" in checks["upstream"]["reason"]
     markdown = (tmp_path / gpu_check.REPORT_MD).read_text()
     for section in ("## Mappings", "## Recall", "## Training step", "## Test suites"):
         assert section in markdown
@@ -139,6 +142,57 @@ def test_markdown_lists_failures_and_budget_skips():
     assert "### tests:geo-bench" in text and "E  boom" in text
     with pytest.raises(ValueError, match="status"):
         CheckRecord("x", "passed")
+
+
+def test_upstream_scripts_say_why_they_cannot_run(tmp_path):
+    """The ``upstream`` group runs the packages' side-by-side scripts; a checkout that is missing or
+    does not parse comes back as ``skipped`` with the script's own message, never as a pass."""
+    if find_repo() is None:
+        pytest.skip("not run from a checkout")
+    root = tmp_path / "upstream"
+    models = root / "PanoGAN" / "models"
+    models.mkdir(parents=True)
+    (models / "panogan_model.py").write_text("")
+    (models / "networks.py").write_text(  # PanoGAN 27ab77b's fault: a method at column 0
+        "class FeaturePyramidDiscriminator:\n    x = 1\ndef __init__(self):\n        pass\n    def forward(self):\n        pass\n"
+    )
+    report = run_gpu_check(make_plan(dry_run=True, only=["upstream"], upstream_root=root), tmp_path / "out")
+    checks = {c["name"]: c for c in report["checks"]}
+    assert set(checks) == {f"upstream:{name}" for name in UPSTREAM_BENCHMARKS}
+    assert all(c["status"] == "skipped" for c in checks.values()), checks
+    assert "github.com/aysim/comingdowntoearth" in checks["upstream:toker21"]["reason"]
+    assert "github.com/Skyy93/Sample4Geo" in checks["upstream:sample4geo"]["reason"]
+    assert "does not parse" in checks["upstream:smdt"]["reason"]
+    assert "--device cpu" in checks["upstream:smdt"]["figures"]["command"]
+
+
+def test_markdown_shows_the_side_by_side_steps():
+    ok = CheckRecord(
+        "upstream:toker21",
+        "ok",
+        {
+            "batch": 32,
+            "ratio_mean_step": 1.25,
+            "ratio_cpu_s": 1.1,
+            "rows": {
+                "ours": {"step_mean_s": 0.8, "peak_device_mib": 9000.0},
+                "theirs": {"step_mean_s": 1.0, "peak_device_mib": 12000.0},
+            },
+        },
+    )
+    report = {
+        "dry_run": False,
+        "created": "now",
+        "device": "cuda",
+        "elapsed_s": 1.0,
+        "budget_s": 480.0,
+        "ok": True,
+        "checks": [ok.as_dict(), CheckRecord("upstream:smdt", "skipped", reason="x").as_dict()],
+    }
+    text = render_markdown(report)
+    assert "## Against the authors' code" in text
+    assert "| toker21 | 32 | 0.8 | 1 | 1.25x | 9,000 | 12,000 |" in text
+    assert "| smdt |" not in text  # skipped checks are in the summary only
 
 
 def test_device_metadata_step_registers_the_packages(tmp_path):

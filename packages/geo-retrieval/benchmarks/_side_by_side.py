@@ -13,6 +13,11 @@ of the whole process over the timed steps: less sensitive than wall time to othe
 machine), pairs/s from the mean step. Peak memory is the process's peak resident set size (Linux ``VmHWM``, reset
 with ``/proc/self/clear_refs`` before the timed steps), so it covers everything the process holds:
 weights, optimiser state, activations and allocator caches, of torch and of TensorFlow alike.
+
+``--device cuda`` runs both sides on the GPU (torch sides only): each step ends with
+``torch.cuda.synchronize()``, the peak device memory (``torch.cuda.max_memory_allocated`` over the
+timed steps) is reported besides the RSS, and ``--batch`` defaults to the paper's batch (the
+script's ``gpu_batch``) instead of the small CPU batch. Both sides stay float32.
 """
 
 from __future__ import annotations
@@ -30,7 +35,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Loop", "add_arguments", "input_pair", "main", "missing_upstream", "timed_batches"]
+__all__ = [
+    "Loop",
+    "add_arguments",
+    "input_pair",
+    "main",
+    "missing_upstream",
+    "resolve_batch",
+    "timed_batches",
+]
 
 MACHINE_NOTE = "shared 2-core CPU (other jobs running): indicative figures"
 
@@ -96,9 +109,10 @@ def trainer_step(recipe_name: str, args: argparse.Namespace, **changes: Any) -> 
     from geo_retrieval.testing import SyntheticPairs
     from geo_retrieval.training import Trainer
 
+    device = torch.device(args.device)
     recipe = get_recipe(recipe_name, "full").replace(batch_size=args.batch, **changes)
     g, a = input_pair(args.batch, recipe.ground_size, recipe.aerial_size)
-    batch = {
+    batch = {  # on the CPU: train_step copies it to the device, as in training
         "ground": torch.from_numpy(g),
         "aerial": torch.from_numpy(a),
         "id": [f"loc{i:05d}" for i in range(args.batch)],
@@ -111,7 +125,7 @@ def trainer_step(recipe_name: str, args: argparse.Namespace, **changes: Any) -> 
         recipe,
         data,
         out_dir=tempfile.mkdtemp(prefix=f"bench_{recipe_name}_"),
-        device=torch.device("cpu"),
+        device=device,
         amp=False,
         channels_last=args.channels_last,
         sampler="unique",
@@ -120,17 +134,28 @@ def trainer_step(recipe_name: str, args: argparse.Namespace, **changes: Any) -> 
     return lambda: trainer.train_step(batch)
 
 
-def add_arguments(parser: argparse.ArgumentParser, *, batch: int, steps: int, warmup: int) -> None:
-    """The options every side-by-side script takes."""
+def add_arguments(
+    parser: argparse.ArgumentParser, *, batch: int, steps: int, warmup: int, gpu_batch: int | None = None
+) -> None:
+    """The options every side-by-side script takes. ``batch`` is the CPU default, ``gpu_batch`` the
+    default with ``--device cuda`` (the paper's batch; None: the script runs on the CPU only)."""
     parser.add_argument("--upstream", help="checkout of the authors' repository")
     parser.add_argument(
         "--upstream-python",
         default=sys.executable,
         help="interpreter for the upstream side (default: this one)",
     )
+    gpu_help = f", {gpu_batch} on a GPU" if gpu_batch else ""
     parser.add_argument(
-        "--batch", type=int, default=batch, help=f"pairs per step, both sides (default {batch})"
+        "--batch", type=int, default=None, help=f"pairs per step, both sides (default {batch}{gpu_help})"
     )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"] if gpu_batch else ["cpu"],
+        default="cpu",
+        help="where both sides run (default cpu)" + ("" if gpu_batch else "; this script is CPU-only"),
+    )
+    parser.set_defaults(cpu_batch=batch, gpu_batch=gpu_batch)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per side (default 2)")
     parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed steps first (default {warmup})")
     parser.add_argument("--steps", type=int, default=steps, help=f"timed steps (default {steps})")
@@ -174,23 +199,59 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _measure(step: Callable[[], object] | Loop, warmup: int, steps: int, batch: int) -> dict[str, Any]:
+def resolve_batch(args: argparse.Namespace) -> int:
+    """``args.batch``, set to the device's default (``add_arguments``) when not given."""
+    if args.batch is None:
+        args.batch = args.gpu_batch if args.device == "cuda" else args.cpu_batch
+    return int(args.batch)
+
+
+def _cuda_sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _cuda_reset_peak(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _cuda_peak_mib(device: str) -> float | None:
+    if device != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def _measure(
+    step: Callable[[], object] | Loop, warmup: int, steps: int, batch: int, device: str = "cpu"
+) -> dict[str, Any]:
     cpu0 = 0.0
-    if isinstance(step, Loop):
+    if isinstance(step, Loop):  # on a GPU its per-step stamps end with the next request, unsynchronised
         if warmup:
             step.run(warmup)
         exact = _reset_peak()
+        _cuda_reset_peak(device)
         cpu0 = _cpu_s()
         times = step.run(steps)
+        _cuda_sync(device)
     else:
         for _ in range(warmup):
             step()
         exact = _reset_peak()
+        _cuda_reset_peak(device)
         cpu0 = _cpu_s()
         times = []
         for _ in range(steps):
             t0 = time.perf_counter()
             step()
+            _cuda_sync(device)
             times.append(time.perf_counter() - t0)
     cpu = (_cpu_s() - cpu0) / steps
     peak = status_kib("VmHWM")
@@ -202,6 +263,7 @@ def _measure(step: Callable[[], object] | Loop, warmup: int, steps: int, batch: 
         "cpu_s_per_step": cpu,
         "pairs_per_s": batch / mean,
         "peak_rss_mib": peak / 1024 if peak and exact else float("nan"),
+        "peak_device_mib": _cuda_peak_mib(device),
     }
 
 
@@ -213,7 +275,7 @@ def _run_side(
     env["TF_NUM_INTEROP_THREADS"] = "1"
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     cmd = [python, script, "--worker", side, "--batch", str(args.batch), "--threads", str(args.threads)]
-    cmd += ["--warmup", str(args.warmup), "--steps", str(args.steps), *extra]
+    cmd += ["--warmup", str(args.warmup), "--steps", str(args.steps), "--device", args.device, *extra]
     if args.channels_last and side == "ours":
         cmd.append("--channels-last")
     if args.upstream:
@@ -222,6 +284,14 @@ def _run_side(
     if out.returncode != 0:
         raise RuntimeError(f"{side} side failed ({' '.join(cmd)}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _machine_note(device: str) -> str:
+    if device != "cuda":
+        return MACHINE_NOTE
+    import torch
+
+    return f"GPU {torch.cuda.get_device_name()} (torch {torch.__version__})"
 
 
 def _commit() -> str:
@@ -252,10 +322,11 @@ def main(
     extra_args: list[str] | None = None,
 ) -> int:
     """Run as the worker of one side (``--worker``) or as the driver of both; returns the exit code."""
+    resolve_batch(args)
     if args.worker:
         _set_threads(args.threads)
         step = workers[args.worker](args)
-        row = _measure(step, args.warmup, args.steps, args.batch)
+        row = _measure(step, args.warmup, args.steps, args.batch, args.device)
         # e.g. parameters and GFLOP per step, where a worker counts them
         row.update(getattr(step, "info", {}))
         row.update(side=args.worker, what=labels[args.worker], python=platform.python_version())
@@ -269,21 +340,26 @@ def main(
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"{title}")
     print(
-        f"batch {args.batch}, {args.threads} threads per side, {args.warmup} warm-up + {args.steps} timed "
+        f"device {args.device}, batch {args.batch}, {args.threads} threads per side, {args.warmup} warm-up + {args.steps} timed "
         f"steps, one process per side{'; ours channels-last' if args.channels_last else ''}; {when}, commit {_commit()}; {platform.processor() or platform.machine()}, "
-        f"{MACHINE_NOTE}"
+        f"{_machine_note(args.device)}"
     )
     print(
         "peak RSS = the side's whole process (VmHWM over the timed steps: weights, optimiser state, activations)"
     )
     print()
-    print("| side | what runs | step mean s | step min s | CPU s/step | pairs/s | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
+    gpu = args.device == "cuda"
+    print(
+        "| side | what runs | step mean s | step min s | CPU s/step | pairs/s | peak RSS MiB |"
+        + (" peak device MiB |" if gpu else "")
+    )
+    print("|---|---|---|---|---|---|---|" + ("---|" if gpu else ""))
     for side in ("ours", "theirs"):
         r = rows[side]
         print(
             f"| {side} | {r['what']} | {r['step_mean_s']:.2f} | {r['step_min_s']:.2f} | {r['cpu_s_per_step']:.2f} | "
             f"{r['pairs_per_s']:.2f} | {r['peak_rss_mib']:.0f} |"
+            + (f" {r['peak_device_mib']:.0f} |" if gpu else "")
         )
     if all("gflop_per_step" in rows[side] for side in rows):
         print()
@@ -305,6 +381,18 @@ def main(
     )
     if args.json:
         args.json.write_text(
-            json.dumps({"title": title, "time": when, "commit": _commit(), "rows": rows}, indent=2)
+            json.dumps(
+                {
+                    "title": title,
+                    "time": when,
+                    "commit": _commit(),
+                    "device": args.device,
+                    "batch": args.batch,
+                    "ratio_mean_step": mean_ratio,
+                    "ratio_cpu_s": cpu_ratio,
+                    "rows": rows,
+                },
+                indent=2,
+            )
         )
     return 0

@@ -64,9 +64,11 @@ def theirs(args: argparse.Namespace) -> Callable[[], object]:
     else:
         os.environ["CUDA_VISIBLE_DEVICES"] = cuda
 
+    device = torch.device(args.device)
     torch.manual_seed(0)
     config = CONFIGS["R50-ViT-B_16"]
-    model_grd, model_sat = VisionTransformer(config, (128, 512)), VisionTransformer(config, (128, 512))
+    model_grd = VisionTransformer(config, (128, 512)).to(device)
+    model_sat = VisionTransformer(config, (128, 512)).to(device)
     opts = argparse.Namespace(train_batch_size=args.batch, loss_weight=10.0, max_grad_norm=1.0)
     optimizer = torch.optim.AdamW(
         [*model_grd.parameters(), *model_sat.parameters()], lr=1e-4, eps=1e-6, weight_decay=0.03
@@ -79,7 +81,6 @@ def theirs(args: argparse.Namespace) -> Callable[[], object]:
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     g, a = sbs.input_pair(args.batch, (128, 512), (128, 512))
     x_grd_in, x_sat_in = (torch.from_numpy(g) - mean) / std, (torch.from_numpy(a) - mean) / std
-    device = torch.device("cpu")
 
     def step() -> None:
         x_grd, x_sat = x_grd_in.to(device), x_sat_in.to(device)
@@ -102,7 +103,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sbs.add_arguments(parser, batch=4, steps=3, warmup=1)
+    sbs.add_arguments(parser, batch=4, steps=3, warmup=1, gpu_batch=32)  # the recipe's (paper's) batch
     args = parser.parse_args()
     if args.worker != "ours" and sbs.missing_upstream(
         args.upstream,

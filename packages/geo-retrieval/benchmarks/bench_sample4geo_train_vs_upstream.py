@@ -60,16 +60,20 @@ def theirs(args: argparse.Namespace) -> sbs.Loop:
     from sample4geo.model import TimmModel
     from sample4geo.trainer import train
 
+    device = torch.device(args.device)
     torch.manual_seed(0)
-    model = TimmModel("convnext_base.fb_in22k_ft_in1k_384", pretrained=False, img_size=384)
-    loss_function = InfoNCE(loss_function=torch.nn.CrossEntropyLoss(label_smoothing=0.1), device="cpu")
+    model = TimmModel("convnext_base.fb_in22k_ft_in1k_384", pretrained=False, img_size=384).to(device)
+    loss_function = InfoNCE(loss_function=torch.nn.CrossEntropyLoss(label_smoothing=0.1), device=args.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    config = SimpleNamespace(verbose=False, device="cpu", gpu_ids=(0,), clip_grad=100.0, scheduler="cosine")
+    config = SimpleNamespace(
+        verbose=False, device=args.device, gpu_ids=(0,), clip_grad=100.0, scheduler="cosine"
+    )
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     g, a = sbs.input_pair(args.batch, (140, 768), (384, 384))
-    query = (torch.from_numpy(g) - mean) / std  # their loader's Normalize, done once
+    # their loader's Normalize, done once; their loop copies the batch to the device in the step
+    query = (torch.from_numpy(g) - mean) / std
     reference = (torch.from_numpy(a) - mean) / std
     batch = (query, reference, torch.arange(args.batch))
 
@@ -85,7 +89,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sbs.add_arguments(parser, batch=4, steps=3, warmup=1)
+    sbs.add_arguments(parser, batch=4, steps=3, warmup=1, gpu_batch=128)  # the recipe's (paper's) batch
     args = parser.parse_args()
     if args.worker != "ours" and sbs.missing_upstream(args.upstream, NEEDED, REPO):
         return 2

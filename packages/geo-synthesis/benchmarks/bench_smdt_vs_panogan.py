@@ -116,18 +116,19 @@ def ours(args: argparse.Namespace) -> Callable[[], object]:
     recipe = get_recipe("smdt", "full")
     smdt = recipe.smdt  # type: ignore[attr-defined]
     cfg = dataclasses.replace(smdt.cascade, architecture=args.architecture)
+    device = torch.device(args.device)
     torch.manual_seed(0)
-    cascade = SMDTCascade(cfg).train()
+    cascade = SMDTCascade(cfg).train().to(device)
     if args.channels_last:
         cascade = cascade.to(memory_format=torch.channels_last)
     adam = OptimizerConfig("adam", lr=smdt.gan_lr, betas=smdt.gan_betas, weight_decay=0.0, eps=1e-8)
     opt_g = build_optimizer(cascade.generator_parameters(), adam)
     opt_d = build_optimizer(cascade.discriminator_parameters(), adam)
     g, a = sbs.input_pair(args.batch, SIZE, (SIZE[0], SIZE[0]))
-    ground, aerial = torch.from_numpy(g) * 2 - 1, torch.from_numpy(a) * 2 - 1
+    ground, aerial = (torch.from_numpy(g) * 2 - 1).to(device), (torch.from_numpy(a) * 2 - 1).to(device)
     labels = torch.randint(
         0, cfg.num_classes, (args.batch, *SIZE), generator=torch.Generator().manual_seed(0)
-    )
+    ).to(device)
 
     def g_step(mapped: torch.Tensor, out: Any) -> None:
         cascade.set_discriminators_trainable(False)
@@ -164,7 +165,7 @@ def theirs(args: argparse.Namespace) -> Callable[[], object]:
 
     # the options of PanoGAN's scripts/train_panogan_cvusa.sh, with SMDT's loop_count 1
     opt = argparse.Namespace(
-        gpu_ids=[],
+        gpu_ids=[0] if args.device == "cuda" else [],  # their networks go to cuda:0
         isTrain=True,
         checkpoints_dir=tempfile.mkdtemp(prefix="bench_panogan_"),
         name="bench",
@@ -193,11 +194,12 @@ def theirs(args: argparse.Namespace) -> Callable[[], object]:
     model = panoganModel(opt)
     g, a = sbs.input_pair(args.batch, SIZE, SIZE)
     seg, _ = sbs.input_pair(args.batch, SIZE, SIZE, seed=1)
+    device = torch.device(args.device)  # inputs on the device beforehand, as ours
     model.set_input(
         {
-            "A": torch.from_numpy(a) * 2 - 1,
-            "B": torch.from_numpy(g) * 2 - 1,
-            "D": torch.from_numpy(seg) * 2 - 1,
+            "A": (torch.from_numpy(a) * 2 - 1).to(device),
+            "B": (torch.from_numpy(g) * 2 - 1).to(device),
+            "D": (torch.from_numpy(seg) * 2 - 1).to(device),
             "A_paths": ["bench"] * args.batch,
         }
     )
@@ -219,7 +221,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sbs.add_arguments(parser, batch=1, steps=3, warmup=1)
+    # GPU batch 8: SMDT's recipe batch (32) is the retrieval's; PanoGAN's script takes it as an argument
+    sbs.add_arguments(parser, batch=1, steps=3, warmup=1, gpu_batch=8)
     parser.add_argument(
         "--what",
         choices=["gan", "g"],

@@ -73,17 +73,20 @@ def theirs(args: argparse.Namespace) -> Callable[[], object]:
         lambda_sm=10, lambda_l1=100, lambda_ret1=1000, hard_topk_ratio=1.0, hard_decay1_topk_ratio=0.1,
         hard_decay2_topk_ratio=0.05, hard_decay3_topk_ratio=0.01, rgan_checkpoint=None,
     )  # fmt: skip
+    gpu_ids = [0] if args.device == "cuda" else []  # their networks and wrapper go to cuda:0
+    opt.gpu_ids = gpu_ids
     torch.manual_seed(10)
-    generator = define_G(netG="unet-skip", gpu_ids=[])
+    generator = define_G(netG="unet-skip", gpu_ids=gpu_ids)
     discriminator = define_D(
-        input_c=3, output_c=3, ndf=64, netD="basic", condition=1, n_layers_D=3, gpu_ids=[]
+        input_c=3, output_c=3, ndf=64, netD="basic", condition=1, n_layers_D=3, gpu_ids=gpu_ids
     )
-    retrieval = define_R(ret_method="SAFA", polar=True, gpu_ids=[])
+    retrieval = define_R(ret_method="SAFA", polar=True, gpu_ids=gpu_ids)
     wrapper = RGANWrapper(opt, str(Path(tempfile.mkdtemp(prefix="bench_toker21_up_")) / "log.txt"), generator,
                           discriminator, retrieval)  # fmt: skip
     for net in (generator, discriminator, retrieval):
         net.train()
     g, a = sbs.input_pair(args.batch, (112, 616), (112, 616))
+    # on the CPU: set_input copies it to their device in the step, as our train_step does
     data = {"street": torch.from_numpy(g) * 2 - 1, "satellite": torch.from_numpy(a) * 2 - 1}
 
     def step() -> None:
@@ -101,6 +104,7 @@ def profile(args: argparse.Namespace) -> int:
     from torch.profiler import profile as torch_profile
 
     torch.set_num_threads(args.threads)
+    sbs.resolve_batch(args)
     step = {"ours": ours, "theirs": theirs}[args.profile_side](args)
     for _ in range(args.warmup):
         step()
@@ -118,7 +122,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sbs.add_arguments(parser, batch=4, steps=3, warmup=1)
+    sbs.add_arguments(parser, batch=4, steps=3, warmup=1, gpu_batch=32)  # the recipe's (paper's) batch
     parser.add_argument(
         "--profile",
         type=int,

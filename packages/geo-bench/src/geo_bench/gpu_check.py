@@ -19,6 +19,13 @@
   in-memory batch already on the device (data loading excluded), through the real
   :class:`~geo_retrieval.training.Trainer` step: fp32, bf16 autocast and fp16 autocast with
   GradScaler, each with channels_last off and on; pairs/s, ms/step and peak memory side by side.
+- ``upstream:<method>``: with ``--upstream-root DIR`` (a folder of checkouts of the authors'
+  repositories: ``comingdowntoearth``, ``Sample4Geo``, ``cross_view_localization_L2LTR``,
+  ``PanoGAN``), the side-by-side training-step scripts of the packages' ``benchmarks/`` folders
+  (:data:`UPSTREAM_BENCHMARKS`) on the device at the paper's batch, each side in its own
+  interpreter (``--upstream-python`` for theirs): step seconds, peak device memory and the ratio.
+  A script that finds its checkout missing or unusable exits with 2 and the check is ``skipped``
+  with its message; without ``--upstream-root`` the group is one ``skipped`` line.
 - ``tests:<package>``: every package's fast tests (``-m 'not slow'``, the packages' addopts) with
   ``--device cuda --dtype all``, the four packages in parallel subprocesses.
 
@@ -94,6 +101,7 @@ __all__ = [
     "MAPPING_TOLERANCE",
     "PACKAGES",
     "PRECISIONS",
+    "UPSTREAM_BENCHMARKS",
     "CheckRecord",
     "GpuCheckPlan",
     "compare_ddp_ranks",
@@ -107,9 +115,20 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: The check groups, in the order they run; ``--only`` / ``--skip`` take these names.
-CHECK_GROUPS = ("environment", "mappings", "recall", "ddp", "train", "tests")
+CHECK_GROUPS = ("environment", "mappings", "recall", "ddp", "train", "upstream", "tests")
 #: The packages whose fast tests run, in this order.
 PACKAGES = ("geo-transforms", "geo-retrieval", "geo-synthesis", "geo-bench")
+#: The side-by-side scripts against the authors' code: method -> (script in the checkout, folder of
+#: the authors' checkout under ``--upstream-root``).
+UPSTREAM_BENCHMARKS: dict[str, tuple[str, str]] = {
+    "toker21": ("packages/geo-synthesis/benchmarks/bench_toker21_vs_upstream.py", "comingdowntoearth"),
+    "sample4geo": ("packages/geo-retrieval/benchmarks/bench_sample4geo_train_vs_upstream.py", "Sample4Geo"),
+    "l2ltr": (
+        "packages/geo-retrieval/benchmarks/bench_l2ltr_train_vs_upstream.py",
+        "cross_view_localization_L2LTR",
+    ),
+    "smdt": ("packages/geo-synthesis/benchmarks/bench_smdt_vs_panogan.py", "PanoGAN"),
+}
 #: Training precisions: float32, bf16 autocast, fp16 autocast with GradScaler.
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: Largest allowed |device - CPU| of a mapping's output (float32 images in [0, 1]).
@@ -176,6 +195,9 @@ class GpuCheckPlan:
             kept for them, and pytest-xdist workers per package (0 = none).
         ddp_gloo: run the DDP check with two CPU gloo ranks when there are fewer than two GPUs.
         repo: the checkout holding ``packages/`` (None = not found: tests are skipped).
+        upstream_root, upstream_python: the folder of the authors' checkouts (None: the
+            ``upstream`` group is skipped) and the interpreter of their side (None: this one).
+        upstream_timeout_s: the limit of one side-by-side script.
     """
 
     device: str
@@ -210,6 +232,9 @@ class GpuCheckPlan:
     test_workers: int
     ddp_gloo: bool
     repo: str | None
+    upstream_root: str | None = None
+    upstream_python: str | None = None
+    upstream_timeout_s: float = 240.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for the report."""
@@ -243,6 +268,8 @@ def make_plan(
     test_workers: int = 0,
     ddp_gloo: bool = False,
     repo: str | os.PathLike[str] | None = None,
+    upstream_root: str | os.PathLike[str] | None = None,
+    upstream_python: str | None = None,
 ) -> GpuCheckPlan:
     """The plan of a run: the real sizes, or tiny CPU sizes with ``dry_run``; keyword overrides.
 
@@ -345,6 +372,8 @@ def make_plan(
         test_workers=test_workers,
         ddp_gloo=ddp_gloo,
         repo=str(repo_path) if repo_path is not None else None,
+        upstream_root=str(Path(upstream_root).resolve()) if upstream_root is not None else None,
+        upstream_python=upstream_python,
         **sizes,
     )
 
@@ -1012,6 +1041,81 @@ def check_train(plan: GpuCheckPlan, device: torch.device, budget: _Budget) -> li
 # -- test suites ------------------------------------------------------------------------------------
 
 
+def _upstream_one(plan: GpuCheckPlan, name: str, script: Path, checkout: Path, timeout: float) -> CheckRecord:
+    """One side-by-side script on the plan's device (see the module docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        cmd = [sys.executable, str(script), "--upstream", str(checkout), "--device", plan.device]
+        cmd += ["--upstream-python", plan.upstream_python or sys.executable, "--json", str(result)]
+        cmd += ["--warmup", str(max(1, plan.warmup_steps)), "--steps", str(plan.steps)]
+        figures: dict[str, Any] = {"command": " ".join(cmd[1:]).replace(str(result), "RESULT.json")}
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, env=_child_env(2), check=False
+            )
+        except subprocess.TimeoutExpired:
+            return CheckRecord(
+                f"upstream:{name}", "failed", figures, error=f"did not finish within {timeout:.0f} s"
+            )
+        if (
+            proc.returncode == 2
+        ):  # the script's own answer: checkout missing or unusable, or device unsupported
+            why = " ".join(line.strip() for line in proc.stderr.strip().splitlines()[:2])
+            return CheckRecord(f"upstream:{name}", "skipped", figures, reason=why or "exit status 2")
+        if proc.returncode != 0 or not result.is_file():
+            figures["tail"] = (proc.stdout + proc.stderr).splitlines()[-25:]
+            return CheckRecord(
+                f"upstream:{name}", "failed", figures, error=f"{script.name} exited {proc.returncode}"
+            )
+        data = json.loads(result.read_text())
+    figures.update(
+        {
+            "batch": data["batch"],
+            "ratio_mean_step": data["ratio_mean_step"],
+            "ratio_cpu_s": data["ratio_cpu_s"],
+            "rows": {
+                side: {
+                    k: row.get(k)
+                    for k in ("what", "step_mean_s", "pairs_per_s", "peak_device_mib", "peak_rss_mib")
+                }
+                for side, row in data["rows"].items()
+            },
+        }
+    )
+    return CheckRecord(f"upstream:{name}", "ok", figures)
+
+
+def check_upstream(plan: GpuCheckPlan, budget: _Budget) -> list[CheckRecord]:
+    """:data:`UPSTREAM_BENCHMARKS` against the checkouts in ``plan.upstream_root``, in order, each
+    within ``plan.upstream_timeout_s`` and what the budget leaves after the tests' reserve."""
+    if plan.upstream_root is None:
+        return [
+            CheckRecord(
+                "upstream",
+                "skipped",
+                reason="no --upstream-root (a folder of the authors' checkouts: "
+                + ", ".join(folder for _, folder in UPSTREAM_BENCHMARKS.values())
+                + ")",
+            )
+        ]
+    if plan.repo is None:
+        return [CheckRecord("upstream", "skipped", reason="no checkout with packages/ found (pass --repo)")]
+    records = []
+    for name, (script, folder) in UPSTREAM_BENCHMARKS.items():
+        left = budget.left() - plan.tests_reserve_s
+        if not plan.dry_run and left < 30.0:
+            records.append(CheckRecord(f"upstream:{name}", "skipped", reason=f"budget: {left:.0f} s left"))
+            continue
+        start = time.perf_counter()
+        timeout = min(plan.upstream_timeout_s, left) if not plan.dry_run else plan.upstream_timeout_s
+        record = _upstream_one(
+            plan, name, Path(plan.repo) / script, Path(plan.upstream_root) / folder, timeout
+        )
+        record.seconds = time.perf_counter() - start
+        records.append(record)
+    return records
+
+
 def _junit_summary(path: Path) -> dict[str, Any]:
     """Counts and failing test ids from a pytest JUnit XML file."""
     root = ET.parse(path).getroot()
@@ -1130,6 +1234,30 @@ def _status_text(record: CheckRecord) -> str:
     return record.status
 
 
+def _upstream_markdown(records: list[CheckRecord]) -> list[str]:
+    """The section of the ``upstream:`` checks that ran (none: no lines)."""
+    lines: list[str] = []
+    upstream = [r for r in records if r.name.startswith("upstream:") and r.status == "ok"]
+    if upstream:
+        lines += [
+            "",
+            "## Against the authors' code (one training step, float32, each side in its own process)",
+            "",
+            "| method | batch | ours s/step | theirs s/step | ours / theirs | ours peak device MiB "
+            "| theirs peak device MiB |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in upstream:
+            f = r.figures
+            ours, theirs = f["rows"]["ours"], f["rows"]["theirs"]
+            lines.append(
+                f"| {r.name.split(':', 1)[1]} | {f['batch']} | {_fmt(ours['step_mean_s'])} "
+                f"| {_fmt(theirs['step_mean_s'])} | {_fmt(f['ratio_mean_step'])}x "
+                f"| {_fmt(ours['peak_device_mib'])} | {_fmt(theirs['peak_device_mib'])} |"
+            )
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The Markdown report: a summary table, then one section per kind of check."""
     records = [CheckRecord(**r) for r in report["checks"]]
@@ -1217,6 +1345,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                     f"| {f['aerial'][0]}x{f['aerial'][1]} | {_fmt(f['params_M'])} | {prec} "
                     f"| {_fmt(row['channels_last'])} | {figs} |"
                 )
+    lines += _upstream_markdown(records)
     tests = [r for r in records if r.name.startswith("tests:") and "returncode" in r.figures]
     if tests:
         lines += [
@@ -1276,6 +1405,7 @@ _MIN_SECONDS = {
     "recall": 15.0,
     "ddp": 30.0,
     "train": 20.0,
+    "upstream": 0.0,
     "tests": 20.0,
 }
 
@@ -1297,6 +1427,7 @@ def run_gpu_check(plan: GpuCheckPlan, out: str | os.PathLike[str]) -> dict[str, 
         "recall": lambda: check_recall(plan, device),
         "ddp": lambda: check_ddp(plan, device, budget),
         "train": lambda: check_train(plan, device, budget),
+        "upstream": lambda: check_upstream(plan, budget),
         "tests": lambda: check_tests(plan, device, budget),
     }
     usable = True
@@ -1359,6 +1490,15 @@ def _parser() -> argparse.ArgumentParser:
         "--ddp-gloo", action="store_true", help="with < 2 GPUs, check DDP on 2 CPU gloo ranks"
     )
     parser.add_argument("--repo", type=Path, default=None, help="the checkout (default: found upwards)")
+    parser.add_argument(
+        "--upstream-root",
+        type=Path,
+        default=None,
+        help="folder of the authors' checkouts for the side-by-side steps (default: that group is skipped)",
+    )
+    parser.add_argument(
+        "--upstream-python", default=None, help="interpreter of the authors' side (default: this one)"
+    )
     parser.add_argument("--ddp-worker", default=None, help=argparse.SUPPRESS)  # internal: torchrun rank
     return parser
 
@@ -1389,6 +1529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             test_workers=args.test_workers,
             ddp_gloo=args.ddp_gloo,
             repo=args.repo,
+            upstream_root=args.upstream_root,
+            upstream_python=args.upstream_python,
         )
     except ValueError as err:
         print(f"gpu_check: {err}", file=sys.stderr)
