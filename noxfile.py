@@ -199,6 +199,7 @@ UPSTREAM_CHECKOUTS = {
         True,
     ),
     "bench_toker21_vs_upstream.py": ("TOKER21", "https://github.com/aysim/comingdowntoearth", True),
+    "bench_smdt_vs_panogan.py": ("PANOGAN", "https://github.com/sswuai/PanoGAN", True),
 }
 
 
