@@ -122,22 +122,26 @@ def test_ddp_worker_alone_and_rank_comparison(tmp_path):
     assert "ranks" in compare_ddp_ranks([same], 2, None)
 
 
+def _report_of(records: list[CheckRecord], *, ok: bool) -> dict:
+    """A report dict of a CUDA run holding ``records`` (what ``render_markdown`` reads)."""
+    return {
+        "dry_run": False,
+        "created": "now",
+        "device": "cuda",
+        "elapsed_s": 1.0,
+        "budget_s": 480.0,
+        "ok": ok,
+        "checks": [r.as_dict() for r in records],
+    }
+
+
 def test_markdown_lists_failures_and_budget_skips():
     records = [
         CheckRecord("environment", "ok", {"torch": "x", "gpu": "G", "gpu_memory_GiB": 1.0}),
         CheckRecord("train:safa", "skipped", reason="budget: 3 s left"),
         CheckRecord("tests:geo-bench", "failed", {"tail": ["E  boom"]}, error="pytest exited 1"),
     ]
-    report = {
-        "dry_run": False,
-        "created": "now",
-        "device": "cuda",
-        "elapsed_s": 1.0,
-        "budget_s": 480.0,
-        "ok": False,
-        "checks": [r.as_dict() for r in records],
-    }
-    text = render_markdown(report)
+    text = render_markdown(_report_of(records, ok=False))
     assert "some checks FAILED" in text and "skipped (budget)" in text
     assert "### tests:geo-bench" in text and "E  boom" in text
     with pytest.raises(ValueError, match="status"):
@@ -180,16 +184,7 @@ def test_markdown_shows_the_side_by_side_steps():
             },
         },
     )
-    report = {
-        "dry_run": False,
-        "created": "now",
-        "device": "cuda",
-        "elapsed_s": 1.0,
-        "budget_s": 480.0,
-        "ok": True,
-        "checks": [ok.as_dict(), CheckRecord("upstream:smdt", "skipped", reason="x").as_dict()],
-    }
-    text = render_markdown(report)
+    text = render_markdown(_report_of([ok, CheckRecord("upstream:smdt", "skipped", reason="x")], ok=True))
     assert "## Against the authors' code" in text
     assert "| toker21 | 32 | 0.8 | 1 | 1.25x | 9,000 | 12,000 |" in text
     assert "| smdt |" not in text  # skipped checks are in the summary only

@@ -4,11 +4,25 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # the side-by-side drivers load this file without importing torch
+    import torch
 
-__all__ = ["StepTrainer", "peak_rss_mb"]
+__all__ = ["StepTrainer", "peak_rss_mb", "side_by_side_harness"]
+
+
+def side_by_side_harness() -> ModuleType:
+    """geo-retrieval's ``benchmarks/_side_by_side.py`` (one home for the side-by-side harness)."""
+    path = Path(__file__).resolve().parents[2] / "geo-retrieval" / "benchmarks" / "_side_by_side.py"
+    spec = importlib.util.spec_from_file_location("_side_by_side", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def peak_rss_mb() -> float:

@@ -42,30 +42,20 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib.util
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from _bench_utils import side_by_side_harness
 
 REPO = "https://github.com/sswuai/PanoGAN"
 NEEDED = "models/panogan_model.py"
 SIZE = (256, 1024)
 
 
-def _harness() -> ModuleType:
-    """geo-retrieval's ``benchmarks/_side_by_side.py`` (one home for the side-by-side harness)."""
-    path = Path(__file__).resolve().parents[2] / "geo-retrieval" / "benchmarks" / "_side_by_side.py"
-    spec = importlib.util.spec_from_file_location("_side_by_side", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sbs = _harness()
+sbs = side_by_side_harness()
 
 
 def unparsable(upstream: str) -> str | None:

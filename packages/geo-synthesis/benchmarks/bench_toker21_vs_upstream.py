@@ -30,28 +30,18 @@ that has them with ``--upstream-python`` (here: the ``tests-geo-bench`` nox envi
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
+
+from _bench_utils import side_by_side_harness
 
 REPO = "https://github.com/aysim/comingdowntoearth"
 NEEDED = "utils/rgan_wrapper.py"
 
 
-def _harness() -> ModuleType:
-    """geo-retrieval's ``benchmarks/_side_by_side.py`` (one home for the side-by-side harness)."""
-    path = Path(__file__).resolve().parents[2] / "geo-retrieval" / "benchmarks" / "_side_by_side.py"
-    spec = importlib.util.spec_from_file_location("_side_by_side", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sbs = _harness()
+sbs = side_by_side_harness()
 
 
 def ours(args: argparse.Namespace) -> Callable[[], object]:
