@@ -433,6 +433,23 @@ def test_time_budget_stops_training_early(tmp_path, capsys, monkeypatch):
     assert "time budget 0.01 s" in (tmp_path / "budget" / "leaderboard.md").read_text()
 
 
+def test_validation_starts_half_way_by_default(tmp_path):
+    """The leaderboard validates the last half of each schedule (--val-from 0.5): the first of two
+    epochs is trained, not validated, and shown as "-" in the selection table; the protocol and the
+    config hash record it; --val-from with --time-budget is refused."""
+    args = ["leaderboard", "--tiny", "--recipes", "safa", "--epochs", "2", "--no-baseline", "--no-plots"]
+    assert main([*args, "--threads", "1", "--jobs", "1", "--no-progress", "--out", str(tmp_path)]) == 0
+    records = ResultStore(tmp_path / "results.jsonl").records()
+    assert records and all(r.protocol["val_from"] == 0.5 for r in records)
+    (row,) = json.loads((tmp_path / "leaderboard_selection.json").read_text())
+    assert row["epochs"] == 2 and row["first_validated"] == 2 and row["curve"][0] is None
+    assert row["best_epoch"] == 2
+    assert "| 2 | 2 | " in (tmp_path / "leaderboard_selection.md").read_text()
+    history = json.loads(next((tmp_path / "runs").glob("*/history.json")).read_text())
+    assert ["val/R@1" in e for e in history] == [False, True]
+    assert main([*args, "--time-budget", "5", "--val-from", "0.5", "--out", str(tmp_path / "x")]) == 2
+
+
 @pytest.mark.parametrize("value", ["0", "-5", "nan"])
 def test_time_budget_must_be_positive(tmp_path, caplog, value):
     with caplog.at_level(logging.ERROR):

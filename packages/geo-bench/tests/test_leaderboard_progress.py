@@ -15,7 +15,7 @@ from geo_bench.leaderboard.progress import (
     format_duration,
     progress_interval,
 )
-from geo_bench.leaderboard.training import ProgressCallback, TimeBudget
+from geo_bench.leaderboard.training import ProgressCallback, TimeBudget, first_validated_epoch
 
 
 class FakeClock:
@@ -255,6 +255,24 @@ def test_time_budget_config():
     for bad in (0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="--time-budget"):
             RunConfig(time_budget_s=bad)
+
+
+def test_val_from_config():
+    base = RunConfig()
+    assert base.val_from == 0.0
+    assert config_hash({"r": 1}, base) == config_hash({"r": 1}, RunConfig(val_from=0))
+    assert config_hash({"r": 1}, RunConfig(val_from=0.5)) != config_hash({"r": 1}, base)
+    # epochs before floor(val_from * epochs) are not validated; the last epoch always is
+    assert [first_validated_epoch(RunConfig(val_from=0.5), n) for n in (1, 2, 10, 15, 32)] == [0, 1, 5, 7, 16]
+    assert first_validated_epoch(RunConfig(val_from=0.95), 4) == 3
+    assert first_validated_epoch(base, 15) == 0
+    for bad in (-0.1, 1.0, 2.0, float("nan")):
+        with pytest.raises(ValueError, match="--val-from must be a fraction"):
+            RunConfig(val_from=bad)
+    with pytest.raises(ValueError, match=r"--val-from 0\.5 needs the whole schedule"):
+        RunConfig(val_from=0.5, time_budget_s=60)
+    with pytest.raises(ValueError, match=r"--val-from 0\.5 needs the whole schedule"):
+        RunConfig(val_from=0.5, max_steps=10)
 
 
 def test_train_and_evaluate_print_progress_without_a_terminal(tmp_path, capsys, monkeypatch):

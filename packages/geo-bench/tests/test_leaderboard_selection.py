@@ -36,6 +36,22 @@ def test_selected_epoch_is_the_first_best(tmp_path):
     assert json.loads(paths["selection_json"].read_text())[0]["curve"] == curve
 
 
+def test_epochs_not_validated_are_shown_and_never_selected(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    history = [{"epoch": 0, "train/loss": 1.0}, {"epoch": 1, "train/loss": 0.9}]
+    history += [{"epoch": 2, "val/R@1": 40.0}, {"epoch": 3, "val/R@1": 42.5}]
+    (run / "history.json").write_text(json.dumps(history))
+    (row,) = selection_rows([_record(run)])
+    assert row["epochs"] == 4 and row["first_validated"] == 3
+    assert row["best_epoch"] == 4 and row["best_val_R@1"] == 42.5 and row["last_val_R@1"] == 42.5
+    assert row["curve"] == [None, None, 40.0, 42.5]
+    assert "| safa | small | 2 | 1 | val | 4 | 4 | 42.5 | 42.5 | - - 40 42 |" in selection_markdown([row])
+    # a run that never validated has no selection row
+    (run / "history.json").write_text(json.dumps(history[:2]))
+    assert selection_rows([_record(run)]) == []
+
+
 def test_runs_without_history_are_left_out(tmp_path):
     assert selection_rows([_record(tmp_path / "missing")]) == []
     assert write_selection([_record(tmp_path / "missing")], tmp_path / "out") == {}

@@ -164,6 +164,51 @@ class TestTrainer:
         with pytest.raises(ValueError, match="test"):
             trainer.evaluate(test_like)
 
+    def test_eval_start_skips_early_epochs(self, pairs, tmp_path):
+        train, val = pairs
+        trainer = Trainer(
+            TinyCrossView(), tiny_recipe(epochs=5), train, val, out_dir=tmp_path, loss=infonce, eval_start=3
+        )
+        trainer.fit()
+        validated = [e["epoch"] for e in trainer.history if "val/R@1" in e]
+        assert [e["epoch"] for e in trainer.history] == [0, 1, 2, 3, 4]
+        assert validated == [3, 4] and trainer.best_epoch in (3, 4)
+        # with eval_every the count starts at epoch 0; the last epoch is always validated
+        trainer = Trainer(
+            TinyCrossView(),
+            tiny_recipe(epochs=5),
+            train,
+            val,
+            out_dir=tmp_path / "every2",
+            loss=infonce,
+            eval_start=2,
+            eval_every=2,
+        )
+        trainer.fit()
+        assert [e["epoch"] for e in trainer.history if "val/R@1" in e] == [3, 4]
+        # past the schedule: only the last epoch
+        trainer = Trainer(
+            TinyCrossView(),
+            tiny_recipe(epochs=2),
+            train,
+            val,
+            out_dir=tmp_path / "late",
+            loss=infonce,
+            eval_start=9,
+        )
+        trainer.fit()
+        assert [e["epoch"] for e in trainer.history if "val/R@1" in e] == [1]
+        with pytest.raises(ValueError, match="eval_start"):
+            Trainer(
+                TinyCrossView(),
+                tiny_recipe(),
+                train,
+                val,
+                out_dir=tmp_path / "bad",
+                loss=infonce,
+                eval_start=-1,
+            )
+
     def test_loss_epoch_and_utm(self, pairs, tmp_path):
         train, _ = pairs
 

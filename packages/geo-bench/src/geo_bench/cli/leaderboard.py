@@ -93,6 +93,9 @@ from ._common import (
     world_config,
 )
 
+#: ``--val-from`` by default: validate the last half of each schedule.
+DEFAULT_VAL_FROM = 0.5
+
 HELP = "train + evaluate every recipe (synthetic world by default) and print the leaderboard"
 
 log = logging.getLogger(__name__)
@@ -151,6 +154,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "recorded in the protocol and the config hash; best/ is still selected on the "
         "world's val region, or the held-out slice of real data)",
     )
+    parser.add_argument(
+        "--val-from",
+        type=float,
+        metavar="F",
+        help="validate each recipe from this fraction of its schedule on (default 0.5: the last half of "
+        "the epochs, half the validation work; 0 with --time-budget, which may stop earlier); 0 "
+        "validates every epoch. Recorded in the protocol and the config hash",
+    )
     add_protocol_arguments(parser)
     add_data_arguments(parser)
     add_runtime_arguments(parser)
@@ -190,6 +201,9 @@ def _run(args: argparse.Namespace) -> int:
         cache=args.cache,
         protocols=parse_protocols(args.protocols),
         time_budget_s=args.time_budget,
+        val_from=args.val_from
+        if args.val_from is not None
+        else (0.0 if args.time_budget else DEFAULT_VAL_FROM),
     )
     progress_interval()  # a bad GEO_BENCH_PROGRESS_S fails before any work
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None

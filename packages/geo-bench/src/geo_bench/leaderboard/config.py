@@ -100,6 +100,12 @@ class RunConfig:
             the config hash: they change what is measured, not what is trained.
         time_budget_s: train every recipe for at most this many wall-clock seconds (None: no
             budget); part of the config hash and of the records' protocol.
+        val_from: validate from this fraction of the schedule on: epochs ``< floor(val_from *
+            epochs)`` (0-based) are not validated and cannot be selected; the last always is. 0
+            (default): every epoch. ``geo-bench leaderboard`` uses 0.5 (half the validation work;
+            every small recipe's selected epoch lies in the last fifth of its schedule). Needs the
+            whole schedule, so not with ``time_budget_s`` or ``max_steps``; part of the config hash
+            and of the records' protocol when not 0.
     """
 
     dataset: str = "synthetic"
@@ -119,6 +125,7 @@ class RunConfig:
     cache: str | None = None
     protocols: tuple[str, ...] = ()
     time_budget_s: float | None = None
+    val_from: float = 0.0
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_NAMES:
@@ -142,6 +149,15 @@ class RunConfig:
                     f"--time-budget must be a positive number of seconds, got {self.time_budget_s}"
                 )
             object.__setattr__(self, "time_budget_s", budget)
+        val_from = float(self.val_from)
+        if not 0.0 <= val_from < 1.0:
+            raise ValueError(f"--val-from must be a fraction of the schedule in [0, 1), got {self.val_from}")
+        if val_from > 0 and (self.time_budget_s is not None or self.max_steps is not None):
+            raise ValueError(
+                f"--val-from {val_from:g} needs the whole schedule, but --time-budget / --max-steps may stop "
+                "training before the validated epochs: use --val-from 0 with them"
+            )
+        object.__setattr__(self, "val_from", val_from)
         splits = EVAL_SPLITS[self.dataset]
         if self.eval_split is not None and self.eval_split not in splits:
             raise ValueError(
@@ -195,11 +211,13 @@ def _hash(obj: Any) -> str:
 
 def config_hash(recipe_dict: dict[str, Any], cfg: RunConfig) -> str:
     """Short hash of everything a result depends on besides seed and code: the recipe (after
-    overrides), the data, the step limit and the time budget (only when set, so that runs without
-    one keep their hash)."""
+    overrides), the data, the step limit, the time budget and the first validated fraction (the last
+    two only when set, so that runs without them keep their hash)."""
     parts: dict[str, Any] = {"recipe": recipe_dict, "data": cfg.data_dict(), "max_steps": cfg.max_steps}
     if cfg.time_budget_s is not None:
         parts["time_budget_s"] = cfg.time_budget_s
+    if cfg.val_from:
+        parts["val_from"] = cfg.val_from
     return _hash(parts)
 
 

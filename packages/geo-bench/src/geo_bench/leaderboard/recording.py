@@ -107,6 +107,8 @@ def _recipe_protocol(recipe: Recipe, cfg: RunConfig, config: str) -> dict[str, A
     }
     if cfg.time_budget_s is not None:
         base["time_budget_s"] = cfg.time_budget_s
+    if cfg.val_from:
+        base["val_from"] = cfg.val_from
     base.update(_data_protocol(cfg))
     return base
 

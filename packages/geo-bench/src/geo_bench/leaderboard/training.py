@@ -11,12 +11,15 @@ Convention:
     - **Time budget.** ``RunConfig.time_budget_s`` trains for that many wall-clock seconds
       (:class:`TimeBudget`, a trainer callback raising ``StopTraining``; the trainer saves
       ``last/``, ``best/`` stays the best held-out epoch), counting a resumed run's seconds.
+    - **Validation from part-way.** ``RunConfig.val_from`` skips validating the first
+      ``floor(val_from * epochs)`` epochs (the trainer's ``eval_start``); they cannot be selected.
     - **Progress.** :class:`ProgressCallback` sends ``step`` events (:mod:`.progress`) to a sink.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +37,14 @@ from geo_retrieval.training import StopTraining, Trainer, recover_checkpoint, sp
 from .config import RunConfig, config_hash
 from .progress import progress_interval
 
-__all__ = ["EventSink", "ProgressCallback", "TimeBudget", "TrainedRun", "train_recipe"]
+__all__ = [
+    "EventSink",
+    "ProgressCallback",
+    "TimeBudget",
+    "TrainedRun",
+    "first_validated_epoch",
+    "train_recipe",
+]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +173,12 @@ class TimeBudget:
             raise StopTraining(f"time budget of {self.budget_s:g} s spent")
 
 
+def first_validated_epoch(cfg: RunConfig, epochs: int) -> int:
+    """The first epoch (0-based) of an ``epochs``-long schedule that ``cfg`` validates:
+    ``floor(cfg.val_from * epochs)``, at most the last epoch."""
+    return min(max(0, int(epochs) - 1), math.floor(cfg.val_from * int(epochs)))
+
+
 def train_recipe(
     recipe: Recipe,
     train_full: Any,
@@ -221,6 +237,7 @@ def train_recipe(
         seed=cfg.seed,
         device=cfg.device,
         max_steps=cfg.max_steps,
+        eval_start=first_validated_epoch(cfg, recipe.epochs),
         progress=progress,
         resume=bool(resume and has_last),
         callbacks=callbacks,

@@ -22,7 +22,8 @@ Convention:
       ``sampling.similarity_every``-th epoch; under DDP every rank embeds it (identical weights give
       identical neighbour tables, no broadcast needed).
     - **Validation** is a held-out slice of train (never a split named ``"test"``), evaluated on
-      rank 0 every ``eval_every`` epochs; the best ``selection_metric`` (default ``"R@1"``) is kept
+      rank 0 every ``eval_every`` epochs from epoch ``eval_start`` on (and after the last); the
+      best ``selection_metric`` (default ``"R@1"``) among the validated epochs is kept
       in ``best/``; ``selection_split`` is recorded. Recall for selection counts ties *against*
       the query (``ties="pessimistic"``, recorded as ``val/ties``), so a collapsed model (all
       descriptors equal) scores 0, not 100. Non-finite weights or validation descriptors raise
@@ -369,6 +370,9 @@ class Trainer:
         sampler: ``None`` (recipe's ``sampling.kind``), ``"unique"``, ``"gps"``, ``"similarity"``, or a
             ready batch sampler with ``set_epoch`` / ``state_dict`` / ``load_state_dict``.
         eval_every: evaluate every this many epochs (and after the last epoch).
+        eval_start: the first epoch (0-based) whose end may be evaluated: earlier epochs are not
+            validated (their history has no ``val/`` keys and cannot be selected); the last epoch
+            always is. 0 (default): from the first.
         selection_metric: metric of :meth:`evaluate` used to pick ``best/`` (default ``"R@1"``, higher
             is better; a model with ``evaluate_dataset`` (:class:`~geo_retrieval.protocols.EvaluatesItself`,
             a pose model) is validated by itself and names its metric and direction).
@@ -405,6 +409,7 @@ class Trainer:
         channels_last: bool = False,
         sampler: str | Sampler | None = None,
         eval_every: int = 1,
+        eval_start: int = 0,
         selection_metric: str | None = None,
         val_split: str | None = None,
         max_steps: int | None = None,
@@ -443,6 +448,9 @@ class Trainer:
                 f"global batch_size {self.batch_size} must be divisible by world size {self.world_size}"
             )
         self.eval_every = max(1, int(eval_every))
+        if int(eval_start) < 0:
+            raise ValueError(f"eval_start must be >= 0 (a 0-based epoch), got {eval_start}")
+        self.eval_start = int(eval_start)
         self.max_steps = max_steps
         self.checkpoint_every = checkpoint_every
         self.callbacks = list(callbacks)
@@ -988,7 +996,8 @@ class Trainer:
         record: dict[str, Any] = {"epoch": self.epoch, "step": self.global_step, **epoch_logs}
         last = self.epoch == self.epochs - 1
         _check_finite(dict(self.raw_model.state_dict()), f"the weights at the end of epoch {self.epoch}")
-        if self.val_dataset is not None and ((self.epoch + 1) % self.eval_every == 0 or last):
+        due = self.epoch >= self.eval_start and (self.epoch + 1) % self.eval_every == 0
+        if self.val_dataset is not None and (due or last):
             metrics = self.evaluate() if self.is_main else None
             metrics = ddp.broadcast_object(metrics)
             record.update({f"val/{k}": v for k, v in metrics.items()})
