@@ -16,8 +16,9 @@ Ablations (name: what changes against the registered small recipe):
 - ``l2ltr-24-epochs``: L2LTR small trained for 24 epochs (cosine over 24) instead of 32;
 - ``toker21-8-epochs``: toker21 small for 8 epochs with a cosine lr from 4e-4 and mining from epoch 5,
   instead of 15 epochs at a constant 2e-4 with mining from epoch 10;
-- ``toker21-synthesise-all``: toker21 small synthesising every sample of a batch (the paper's step)
-  instead of the first 4 of 16 (``synthesis_samples=4``);
+- ``toker21-synthesise-all`` / ``toker21-synthesise-4`` / ``toker21-synthesise-1``: toker21 small
+  synthesising every sample of a batch (the paper's step), the first 4 or the first 1 of 16, instead
+  of the first 2 (``synthesis_samples=2``);
 - ``sample4geo-layer-scale-1e-6``: Sample4Geo small with timm's ConvNeXt layer-scale init 1e-6 and
   40 epochs (the setting registered before issue 15) instead of layer scale 1.0 and 32 epochs;
 - ``sample4geo-40-epochs`` / ``sample4geo-24-epochs``: Sample4Geo small (layer scale 1.0) trained for 40
@@ -81,9 +82,12 @@ def _l2ltr_24_epochs() -> Recipe:
     return get_recipe("l2ltr", "small").replace(epochs=24)
 
 
-def _toker21_synthesise_all() -> Recipe:
-    recipe: Any = get_recipe("toker21", "small")
-    return recipe.replace(toker=dataclasses.replace(recipe.toker, synthesis_samples=None))
+def _toker21_synthesise(samples: int | None) -> Callable[[], Recipe]:
+    def make() -> Recipe:
+        recipe: Any = get_recipe("toker21", "small")
+        return recipe.replace(toker=dataclasses.replace(recipe.toker, synthesis_samples=samples))
+
+    return make
 
 
 def _toker21_8_epochs() -> Recipe:
@@ -117,7 +121,9 @@ ABLATIONS: dict[str, tuple[str, Callable[[], Recipe]]] = {
     "dsm-8-epochs": ("8 epochs (registered: 10)", _dsm_8_epochs),
     "l2ltr-24-epochs": ("24 epochs (registered: 32)", _l2ltr_24_epochs),
     "toker21-8-epochs": ("8 epochs, cosine lr 4e-4 (registered: 15, constant 2e-4)", _toker21_8_epochs),
-    "toker21-synthesise-all": ("synthesis on all 16 samples (registered: 4)", _toker21_synthesise_all),
+    "toker21-synthesise-all": ("synthesis on all 16 samples (registered: 2)", _toker21_synthesise(None)),
+    "toker21-synthesise-4": ("synthesis on 4 of 16 samples (registered: 2)", _toker21_synthesise(4)),
+    "toker21-synthesise-1": ("synthesis on 1 of 16 samples (registered: 2)", _toker21_synthesise(1)),
     "sample4geo-layer-scale-1e-6": (
         "ConvNeXt layer scale 1e-6, 40 epochs (registered: 1.0, 32)",
         _sample4geo_layer_scale_1e6,
