@@ -94,7 +94,8 @@ def world_map_yaw90(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """``safa`` small on the tiny world with 2,000 training cameras, 10 epochs (630 steps)."""
+    """``safa`` small on the tiny world with 2,000 training cameras, 10 epochs (630 steps); two torch
+    threads, since the tests run one at a time (100 s against 135 s with one on the 2-core machine)."""
     run = tmp_path_factory.mktemp("train") / "safa"
     assert (
         main(
@@ -110,7 +111,7 @@ def trained(tmp_path_factory):
                 str(run),
                 "--no-progress",
                 "--threads",
-                "1",
+                "2",
             ]
         )
         == 0
