@@ -7,9 +7,10 @@ training cities that shares no camera and no aerial pixel with train or test), a
 once, after training, on the world's TEST region (same-area: another stripe of the training
 cities, a dense downtown grid and a suburban sprawl) and on a CROSS-AREA city of another style (an
 organic small town never trained or selected on), with the orientation known and unknown
-(panoramas rolled by fixed, seeded shifts). 10.5 minutes measured on an idle
-2-core CPU, 17.5 under load (two recipes train at once, one process and one torch thread each;
---jobs 1 runs them in turn; toker21's training alone takes most of it).
+(panoramas rolled by fixed, seeded shifts). 13-14 minutes measured on an idle
+2-core CPU (two recipes train at once, one process and one torch thread each; --jobs 1 runs them in
+turn; toker21 and smdt train for about 6-8 minutes each). Validation covers the last half of each
+schedule (--val-from 0.5).
 
   geo-bench leaderboard                                   # synthetic world, small variants
   geo-bench leaderboard --recipes safa,dsm --epochs 4     # a subset, shorter
@@ -18,6 +19,7 @@ organic small town never trained or selected on), with the orientation known and
   geo-bench leaderboard --world-seeds 0,1,2               # three synthetic worlds + mean ± std
   geo-bench leaderboard --protocols fov,corruption        # + limited FoV and corruption robustness
   geo-bench leaderboard --time-budget 60                  # every recipe trains for the same 60 s
+  geo-bench leaderboard --val-from 0                      # validate every epoch (whole val curves)
   geo-bench leaderboard --dataset cvusa --root data/CVUSA --device cuda   # full variants, real data
   geo-bench leaderboard --pose                            # + the fine-grained pose table (ccvpe)
   geo-bench leaderboard --recipes ccvpe                   # the pose table only
