@@ -66,6 +66,23 @@ def test_pose_leaderboard_runs_records_and_resumes(tmp_path: Path) -> None:
     assert "| CCVPE | reported | vigor same-area | slicematch_corrected |" in table
 
 
+def test_pose_recipes_validate_every_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retrieval leaderboard's --val-from (checked on the retrieval recipes only) does not reach
+    the pose recipes: they train with val_from 0."""
+    import geo_bench.leaderboard.pose as pose_module
+
+    seen: list[float] = []
+
+    def fake_train_recipe(recipe, train, cfg, run_dir, **kwargs):
+        seen.append(cfg.val_from)
+        raise RuntimeError("stop after the configuration was seen")
+
+    monkeypatch.setattr(pose_module, "train_recipe", fake_train_recipe)
+    with pytest.raises(RuntimeError, match="stop after"):
+        run_pose_leaderboard(RunConfig(world=WORLD, epochs=2, batch_size=4, val_from=0.5), tmp_path)
+    assert seen == [0.0]
+
+
 def test_unknown_pose_recipe(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown pose recipes"):
         run_pose_leaderboard(RunConfig(world=WORLD), tmp_path, recipes=["safa"])
