@@ -166,38 +166,27 @@ class TestTrainer:
 
     def test_eval_start_skips_early_epochs(self, pairs, tmp_path):
         train, val = pairs
-        trainer = Trainer(
-            TinyCrossView(), tiny_recipe(epochs=5), train, val, out_dir=tmp_path, loss=infonce, eval_start=3
-        )
-        trainer.fit()
-        validated = [e["epoch"] for e in trainer.history if "val/R@1" in e]
+
+        def fitted(name, epochs, **kwargs):
+            trainer = Trainer(
+                TinyCrossView(),
+                tiny_recipe(epochs=epochs),
+                train,
+                val,
+                out_dir=tmp_path / name,
+                loss=infonce,
+                **kwargs,
+            )
+            trainer.fit()
+            return trainer, [e["epoch"] for e in trainer.history if "val/R@1" in e]
+
+        trainer, validated = fitted("start3", 5, eval_start=3)
         assert [e["epoch"] for e in trainer.history] == [0, 1, 2, 3, 4]
         assert validated == [3, 4] and trainer.best_epoch in (3, 4)
         # with eval_every the count starts at epoch 0; the last epoch is always validated
-        trainer = Trainer(
-            TinyCrossView(),
-            tiny_recipe(epochs=5),
-            train,
-            val,
-            out_dir=tmp_path / "every2",
-            loss=infonce,
-            eval_start=2,
-            eval_every=2,
-        )
-        trainer.fit()
-        assert [e["epoch"] for e in trainer.history if "val/R@1" in e] == [3, 4]
+        assert fitted("every2", 5, eval_start=2, eval_every=2)[1] == [3, 4]
         # past the schedule: only the last epoch
-        trainer = Trainer(
-            TinyCrossView(),
-            tiny_recipe(epochs=2),
-            train,
-            val,
-            out_dir=tmp_path / "late",
-            loss=infonce,
-            eval_start=9,
-        )
-        trainer.fit()
-        assert [e["epoch"] for e in trainer.history if "val/R@1" in e] == [1]
+        assert fitted("late", 2, eval_start=9)[1] == [1]
         with pytest.raises(ValueError, match="eval_start"):
             Trainer(
                 TinyCrossView(),
